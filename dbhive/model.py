@@ -1,0 +1,188 @@
+"""The one type model every reader (BTF, DWARF) produces and the DB writer consumes.
+
+A `TypeGraph` is a flat list of `Type` records addressed by integer id (id 0 is `void`),
+the same shape BTF uses.  References between types are ids, so a graph pickles cheaply
+(the DWARF reader builds parts of it in worker processes) and cycles need no special care.
+
+Kinds (plain strings, compared by identity in hot loops):
+  void, int, float, ptr, array, struct, union, enum, fwd, typedef,
+  const, volatile, restrict, type_tag, func_proto
+Functions (BTF FUNC / DWARF subprogram) live in `TypeGraph.functions`, pointing at a
+func_proto type.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterator, Optional
+
+VOID = "void"
+INT = "int"
+FLOAT = "float"
+PTR = "ptr"
+ARRAY = "array"
+STRUCT = "struct"
+UNION = "union"
+ENUM = "enum"
+FWD = "fwd"
+TYPEDEF = "typedef"
+CONST = "const"
+VOLATILE = "volatile"
+RESTRICT = "restrict"
+TYPE_TAG = "type_tag"
+FUNC_PROTO = "func_proto"
+
+KINDS = (VOID, INT, FLOAT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF,
+         CONST, VOLATILE, RESTRICT, TYPE_TAG, FUNC_PROTO)
+COMPOSITE = (STRUCT, UNION)
+QUALIFIERS = (CONST, VOLATILE, RESTRICT, TYPE_TAG)
+# kinds whose `ref` is simply "the same type with a qualifier / another name"
+TRANSPARENT = (TYPEDEF, CONST, VOLATILE, RESTRICT, TYPE_TAG)
+
+
+@dataclass(slots=True)
+class Member:
+    """A direct member of a struct/union.  `name` is None for an anonymous member."""
+    name: Optional[str]
+    type: int
+    bit_offset: int          # from the start of the containing struct/union
+    bit_size: int = 0        # 0: not a bitfield
+
+
+@dataclass(slots=True)
+class Param:
+    name: Optional[str]
+    type: int
+
+
+@dataclass(slots=True)
+class Type:
+    kind: str
+    name: Optional[str] = None
+    size: Optional[int] = None        # bytes; None when the kind has no size (void, fwd, func_proto)
+    ref: Optional[int] = None         # ptr/typedef/qualifier target, array element, func_proto return
+    members: Optional[list] = None    # struct/union: list[Member]
+    enumerators: Optional[list] = None  # enum: list[(name, value)]
+    nelems: Optional[int] = None      # array: element count (0 for `x[]` / `x[0]`)
+    params: Optional[list] = None     # func_proto: list[Param]
+    variadic: bool = False            # func_proto
+    signed: Optional[bool] = None     # int / enum
+    encoding: Optional[str] = None    # int: 'signed', 'unsigned', 'char', 'bool'; fwd: 'struct'/'union'/'enum'
+    origin: Optional[str] = None      # where it was read from (DWARF: CU name), for same-name layouts
+
+
+@dataclass(slots=True)
+class Function:
+    name: str
+    proto: int                 # id of a func_proto type
+    static: bool = False
+    file: Optional[str] = None
+    line: Optional[int] = None
+    module: str = "vm"         # 'vm' for vmlinux, else the module name (surftrace convention)
+
+
+@dataclass
+class TypeGraph:
+    types: list = field(default_factory=lambda: [Type(VOID, "void")])
+    functions: list = field(default_factory=list)
+    source: str = ""           # 'btf' or 'dwarf'
+
+    def add(self, t: Type) -> int:
+        self.types.append(t)
+        return len(self.types) - 1
+
+    def __getitem__(self, tid: int) -> Type:
+        return self.types[tid]
+
+    def __len__(self) -> int:
+        return len(self.types)
+
+    def named(self, kinds=COMPOSITE) -> Iterator[tuple]:
+        """(id, type) of every named type of the given kinds."""
+        for tid, t in enumerate(self.types):
+            if t.kind in kinds and t.name:
+                yield tid, t
+
+    # ---- type properties -------------------------------------------------
+    def strip(self, tid: int) -> int:
+        """Follow typedefs and qualifiers to the underlying type id."""
+        types = self.types
+        while types[tid].kind in TRANSPARENT:
+            tid = types[tid].ref
+        return tid
+
+    def sizeof(self, tid: int) -> Optional[int]:
+        types = self.types
+        t = types[tid]
+        while True:
+            if t.size is not None:
+                return t.size
+            if t.kind in TRANSPARENT:
+                t = types[t.ref]
+            elif t.kind == ARRAY:
+                n = t.nelems or 0
+                es = self.sizeof(t.ref)
+                return None if es is None else n * es
+            elif t.kind == PTR:
+                return 8
+            else:
+                return None
+
+    def strip_cv_kind(self, tid: int) -> str:
+        """Kind of a type once const/volatile/restrict/type_tag are peeled off."""
+        types = self.types
+        t = types[tid]
+        while t.kind in QUALIFIERS:
+            t = types[t.ref] if t.ref is not None else types[0]
+        return t.kind
+
+    # ---- C spelling ------------------------------------------------------
+    def type_name(self, tid: int) -> str:
+        """C spelling of a type with no declarator name: `struct file *`,
+        `const char *`, `long unsigned int`, `void (*)(struct rcu_head *)`, `u8 [16]`."""
+        return c_decl(self, tid, "")
+
+    def base_name(self, tid: int) -> str:
+        """The spelling of a type as a declaration head (no pointer/array/function parts)."""
+        t = self.types[tid]
+        k = t.kind
+        if k in COMPOSITE or k == ENUM:
+            return f"{k} {t.name}" if t.name else f"{k} {{...}}"
+        if k == FWD:
+            return f"{t.encoding or 'struct'} {t.name}"
+        return t.name or k
+
+
+def c_decl(graph: TypeGraph, tid: int, declarator: str) -> str:
+    """Render a C declaration of `declarator` with type `tid` (pahole/gdb spelling,
+    qualifiers before the base type: `const char *`)."""
+    types = graph.types
+    t = types[tid]
+    k = t.kind
+    if k == PTR:
+        target = types[t.ref] if t.ref is not None else None
+        inner = "*" + declarator
+        # pointer to array / function needs parentheses
+        if target is not None and graph.strip_cv_kind(t.ref) in (ARRAY, FUNC_PROTO):
+            inner = "(" + inner + ")"
+        return c_decl(graph, t.ref if t.ref is not None else 0, inner)
+    if k == ARRAY:
+        n = t.nelems if t.nelems else ""
+        return c_decl(graph, t.ref, f"{declarator}[{n}]")
+    if k == FUNC_PROTO:
+        ps = [graph.type_name(p.type) for p in (t.params or [])]
+        if t.variadic:
+            ps.append("...")
+        if not ps:
+            ps = ["void"]
+        return c_decl(graph, t.ref if t.ref is not None else 0,
+                      f"{declarator}({', '.join(ps)})")
+    if k in (CONST, VOLATILE, RESTRICT):
+        target = types[t.ref] if t.ref is not None else types[0]
+        if target.kind == PTR:          # `char * const p`
+            return c_decl(graph, t.ref, f"{k} {declarator}".rstrip())
+        head = c_decl(graph, t.ref if t.ref is not None else 0, declarator)
+        return f"{k} {head}"
+    if k == TYPE_TAG:
+        return c_decl(graph, t.ref, declarator)
+    head = graph.base_name(tid)
+    return f"{head} {declarator}" if declarator else head
