@@ -1,0 +1,38 @@
+#!/usr/bin/env bash
+# Set up everything on a fresh Debian machine (root) and run a job:
+#   ./dev.sh demo   build the DB of the running kernel from its own BTF, show some offsets
+#   ./dev.sh test   run the whole test suite (downloads and caches real packages)
+set -euo pipefail
+cd "$(dirname "$0")"
+job="${1:-demo}"; shift || true
+
+setup() {
+    local stamp=.venv/.setup-stamp
+    local want
+    want=$(cat scripts/apt-packages.txt pyproject.toml | sha256sum | cut -c1-16)
+    if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
+    if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
+        apt-get update -qq
+        grep -v '^#' scripts/apt-packages.txt | xargs apt-get install -y -qq >/dev/null
+    fi
+    [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
+    .venv/bin/pip install -q --upgrade pip >/dev/null
+    .venv/bin/pip install -q -e '.[test]'
+    echo "$want" > "$stamp"
+}
+
+setup
+case "$job" in
+    demo)
+        hive="${DBHIVE_HOME:-$PWD/hive}"
+        .venv/bin/dbhive build /sys/kernel/btf/vmlinux --hive "$hive" "$@"
+        .venv/bin/dbhive list --hive "$hive"
+        .venv/bin/resolver offset --hive "$hive" task_struct.files sock.__sk_common.skc_family \
+            file.f_path.dentry dentry.d_name.name
+        ;;
+    test)
+        exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+        ;;
+    *)
+        echo "usage: ./dev.sh demo|test [args]" >&2; exit 2 ;;
+esac
