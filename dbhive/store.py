@@ -103,58 +103,56 @@ def schema():
 
 
 def _insert_sql(table_name: str) -> str:
+    """Positional INSERT for a table; rows are tuples in the table's column order."""
     from sqlalchemy.dialects import sqlite as sqlite_dialect
     table = schema().tables[table_name]
-    return str(table.insert().compile(dialect=sqlite_dialect.dialect()))
+    return str(table.insert().compile(dialect=sqlite_dialect.dialect(paramstyle="qmark")))
 
 
-def _create_tables(path: str) -> None:
-    from sqlalchemy import create_engine
-    engine = create_engine(f"sqlite:///{path}")
-    try:
-        schema().create_all(engine)
-    finally:
-        engine.dispose()
+def _ddl() -> tuple:
+    """(CREATE TABLE statements, CREATE INDEX statements) compiled from the schema.
+    Indexes are created after the bulk load: building them once is faster."""
+    from sqlalchemy.dialects import sqlite as sqlite_dialect
+    from sqlalchemy.schema import CreateIndex, CreateTable
+    dialect = sqlite_dialect.dialect()
+    tables = schema().sorted_tables
+    return ([str(CreateTable(t).compile(dialect=dialect)) for t in tables],
+            [str(CreateIndex(i).compile(dialect=dialect)) for t in tables for i in t.indexes])
 
 
 # ---------------------------------------------------------------------------
 # rows of the normalized tables
 
-def _type_rows(g: M.TypeGraph):
-    spell = g.type_name
+def _type_rows(g: M.TypeGraph, spell):
     for tid, t in enumerate(g.types):
-        yield {"id": tid, "kind": t.kind, "name": t.name, "size": t.size, "ref": t.ref,
-               "nelems": t.nelems, "variadic": int(t.variadic),
-               "signed": None if t.signed is None else int(t.signed),
-               "encoding": t.encoding, "origin": t.origin, "spelling": spell(tid)}
+        yield (tid, t.kind, t.name, t.size, t.ref, t.nelems, int(t.variadic),
+               None if t.signed is None else int(t.signed), t.encoding, t.origin, spell(tid))
 
 
 def _member_rows(g: M.TypeGraph):
     for tid, t in enumerate(g.types):
         if t.members:
             for i, m in enumerate(t.members):
-                yield {"type_id": tid, "idx": i, "name": m.name, "member_type": m.type,
-                       "bit_offset": m.bit_offset, "bit_size": m.bit_size}
+                yield (tid, i, m.name, m.type, m.bit_offset, m.bit_size)
 
 
 def _enum_rows(g: M.TypeGraph):
     for tid, t in enumerate(g.types):
         if t.enumerators:
             for i, (name, value) in enumerate(t.enumerators):
-                yield {"type_id": tid, "idx": i, "name": name, "value": str(value)}
+                yield (tid, i, name, str(value))
 
 
 def _param_rows(g: M.TypeGraph):
     for tid, t in enumerate(g.types):
         if t.kind == M.FUNC_PROTO and t.params:
             for i, p in enumerate(t.params):
-                yield {"proto_id": tid, "idx": i, "name": p.name, "param_type": p.type}
+                yield (tid, i, p.name, p.type)
 
 
 def _function_rows(g: M.TypeGraph):
     for i, f in enumerate(g.functions):
-        yield {"id": i + 1, "name": f.name, "proto": f.proto, "static": int(f.static),
-               "file": f.file, "line": f.line, "module": f.module}
+        yield (i + 1, f.name, f.proto, int(f.static), f.file, f.line, f.module)
 
 
 # ---------------------------------------------------------------------------
@@ -175,11 +173,12 @@ def surftrace_struct_ids(g: M.TypeGraph) -> dict:
     return chosen
 
 
-def flat_members(g: M.TypeGraph, tid: int, prefix: str = "", base_bits: int = 0):
+def flat_members(g: M.TypeGraph, tid: int, prefix: str = "", base_bits: int = 0, spell=None):
     """Leaf members of a struct/union, flattened surftrace-style: members of embedded
     (non-pointer, non-typedef) structs/unions as `outer.inner` with absolute offsets;
     members of anonymous structs/unions without a prefix.
     Yields (name, type_string, byte_offset, bytes, bits)."""
+    spell = spell or g.type_name
     types = g.types
     for m in types[tid].members or ():
         bit_off = base_bits + m.bit_offset
@@ -195,7 +194,7 @@ def flat_members(g: M.TypeGraph, tid: int, prefix: str = "", base_bits: int = 0)
         if not dims and t.kind in M.COMPOSITE and (m.name is None or t.members):
             inner_prefix = prefix if m.name is None else f"{prefix}{m.name}."
             if t.members:
-                yield from flat_members(g, mt, inner_prefix, bit_off)
+                yield from flat_members(g, mt, inner_prefix, bit_off, spell)
                 continue
         name = (prefix + (m.name or "")) + "".join(f"[{d}]" for d in dims)
         total = g.sizeof(m.type) or 0
@@ -206,53 +205,53 @@ def flat_members(g: M.TypeGraph, tid: int, prefix: str = "", base_bits: int = 0)
             # keep the whole bitfield inside one storage unit
             if bit_off + m.bit_size > start + unit_bits:
                 start = bit_off - (bit_off % 8)
-            yield (name, g.type_name(mt), start // 8, unit,
+            yield (name, spell(mt), start // 8, unit,
                    f"{bit_off - start}:{m.bit_size}")
         else:
-            yield (name, g.type_name(mt), bit_off // 8, total, "")
+            yield (name, spell(mt), bit_off // 8, total, "")
 
 
-def _surftrace_rows(g: M.TypeGraph):
-    """(files, funs, structs, members, types) row lists."""
+def _surftrace_rows(g: M.TypeGraph, spell):
+    """(files, funs, structs, members, types) row lists, tuples in column order."""
     files: dict = {}
     funs = []
     for f in g.functions:
         proto = g.types[f.proto]
         fid = files.setdefault(f.file or "", len(files) + 1)
-        args = [g.type_name(p.type) for p in (proto.params or [])]
+        args = [spell(p.type) for p in (proto.params or [])]
         if proto.variadic:
             args.append("...")
-        ret = g.type_name(proto.ref if proto.ref is not None else 0)
-        funs.append({"func": f.name, "args": json.dumps(args),
-                     "ret": ("static " + ret) if f.static else ret,
-                     "line": f.line, "fid": fid, "module": f.module})
+        ret = spell(proto.ref if proto.ref is not None else 0)
+        funs.append((f.name, json.dumps(args), ("static " + ret) if f.static else ret,
+                     f.line, fid, f.module))
     structs, members = [], []
     for sid, (name, tid) in enumerate(sorted(surftrace_struct_ids(g).items()), start=1):
-        rows = list(flat_members(g, tid))
-        structs.append({"id": sid, "name": name, "members": len(rows),
-                        "bytes": g.types[tid].size})
-        for (mname, tstr, off, nbytes, bits) in rows:
-            members.append({"fid": sid, "types": tstr, "name": mname, "offset": off,
-                            "bytes": nbytes, "bits": bits})
+        rows = list(flat_members(g, tid, spell=spell))
+        structs.append((sid, name, len(rows), g.types[tid].size))
+        members.extend((sid,) + row for row in rows)
     types_rows: dict = {}
-
-    def add_type(tid):
-        t = g.types[tid]
-        if t.kind in M.COMPOSITE or t.kind == M.FUNC_PROTO:
-            return
-        name = g.type_name(tid)
-        if name in types_rows:
-            return
-        alias = g.type_name(g.strip(tid))
-        types_rows[name] = {"name": name, "alias": alias, "bytes": g.sizeof(tid) or 0}
-
     for tid, t in enumerate(g.types):
         if t.kind in (M.INT, M.FLOAT, M.TYPEDEF, M.ENUM, M.PTR, M.VOID):
-            add_type(tid)
-    types_rows.setdefault("void *", {"name": "void *", "alias": "void *", "bytes": 8})
-    trow = [dict(id=i, **r) for i, r in enumerate(types_rows.values(), start=1)]
-    frow = [{"id": i, "file": name} for name, i in files.items()]
+            name = spell(tid)
+            if name not in types_rows:
+                types_rows[name] = (spell(g.strip(tid)), g.sizeof(tid) or 0)
+    types_rows.setdefault("void *", ("void *", 8))
+    trow = [(i, name, alias, size)
+            for i, (name, (alias, size)) in enumerate(types_rows.items(), start=1)]
+    frow = [(i, name) for name, i in files.items()]
     return frow, funs, structs, members, trow
+
+
+def spelling_cache(g: M.TypeGraph):
+    """A memoized `g.type_name` (each id is spelled once)."""
+    cache: dict = {}
+
+    def spell(tid: int) -> str:
+        s = cache.get(tid)
+        if s is None:
+            s = cache[tid] = g.type_name(tid)
+        return s
+    return spell
 
 
 # ---------------------------------------------------------------------------
@@ -264,11 +263,13 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str) -> str:
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".db", dir=dest_dir)
     os.close(fd)
     try:
-        _create_tables(tmp)
         conn = sqlite3.connect(tmp)
         try:
             conn.execute("PRAGMA journal_mode=OFF")
             conn.execute("PRAGMA synchronous=OFF")
+            create_tables, create_indexes = _ddl()
+            for stmt in create_tables:
+                conn.execute(stmt)
             meta = dict(meta)
             meta.setdefault("schema_version", SCHEMA_VERSION)
             meta.setdefault("type_source", graph.source)
@@ -276,16 +277,19 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str) -> str:
             meta["functions"] = str(len(graph.functions))
             meta["structs"] = str(sum(1 for t in graph.types
                                       if t.kind in M.COMPOSITE and t.size is not None))
-            _bulk(conn, "meta", ({"key": k, "value": None if v is None else str(v)}
+            _bulk(conn, "meta", ((k, None if v is None else str(v))
                                  for k, v in sorted(meta.items())))
-            _bulk(conn, "kt_types", _type_rows(graph))
+            spell = spelling_cache(graph)
+            _bulk(conn, "kt_types", _type_rows(graph, spell))
             _bulk(conn, "kt_members", _member_rows(graph))
             _bulk(conn, "kt_enumerators", _enum_rows(graph))
             _bulk(conn, "kt_params", _param_rows(graph))
             _bulk(conn, "kt_functions", _function_rows(graph))
             for name, rows in zip(("files", "funs", "structs", "members", "types"),
-                                  _surftrace_rows(graph)):
+                                  _surftrace_rows(graph, spell)):
                 _bulk(conn, name, rows)
+            for stmt in create_indexes:
+                conn.execute(stmt)
             conn.commit()
         finally:
             conn.close()
