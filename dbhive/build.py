@@ -1,0 +1,84 @@
+"""`dbhive build`: one input (package, vmlinux, BTF) -> one per-kernel DB in the hive.
+
+    input --archive--> vmlinux / raw BTF --identity--> key --btf|dwarf--> TypeGraph --store--> DB
+"""
+from __future__ import annotations
+
+import datetime
+import os
+import tempfile
+from dataclasses import dataclass
+from typing import Optional
+
+from . import __version__, hive as hivemod, store
+from .errors import BuildError
+
+
+@dataclass
+class BuildResult:
+    db: str
+    meta: dict
+
+
+def choose_source(has_dwarf: bool, has_btf: bool, forced: Optional[str], path: str) -> str:
+    """DWARF when present (the complete truth), else BTF; `forced` overrides."""
+    if forced == "dwarf":
+        if not has_dwarf:
+            raise BuildError(f"{path}: --source dwarf asked, but it has no DWARF (.debug_info)")
+        return "dwarf"
+    if forced == "btf":
+        if not has_btf:
+            raise BuildError(f"{path}: --source btf asked, but it has no BTF")
+        return "btf"
+    if has_dwarf:
+        return "dwarf"
+    if has_btf:
+        return "btf"
+    raise BuildError(f"{path}: no type information (neither .debug_info nor .BTF)")
+
+
+def read_types(kernel_path: str, kind: str, source: str, progress: bool, jobs: Optional[int]):
+    from . import btf, elffile
+    if kind == "raw-btf":
+        with open(kernel_path, "rb") as fh:
+            return btf.read_btf(fh.read(), kernel_path)
+    if source == "btf":
+        return btf.read_btf(elffile.elf_section_bytes(kernel_path, ".BTF"), kernel_path + ":.BTF")
+    from . import dwarf
+    return dwarf.read_dwarf(kernel_path, progress=progress, jobs=jobs)
+
+
+def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None,
+          distro: Optional[str] = None, source: Optional[str] = None, progress: bool = False,
+          jobs: Optional[int] = None, workdir: Optional[str] = None) -> BuildResult:
+    from . import archive, identity
+    if not os.path.exists(input_path):
+        raise BuildError(f"{input_path}: no such file")
+    kind = archive.detect_input(input_path)
+    tmp_parent = workdir or (os.path.dirname(os.path.abspath(out)) if out else None)
+    with tempfile.TemporaryDirectory(prefix="dbhive-", dir=tmp_parent) as tmp:
+        if kind in ("elf", "raw-btf"):
+            kernel_path, member, package = input_path, None, None
+        else:
+            ex = archive.extract_kernel(input_path, tmp, progress=progress)
+            kernel_path, member, package, kind = ex.path, ex.member, ex.package, ex.kind
+        ident = identity.identify(kernel_path, kind=kind, original=input_path, member=member,
+                                  package=package)
+        src = "btf" if kind == "raw-btf" else choose_source(ident.has_dwarf, ident.has_btf,
+                                                            source, input_path)
+        graph = read_types(kernel_path, kind, src, progress, jobs)
+        meta = ident.as_meta()
+        meta.update({
+            "distro": distro or meta.get("distro") or hivemod.DEFAULT_DISTRO,
+            "source_file": os.path.basename(input_path),
+            "source_member": member or "",
+            "source_sha256": identity.file_sha256(input_path),
+            "source_kind": kind,
+            "type_source": src,
+            "builder_version": __version__,
+            "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
+        })
+        dest = out or hivemod.db_path(hive or hivemod.default_hive(), meta["arch"],
+                                      meta["distro"], meta["release"], meta.get("flavour"))
+        store.write_db(graph, meta, dest)
+    return BuildResult(dest, meta)

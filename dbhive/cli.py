@@ -1,0 +1,183 @@
+"""dbhive command line: build, list, show."""
+from __future__ import annotations
+
+import json
+import os
+import sys
+
+import click
+
+from . import hive as hivemod
+
+HIVE_HELP = "Hive directory (default: $DBHIVE_HOME, else /var/lib/dbhive as root, " \
+            "~/.local/share/dbhive otherwise)."
+
+
+def user_errors():
+    """Exception types that are the user's input, printed as one line (no traceback)."""
+    from . import btf, errors
+    kinds = [errors.DbhiveError, btf.BtfError, OSError, ValueError]
+    for mod, name in (("archive", "InputError"), ("dwarf", "DwarfError"),
+                      ("identity", "IdentityError"), ("elffile", "ElfError")):
+        try:
+            kinds.append(getattr(__import__(f"dbhive.{mod}", fromlist=[name]), name))
+        except (ImportError, AttributeError):
+            pass
+    return tuple(kinds)
+
+
+def fail(message: str, code: int = 1):
+    click.echo(f"dbhive: error: {message}", err=True)
+    sys.exit(code)
+
+
+@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+@click.version_option(package_name="dbhive")
+def main():
+    """Build per-kernel type databases (structs, unions, enums, typedefs, functions) from
+    distro debuginfo packages, vmlinux files or BTF, into a hive keyed by kernel identity.
+
+    \b
+    Examples:
+      dbhive build /sys/kernel/btf/vmlinux --hive ./hive
+      dbhive build linux-image-6.1.0-47-cloud-amd64-dbg_6.1.170-3_amd64.deb --hive ./hive --distro debian
+      dbhive list --hive ./hive --json
+      dbhive show --db ./hive/x86_64/db/debian/info-6.1.0-47-cloud-amd64.db task_struct
+    """
+
+
+@main.command()
+@click.argument("input_path", metavar="INPUT")
+@click.option("--hive", "hive", default=None, help=HIVE_HELP)
+@click.option("--out", default=None, help="Write a single DB file here instead of into the hive.")
+@click.option("--distro", default=None, help="Distro name used in the hive path (e.g. debian).")
+@click.option("--source", type=click.Choice(["btf", "dwarf"]), default=None,
+              help="Type source when the input has both (default: DWARF, the complete truth).")
+@click.option("--jobs", "-j", type=int, default=None, help="Processes for DWARF (default: cores).")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars (default: when stderr is a terminal).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def build(input_path, hive, out, distro, source, jobs, progress, as_json):
+    """Build the DB of one kernel from INPUT: an RPM/DEB/ddeb debuginfo package, a vmlinux
+    ELF (DWARF and/or .BTF), raw BTF (/sys/kernel/btf/vmlinux, *.btf) or a btfhub
+    *.btf.tar.xz archive.
+
+    \b
+    Examples:
+      dbhive build /sys/kernel/btf/vmlinux --hive ./hive
+      dbhive build kernel-debuginfo-4.18.0-553.el8.x86_64.rpm --hive ./hive --distro centos
+      dbhive build ./vmlinux --out ./info.db --source btf
+    """
+    from .build import build as do_build
+    if progress is None:
+        progress = sys.stderr.isatty()
+    try:
+        res = do_build(input_path, hive=hive, out=out, distro=distro, source=source,
+                       progress=progress, jobs=jobs)
+    except user_errors() as e:
+        fail(str(e))
+    except KeyboardInterrupt:
+        fail("interrupted; nothing was written", 130)
+    m = res.meta
+    if as_json:
+        click.echo(json.dumps({"db": res.db, "meta": m}, indent=2))
+    else:
+        click.echo(f"{res.db}: {m.get('release')} {m.get('arch')} build-id {m.get('build_id') or '-'}"
+                   f" ({m.get('type_source')}: {m.get('structs')} structs/unions,"
+                   f" {m.get('functions')} functions)")
+
+
+LIST_COLUMNS = ("release", "arch", "flavour", "distro", "build_id", "type_source", "structs",
+                "functions", "source_file", "built_at")
+
+
+@main.command(name="list")
+@click.option("--hive", "hive", default=None, help=HIVE_HELP)
+@click.option("--json", "as_json", is_flag=True, help="One JSON array with every DB's meta.")
+def list_cmd(hive, as_json):
+    """List the kernels in a hive with their identity.
+
+    \b
+    Example:
+      dbhive list --hive ./hive --json
+    """
+    from . import store
+    hive = hive or hivemod.default_hive()
+    rows = []
+    for entry in hivemod.iter_dbs(hive):
+        try:
+            meta = store.read_meta(entry.path)
+        except Exception as e:      # a foreign or damaged file in the hive: say so, go on
+            meta = {"error": f"unreadable DB: {e}"}
+        meta["db"] = entry.path
+        rows.append(meta)
+    if as_json:
+        click.echo(json.dumps(rows, indent=2))
+        return
+    if not rows:
+        click.echo(f"no kernel DBs in {hive}", err=True)
+        return
+    table = [("RELEASE", "ARCH", "FLAVOUR", "DISTRO", "BUILD-ID", "SOURCE", "STRUCTS", "FUNCS",
+              "FROM")]
+    for m in rows:
+        table.append((m.get("release", "?"), m.get("arch", "?"), m.get("flavour") or "-",
+                      m.get("distro", "?"), (m.get("build_id") or "-")[:16],
+                      m.get("type_source", "?"), m.get("structs", "?"), m.get("functions", "?"),
+                      m.get("source_file", m.get("error", ""))))
+    widths = [max(len(str(r[i])) for r in table) for i in range(len(table[0]))]
+    for r in table:
+        click.echo("  ".join(str(c).ljust(w) for c, w in zip(r, widths)).rstrip())
+
+
+@main.command()
+@click.option("--db", "db", required=True, type=click.Path(dir_okay=False),
+              help="The DB file to read.")
+@click.option("--json", "as_json", is_flag=True, help="Layout as JSON.")
+@click.argument("names", nargs=-1, required=True)
+def show(db, as_json, names):
+    """Print the layout of structs/unions like pahole: offsets, sizes, holes, bitfields.
+    NAME is `task_struct`, `struct task_struct` or `union X`; several may be given.
+
+    \b
+    Example:
+      dbhive show --db info-6.1.0-47-cloud-amd64.db task_struct sock
+    """
+    from . import layout, store
+    from . import model as M
+    if not os.path.isfile(db):
+        fail(f"{db}: no such DB file")
+    try:
+        g = store.load_graph(db)
+    except Exception as e:
+        fail(f"{db}: not a dbhive DB ({e})")
+    wanted = {}
+    for n in names:
+        parts = n.split()
+        kinds = (parts[0],) if len(parts) == 2 and parts[0] in M.COMPOSITE else M.COMPOSITE
+        wanted[n] = (kinds, parts[-1])
+    found = {n: [] for n in names}
+    for tid, t in g.named(M.COMPOSITE + (M.TYPEDEF,)):
+        for n, (kinds, base) in wanted.items():
+            if t.name != base:
+                continue
+            if t.kind in kinds and t.size is not None:
+                found[n].append(tid)
+            elif t.kind == M.TYPEDEF and g.types[g.strip(tid)].kind in M.COMPOSITE:
+                target = g.strip(tid)
+                if not g.types[target].name:
+                    found[n].append(target)
+    missing = [n for n, ids in found.items() if not ids]
+    out = []
+    for n in names:
+        for tid in found[n]:
+            out.append(layout.layout_json(g, tid) if as_json else layout.format_layout(g, tid))
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+    else:
+        click.echo("\n\n".join(out))
+    if missing:
+        fail(f"not in {os.path.basename(db)}: {', '.join(missing)}", 3)
+
+
+if __name__ == "__main__":
+    main()
