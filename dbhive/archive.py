@@ -1,0 +1,494 @@
+"""Find the kernel (vmlinux or BTF) in an input file and stream it out of its package.
+
+Inputs (`detect_input` names them):
+  'rpm'          an RPM (`kernel-debuginfo-*.rpm`): lead + headers + a cpio payload compressed
+                 with xz, zstd, gzip or bzip2.  libarchive reads it directly.
+  'deb'          a Debian .deb or Ubuntu .ddeb: an `ar` archive whose `data.tar[.xz|.zst|.gz|
+                 .bz2]` member is a tar.  We read the ar headers ourselves and hand libarchive
+                 just that member's byte range of the file; data.tar is never written out.
+  'btf-archive'  a btfhub `<release>.btf.tar.xz` (any tar, compressed or not) holding one
+                 `<release>.btf` raw BTF file.
+  'elf'          an ELF file (a vmlinux already on disk); used in place.
+  'raw-btf'      a raw BTF blob (/sys/kernel/btf/vmlinux, /usr/lib/btf/vmlinux-R.btf);
+                 used in place.
+
+Where the kernel is in a package (member paths compared without a leading "./" or "/"):
+  usr/lib/debug/boot/vmlinux-<release>[.debug]          (Debian, Ubuntu, SUSE)
+  usr/lib/debug/lib/modules/<release>/vmlinux[.debug]   (Fedora, RHEL, ...; Ubuntu too)
+The first member matching either is taken.  If it is a symlink (or an empty hardlink), the
+link is resolved inside the archive and the target member is extracted; a target that came
+earlier in the stream is fetched with a second pass over the archive.
+
+Guarantees:
+  * streaming: one pass over the compressed input (two for a backwards symlink); only the
+    wanted member is written, in 1 MiB blocks, to a fresh temp file in the caller's workdir;
+  * output names never come from member names, and members whose path or link target
+    escapes the archive root ('../evil') make the whole input rejected;
+  * every failure is an `InputError` with a one-line message naming the file, and any
+    partial output is removed.
+
+Reading stops as soon as the kernel is written: damage further down the package is not
+noticed (the extracted bytes themselves were checked by the decompressor and the member size).
+"""
+from __future__ import annotations
+
+import io
+import os
+import posixpath
+import re
+import struct
+import tempfile
+from contextlib import contextmanager
+from dataclasses import dataclass
+from typing import Callable, Iterable, Iterator, Optional, Union
+
+import libarchive
+from libarchive.exception import ArchiveError
+
+from .elffile import ELF_MAGIC, InputError
+
+__all__ = ["InputError", "Extracted", "ModuleMember", "detect_input", "extract_kernel",
+           "iter_modules", "extract_modules", "KERNEL_MEMBER_PATTERNS"]
+
+KINDS = ("rpm", "deb", "btf-archive", "elf", "raw-btf")
+PACKAGE_KINDS = ("rpm", "deb", "btf-archive")
+
+KERNEL_MEMBER_PATTERNS = (
+    re.compile(r"usr/lib/debug/boot/vmlinux-[^/]+"),
+    re.compile(r"usr/lib/debug/lib/modules/[^/]+/vmlinux(\.debug)?"),
+)
+BTF_MEMBER_PATTERN = re.compile(r"([^/]+/)*[^/]+\.btf")
+# kernel modules with debug info: foo.ko, foo.ko.debug (Fedora), compressed foo.ko.xz etc.
+MODULE_PATTERN = re.compile(r"(?:[^/]+/)*([^/]+)\.ko(?:\.debug|\.xz|\.zst|\.gz)?")
+
+BLOCK = 1 << 20                  # bytes per read/write
+MAX_LINK_HOPS = 16
+
+RPM_LEAD_MAGIC = b"\xed\xab\xee\xdb"
+RPM_HEADER_MAGIC = b"\x8e\xad\xe8\x01"
+AR_MAGIC = b"!<arch>\n"
+BTF_MAGIC_LE = b"\x9f\xeb"
+BTF_MAGIC_BE = b"\xeb\x9f"
+COMPRESSED_MAGICS = (b"\xfd7zXZ\x00", b"\x28\xb5\x2f\xfd", b"\x1f\x8b", b"BZh")
+
+
+@dataclass
+class Extracted:
+    """Where the kernel of an input ended up.
+
+    path      the vmlinux / .btf file to read: a temp file in the workdir for packages,
+              the input itself for 'elf' and 'raw-btf' (then `temporary` is False)
+    member    the archive member it came from (after following symlinks), else None
+    package   the input's file name for packages, else None
+    kind      detect_input's answer
+    package_name, package_version   from the package's own metadata (RPM lead, .deb
+              control file); '' when not a package
+    """
+    path: str
+    member: Optional[str]
+    package: Optional[str]
+    kind: str
+    package_name: str = ""
+    package_version: str = ""
+    temporary: bool = False
+
+    def cleanup(self) -> None:
+        """Remove the extracted temp file (never the caller's own input)."""
+        if self.temporary:
+            try:
+                os.unlink(self.path)
+            except FileNotFoundError:
+                pass
+
+
+@dataclass(frozen=True)
+class ModuleMember:
+    member: str       # archive member path, e.g. usr/lib/debug/lib/modules/R/kernel/fs/ext4/ext4.ko
+    name: str         # module name as the kernel spells it (dashes become underscores): ext4
+
+
+@dataclass(frozen=True)
+class ExtractedModule:
+    member: str
+    name: str
+    path: str         # temp file in the workdir
+
+
+# --------------------------------------------------------------------------- detection
+
+def detect_input(path: str) -> str:
+    """Classify `path` by its first bytes: 'rpm', 'deb', 'btf-archive', 'elf' or 'raw-btf'.
+    InputError for a missing path, a directory, an empty or unrecognised file."""
+    if os.path.isdir(path):
+        raise InputError(f"{path}: is a directory, not a kernel package or file")
+    try:
+        with open(path, "rb") as fh:
+            head = fh.read(512)
+    except OSError as e:
+        raise InputError(f"{path}: cannot open: {e.strerror}") from None
+    if not head:
+        raise InputError(f"{path}: empty file")
+    if head.startswith(ELF_MAGIC):
+        return "elf"
+    if head.startswith(RPM_LEAD_MAGIC):
+        return "rpm"
+    if head.startswith(AR_MAGIC):
+        return "deb"
+    if head[:2] in (BTF_MAGIC_LE, BTF_MAGIC_BE) and len(head) >= 4 and head[2] == 1:
+        return "raw-btf"
+    if head.startswith(COMPRESSED_MAGICS) or head[257:262] == b"ustar":
+        return "btf-archive"
+    raise InputError(f"{path}: unsupported input format (not an RPM, .deb/.ddeb, "
+                     f".btf.tar.*, ELF or raw BTF file; starts with {head[:8].hex()})")
+
+
+# --------------------------------------------------------------------------- public API
+
+def extract_kernel(path: str, workdir: str, progress: bool = False) -> Extracted:
+    """Find the kernel in `path` and return where it is (see `Extracted`).
+
+    For packages the vmlinux (or, for a btfhub archive, the .btf file) is streamed into a
+    new temp file in `workdir`; the caller removes it (`Extracted.cleanup()`).  `progress`
+    shows a tqdm bar of compressed input bytes consumed.  This finds the member a package
+    declares as its kernel; whether that file really is a Linux kernel is checked by
+    `dbhive.identity.kernel_identity`."""
+    kind = detect_input(path)
+    if kind not in PACKAGE_KINDS:
+        return Extracted(path=path, member=None, package=None, kind=kind)
+    pkg = _Package(path, kind, progress)
+    if kind == "btf-archive":
+        match = BTF_MEMBER_PATTERN.fullmatch
+        what, suffix = "no .btf file", ".btf"
+    else:
+        match = _is_kernel_member
+        what, suffix = ("no vmlinux (looked for usr/lib/debug/boot/vmlinux-<release> and "
+                        "usr/lib/debug/lib/modules/<release>/vmlinux)"), ".vmlinux"
+    member, out = pkg.extract_one(match, workdir, "kernel-", suffix)
+    if member is None:
+        raise InputError(f"{path}: {what} in this {_KIND_TEXT[kind]}")
+    name, version = pkg.metadata()
+    return Extracted(path=out, member=member, package=os.path.basename(path), kind=kind,
+                     package_name=name, package_version=version, temporary=True)
+
+
+def iter_modules(path: str, progress: bool = False) -> Iterator[ModuleMember]:
+    """Yield every kernel module (`*.ko`, `*.ko.debug`, `*.ko.xz|zst|gz`) regular-file member
+    of the package at `path`, in archive order, without extracting anything."""
+    kind = detect_input(path)
+    if kind not in ("rpm", "deb"):
+        raise InputError(f"{path}: not a package (a {_KIND_TEXT[kind]}): no modules to list")
+    pkg = _Package(path, kind, progress)
+    with pkg.entries() as entries:
+        for name, entry in entries:
+            m = MODULE_PATTERN.fullmatch(name)
+            if m and entry.isreg:
+                yield ModuleMember(name, module_name(m.group(1)))
+
+
+def extract_modules(path: str, workdir: str,
+                    wanted: Union[None, Iterable[str], Callable[[ModuleMember], bool]] = None,
+                    progress: bool = False) -> list[ExtractedModule]:
+    """Extract kernel modules from the package at `path` into temp files in `workdir`, in one
+    pass.  `wanted`: None (all), a collection of module names (`ext4`, `nf_tables`: either
+    spelling of dashes/underscores) or a predicate on `ModuleMember`.  Compressed modules
+    (.ko.xz ...) are written as they are.  On error nothing is left behind."""
+    kind = detect_input(path)
+    if kind not in ("rpm", "deb"):
+        raise InputError(f"{path}: not a package (a {_KIND_TEXT[kind]}): no modules to extract")
+    if wanted is None:
+        keep = lambda mm: True                                            # noqa: E731
+    elif callable(wanted):
+        keep = wanted
+    else:
+        names = {module_name(n) for n in wanted}
+        keep = lambda mm: mm.name in names                                # noqa: E731
+    pkg = _Package(path, kind, progress)
+    done: list[ExtractedModule] = []
+    try:
+        with pkg.entries() as entries:
+            for name, entry in entries:
+                m = MODULE_PATTERN.fullmatch(name)
+                if not (m and entry.isreg):
+                    continue
+                mm = ModuleMember(name, module_name(m.group(1)))
+                if keep(mm):
+                    out = pkg.write_entry(entry, name, workdir, f"{mm.name}-", ".ko")
+                    done.append(ExtractedModule(name, mm.name, out))
+    except BaseException:
+        for em in done:
+            _unlink(em.path)
+        raise
+    return done
+
+
+def module_name(file_stem: str) -> str:
+    """Kernel module name from a file name stem: `nf-tables` -> `nf_tables`."""
+    return file_stem.replace("-", "_")
+
+
+# --------------------------------------------------------------------------- internals
+
+_KIND_TEXT = {"rpm": "RPM package", "deb": "Debian package", "btf-archive": "BTF archive",
+              "elf": "ELF file", "raw-btf": "raw BTF file"}
+
+
+def _is_kernel_member(name: str) -> bool:
+    return any(p.fullmatch(name) for p in KERNEL_MEMBER_PATTERNS)
+
+
+def _unlink(path: str) -> None:
+    try:
+        os.unlink(path)
+    except FileNotFoundError:
+        pass
+
+
+class _Window(io.RawIOBase):
+    """A read-only stream over bytes [start, start+length) of an open file, reporting
+    consumption to a tqdm bar (or None)."""
+
+    def __init__(self, fh, start: int, length: int, bar):
+        self._fh, self._left, self._bar = fh, length, bar
+        fh.seek(start)
+
+    def readable(self) -> bool:
+        return True
+
+    def readinto(self, buf) -> int:
+        view = memoryview(buf).cast("B")
+        n = self._fh.readinto(view[:min(len(view), self._left)])
+        self._left -= n
+        if self._bar is not None:
+            self._bar.update(n)
+        return n
+
+
+class _Package:
+    """One package file and how to stream its payload archive."""
+
+    def __init__(self, path: str, kind: str, progress: bool):
+        self.path, self.kind, self.progress = path, kind, progress
+        self.size = os.path.getsize(path)
+        self._meta = ("", "")
+        if kind == "rpm":
+            self._check_rpm()
+
+    # -- metadata and whole-file checks
+
+    def metadata(self) -> tuple[str, str]:
+        """(package name, version) from the package's own headers ('' when unknown)."""
+        if self.kind == "deb":
+            return self._deb_control()
+        return self._meta
+
+    def _check_rpm(self) -> None:
+        """Read the RPM lead (name-version-release) and the signature header's size tag, so a
+        truncated RPM is reported before decompressing anything."""
+        with open(self.path, "rb") as fh:
+            lead = fh.read(96)
+            sig = fh.read(16)
+            if len(lead) < 96 or len(sig) < 16 or sig[:4] != RPM_HEADER_MAGIC:
+                raise InputError(f"{self.path}: truncated or damaged RPM (bad lead/signature "
+                                 f"header)")
+            nvr = lead[10:76].split(b"\0", 1)[0].decode("utf-8", "replace")
+            parts = nvr.rsplit("-", 2)
+            if len(parts) == 3:
+                self._meta = (parts[0], f"{parts[1]}-{parts[2]}")
+            nindex, hsize = struct.unpack(">II", sig[8:16])
+            index = fh.read(16 * nindex)
+            store = fh.read(hsize)
+            if len(index) != 16 * nindex or len(store) != hsize:
+                raise InputError(f"{self.path}: truncated RPM (signature header cut short)")
+        sig_end = 96 + 16 + 16 * nindex + hsize
+        sig_end += -sig_end % 8
+        total = None
+        for i in range(nindex):
+            tag, typ, off, count = struct.unpack_from(">IIII", index, 16 * i)
+            if tag == 1000 and typ == 4:        # RPMSIGTAG_SIZE: header + payload, INT32
+                total = struct.unpack_from(">I", store, off)[0]
+            elif tag == 270 and typ == 5:       # RPMSIGTAG_LONGSIZE, INT64
+                total = struct.unpack_from(">Q", store, off)[0]
+        if total is not None and sig_end + total > self.size:
+            raise InputError(f"{self.path}: truncated RPM ({self.size} bytes, its header "
+                             f"says {sig_end + total})")
+
+    def _ar_members(self) -> list[tuple[str, int, int]]:
+        """(name, offset, size) of each member of the .deb's ar archive."""
+        members = []
+        with open(self.path, "rb") as fh:
+            if fh.read(8) != AR_MAGIC:
+                raise InputError(f"{self.path}: not an ar archive")
+            pos = 8
+            while True:
+                hdr = fh.read(60)
+                if not hdr:
+                    break
+                if len(hdr) < 60 or hdr[58:60] != b"`\n":
+                    raise InputError(f"{self.path}: truncated or damaged .deb (bad ar member "
+                                     f"header at byte {pos})")
+                name = hdr[:16].decode("ascii", "replace").strip().rstrip("/")
+                try:
+                    size = int(hdr[48:58].decode("ascii").strip())
+                except ValueError:
+                    raise InputError(f"{self.path}: damaged .deb (bad size in ar member "
+                                     f"{name!r})") from None
+                start = pos + 60
+                if start + size > self.size:
+                    raise InputError(f"{self.path}: truncated .deb (member {name} needs "
+                                     f"{size} bytes, {self.size - start} left)")
+                members.append((name, start, size))
+                pos = start + size + (size & 1)
+                fh.seek(pos)
+        return members
+
+    def _ar_member(self, prefix: str) -> tuple[str, int, int]:
+        for m in self._ar_members():
+            if m[0] == prefix or m[0].startswith(prefix + "."):
+                return m
+        raise InputError(f"{self.path}: not a Debian package (no {prefix}.* member)")
+
+    def _deb_control(self) -> tuple[str, str]:
+        fields = {}
+        with self._open(*self._ar_member("control.tar")[1:], bar=None) as archive:
+            for name, entry in self._named(archive):
+                if name == "control" and entry.isreg:
+                    text = b"".join(entry.get_blocks()).decode("utf-8", "replace")
+                    for line in text.splitlines():
+                        key, sep, value = line.partition(":")
+                        if sep and not key.startswith((" ", "\t")):
+                            fields[key.strip()] = value.strip()
+                    break
+        return fields.get("Package", ""), fields.get("Version", "")
+
+    # -- streaming
+
+    @contextmanager
+    def _open(self, start: int, length: int, bar):
+        fmt = "cpio" if self.kind == "rpm" else "tar"
+        with open(self.path, "rb") as fh:
+            stream = _Window(fh, start, length, bar)
+            try:
+                with libarchive.stream_reader(stream, format_name=fmt,
+                                              block_size=BLOCK) as archive:
+                    yield archive
+            except ArchiveError as e:
+                raise InputError(self._describe(e)) from None
+
+    def _describe(self, e: ArchiveError) -> str:
+        msg = str(e.msg).strip().rstrip(".")
+        low = msg.lower()
+        if "truncat" in low or "premature" in low or "unexpected end" in low:
+            what = "truncated"
+        elif "unrecognized archive format" in low:
+            what = "not a valid"
+        else:
+            what = "corrupt"
+        return f"{self.path}: {what} {_KIND_TEXT[self.kind]} ({msg})"
+
+    def _named(self, archive):
+        """(normalised member path, entry) for each entry; InputError on an unsafe path."""
+        for entry in archive:
+            yield _safe_member(self.path, entry.pathname), entry
+
+    @contextmanager
+    def entries(self):
+        """Stream the payload: yields an iterator of (member path, entry) pairs."""
+        if self.kind == "deb":
+            _, start, length = self._ar_member("data.tar")
+        else:
+            start, length = 0, self.size
+        bar = None
+        if self.progress:
+            from tqdm import tqdm
+            bar = tqdm(total=self.size, initial=start, unit="B", unit_scale=True,
+                       unit_divisor=1024, desc=os.path.basename(self.path), leave=False)
+        try:
+            with self._open(start, length, bar) as archive:
+                yield self._named(archive)
+        finally:
+            if bar is not None:
+                bar.close()
+
+    def write_entry(self, entry, name: str, workdir: str, prefix: str, suffix: str) -> str:
+        """Copy `entry`'s data into a new temp file in `workdir`; returns its path."""
+        fd, out = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=workdir)
+        try:
+            written = 0
+            with os.fdopen(fd, "wb") as fh:
+                for block in entry.get_blocks(BLOCK):
+                    fh.write(block)
+                    written += len(block)
+            if written != entry.size:
+                raise InputError(f"{self.path}: truncated {_KIND_TEXT[self.kind]} (member "
+                                 f"{name} has {written} of {entry.size} bytes)")
+        except ArchiveError as e:
+            _unlink(out)
+            raise InputError(self._describe(e)) from None
+        except BaseException:
+            _unlink(out)
+            raise
+        return out
+
+    def extract_one(self, match: Callable[[str], object], workdir: str, prefix: str,
+                    suffix: str) -> tuple[Optional[str], Optional[str]]:
+        """Extract the first member whose path satisfies `match`, following symlinks and
+        empty hardlinks inside the archive.  (member, output path), or (None, None)."""
+        target = None           # after a link: the exact member we need next
+        hops = 0
+        regular = set()         # regular files already passed (a link may point back)
+        links = {}              # link member -> resolved target (for chains pointing back)
+        with self.entries() as entries:
+            for name, entry in entries:
+                if (target is None and match(name)) or name == target:
+                    link = _link_target(self.path, name, entry)
+                    if link is None:
+                        if not entry.isreg or entry.size == 0:
+                            raise InputError(f"{self.path}: member {name} is not a regular "
+                                             f"file with data")
+                        return name, self.write_entry(entry, name, workdir, prefix, suffix)
+                    target, hops = link, hops + 1
+                    while target in links and hops <= MAX_LINK_HOPS:
+                        target, hops = links[target], hops + 1
+                    if hops > MAX_LINK_HOPS:
+                        raise InputError(f"{self.path}: too many levels of links at {name}")
+                    if target in regular:
+                        break           # came earlier: second pass below
+                elif entry.issym or (entry.islnk and entry.size == 0):
+                    links[name] = _link_target(self.path, name, entry)
+                elif entry.isreg:
+                    regular.add(name)
+            else:
+                if target is not None:
+                    raise InputError(f"{self.path}: the kernel member is a link to {target}, "
+                                     f"which is not a file in this {_KIND_TEXT[self.kind]}")
+                return None, None
+        # second pass: fetch the regular file the link pointed back to
+        with self.entries() as entries:
+            for name, entry in entries:
+                if name == target:
+                    return name, self.write_entry(entry, name, workdir, prefix, suffix)
+        raise InputError(f"{self.path}: {target} vanished on the second pass")
+
+
+def _safe_member(path: str, raw: str) -> str:
+    """Member path normalised to 'usr/lib/...' form; InputError if it escapes the root."""
+    name = posixpath.normpath(raw.lstrip("/")) if raw else ""
+    if name == ".." or name.startswith("../"):
+        raise InputError(f"{path}: unsafe member path {raw!r} (escapes the archive root)")
+    return name
+
+
+def _link_target(path: str, name: str, entry) -> Optional[str]:
+    """Normalised member path a symlink / empty hardlink entry points to, else None."""
+    if entry.issym:
+        raw = entry.linkpath or ""
+        joined = raw if raw.startswith("/") else posixpath.join(posixpath.dirname(name), raw)
+    elif entry.islnk and entry.size == 0:
+        joined = entry.linkpath or ""       # hardlinks name a member path, not a relative one
+    else:
+        return None
+    target = posixpath.normpath(joined.lstrip("/"))
+    if target == ".." or target.startswith("../"):
+        raise InputError(f"{path}: unsafe link {name} -> {entry.linkpath!r} "
+                         f"(escapes the archive root)")
+    return target
