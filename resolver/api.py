@@ -1,0 +1,387 @@
+"""The resolver's Python API (drgn-like):
+
+    from resolver import Resolver
+    r = Resolver.for_running_kernel()               # or Resolver.open(db=...) / (hive=, release=, arch=)
+    r.offset("task_struct.files")                   # Offset(offset=..., size=8, type='struct files_struct *', ...)
+    r.offset("sock.__sk_common.skc_family").offset
+    r.offset("task_struct->files->fdt").hops        # one Offset per pointer hop
+    r.struct("task_struct").members                 # top-level members
+    r.func("do_filp_open")                          # prototype(s)
+
+Lookups go through the overlay DBs first (a kobuild `prev.db` of custom modules), then the
+kernel's DB.  Errors are `LookupError` subclasses from `resolver.errors`.
+"""
+from __future__ import annotations
+
+import os
+from dataclasses import asdict, dataclass, field
+from typing import Iterator, Optional
+
+from . import paths
+from .errors import AbsentMember, NoSuchFunction, NoSuchType, NotAPointer
+from .kernel import ARRAY, COMPOSITE, ENUM, FWD, PTR, KernelDB
+
+_RESULT_CACHE_MAX = 65536
+
+
+@dataclass(frozen=True)
+class Offset:
+    """Where a member path lands.  For a bitfield, `offset`/`size` are its storage unit
+    (aligned to the declared type's size, as pahole prints it) and `bit_offset` is the bit
+    within that unit (little-endian numbering); `bit_size` is its width.  For `->` paths,
+    the fields describe the last hop and `hops` lists every hop (each from its own base)."""
+    path: str
+    offset: int
+    size: int
+    type: str
+    bit_offset: Optional[int] = None
+    bit_size: Optional[int] = None
+    hops: tuple = ()
+    note: Optional[str] = None
+
+    @property
+    def is_bitfield(self) -> bool:
+        return self.bit_size is not None
+
+    @property
+    def bit_position(self) -> int:
+        """Absolute bit position from the start of the (last hop's) object."""
+        return self.offset * 8 + (self.bit_offset or 0)
+
+    def as_dict(self) -> dict:
+        d = {"offset": self.offset, "size": self.size, "type": self.type,
+             "bit_offset": self.bit_offset, "bit_size": self.bit_size}
+        if self.hops:
+            d["hops"] = [h.as_dict() for h in self.hops]
+        if self.note:
+            d["note"] = self.note
+        return d
+
+
+@dataclass(frozen=True)
+class MemberInfo:
+    name: Optional[str]
+    type: str
+    offset: int
+    size: int
+    bit_offset: Optional[int] = None
+    bit_size: Optional[int] = None
+
+    def as_dict(self) -> dict:
+        return asdict(self)
+
+
+@dataclass(frozen=True)
+class StructInfo:
+    name: str            # 'struct task_struct'
+    kind: str
+    size: int
+    members: tuple
+    layouts: int = 1     # >1: the name has several layouts in this kernel; this is the first
+    db: str = ""
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "kind": self.kind, "size": self.size,
+                "layouts": self.layouts, "members": [m.as_dict() for m in self.members]}
+
+
+@dataclass(frozen=True)
+class Param:
+    name: Optional[str]
+    type: str
+
+
+@dataclass(frozen=True)
+class FuncInfo:
+    name: str
+    ret: str
+    params: tuple
+    variadic: bool = False
+    static: bool = False
+    file: Optional[str] = None
+    line: Optional[int] = None
+    module: Optional[str] = None
+
+    def as_dict(self) -> dict:
+        return {"name": self.name, "ret": self.ret,
+                "params": [{"name": p.name, "type": p.type} for p in self.params],
+                "variadic": self.variadic, "static": self.static, "file": self.file,
+                "line": self.line, "module": self.module}
+
+    def prototype(self) -> str:
+        ps = [f"{p.type} {p.name}".replace("* ", "*") if p.name else p.type for p in self.params]
+        if self.variadic:
+            ps.append("...")
+        ret = self.ret
+        sep = "" if ret.endswith("*") else " "
+        return f"{'static ' if self.static else ''}{ret}{sep}{self.name}({', '.join(ps) or 'void'})"
+
+
+@dataclass(frozen=True)
+class TypeRef:
+    """A type found by name: which DB it lives in and its id there."""
+    db: KernelDB
+    id: int
+
+
+def bitfield_unit(bit_pos: int, bit_size: int, unit: int) -> tuple:
+    """(byte offset, bit offset within the unit) of a bitfield, pahole style: the storage unit
+    is the declared type's size, aligned to it."""
+    unit_bits = (unit or 1) * 8
+    start = (bit_pos // unit_bits) * unit_bits
+    return start // 8, bit_pos - start
+
+
+class Resolver:
+    """Answers layout questions about one kernel (plus optional overlay DBs)."""
+
+    def __init__(self, db: KernelDB, overlays: tuple = (), warnings: tuple = ()):
+        self.db = db
+        self.overlays = tuple(o for o in overlays if o.has_kt)
+        self.sources = self.overlays + (db,)
+        self.warnings = list(warnings)
+        self._results: dict = {}
+
+    # ---- construction ----------------------------------------------------
+    @classmethod
+    def open(cls, db: Optional[str] = None, hive: Optional[str] = None,
+             release: Optional[str] = None, arch: Optional[str] = None,
+             build_id: Optional[str] = None, overlay: Optional[str] = "auto") -> "Resolver":
+        """Open an explicit DB file, or the hive's DB for (release, arch[, build_id]), or —
+        with neither — the DB of the running kernel.  `overlay`: a prev.db path, None for
+        none, or "auto" ($LBC_PREVDB, else ./prev.db when it exists)."""
+        from . import select
+        choice = select.choose_db(db=db, hive=hive, release=release, arch=arch,
+                                  build_id=build_id)
+        kdb = KernelDB(choice.path)
+        overlays = tuple(KernelDB(p) for p in select.overlay_paths(overlay))
+        return cls(kdb, overlays, choice.warnings)
+
+    @classmethod
+    def for_running_kernel(cls, hive: Optional[str] = None, overlay: Optional[str] = "auto"):
+        return cls.open(hive=hive, overlay=overlay)
+
+    def close(self) -> None:
+        for s in self.sources:
+            s.close()
+
+    def __enter__(self):
+        return self
+
+    def __exit__(self, *exc):
+        self.close()
+
+    @property
+    def kernel(self) -> dict:
+        m = self.db.meta
+        return {"release": m.get("release"), "arch": m.get("arch"),
+                "build_id": m.get("build_id"), "db": self.db.path}
+
+    # ---- type lookup -----------------------------------------------------
+    def find_type(self, name: str, kind: Optional[str] = None) -> TypeRef:
+        """A struct/union (or a typedef of one) by name, overlays first."""
+        name = name.strip()
+        if kind is None:
+            for k in ("struct", "union"):
+                if name.startswith(k + " "):
+                    kind, name = k, name[len(k) + 1:].strip()
+        for src in self.sources:
+            tid = src.find_composite(name, kind)
+            if tid is not None:
+                return TypeRef(src, tid)
+        spelled = f"{kind} {name}" if kind else name
+        raise NoSuchType(f"{spelled}: no such struct, union or typedef in this kernel "
+                         f"({self._kernel_label()})")
+
+    def _kernel_label(self) -> str:
+        m = self.db.meta
+        return f"{m.get('release', '?')} {m.get('arch', '')}".strip()
+
+    def _layout_note(self, ref: TypeRef) -> Optional[str]:
+        t = ref.db.type(ref.id)
+        if t.name and t.kind in COMPOSITE:
+            n = ref.db.layouts(t.name, t.kind)
+            if n > 1:
+                return (f"{t.kind} {t.name} has {n} different layouts in this kernel; "
+                        f"using the first (type id {ref.id})")
+        return None
+
+    # ---- offsets -----------------------------------------------------------
+    def offset(self, path: str) -> Offset:
+        """Offset of a member path.  Raises BadPath, NoSuchType, AbsentMember, NotAPointer."""
+        hit = self._results.get(path)
+        if hit is not None:
+            return hit
+        res = self._offset(paths.parse_path(path))
+        if len(self._results) < _RESULT_CACHE_MAX:
+            self._results[path] = res
+        return res
+
+    def offsets(self, path_list) -> dict:
+        """{path: Offset or the ResolverError raised for it}."""
+        out = {}
+        for p in path_list:
+            try:
+                out[p] = self.offset(p)
+            except LookupError as e:
+                out[p] = e
+        return out
+
+    def _offset(self, mp: paths.MemberPath) -> Offset:
+        ref = self.find_type(mp.root, mp.root_kind)
+        note = self._layout_note(ref)
+        hop_results = []
+        rt = ref.db.type(ref.id)
+        container = f"{rt.kind} {rt.name}" if rt.name == mp.root else mp.root
+        walked = mp.root if mp.root_kind is None else f"{mp.root_kind} {mp.root}"
+        last_type = None
+        hops = mp.hops()
+        for hi, hop in enumerate(hops):
+            if hi > 0:
+                ref, container = self._deref(ref, last_type, walked)
+            db, tid = ref.db, ref.id
+            bits, mtype, bsize = 0, None, 0
+            cur = tid
+            for si, step in enumerate(hop):
+                if mtype is not None:
+                    cur = db.complete(db.strip(mtype))
+                    ct = db.type(cur)
+                    if ct.kind == PTR:
+                        raise NotAPointer(f"{walked} is a pointer ({db.spelling(mtype)}): "
+                                          f"use '->' to reach {step.name}")
+                    if ct.kind not in COMPOSITE:
+                        raise NotAPointer(f"{walked} is a {db.spelling(mtype)}, not a struct "
+                                          f"or union: it has no member {step.name}")
+                if bsize:
+                    raise NotAPointer(f"{walked} is a bitfield: it has no members")
+                found = db.find_member(cur, step.name)
+                if found is None:
+                    t = db.type(cur)
+                    what = f"{t.kind} {t.name}" if t.name else (container if si == 0 else walked)
+                    raise AbsentMember(f"{walked}{step.sep}{step.name}: absent in this kernel "
+                                       f"({what} has no member {step.name!r}; "
+                                       f"{self._kernel_label()})")
+                bits += found.bit_offset
+                mtype, bsize = found.type, found.bit_size
+                walked = f"{walked}{step.sep}{step.name}"
+                for idx in step.indexes:
+                    at = db.type(db.strip(mtype))
+                    if at.kind != ARRAY:
+                        raise NotAPointer(f"{walked} is not an array ({db.spelling(mtype)}): "
+                                          f"cannot take [{idx}]")
+                    if at.nelems and idx >= at.nelems:
+                        raise AbsentMember(f"{walked}[{idx}]: index out of range "
+                                           f"(the array has {at.nelems} elements)")
+                    es = db.sizeof(at.ref) or 0
+                    bits += idx * es * 8
+                    mtype = at.ref
+                    walked += f"[{idx}]"
+            hop_results.append(self._make_offset(db, walked, bits, mtype, bsize))
+            last_type = mtype
+        last = hop_results[-1]
+        if len(hop_results) > 1:
+            return Offset(mp.text, last.offset, last.size, last.type, last.bit_offset,
+                          last.bit_size, tuple(hop_results), note)
+        return Offset(mp.text, last.offset, last.size, last.type, last.bit_offset,
+                      last.bit_size, (), note)
+
+    def _make_offset(self, db: KernelDB, path: str, bits: int, mtype: int, bsize: int) -> Offset:
+        spelled = db.spelling(mtype)
+        if bsize:
+            unit = db.sizeof(mtype) or 4
+            off, bit = bitfield_unit(bits, bsize, unit)
+            return Offset(path, off, unit, spelled, bit, bsize)
+        return Offset(path, bits // 8, db.sizeof(mtype) or 0, spelled)
+
+    def _deref(self, ref: TypeRef, mtype: int, walked: str) -> tuple:
+        """The struct/union a pointer member points to (for a `->` hop)."""
+        db = ref.db
+        pt = db.type(db.strip(mtype))
+        if pt.kind != PTR or pt.ref is None:
+            raise NotAPointer(f"{walked} is not a pointer ({db.spelling(mtype)}): use '.'")
+        target = db.complete(db.strip(pt.ref))
+        tt = db.type(target)
+        if tt.kind == FWD or (tt.kind in COMPOSITE and tt.size is None):
+            # declared only: find the full layout by name (overlays, then the kernel)
+            kind = tt.kind if tt.kind in COMPOSITE else (tt.encoding or "struct")
+            r = self.find_type(tt.name, kind)
+            return r, f"{kind} {tt.name}"
+        if tt.kind not in COMPOSITE:
+            raise NotAPointer(f"{walked} points to {db.spelling(pt.ref)}, not to a struct or "
+                              f"union")
+        return TypeRef(db, target), (f"{tt.kind} {tt.name}" if tt.name else walked)
+
+    # ---- struct layouts --------------------------------------------------------
+    def struct(self, name: str) -> StructInfo:
+        ref = self.find_type(name)
+        return self._struct_info(ref, name.strip())
+
+    def _struct_info(self, ref: TypeRef, asked: Optional[str] = None) -> StructInfo:
+        db, tid = ref.db, ref.id
+        t = db.type(tid)
+        members = []
+        for m in db.members(tid):
+            mt = m.type
+            if m.bit_size:
+                unit = db.sizeof(mt) or 4
+                off, bit = bitfield_unit(m.bit_offset, m.bit_size, unit)
+                members.append(MemberInfo(m.name or None, db.spelling(mt), off, unit, bit,
+                                          m.bit_size))
+            else:
+                members.append(MemberInfo(m.name or None, db.spelling(mt), m.bit_offset // 8,
+                                          db.sizeof(mt) or 0))
+        layouts = db.layouts(t.name, t.kind) if t.name else 1
+        return StructInfo(f"{t.kind} {t.name}" if t.name else (asked or t.spelling), t.kind, t.size or 0,
+                          tuple(members), layouts, db.path)
+
+    def dump(self) -> Iterator[StructInfo]:
+        """Every named struct/union (first layout per name), sorted by name."""
+        self.db.preload()
+        seen = set()
+        for (tid, kind, name, _size) in self.db.all_composites():
+            if (kind, name) in seen:
+                continue
+            seen.add((kind, name))
+            yield self._struct_info(TypeRef(self.db, tid))
+
+    # ---- functions -------------------------------------------------------------
+    def func(self, name: str) -> list:
+        """Every function of that name (several static ones may share it), overlays first."""
+        out = []
+        for src in self.sources:
+            for (fname, proto, static, file, line, module) in src.functions(name):
+                pt = src.type(proto)
+                params = tuple(Param(pn or None, src.spelling(ptype))
+                               for (pn, ptype) in src.params(proto))
+                ret = src.spelling(pt.ref) if pt.ref is not None else "void"
+                out.append(FuncInfo(fname, ret, params, bool(pt.kind == "func_proto" and
+                                                             _variadic(src, proto)),
+                                    bool(static), file, line, module))
+            if out:
+                return out
+        raise NoSuchFunction(f"{name}: no such function in this kernel ({self._kernel_label()})")
+
+    # ---- plain type facts (used by expr) -----------------------------------------
+    def sizeof_name(self, name: str) -> Optional[int]:
+        """sizeof a named type (`struct iphdr`, `u32`, `int`), or None."""
+        ref = None
+        try:
+            ref = self.find_type(name)
+        except NoSuchType:
+            pass
+        if ref is not None:
+            return ref.db.sizeof(ref.id)
+        for src in self.sources:
+            for kind in ("typedef", "int", "float", "enum"):
+                for (tid, _k, _s, _r) in src.named(name, kind):
+                    return src.sizeof(tid)
+        return None
+
+
+def _variadic(db: KernelDB, proto: int) -> bool:
+    rows = db._query("SELECT variadic FROM kt_types WHERE id = ?", (proto,))
+    return bool(rows and rows[0][0])
+
+
+__all__ = ["Resolver", "Offset", "StructInfo", "MemberInfo", "FuncInfo", "Param",
+           "bitfield_unit", "ENUM"]

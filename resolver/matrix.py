@@ -1,0 +1,35 @@
+"""The offsets table across every kernel of a hive (what eBPF projects keep by hand)."""
+from __future__ import annotations
+
+from typing import Optional
+
+from . import select
+from .api import Resolver
+from .kernel import KernelDB
+
+
+def build_matrix(paths, hive: Optional[str] = None, arch: Optional[str] = None) -> list:
+    """[{"kernel": {...}, "offsets": {path: {...} | {"error": ...}}}], one per hive DB,
+    sorted by (arch, release)."""
+    hive = hive or select.default_hive()
+    rows = []
+    for path, meta in select.hive_entries(hive, arch):
+        r = Resolver(KernelDB(path))
+        try:
+            offs = {}
+            for p, v in r.offsets(paths).items():
+                offs[p] = {"error": str(v)} if isinstance(v, LookupError) else v.as_dict()
+            k = r.kernel
+            k["flavour"] = meta.get("flavour")
+            k["type_source"] = meta.get("type_source")
+            rows.append({"kernel": k, "offsets": offs})
+        finally:
+            r.close()
+    rows.sort(key=lambda row: (row["kernel"]["arch"] or "", _release_key(row["kernel"]["release"])))
+    return rows
+
+
+def _release_key(release: Optional[str]):
+    import re
+    parts = re.split(r"(\d+)", release or "")
+    return [(0, int(p)) if p.isdigit() else (1, p) for p in parts]
