@@ -69,8 +69,9 @@ def debian_vmlinux_btf(debian_vmlinux) -> str:
     """The raw .BTF section of the Debian vmlinux (objcopy, independent of our ELF code)."""
     out = os.path.join(_cache_dir(), f"vmlinux-{DEBIAN_RELEASE}.btf")
     if not os.path.exists(out):
-        subprocess.run(["objcopy", "-O", "binary", "--only-section=.BTF", "--set-section-flags",
-                        ".BTF=alloc", debian_vmlinux, out + ".part"], check=True)
+        subprocess.run(["objcopy", "--dump-section", f".BTF={out}.part", debian_vmlinux,
+                        os.path.join(_cache_dir(), "objcopy-scratch")], check=True)
+        os.unlink(os.path.join(_cache_dir(), "objcopy-scratch"))
         os.replace(out + ".part", out)
     return out
 
