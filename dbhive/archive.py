@@ -36,6 +36,7 @@ import io
 import os
 import posixpath
 import re
+import shutil
 import struct
 import tempfile
 from contextlib import contextmanager
@@ -63,6 +64,7 @@ MODULE_PATTERN = re.compile(r"(?:[^/]+/)*([^/]+)\.ko(?:\.debug|\.xz|\.zst|\.gz)?
 
 BLOCK = 1 << 20                  # bytes per read/write
 MAX_LINK_HOPS = 16
+MAX_BACK_PASSES = 3            # re-reads of an archive for links pointing back
 
 RPM_LEAD_MAGIC = b"\xed\xab\xee\xdb"
 RPM_HEADER_MAGIC = b"\x8e\xad\xe8\x01"
@@ -202,23 +204,7 @@ def extract_modules(path: str, workdir: str,
     else:
         names = {module_name(n) for n in wanted}
         keep = lambda mm: mm.name in names                                # noqa: E731
-    pkg = _Package(path, kind, progress)
-    done: list[ExtractedModule] = []
-    try:
-        with pkg.entries() as entries:
-            for name, entry in entries:
-                m = MODULE_PATTERN.fullmatch(name)
-                if not (m and entry.isreg):
-                    continue
-                mm = ModuleMember(name, module_name(m.group(1)))
-                if keep(mm):
-                    out = pkg.write_entry(entry, name, workdir, f"{mm.name}-", ".ko")
-                    done.append(ExtractedModule(name, mm.name, out))
-    except BaseException:
-        for em in done:
-            _unlink(em.path)
-        raise
-    return done
+    return _Package(path, kind, progress).extract_modules(keep, workdir)
 
 
 def module_name(file_stem: str) -> str:
@@ -431,43 +417,150 @@ class _Package:
 
     def extract_one(self, match: Callable[[str], object], workdir: str, prefix: str,
                     suffix: str) -> tuple[Optional[str], Optional[str]]:
-        """Extract the first member whose path satisfies `match`, following symlinks and
-        empty hardlinks inside the archive.  (member, output path), or (None, None)."""
-        target = None           # after a link: the exact member we need next
+        """Extract the first member whose path satisfies `match`, following links inside the
+        archive.  Returns (member, output path), or (None, None) if nothing matches.
+
+        A symlink, or a tar hard link (a data-less entry naming an earlier member), makes
+        its target the member we want next; if the target already went by, the archive is
+        read again (at most MAX_BACK_PASSES more times).  In cpio (RPM) a hard link set
+        keeps its data in its last entry: a wanted empty entry waits for that one."""
+        want = None             # after a link: the exact member we need next
         hops = 0
-        regular = set()         # regular files already passed (a link may point back)
-        links = {}              # link member -> resolved target (for chains pointing back)
-        with self.entries() as entries:
-            for name, entry in entries:
-                if (target is None and match(name)) or name == target:
-                    link = _link_target(self.path, name, entry)
+        seen = {}               # member -> link target, or None for a file (links may point back)
+        pending = want_name = None
+        for _ in range(1 + MAX_BACK_PASSES):
+            again = False
+            pending = None      # cpio link set (its first name) whose data we wait for
+            with self.entries() as entries:
+                for name, entry in entries:
+                    if pending and entry.size and self._link_set(name, entry) == pending:
+                        return want_name, self.write_entry(entry, want_name, workdir, prefix,
+                                                           suffix)
+                    link = self._link_target(name, entry)
+                    if not (name == want if want else match(name)):
+                        seen[name] = link
+                        continue
                     if link is None:
-                        if not entry.isreg or entry.size == 0:
+                        if not entry.isreg:
                             raise InputError(f"{self.path}: member {name} is not a regular "
-                                             f"file with data")
+                                             f"file")
+                        if entry.size == 0 and self.cpio:
+                            pending, want_name = self._link_set(name, entry), name
+                            continue
+                        if entry.size == 0:
+                            raise InputError(f"{self.path}: member {name} is empty")
                         return name, self.write_entry(entry, name, workdir, prefix, suffix)
-                    target, hops = link, hops + 1
-                    while target in links and hops <= MAX_LINK_HOPS:
-                        target, hops = links[target], hops + 1
+                    want, hops = self._follow(name, link), hops + 1
+                    while seen.get(want) and hops <= MAX_LINK_HOPS:   # earlier link: follow
+                        want, hops = self._follow(want, seen[want]), hops + 1
                     if hops > MAX_LINK_HOPS:
                         raise InputError(f"{self.path}: too many levels of links at {name}")
-                    if target in regular:
-                        break           # came earlier: second pass below
-                elif entry.issym or (entry.islnk and entry.size == 0):
-                    links[name] = _link_target(self.path, name, entry)
-                elif entry.isreg:
-                    regular.add(name)
+                    if want in seen:
+                        again = True    # the target went by already: read the archive again
+                        break
+            if not again:
+                break
+        if pending:
+            raise InputError(f"{self.path}: member {want_name} is empty")
+        if want:
+            raise InputError(f"{self.path}: the kernel member is a link to {want}, which is "
+                             f"not a file in this {_KIND_TEXT[self.kind]}")
+        return None, None
+
+    def extract_modules(self, keep: Callable[[ModuleMember], bool], workdir: str
+                        ) -> list[ExtractedModule]:
+        """Write each wanted module (see the module-level `extract_modules`).  Hard-linked
+        modules get the data of their link set: cpio keeps it in the set's last entry, tar
+        in the first (copied if we wrote it, else fetched by a second pass)."""
+        done: dict[str, ExtractedModule] = {}     # member -> output
+        waiting: dict[str, list] = {}             # cpio link set -> wanted empty members
+        back: dict[str, list] = {}                # tar link target that went by -> members
+        try:
+            with self.entries() as entries:
+                for name, entry in entries:
+                    mm = self._module(name, entry, keep)
+                    if self.cpio and (entry.isreg or entry.islnk):
+                        group = self._link_set(name, entry)
+                        if entry.size == 0:
+                            if mm:
+                                waiting.setdefault(group, []).append(mm)
+                            continue
+                        mms = ([mm] if mm else []) + waiting.pop(group, [])
+                        self._emit(entry, mms, workdir, done)
+                    elif mm and entry.islnk and entry.size == 0:
+                        target = _safe_member(self.path, entry.linkpath)
+                        if target in done:
+                            self._emit(None, [mm], workdir, done, copy_of=done[target].path)
+                        else:
+                            back.setdefault(target, []).append(mm)
+                    elif mm:
+                        self._emit(entry, [mm], workdir, done)
+            for mms in waiting.values():            # empty files after all
+                self._emit(None, mms, workdir, done)
+            if back:
+                with self.entries() as entries:
+                    for name, entry in entries:
+                        if name in back and entry.size:
+                            self._emit(entry, back.pop(name), workdir, done)
+                if back:
+                    raise InputError(f"{self.path}: module hard link to a missing member "
+                                     f"{next(iter(back))}")
+        except BaseException:
+            for em in done.values():
+                _unlink(em.path)
+            raise
+        return list(done.values())
+
+    # -- helpers of the two above
+
+    @property
+    def cpio(self) -> bool:
+        return self.kind == "rpm"
+
+    def _link_set(self, name: str, entry) -> str:
+        """cpio: the name identifying an entry's hard link set (its first member's name)."""
+        return _safe_member(self.path, entry.linkpath) if entry.islnk else name
+
+    def _link_target(self, name: str, entry) -> Optional[str]:
+        """Member a symlink or (tar) data-less hard link points to, else None.  Not checked
+        here: links we do not follow may point anywhere."""
+        if entry.issym:
+            raw = entry.linkpath or ""
+            joined = raw if raw.startswith("/") else posixpath.join(posixpath.dirname(name), raw)
+        elif entry.islnk and entry.size == 0 and not self.cpio:
+            joined = entry.linkpath or ""   # hard links name a member path, not a relative one
+        else:
+            return None
+        return posixpath.normpath(joined.lstrip("/"))
+
+    def _follow(self, name: str, target: str) -> str:
+        """`target` of link `name`, refused if it leaves the archive root."""
+        if target == ".." or target.startswith("../"):
+            raise InputError(f"{self.path}: unsafe link {name} -> {target} (escapes the "
+                             f"archive root)")
+        return target
+
+    @staticmethod
+    def _module(name: str, entry, keep) -> Optional[ModuleMember]:
+        m = MODULE_PATTERN.fullmatch(name)
+        if not m or not (entry.isreg or entry.islnk):
+            return None
+        mm = ModuleMember(name, module_name(m.group(1)))
+        return mm if keep(mm) else None
+
+    def _emit(self, entry, mms: list, workdir: str, done: dict, copy_of: str = "") -> None:
+        """Write `entry`'s data (or a copy of file `copy_of`, or nothing: an empty file) for
+        each module in `mms`: the data is read once, further ones are copies."""
+        for mm in mms:
+            if entry is not None:
+                out = self.write_entry(entry, mm.member, workdir, f"{mm.name}-", ".ko")
+                entry, copy_of = None, out
             else:
-                if target is not None:
-                    raise InputError(f"{self.path}: the kernel member is a link to {target}, "
-                                     f"which is not a file in this {_KIND_TEXT[self.kind]}")
-                return None, None
-        # second pass: fetch the regular file the link pointed back to
-        with self.entries() as entries:
-            for name, entry in entries:
-                if name == target:
-                    return name, self.write_entry(entry, name, workdir, prefix, suffix)
-        raise InputError(f"{self.path}: {target} vanished on the second pass")
+                fd, out = tempfile.mkstemp(prefix=f"{mm.name}-", suffix=".ko", dir=workdir)
+                os.close(fd)
+                if copy_of:
+                    shutil.copyfile(copy_of, out)
+            done[mm.member] = ExtractedModule(mm.member, mm.name, out)
 
 
 def _safe_member(path: str, raw: str) -> str:
@@ -476,19 +569,3 @@ def _safe_member(path: str, raw: str) -> str:
     if name == ".." or name.startswith("../"):
         raise InputError(f"{path}: unsafe member path {raw!r} (escapes the archive root)")
     return name
-
-
-def _link_target(path: str, name: str, entry) -> Optional[str]:
-    """Normalised member path a symlink / empty hardlink entry points to, else None."""
-    if entry.issym:
-        raw = entry.linkpath or ""
-        joined = raw if raw.startswith("/") else posixpath.join(posixpath.dirname(name), raw)
-    elif entry.islnk and entry.size == 0:
-        joined = entry.linkpath or ""       # hardlinks name a member path, not a relative one
-    else:
-        return None
-    target = posixpath.normpath(joined.lstrip("/"))
-    if target == ".." or target.startswith("../"):
-        raise InputError(f"{path}: unsafe link {name} -> {entry.linkpath!r} "
-                         f"(escapes the archive root)")
-    return target
