@@ -228,7 +228,9 @@ def _surftrace_rows(g: M.TypeGraph, spell):
     for sid, (name, tid) in enumerate(sorted(surftrace_struct_ids(g).items()), start=1):
         rows = list(flat_members(g, tid, spell=spell))
         structs.append((sid, name, len(rows), g.types[tid].size))
-        members.extend((sid,) + row for row in rows)
+        # flat_members yields (name, type, ...); the table's columns are (fid, types, name, ...)
+        members.extend((sid, tstr, mname, off, nbytes, bits)
+                       for (mname, tstr, off, nbytes, bits) in rows)
     types_rows: dict = {}
     for tid, t in enumerate(g.types):
         if t.kind in (M.INT, M.FLOAT, M.TYPEDEF, M.ENUM, M.PTR, M.VOID):
