@@ -1,0 +1,3 @@
+module example.com/tlsapp
+
+go 1.19
