@@ -27,11 +27,15 @@ Guarantees:
   * every failure is an `InputError` with a one-line message naming the file, and any
     partial output is removed.
 
-Reading stops as soon as the kernel is written: damage further down the package is not
-noticed (the extracted bytes themselves were checked by the decompressor and the member size).
+Integrity: the extracted member is checked against the digest the package itself lists for
+it (.deb: control.tar's md5sums; RPM: the header's file digests, sha256 in current RPMs), and
+reading stops once it is written: damage further down the package is then not noticed, and
+not relevant.  A member without a listed digest (btfhub archives) is followed by reading the
+archive to its end, so the decompressor's own end-of-stream checks run.
 """
 from __future__ import annotations
 
+import hashlib
 import io
 import os
 import posixpath
@@ -256,6 +260,8 @@ class _Package:
         self.path, self.kind, self.progress = path, kind, progress
         self.size = os.path.getsize(path)
         self._meta = ("", "")
+        self._digests = None        # member -> (hash name, hex digest), read on first use
+        self.unverified = False     # wrote a member the package lists no digest for
         if kind == "rpm":
             self._check_rpm()
 
@@ -264,39 +270,47 @@ class _Package:
     def metadata(self) -> tuple[str, str]:
         """(package name, version) from the package's own headers ('' when unknown)."""
         if self.kind == "deb":
-            return self._deb_control()
+            self._deb_control()
         return self._meta
 
+    def digests(self) -> dict:
+        """{member: (hash name, hex digest)} as the package lists them (.deb: md5sums; RPM:
+        the header's file digests; {} for a BTF archive)."""
+        if self._digests is None:
+            if self.kind == "deb":
+                self._deb_control()
+            else:
+                self._digests = {}
+        return self._digests
+
     def _check_rpm(self) -> None:
-        """Read the RPM lead (name-version-release) and the signature header's size tag, so a
-        truncated RPM is reported before decompressing anything."""
+        """Read the RPM's signature and main headers: package name and version, the digest
+        of every file, and the signature's size tag, so a truncated RPM is reported before
+        decompressing anything."""
         with open(self.path, "rb") as fh:
             lead = fh.read(96)
-            sig = fh.read(16)
-            if len(lead) < 96 or len(sig) < 16 or sig[:4] != RPM_HEADER_MAGIC:
-                raise InputError(f"{self.path}: truncated or damaged RPM (bad lead/signature "
-                                 f"header)")
-            nvr = lead[10:76].split(b"\0", 1)[0].decode("utf-8", "replace")
-            parts = nvr.rsplit("-", 2)
-            if len(parts) == 3:
-                self._meta = (parts[0], f"{parts[1]}-{parts[2]}")
-            nindex, hsize = struct.unpack(">II", sig[8:16])
-            index = fh.read(16 * nindex)
-            store = fh.read(hsize)
-            if len(index) != 16 * nindex or len(store) != hsize:
-                raise InputError(f"{self.path}: truncated RPM (signature header cut short)")
-        sig_end = 96 + 16 + 16 * nindex + hsize
-        sig_end += -sig_end % 8
-        total = None
-        for i in range(nindex):
-            tag, typ, off, count = struct.unpack_from(">IIII", index, 16 * i)
-            if tag == 1000 and typ == 4:        # RPMSIGTAG_SIZE: header + payload, INT32
-                total = struct.unpack_from(">I", store, off)[0]
-            elif tag == 270 and typ == 5:       # RPMSIGTAG_LONGSIZE, INT64
-                total = struct.unpack_from(">Q", store, off)[0]
-        if total is not None and sig_end + total > self.size:
+            if len(lead) < 96:
+                raise InputError(f"{self.path}: truncated RPM (lead cut short)")
+            sig = _rpm_header(fh, self.path, "signature")
+            fh.seek(-fh.tell() % 8, os.SEEK_CUR)        # the main header is 8-aligned
+            main_start = fh.tell()
+            main = _rpm_header(fh, self.path, "main")
+        # RPMSIGTAG_LONGSIZE (270) / RPMSIGTAG_SIZE (1000): main header + payload bytes
+        total = sig.get(270, sig.get(1000, [None]))[0]
+        if total is not None and main_start + total > self.size:
             raise InputError(f"{self.path}: truncated RPM ({self.size} bytes, its header "
-                             f"says {sig_end + total})")
+                             f"says {main_start + total})")
+        first = lambda tag: (main.get(tag) or [""])[0]                    # noqa: E731
+        version = f"{first(1001)}-{first(1002)}" if first(1001) else ""
+        self._meta = (first(1000), version)                 # NAME, VERSION-RELEASE
+        # file digests: FILEDIGESTS (1035) parallel to DIRINDEXES (1116) / BASENAMES (1117)
+        # into DIRNAMES (1118); FILEDIGESTALGO (5011): 1 md5 (the default), 8 sha256, ...
+        algo = _RPM_DIGEST_ALGOS.get(first(5011) or 1)
+        names = [d + b for d, b in zip((main[1118][i] for i in main.get(1116, [])),
+                                       main.get(1117, []))] if 1118 in main else []
+        if algo:
+            self._digests = {_safe_member(self.path, n): (algo, d)
+                             for n, d in zip(names, main.get(1035, [])) if d}
 
     def _ar_members(self) -> list[tuple[str, int, int]]:
         """(name, offset, size) of each member of the .deb's ar archive."""
@@ -333,18 +347,25 @@ class _Package:
                 return m
         raise InputError(f"{self.path}: not a Debian package (no {prefix}.* member)")
 
-    def _deb_control(self) -> tuple[str, str]:
-        fields = {}
+    def _deb_control(self) -> None:
+        """Package name and version from control.tar's `control`, file md5s from its
+        `md5sums` (paths relative to the root, as in data.tar)."""
+        if self._digests is not None:
+            return
+        fields, digests = {}, {}
         with self._open(*self._ar_member("control.tar")[1:], bar=None) as archive:
             for name, entry in self._named(archive):
-                if name == "control" and entry.isreg:
+                if name in ("control", "md5sums") and entry.isreg:
                     text = b"".join(entry.get_blocks()).decode("utf-8", "replace")
                     for line in text.splitlines():
-                        key, sep, value = line.partition(":")
-                        if sep and not key.startswith((" ", "\t")):
-                            fields[key.strip()] = value.strip()
-                    break
-        return fields.get("Package", ""), fields.get("Version", "")
+                        if name == "control":
+                            key, sep, value = line.partition(":")
+                            if sep and not key.startswith((" ", "\t")):
+                                fields[key.strip()] = value.strip()
+                        elif len(line) > 34:             # "<32 hex>  <path>"
+                            digests[_safe_member(self.path, line[34:])] = ("md5", line[:32])
+        self._meta = (fields.get("Package", ""), fields.get("Version", ""))
+        self._digests = digests
 
     # -- streaming
 
@@ -366,7 +387,7 @@ class _Package:
         if "truncat" in low or "premature" in low or "unexpected end" in low:
             what = "truncated"
         elif "unrecognized archive format" in low:
-            what = "not a valid"
+            what = "unreadable"
         else:
             what = "corrupt"
         return f"{self.path}: {what} {_KIND_TEXT[self.kind]} ({msg})"
@@ -396,17 +417,28 @@ class _Package:
                 bar.close()
 
     def write_entry(self, entry, name: str, workdir: str, prefix: str, suffix: str) -> str:
-        """Copy `entry`'s data into a new temp file in `workdir`; returns its path."""
+        """Copy `entry`'s data (member `name`) into a new temp file in `workdir`; returns its
+        path.  The data is checked against the package's digest for `name` when it lists
+        one; `self.unverified` is set otherwise."""
+        algo, expect = self.digests().get(name, (None, None))
+        digest = hashlib.new(algo) if algo else None
         fd, out = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=workdir)
         try:
             written = 0
             with os.fdopen(fd, "wb") as fh:
                 for block in entry.get_blocks(BLOCK):
                     fh.write(block)
+                    if digest:
+                        digest.update(block)
                     written += len(block)
             if written != entry.size:
                 raise InputError(f"{self.path}: truncated {_KIND_TEXT[self.kind]} (member "
                                  f"{name} has {written} of {entry.size} bytes)")
+            if digest and digest.hexdigest() != expect.lower():
+                raise InputError(f"{self.path}: corrupt {_KIND_TEXT[self.kind]} ({algo} of "
+                                 f"member {name} is {digest.hexdigest()}, the package says "
+                                 f"{expect})")
+            self.unverified = self.unverified or digest is None
         except ArchiveError as e:
             _unlink(out)
             raise InputError(self._describe(e)) from None
@@ -414,6 +446,27 @@ class _Package:
             _unlink(out)
             raise
         return out
+
+    def _take(self, entries, entry, name: str, workdir: str, prefix: str, suffix: str) -> str:
+        """write_entry, then, if the package had no digest for it, read to the end."""
+        out = self.write_entry(entry, name, workdir, prefix, suffix)
+        if self.unverified:
+            try:
+                self.drain(entries)
+            except BaseException:
+                _unlink(out)
+                raise
+        return out
+
+    def drain(self, entries) -> None:
+        """Read the rest of the archive, so the decompressor reaches its end-of-stream
+        checks; for members the package gives no digest for."""
+        try:
+            for _name, entry in entries:
+                for _block in entry.get_blocks(BLOCK):
+                    pass
+        except ArchiveError as e:
+            raise InputError(self._describe(e)) from None
 
     def extract_one(self, match: Callable[[str], object], workdir: str, prefix: str,
                     suffix: str) -> tuple[Optional[str], Optional[str]]:
@@ -434,8 +487,8 @@ class _Package:
             with self.entries() as entries:
                 for name, entry in entries:
                     if pending and entry.size and self._link_set(name, entry) == pending:
-                        return want_name, self.write_entry(entry, want_name, workdir, prefix,
-                                                           suffix)
+                        return want_name, self._take(entries, entry, want_name, workdir,
+                                                     prefix, suffix)
                     link = self._link_target(name, entry)
                     if not (name == want if want else match(name)):
                         seen[name] = link
@@ -449,7 +502,7 @@ class _Package:
                             continue
                         if entry.size == 0:
                             raise InputError(f"{self.path}: member {name} is empty")
-                        return name, self.write_entry(entry, name, workdir, prefix, suffix)
+                        return name, self._take(entries, entry, name, workdir, prefix, suffix)
                     want, hops = self._follow(name, link), hops + 1
                     while seen.get(want) and hops <= MAX_LINK_HOPS:   # earlier link: follow
                         want, hops = self._follow(want, seen[want]), hops + 1
@@ -561,6 +614,36 @@ class _Package:
                 if copy_of:
                     shutil.copyfile(copy_of, out)
             done[mm.member] = ExtractedModule(mm.member, mm.name, out)
+
+
+_RPM_DIGEST_ALGOS = {1: "md5", 2: "sha1", 8: "sha256", 9: "sha384", 10: "sha512",
+                     11: "sha224"}
+
+
+def _rpm_header(fh, path: str, which: str) -> dict:
+    """Read one RPM header structure at the file position: {tag: [values]} for the number,
+    string and string-array tags (binary ones are skipped)."""
+    head = fh.read(16)
+    if len(head) < 16 or head[:4] != RPM_HEADER_MAGIC:
+        raise InputError(f"{path}: truncated or damaged RPM ({which} header missing)")
+    nindex, hsize = struct.unpack(">II", head[8:16])
+    index, store = fh.read(16 * nindex), fh.read(hsize)
+    if len(index) != 16 * nindex or len(store) != hsize:
+        raise InputError(f"{path}: truncated RPM ({which} header cut short)")
+    tags = {}
+    for i in range(nindex):
+        tag, typ, off, count = struct.unpack_from(">IIII", index, 16 * i)
+        if typ in _RPM_INT_FORMATS:
+            fmt = ">%d%s" % (count, _RPM_INT_FORMATS[typ])
+            if off + struct.calcsize(fmt) <= hsize:
+                tags[tag] = list(struct.unpack_from(fmt, store, off))
+        elif typ in (6, 8, 9):              # STRING, STRING_ARRAY, I18NSTRING
+            values = store[off:].split(b"\0", count)[:count]
+            tags[tag] = [v.decode("utf-8", "replace") for v in values]
+    return tags
+
+
+_RPM_INT_FORMATS = {2: "B", 3: "H", 4: "I", 5: "Q"}     # INT8, INT16, INT32, INT64
 
 
 def _safe_member(path: str, raw: str) -> str:

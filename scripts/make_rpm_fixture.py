@@ -162,9 +162,9 @@ def small_set(cache: str) -> list[str]:
     ko1, ko2 = real_modules(cache)
     mods = [(ko1, KO_MEMBERS[0]), (ko2, KO_MEMBERS[1])]
     rpms = []
-    for comp in PAYLOADS:       # stand-in vmlinux = a real .ko, plus the two modules
+    for comp in PAYLOADS:       # stand-in vmlinux = a real .ko, alone in the payload
         rpms.append(build_rpm(cache, "kernel-debuginfo", "6.1.0", f"47.small.{comp}", comp,
-                              [(ko1, f"{MODDIR}/vmlinux")] + mods))
+                              [(ko1, f"{MODDIR}/vmlinux")]))
     # the kernel member is a symlink to a file that came earlier in the cpio stream
     rpms.append(build_rpm(cache, "kernel-debuginfo", "6.1.0", "47.symlink.back", "zstd",
                           [(ko2, f"{BUILD_ID_DIR}/61d8f6.debug")],
@@ -191,7 +191,7 @@ def small_set(cache: str) -> list[str]:
     rpms.append(build_rpm(cache, "kernel-debuginfo", "6.1.0", "47.symlink.escape", "gzip",
                           [(ko2, KO_MEMBERS[1])],
                           [(f"{MODDIR}/vmlinux", "../../../../../../../../etc/passwd")]))
-    # a package without a vmlinux
+    # modules, and no vmlinux
     rpms.append(build_rpm(cache, "kernel-modules-debuginfo", "6.1.0", "47.small.xz", "xz",
                           mods))
     return rpms
