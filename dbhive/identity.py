@@ -1,0 +1,220 @@
+"""Which kernel a file is: release, arch, build-id, flavour — read from the kernel's own data.
+
+ELF kernels (vmlinux):
+  release   from the `Linux version <release> (` banner in `.rodata` (the bytes of
+            `linux_banner`, found by scanning the section); else from `init_uts_ns` (its
+            `new_utsname.release` field, located through the symbol table).  Only if the file
+            has neither (an `objcopy --only-keep-debug` file whose data sections are NOBITS)
+            is the release taken from a name: the archive member / file name
+            `vmlinux-<release>[.debug]` or `.../modules/<release>/vmlinux`.  `release_source`
+            says which: 'banner', 'init_uts_ns' or 'file-name'.
+  arch      e_machine in `uname -m` spelling (x86_64, aarch64, ppc64le, s390x, ...)
+  build_id  the GNU build-id note (hex) — what /sys/kernel/notes holds on the running kernel
+  elf_type  'EXEC', 'DYN', 'REL'; has_btf (`.BTF`), has_debug_info (`.debug_info`)
+
+Raw BTF (no ELF around it; see `raw_btf_identity`):
+  /sys/kernel/btf/vmlinux   the running kernel's identity (`running_kernel_identity`)
+  other files               the release from the file name: btfhub `<release>.btf[.tar.xz]`,
+                            or `vmlinux-<release>.btf`; arch from a btfhub directory
+                            (`.../x86_64/`, `.../arm64/`) or a `.x86_64`-style release
+                            suffix; no build-id.  `btf_sha256` records the blob's sha256.
+
+Flavour rule (`kernel_flavour`):
+  'debug'  if the package is a `*-debug-*` one (`kernel-debug-debuginfo`), or the release
+           ends with `+debug` or `.debug` (Fedora / RHEL 7 debug kernels);
+  else     the part after the last `+` (RHEL `+rt`, `+64k`), or the Debian/Ubuntu/SUSE
+           suffix after the ABI number (`6.1.0-47-cloud-amd64` -> `cloud-amd64`,
+           `5.15.0-91-generic` -> `generic`, `5.14.21-150500.55.39-default` -> `default`);
+  else     'default' (`5.14.0-362.el9.x86_64`).
+"""
+from __future__ import annotations
+
+import hashlib
+import os
+import re
+import sys
+from dataclasses import asdict, dataclass
+from .archive import Extracted, detect_input, extract_kernel
+from .elffile import InputError, build_id_from_notes, gnu_build_id, open_elf, uname_machine
+
+SYS_BTF = "/sys/kernel/btf/vmlinux"
+SYS_NOTES = "/sys/kernel/notes"
+
+_BANNER = re.compile(rb"Linux version ([^\s%()]+) \(")
+_ELF_TYPES = {"ET_EXEC": "EXEC", "ET_DYN": "DYN", "ET_REL": "REL", "ET_CORE": "CORE"}
+_BTFHUB_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "aarch64",
+                "aarch64": "aarch64", "s390x": "s390x", "ppc64le": "ppc64le"}
+_RELEASE_ARCH = re.compile(r"\.(x86_64|aarch64|ppc64le|s390x|i686)(?:\+\w+)?$")
+
+
+@dataclass(frozen=True)
+class KernelIdentity:
+    release: str
+    arch: str
+    build_id: str = ""           # hex; '' when unknown (raw BTF from a file)
+    flavour: str = "default"
+    elf_type: str = ""           # '' for raw BTF
+    has_btf: bool = False
+    has_debug_info: bool = False
+    source: str = "elf"          # 'elf' or 'raw-btf'
+    release_source: str = ""     # 'banner', 'init_uts_ns', 'file-name', 'uname'
+    btf_sha256: str = ""         # raw BTF input only
+
+    def as_meta(self) -> dict[str, str]:
+        """Flat string map for a DB's meta table (keys prefixed `kernel_`; booleans '1'/'0')."""
+        out = {}
+        for key, value in asdict(self).items():
+            if isinstance(value, bool):
+                value = "1" if value else "0"
+            out[f"kernel_{key}"] = value
+        return out
+
+
+def kernel_identity(path: str, name_hint: str = "", package_name: str = "") -> KernelIdentity:
+    """Identity of a kernel ELF (vmlinux) or raw BTF file.
+
+    `name_hint`: the archive member the file came from (only used as the last resort for
+    the release, see the module doc); `package_name`: the package's own name, for the debug
+    flavour.  InputError if `path` is an ELF that is not a Linux kernel."""
+    kind = detect_input(path)
+    if kind == "raw-btf":
+        return raw_btf_identity(path, name_hint)
+    if kind != "elf":
+        raise InputError(f"{path}: a {kind} input, not a kernel file: extract it first "
+                         f"(dbhive.archive.extract_kernel)")
+    with open_elf(path) as elf:
+        names = {s.name for s in elf.iter_sections()}
+        release, how = _release_from_elf(elf, path)
+        if not release:
+            if ".gnu.linkonce.this_module" in names or ".modinfo" in names:
+                raise InputError(f"{path}: a kernel module, not a Linux kernel image")
+            if not ({"__ksymtab", "__param"} <= names or "__ksymtab_strings" in names):
+                raise InputError(f"{path}: not a Linux kernel (no 'Linux version' banner, no "
+                                 f"init_uts_ns, no kernel sections)")
+            release = release_from_name(name_hint) or release_from_name(path)
+            how = "file-name"
+            if not release:
+                raise InputError(f"{path}: Linux kernel without a readable release (data "
+                                 f"sections stripped) and no vmlinux-<release> file name")
+        return KernelIdentity(
+            release=release,
+            arch=uname_machine(elf),
+            build_id=gnu_build_id(elf),
+            flavour=kernel_flavour(release, package_name),
+            elf_type=_ELF_TYPES.get(elf["e_type"], str(elf["e_type"])),
+            has_btf=".BTF" in names,
+            has_debug_info=".debug_info" in names,
+            source="elf",
+            release_source=how,
+        )
+
+
+def identify(path: str, workdir: str, progress: bool = False
+             ) -> tuple[Extracted, KernelIdentity]:
+    """extract_kernel + kernel_identity, removing the extracted file if it is no kernel."""
+    ex = extract_kernel(path, workdir, progress)
+    try:
+        ident = kernel_identity(ex.path, ex.member or "", ex.package_name)
+    except BaseException:
+        ex.cleanup()
+        raise
+    return ex, ident
+
+
+def running_kernel_identity() -> KernelIdentity:
+    """The running kernel: `uname -r`, `uname -m`, build-id from /sys/kernel/notes."""
+    uts = os.uname()
+    try:
+        with open(SYS_NOTES, "rb") as fh:
+            build_id = build_id_from_notes(fh.read(), sys.byteorder == "little")
+    except OSError:
+        build_id = ""
+    return KernelIdentity(release=uts.release, arch=uts.machine, build_id=build_id,
+                          flavour=kernel_flavour(uts.release), source="raw-btf",
+                          has_btf=os.path.exists(SYS_BTF), release_source="uname")
+
+
+def raw_btf_identity(path: str, name_hint: str = "") -> KernelIdentity:
+    """Identity for a raw BTF file (see the module doc for where each field comes from)."""
+    sha = file_sha256(path)
+    if os.path.realpath(path) == SYS_BTF:
+        run = running_kernel_identity()
+        return KernelIdentity(**{**asdict(run), "btf_sha256": sha, "has_btf": True})
+    release = release_from_name(name_hint) or release_from_name(path)
+    if not release:
+        raise InputError(f"{path}: raw BTF whose kernel release is unknown (name it "
+                         f"<release>.btf, as btfhub does)")
+    parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    m = _RELEASE_ARCH.search(release)
+    arch = _BTFHUB_ARCH.get(parent) or (m.group(1) if m else "")
+    return KernelIdentity(release=release, arch=arch, flavour=kernel_flavour(release),
+                          has_btf=True, source="raw-btf", release_source="file-name",
+                          btf_sha256=sha)
+
+
+def kernel_flavour(release: str, package_name: str = "") -> str:
+    """See the module doc for the rule."""
+    if "debug" in package_name.split("-") or release.endswith(("+debug", ".debug")):
+        return "debug"
+    if "+" in release:
+        return release.rsplit("+", 1)[1]
+    m = re.fullmatch(r"\d+\.\d+(?:\.\d+)?-[\d.]+-([A-Za-z][\w.-]*)", release)
+    return m.group(1) if m else "default"
+
+
+def file_sha256(path: str) -> str:
+    """sha256 (hex) of a file, read in 1 MiB blocks."""
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+# --------------------------------------------------------------------------- internals
+
+def _release_from_elf(elf, path: str) -> tuple[str, str]:
+    rodata = elf.get_section_by_name(".rodata")
+    if rodata is not None and rodata["sh_type"] != "SHT_NOBITS":
+        m = _BANNER.search(rodata.data())
+        if m:
+            return m.group(1).decode("ascii", "replace"), "banner"
+    release = _release_from_uts(elf)
+    return (release, "init_uts_ns") if release else ("", "")
+
+
+def _release_from_uts(elf) -> str:
+    """init_uts_ns.name.release: struct new_utsname is six char[65] fields (sysname
+    "Linux", nodename, release, ...); it starts the struct (5.x+) or follows a 4-byte kref."""
+    symtab = elf.get_section_by_name(".symtab")
+    if symtab is None:
+        return ""
+    syms = symtab.get_symbol_by_name("init_uts_ns")
+    if not syms:
+        return ""
+    sym = syms[0]
+    if not isinstance(sym["st_shndx"], int):
+        return ""
+    sec = elf.get_section(sym["st_shndx"])
+    if sec["sh_type"] == "SHT_NOBITS":
+        return ""
+    start = sym["st_value"] - sec["sh_addr"]
+    raw = sec.data()[start:start + sym["st_size"]]
+    for base in (0, 4, 8):
+        if raw[base:base + 6] == b"Linux\0":
+            field = raw[base + 130:base + 195]
+            return field.split(b"\0", 1)[0].decode("ascii", "replace")
+    return ""
+
+
+def release_from_name(name: str) -> str:
+    """The release a file or member name claims ('' if none): from `vmlinux-<rel>[.debug]`, `modules/<rel>/vmlinux`, `<rel>.btf[.tar.xz]`."""
+    if not name:
+        return ""
+    base = os.path.basename(name)
+    for pattern in (r"vmlinux-(.+?)(?:\.debug)?", r"(?:vmlinux-)?(.+?)\.btf(?:\.tar\.\w+)?"):
+        m = re.fullmatch(pattern, base)
+        if m:
+            return m.group(1)
+    m = re.search(r"modules/([^/]+)/vmlinux(?:\.debug)?$", name)
+    return m.group(1) if m else ""
