@@ -1,0 +1,182 @@
+"""Resolver offsets against pahole on DBs built from real kernels.
+
+The expected numbers are never written here: each comes from pahole's layout of the same
+input (composed along the path; typedef names resolved with bpftool's dump of the BTF).
+"""
+from __future__ import annotations
+
+import pytest
+
+from conftest import need_tool
+from resolver import AbsentMember, NoSuchType, NotAPointer, BadPath, Resolver
+from resolver_support import (Absent, PaholeOffsets, build_btf_db, debian_meta,
+                              running_meta)
+
+# Member paths tracers use (shared/docs/formats.md) plus nested / anonymous / bitfield /
+# array / typedef cases.  Some are absent in some kernels: then pahole must agree.
+PATHS = [
+    # formats.md: the members_offset map
+    "task_struct.files", "files_struct.fdt", "fdtable.fd", "file.private_data", "file.f_pos",
+    "file.f_op", "file.f_inode", "file_operations.read_iter", "inode.i_mode", "inode.i_sb",
+    "super_block.s_dev", "file.f_path.dentry", "dentry.d_name.name", "dentry.d_parent",
+    "socket.sk", "socket.file",
+    "sock.__sk_common.skc_family", "sock.__sk_common.skc_rcv_saddr",
+    "sock.__sk_common.skc_daddr", "sock.__sk_common.skc_v6_rcv_saddr",
+    "sock.__sk_common.skc_v6_daddr", "sock.__sk_common.skc_dport",
+    "sock.__sk_common.skc_num", "sock.__sk_common.skc_state",
+    "sock.__sk_common.skc_ipv6only",                       # bitfield
+    "sock.sk_type", "sock.sk_protocol",                    # real fields (5.6+) or bitfields
+    "tcp_sock.copied_seq", "tcp_sock.write_seq",
+    "file.f_path.mnt", "mount.mnt", "mount.mnt_ns", "mnt_namespace.ns.inum", "mount.mnt_id",
+    # tasks
+    "task_struct.pid", "task_struct.tgid", "task_struct.comm", "task_struct.real_parent",
+    "task_struct.mm", "task_struct.nsproxy", "nsproxy.mnt_ns", "task_struct.cred",
+    "task_struct.se.vruntime", "task_struct.__state", "task_struct.state",
+    "task_struct.signal", "task_struct.flags", "task_struct.thread_info.flags",
+    "cred.uid", "cred.uid.val",                            # typedef of an anonymous struct
+    "mm_struct.mm_users", "mm_struct.mm_users.counter",    # atomic_t
+    "atomic_t.counter",                                    # typedef as the root
+    # networking
+    "sk_buff.data", "sk_buff.len", "sk_buff.head", "sk_buff.network_header",
+    "sk_buff.transport_header", "sk_buff.dev", "net_device.ifindex", "net_device.name",
+    "iphdr.protocol", "iphdr.saddr", "iphdr.daddr", "iphdr.ihl", "iphdr.version",
+    "tcphdr.source", "tcphdr.dest", "tcphdr.syn", "tcphdr.doff", "udphdr.dest",
+    "inet_sock.inet_sport", "inet_sock.sk.__sk_common.skc_daddr",
+    "tcp_sock.inet_conn.icsk_inet.sk.__sk_common.skc_family",    # deep embedding
+    "sock.sk_rcvbuf", "sock.sk_sndbuf",
+    # anonymous structs/unions inside
+    "qstr.len", "qstr.hash", "qstr.hash_len", "inode.i_lock.rlock", "dentry.d_inode",
+    "inode.i_ino", "file.f_mode", "sk_buff.sk", "sk_buff.tstamp",
+    # arrays
+    "task_struct.comm[3]", "net_device.name[2]",
+    "sock.__sk_common.skc_v6_daddr.in6_u.u6_addr32[2]",
+    "in6_addr.in6_u.u6_addr8[15]",
+    # misc
+    "pid.numbers", "upid.nr", "fdtable.max_fds", "path.dentry",
+]
+
+
+def _check(r: Resolver, oracle: PaholeOffsets, paths) -> tuple:
+    present = absent = 0
+    bitfields = 0
+    for p in paths:
+        try:
+            want = oracle.offset(p)
+        except Absent:
+            with pytest.raises((AbsentMember, NoSuchType, NotAPointer)):
+                r.offset(p)
+            absent += 1
+            continue
+        got = r.offset(p)
+        assert got.offset == want["offset"], (p, got, want)
+        if want["size"] is not None:
+            assert got.size == want["size"], (p, got, want)
+        assert got.bit_size == want["bit_size"], (p, got, want)
+        assert got.bit_offset == want["bit_offset"], (p, got, want)
+        bitfields += got.bit_size is not None
+        present += 1
+    return present, absent, bitfields
+
+
+@pytest.fixture(scope="session")
+def running_db(running_btf):
+    return build_btf_db(running_btf, running_meta())
+
+
+@pytest.fixture(scope="session")
+def debian_btf_db(debian_vmlinux_btf):
+    return build_btf_db(debian_vmlinux_btf, debian_meta())
+
+
+def test_paths_list_is_big_enough():
+    assert len(set(PATHS)) >= 50
+
+
+def test_running_kernel_offsets_equal_pahole(running_db, running_btf):
+    need_tool("pahole")
+    need_tool("bpftool")
+    oracle = PaholeOffsets(running_btf, "btf", running_btf)
+    with Resolver.open(db=running_db, overlay=None) as r:
+        present, absent, bitfields = _check(r, oracle, PATHS)
+    assert present >= 50 and bitfields >= 4, (present, absent, bitfields)
+
+
+def test_debian_btf_offsets_equal_pahole(debian_btf_db, debian_vmlinux_btf):
+    need_tool("pahole")
+    oracle = PaholeOffsets(debian_vmlinux_btf, "btf", debian_vmlinux_btf)
+    with Resolver.open(db=debian_btf_db, overlay=None) as r:
+        present, absent, bitfields = _check(r, oracle, PATHS)
+        # 6.1 still has the 5.14+ names; both kernels agree on the shape
+        assert isinstance(r.offset("task_struct.__state").offset, int)
+    assert present >= 50, (present, absent)
+
+
+def test_every_top_level_member_of_common_structs(running_db, running_btf):
+    """Beyond the list: every member pahole prints for a set of big structs."""
+    oracle = PaholeOffsets(running_btf, "btf", running_btf)
+    n = 0
+    with Resolver.open(db=running_db, overlay=None) as r:
+        for key in ("struct task_struct", "struct sock", "struct sk_buff", "struct file",
+                    "struct inode", "struct tcp_sock", "struct net_device", "struct dentry",
+                    "struct mm_struct", "struct super_block"):
+            lay = oracle.layouts[key][0]
+            name = key.split()[1]
+            for m in lay.members:
+                got = r.offset(f"{name}.{m.path}")
+                assert got.offset == m.offset, (key, m, got)
+                assert got.bit_size == m.bit_size and got.bit_offset == m.bit_offset, (m, got)
+                if not m.array_dims or all(m.array_dims):
+                    assert got.size == m.size, (key, m, got)
+                n += 1
+    assert n > 1000
+
+
+def test_pointer_hops(running_db):
+    with Resolver.open(db=running_db, overlay=None) as r:
+        o = r.offset("task_struct->files->fdt")
+        assert [h.offset for h in o.hops] == [r.offset("task_struct.files").offset,
+                                              r.offset("files_struct.fdt").offset]
+        assert o.offset == r.offset("files_struct.fdt").offset
+        o = r.offset("file->f_path.dentry->d_name.name")
+        assert [h.offset for h in o.hops] == [r.offset("file.f_path.dentry").offset,
+                                              r.offset("dentry.d_name.name").offset]
+
+
+def test_errors_are_specific(running_db):
+    with Resolver.open(db=running_db, overlay=None) as r:
+        with pytest.raises(AbsentMember, match="absent in this kernel"):
+            r.offset("task_struct.no_such_member")
+        with pytest.raises(NoSuchType):
+            r.offset("no_such_struct_xyz.a")
+        with pytest.raises(NotAPointer, match="use '->'"):
+            r.offset("task_struct.files.fdt")
+        with pytest.raises(NotAPointer):
+            r.offset("task_struct->pid->x")
+        with pytest.raises(AbsentMember, match="out of range"):
+            r.offset("task_struct.comm[16]")
+        with pytest.raises(NotAPointer, match="not an array"):
+            r.offset("task_struct.pid[1]")
+        for bad in ("", "task_struct", "task_struct.", "a..b", "a.b[x]", "1abc.x",
+                    "a.b; DROP TABLE kt_types", "a.b' OR '1'='1"):
+            with pytest.raises(BadPath):
+                r.offset(bad)
+        assert all(isinstance(e, LookupError) for e in
+                   r.offsets(["a.b' OR 1=1 --", "task_struct.nope"]).values())
+
+
+def test_struct_and_func(running_db, running_btf):
+    oracle = PaholeOffsets(running_btf, "btf", running_btf)
+    with Resolver.open(db=running_db, overlay=None) as r:
+        s = r.struct("sock_common")
+        lay = oracle.layouts["struct sock_common"][0]
+        assert s.size == lay.size
+        named = {m.name: m for m in s.members if m.name}
+        for m in lay.members:
+            if m.path in named:
+                assert named[m.path].offset == m.offset
+        assert r.struct("atomic_t").members[0].name == "counter"
+        f = r.func("do_filp_open")[0]
+        assert [p.type for p in f.params] == ["int", "struct filename *",
+                                              "const struct open_flags *"]
+        assert f.ret == "struct file *"
+        assert [p.name for p in f.params] == ["dfd", "pathname", "op"]
