@@ -1,0 +1,393 @@
+"""DWARF records -> hash-consed type keys -> the shared TypeGraph.
+
+Every type becomes a *key*: a flat tuple of its kind, name, size, ... and the ids of the
+types it refers to.  Interning keys (`KeyTable`) deduplicates the copies of a header's
+types that every compilation unit carries, so a type is stored once however many units
+declare it; a struct with the same name but a different layout gets a different key and is
+kept, tagged with the unit it first came from (`origin`).
+
+References through a pointer to a *named* struct/union/typedef become placeholders
+`(FWD, kind, name)`: that breaks the cycles C allows (`struct list_head *next`) and makes
+`struct file *` one type whatever unit it comes from.  `finalize` points each placeholder
+at the first complete type of that name (or leaves a FWD when there is none), then merges
+the types that became identical.
+
+Key layouts (ids of referenced types marked *):
+  (INT, name, size, signed, encoding)   (FLOAT, name, size)   (FWD, kind, name)
+  (PTR|CONST|VOLATILE|RESTRICT, *ref)   (TYPEDEF, name, *ref)   (ARRAY, *elem, nelems)
+  (STRUCT|UNION, name, size, (m_name, *m_type, bit_offset, bit_size) ...)
+  (ENUM, name, size, signed, (e_name, value) ...)
+  (FUNC_PROTO, *ret, variadic, (p_name, *p_type) ...)
+"""
+from __future__ import annotations
+
+from . import model as M
+from .dwarf_scan import (R_ALIAS, R_ARRAY, R_BASE, R_ENUM, R_PROTO, R_PTR, R_QUAL, R_STRUCT,
+                         R_SUB, R_TYPEDEF, R_UNSPEC)
+
+VOID_KEY = (M.VOID,)
+_VP = 1 << 62            # memo-key bit: "reached through a pointer"
+
+# DW_ATE_* -> (model kind, signed, encoding)
+_ATE = {
+    0x01: (M.INT, False, "unsigned"),     # address
+    0x02: (M.INT, False, "bool"),         # boolean
+    0x03: (M.FLOAT, None, None),          # complex_float
+    0x04: (M.FLOAT, None, None),          # float
+    0x05: (M.INT, True, "signed"),        # signed
+    0x06: (M.INT, True, "char"),          # signed_char
+    0x07: (M.INT, False, "unsigned"),     # unsigned
+    0x08: (M.INT, False, "char"),         # unsigned_char
+    0x09: (M.FLOAT, None, None),          # imaginary_float
+    0x0d: (M.INT, True, "signed"),        # signed_fixed
+    0x0e: (M.INT, False, "unsigned"),     # unsigned_fixed
+    0x0f: (M.FLOAT, None, None),          # decimal_float
+    0x10: (M.INT, False, "unsigned"),     # UTF
+}
+
+
+class KeyTable:
+    """Interned type keys; id = position.  Children are always interned before parents."""
+
+    def __init__(self):
+        self.ids = {VOID_KEY: 0}
+        self.keys = [VOID_KEY]
+        self.origins = [None]
+
+    def intern(self, key, origin=None) -> int:
+        i = self.ids.get(key)
+        if i is None:
+            i = self.ids[key] = len(self.keys)
+            self.keys.append(key)
+            self.origins.append(origin)
+        return i
+
+    def merge(self, keys, origins) -> list:
+        """Intern another table's keys (in its order); returns its id -> our id."""
+        m = [0] * len(keys)
+        for i in range(1, len(keys)):
+            m[i] = self.intern(remap_key(keys[i], m), origins[i])
+        return m
+
+
+def remap_key(key, m):
+    """`key` with its type ids replaced: new = m[old] (m: list or a callable)."""
+    f = m.__getitem__ if isinstance(m, list) else m
+    k = key[0]
+    if k == M.PTR or k == M.CONST or k == M.VOLATILE or k == M.RESTRICT or k == M.TYPE_TAG:
+        return (k, f(key[1]))
+    if k == M.TYPEDEF:
+        return (k, key[1], f(key[2]))
+    if k == M.ARRAY:
+        return (k, f(key[1]), key[2])
+    if k == M.STRUCT or k == M.UNION:
+        out = list(key)
+        for j in range(4, len(out), 4):
+            out[j] = f(out[j])
+        return tuple(out)
+    if k == M.FUNC_PROTO:
+        out = list(key)
+        out[1] = f(out[1])
+        for j in range(4, len(out), 2):
+            out[j] = f(out[j])
+        return tuple(out)
+    return key
+
+
+class Resolver:
+    """Turns the records of one unit at a time into interned keys.
+
+    `other(off)` returns the record at a virtual offset outside the current unit (type
+    units, dwz partial units, DW_FORM_ref_addr), scanning that unit on demand."""
+
+    def __init__(self, table: KeyTable, other):
+        self.t = table
+        self.other = other
+        self.pmemo: dict = {}        # memo for DIEs outside the current unit (kept)
+        self.busy: set = set()
+        self.functions: dict = {}    # (name, proto, static, file, line) -> None (ordered set)
+        self.dangling = 0            # references to DIEs that are not types
+
+    def unit(self, unit, records, files_of):
+        """Intern every type and function of one unit."""
+        self.recs = records
+        self.lo = unit.base
+        self.hi = unit.space + unit.end
+        self.memo = {}
+        self.origin = unit.name
+        rid = self.rid
+        memo = self.memo
+        subs = []
+        for off, rec in records.items():
+            if rec[0] == R_SUB:
+                if rec[7] and not rec[4]:
+                    subs.append(rec)
+            elif off not in memo:
+                rid(off)
+        if subs:
+            files = files_of(unit)
+            for rec in subs:
+                self._function(rec, files)
+        self.memo = None
+        self.recs = None
+
+    def rec(self, off):
+        if self.lo <= off < self.hi:
+            return self.recs.get(off)
+        return self.other(off)
+
+    def rid(self, off, vp=False) -> int:
+        if off is None:
+            return 0
+        mk = off | _VP if vp else off
+        memo = self.memo
+        r = memo.get(mk)
+        if r is not None:
+            return r
+        local = self.lo <= off < self.hi
+        if local:
+            rec = self.recs.get(off)
+        else:
+            r = self.pmemo.get(mk)
+            if r is not None:
+                memo[mk] = r
+                return r
+            rec = self.other(off)
+        if rec is None:
+            self.dangling += 1
+            return 0
+        busy = self.busy
+        if off in busy:                       # only malformed input gets here
+            return self._cycle(rec)
+        busy.add(off)
+        try:
+            r = self._make(rec, vp)
+        finally:
+            busy.discard(off)
+        memo[mk] = r
+        if not local:
+            self.pmemo[mk] = r
+        return r
+
+    def _cycle(self, rec):
+        if rec[0] == R_STRUCT and rec[2]:
+            return self.t.intern((M.FWD, rec[1], rec[2]))
+        return 0
+
+    def _make(self, rec, vp) -> int:
+        k = rec[0]
+        intern = self.t.intern
+        if k == R_STRUCT:
+            _, kind, name, size, decl, members = rec
+            if decl or size is None or (vp and name):
+                return intern((M.FWD, kind, name)) if name else 0
+            key = [kind, name, size]
+            rid = self.rid
+            memo = self.memo
+            for m in members:
+                if len(m) == 4:
+                    mname, mtype, bit, bits = m
+                    r = memo.get(mtype)
+                    key += (mname, r if r is not None else rid(mtype), bit, bits)
+                    continue
+                else:
+                    mname, mtype, bit, bits, old, unit = m
+                    if unit is None:
+                        unit = self._size_of(mtype) or 0
+                    bit += unit * 8 - old - bits
+                key += (mname, rid(mtype), bit, bits)
+            return intern(tuple(key), self.origin)
+        if k == R_PTR:
+            return intern((M.PTR, self.rid(rec[1], True)))
+        if k == R_TYPEDEF:
+            name = rec[1]
+            if vp and name:
+                return intern((M.FWD, M.TYPEDEF, name))
+            return intern((M.TYPEDEF, name, self.rid(rec[2])), self.origin)
+        if k == R_QUAL:
+            if rec[1] is None:                # _Atomic: not in the model, transparent
+                return self.rid(rec[2], vp)
+            return intern((rec[1], self.rid(rec[2], vp)))
+        if k == R_BASE:
+            _, name, size, enc = rec
+            kind, signed, encoding = _ATE.get(enc, (M.INT, False, "unsigned"))
+            if kind is M.FLOAT:
+                return intern((M.FLOAT, name, size))
+            return intern((M.INT, name, size, signed, encoding))
+        if k == R_ARRAY:
+            r = self.rid(rec[1], vp)
+            for n in reversed(rec[2]):
+                r = intern((M.ARRAY, r, n))
+            return r
+        if k == R_ENUM:
+            _, name, size, decl, values, under = rec
+            if decl or size is None:
+                return intern((M.FWD, M.ENUM, name)) if name else 0
+            signed = self._signed(under, values)
+            key = [M.ENUM, name, size, signed]
+            for ename, v in values:
+                if not signed and v < 0:
+                    v &= (1 << (8 * size)) - 1
+                key += (ename, v)
+            return intern(tuple(key), self.origin)
+        if k == R_PROTO:
+            rid = self.rid
+            key = [M.FUNC_PROTO, rid(rec[1], True), rec[3]]
+            for pname, ptype in rec[2]:
+                key += (pname, rid(ptype, True))
+            return intern(tuple(key))
+        if k == R_ALIAS:
+            return self.rid(rec[1], vp)
+        if k == R_UNSPEC:
+            return 0
+        self.dangling += 1                    # a subprogram used as a type
+        return 0
+
+    def _signed(self, under, values) -> bool:
+        if under is not None:
+            r = self.rec(under)
+            seen = 0
+            while r is not None and r[0] in (R_TYPEDEF, R_QUAL) and seen < 16:
+                r = self.rec(r[2])
+                seen += 1
+            if r is not None and r[0] == R_BASE:
+                return _ATE.get(r[3], (None, False))[1] is True
+        return any(v < 0 for _n, v in values)
+
+    def _size_of(self, off):
+        seen = 0
+        r = self.rec(off) if off is not None else None
+        while r is not None and seen < 32:
+            k = r[0]
+            if k == R_BASE or k == R_ENUM:
+                return r[2]
+            if k == R_STRUCT:
+                return r[3]
+            if k == R_PTR:
+                return 8
+            if k == R_TYPEDEF or k == R_QUAL:
+                r = self.rec(r[2]) if r[2] is not None else None
+            else:
+                return None
+            seen += 1
+        return None
+
+    def _function(self, rec, files):
+        (_, name, ret, ext, decl, dfile, dline, has_code, origin, params, variadic) = rec
+        seen = 0
+        while origin is not None and seen < 8:
+            o = self.rec(origin)
+            if o is None or o[0] != R_SUB:
+                break
+            name = name if name is not None else o[1]
+            ret = ret if ret is not None else o[2]
+            ext = ext or o[3]
+            dfile = dfile if dfile is not None else o[5]
+            dline = dline if dline is not None else o[6]
+            if o[9] or not params or all(p[0] is None and p[1] is None for p in params):
+                params, variadic = o[9], o[10]
+            origin = o[8]
+            seen += 1
+        if not name:
+            return
+        rid = self.rid
+        key = [M.FUNC_PROTO, rid(ret, True), variadic]
+        for pname, ptype, _porigin in params:
+            key += (pname, rid(ptype, True))
+        proto = self.t.intern(tuple(key))
+        file = files[dfile] if dfile is not None and 0 <= dfile < len(files) else None
+        self.functions[(name, proto, not ext, file, dline)] = None
+
+
+# ---------------------------------------------------------------------------
+
+def finalize(table: KeyTable, functions, module: str = "vm") -> M.TypeGraph:
+    """Resolve placeholders, merge what became identical, and build the TypeGraph."""
+    keys = table.keys
+    n = len(keys)
+    canon = list(range(n))
+    # 1. placeholders -> the first complete type of that kind and name
+    first: dict = {}
+    for i, key in enumerate(keys):
+        k = key[0]
+        if k == M.STRUCT or k == M.UNION or k == M.ENUM or k == M.TYPEDEF:
+            if key[1] is not None:
+                first.setdefault((k, key[1]), i)
+    for i, key in enumerate(keys):
+        if key[0] == M.FWD:
+            target = first.get((key[1], key[2]))
+            if target is not None:
+                canon[i] = target
+            elif key[1] == M.TYPEDEF:
+                canon[i] = 0
+
+    def find(i):
+        while canon[i] != i:
+            canon[i] = canon[canon[i]]
+            i = canon[i]
+        return i
+
+    # 2. merge types that became identical (a few rounds reach the fixpoint)
+    for _round in range(8):
+        seen: dict = {}
+        changed = False
+        for i in range(n):
+            if canon[i] != i:
+                continue
+            key = remap_key(keys[i], find)
+            j = seen.setdefault(key, i)
+            if j != i:
+                canon[i] = j
+                changed = True
+        if not changed:
+            break
+    # 3. emit
+    new_id = [0] * n
+    order = []
+    for i in range(n):
+        if find(i) == i:
+            new_id[i] = len(order)
+            order.append(i)
+    for i in range(n):
+        new_id[i] = new_id[find(i)]
+    g = M.TypeGraph(types=[], source="dwarf")
+    for i in order:
+        g.types.append(_type_from_key(remap_key(keys[i], new_id.__getitem__),
+                                      table.origins[i]))
+    seen_f = set()
+    for (name, proto, static, file, line) in functions:
+        fk = (name, new_id[proto], static, file, line)
+        if fk in seen_f:
+            continue
+        seen_f.add(fk)
+        g.functions.append(M.Function(name, new_id[proto], static, file, line, module))
+    return g
+
+
+def _type_from_key(key, origin) -> M.Type:
+    k = key[0]
+    if k == M.VOID:
+        return M.Type(M.VOID, "void")
+    if k == M.INT:
+        return M.Type(M.INT, key[1], key[2], signed=key[3], encoding=key[4])
+    if k == M.FLOAT:
+        return M.Type(M.FLOAT, key[1], key[2])
+    if k == M.FWD:
+        return M.Type(M.FWD, key[2], encoding=key[1])
+    if k == M.PTR or k == M.CONST or k == M.VOLATILE or k == M.RESTRICT or k == M.TYPE_TAG:
+        return M.Type(k, ref=key[1])
+    if k == M.TYPEDEF:
+        return M.Type(M.TYPEDEF, key[1], ref=key[2], origin=origin)
+    if k == M.ARRAY:
+        return M.Type(M.ARRAY, ref=key[1], nelems=key[2])
+    if k == M.STRUCT or k == M.UNION:
+        members = [M.Member(key[j], key[j + 1], key[j + 2], key[j + 3])
+                   for j in range(3, len(key), 4)]
+        return M.Type(k, key[1], key[2], members=members, origin=origin)
+    if k == M.ENUM:
+        vals = [(key[j], key[j + 1]) for j in range(4, len(key), 2)]
+        return M.Type(M.ENUM, key[1], key[2], enumerators=vals, signed=key[3], origin=origin)
+    if k == M.FUNC_PROTO:
+        params = [M.Param(key[j], key[j + 1]) for j in range(3, len(key), 2)]
+        return M.Type(M.FUNC_PROTO, ref=key[1], params=params, variadic=key[2])
+    raise ValueError(f"unknown key kind {k!r}")

@@ -1,0 +1,261 @@
+"""One process's view of a file's DWARF: units, abbreviation plans, string tables, and the
+per-unit scan -> resolve step.  `read_dwarf` (dwarf.py) runs one of these per worker."""
+from __future__ import annotations
+
+import bisect
+import struct
+
+from .dwarf_build import KeyTable, Resolver
+from .dwarf_elf import DebugFile, SectionError, find_altfile
+from .dwarf_forms import (ALT_BASE, TYPES_BASE, WANT_UNIT, Decoders, FormError,
+                          parse_abbrev_table, uleb)
+from .dwarf_scan import UnitScan, make_plans
+from .dwarf_units import (DW_UT_partial, DW_UT_split_type, DW_UT_type, iter_unit_headers,
+                          line_file_names)
+
+
+class UnitError(Exception):
+    """A FormError located: file, section, offset."""
+
+    def __init__(self, path, section, offset, msg):
+        where = f"0x{offset:x}" if isinstance(offset, int) else "?"
+        super().__init__(f"{path}: {section} at offset {where}: {msg}")
+        self.path, self.section, self.offset = path, section, offset
+
+
+class StrTab:
+    """A NUL-terminated string section with a decode cache."""
+    __slots__ = ("data", "cache", "name")
+
+    def __init__(self, data, name):
+        self.data = data or b""
+        self.cache = {}
+        self.name = name
+
+    def get(self, off):
+        s = self.cache.get(off)
+        if s is None:
+            d = self.data
+            if not 0 <= off < len(d):
+                raise FormError(f"string offset 0x{off:x} outside {self.name}")
+            e = d.find(b"\0", off)
+            if e < 0:
+                raise FormError(f"unterminated string at 0x{off:x} in {self.name}")
+            s = self.cache[off] = d[off:e].decode("utf-8", "replace")
+        return s
+
+
+class FileTables:
+    """Per-ELF-file tables a unit's decoders reach through `unit.file`."""
+
+    def __init__(self, df: DebugFile, alt: "FileTables | None"):
+        s = df.sections
+        sfx = ".dwo" if df.is_dwo else ""
+        self.path = df.path
+        self.info = s.get("info", b"")
+        self.types = s.get("types", b"")
+        self.abbrev = s.get("abbrev", b"")
+        self.line = s.get("line", b"")
+        self.str = StrTab(s.get("str"), ".debug_str" + sfx)
+        self.line_str = StrTab(s.get("line_str"), ".debug_line_str")
+        self.str_offsets = s.get("str_offsets", b"")
+        self.alt = alt
+        self.is_dwo = df.is_dwo
+
+
+def _strp(cu, x):
+    return cu.file.str.get(x)
+
+
+def _line_strp(cu, x):
+    return cu.file.line_str.get(x)
+
+
+def _alt_strp(cu, x):
+    alt = cu.file.alt
+    if alt is None:
+        raise FormError("DW_FORM_GNU_strp_alt without a supplementary (.gnu_debugaltlink) file")
+    return alt.str.get(x)
+
+
+class Reader:
+    def __init__(self, path: str):
+        self.path = path
+        try:
+            df = DebugFile(path)
+        except SectionError as e:
+            raise UnitError(path, e.section or "ELF", e.offset, str(e)) from None
+        if "info" not in df.sections:
+            raise UnitError(path, ".debug_info", 0, "no DWARF debug information")
+        alt = None
+        if df.altlink:
+            altpath = find_altfile(path, df.altlink)
+            if altpath is None:
+                raise UnitError(path, ".gnu_debugaltlink", 0,
+                                f"dwz supplementary file {df.altlink!r} not found")
+            try:
+                alt = FileTables(DebugFile(altpath), None)
+            except SectionError as e:
+                raise UnitError(altpath, e.section or "ELF", e.offset, str(e)) from None
+        self.main = FileTables(df, alt)
+        self.alt = alt
+        self.sig: dict = {}
+        self.decoders = Decoders(dict(STRP=_strp, LINE_STRP=_line_strp, ALT_STRP=_alt_strp,
+                                      STRX=self._strx, SIG=self._sig, ALT_BASE=ALT_BASE))
+        self.abbrev_cache: dict = {}
+        self.plan_cache: dict = {}
+        # units: (section name, file tables, bytes, virtual base, is .debug_types)
+        self.units = []
+        spaces = [(".debug_info", self.main, self.main.info, 0, False),
+                  (".debug_types", self.main, self.main.types, TYPES_BASE, True)]
+        if alt is not None:
+            spaces.append((".debug_info (dwz alt)", alt, alt.info, ALT_BASE, False))
+        for sec, ft, data, space, is_types in spaces:
+            if not data:
+                continue
+            try:
+                for u in iter_unit_headers(data, sec, space, is_types):
+                    u.file = ft
+                    u.sc = ft.str.cache
+                    u.index = len(self.units)
+                    self.units.append(u)
+                    if u.type_sig is not None:
+                        self.sig[u.type_sig] = u.base + u.type_offset
+            except FormError as e:
+                raise UnitError(ft.path, sec, e.offset, str(e)) from None
+        self.bases = [u.base for u in self.units]
+        self.ndies = 0
+        self._other_recs: dict = {}
+        self._other_done: set = set()
+
+    # ---- decoder environment ----------------------------------------------------
+    def _strx(self, cu, idx):
+        ft = cu.file
+        base = cu.str_offsets_base
+        if base is None:
+            base = 8 if (ft.is_dwo and cu.version >= 5) else 0
+        osz = cu.off_size
+        p = base + idx * osz
+        so = ft.str_offsets
+        if p + osz > len(so):
+            raise FormError(f"string index {idx} outside .debug_str_offsets")
+        return ft.str.get(int.from_bytes(so[p:p + osz], "little"))
+
+    def _sig(self, cu, sig):
+        off = self.sig.get(sig)
+        if off is None:
+            raise FormError(f"no type unit with signature 0x{sig:016x}")
+        return off
+
+    # ---- units --------------------------------------------------------------------
+    def is_compile_unit(self, u) -> bool:
+        return u.unit_type not in (DW_UT_type, DW_UT_split_type, DW_UT_partial) \
+            and u.space != ALT_BASE
+
+    def data_of(self, u):
+        return u.file.types if u.space == TYPES_BASE else u.file.info
+
+    def plans_for(self, u):
+        ft = u.file
+        akey = (id(ft), u.abbrev_offset)
+        abbrevs = self.abbrev_cache.get(akey)
+        if abbrevs is None:
+            if not 0 <= u.abbrev_offset < len(ft.abbrev):
+                raise FormError(f"abbreviation offset 0x{u.abbrev_offset:x} outside "
+                                ".debug_abbrev", u.offset)
+            try:
+                abbrevs = parse_abbrev_table(ft.abbrev, u.abbrev_offset, len(ft.abbrev))
+            except FormError as e:
+                raise UnitError(ft.path, ".debug_abbrev", e.offset, str(e)) from None
+            self.abbrev_cache[akey] = abbrevs
+        pkey = (akey, u.addr_size, u.off_size, u.version)
+        plans = self.plan_cache.get(pkey)
+        if plans is None:
+            plans = self.plan_cache[pkey] = make_plans(abbrevs, self.decoders, u)
+        return plans
+
+    def scan(self, u) -> UnitScan:
+        """Scan one unit (raises UnitError on malformed input)."""
+        d = self.data_of(u)
+        try:
+            plans = self.plans_for(u)
+            o = u.die_offset
+            code, o = uleb(d, o)
+            if code == 0:
+                return UnitScan(d, u, plans)
+            p = plans[code] if code < len(plans) else None
+            if p is None:
+                raise FormError(f"unit DIE uses abbreviation code {code}, absent from its "
+                                "table", u.die_offset)
+            ab_dec = self.decoders.get
+            # DW_AT_str_offsets_base first: the unit's own name may be an strx form
+            ab = self.abbrev_cache[(id(u.file), u.abbrev_offset)][code]
+            _, sob = ab_dec(ab, ("str_offsets_base",), u.addr_size, u.off_size,
+                            u.version)(d, o, u)
+            u.str_offsets_base = sob
+            vals = ab_dec(ab, WANT_UNIT, u.addr_size, u.off_size, u.version)(d, o, u)
+            o, u.name, u.comp_dir, u.stmt_list = vals[0], vals[1], vals[2], vals[3]
+            s = UnitScan(d, u, plans)
+            if p.children:
+                end = s.top(o)
+                if end > u.end:
+                    raise FormError("DIE tree runs past the end of its unit", u.end)
+            self.ndies += s.ndies + 1
+            return s
+        except FormError as e:
+            raise UnitError(u.file.path, u.sec, e.offset if e.offset is not None else u.offset,
+                            f"{e} (unit at 0x{u.offset:x})") from None
+        except (IndexError, struct.error, ValueError, KeyError, TypeError, OverflowError,
+                RecursionError) as e:
+            raise UnitError(u.file.path, u.sec, u.offset,
+                            f"malformed DIE tree in the unit at 0x{u.offset:x} "
+                            f"({type(e).__name__}: {e})") from None
+
+    def unit_at(self, off):
+        i = bisect.bisect_right(self.bases, off) - 1
+        if i >= 0:
+            u = self.units[i]
+            if off < u.space + u.end:
+                return u
+        return None
+
+    def other_record(self, off):
+        """Record of a DIE outside the unit being resolved (scanning its unit once)."""
+        r = self._other_recs.get(off)
+        if r is not None:
+            return r
+        u = self.unit_at(off)
+        if u is None or u.index in self._other_done:
+            return None
+        self._other_done.add(u.index)
+        self._other_recs.update(self.scan(u).records)
+        return self._other_recs.get(off)
+
+    def files_of(self, u):
+        if u.files is None:
+            u.files = []
+            if u.stmt_list is not None and u.stmt_list.__class__ is int and u.file.line:
+                strings = (lambda which, off: (u.file.line_str if which == "line"
+                                               else u.file.str).get(off))
+                try:
+                    u.files = line_file_names(u.file.line, u.stmt_list, u.comp_dir, strings)
+                except (FormError, IndexError, struct.error, ValueError) as e:
+                    raise UnitError(u.file.path, ".debug_line", u.stmt_list,
+                                    f"bad line-table header ({e})") from None
+        return u.files
+
+    # ---- the per-worker job -------------------------------------------------------
+    def process(self, unit_indexes, table: KeyTable = None, tick=None):
+        """Scan and resolve the given units; returns the Resolver (keys in its table)."""
+        table = table or KeyTable()
+        res = Resolver(table, self.other_record)
+        for n, i in enumerate(unit_indexes):
+            u = self.units[i]
+            s = self.scan(u)
+            try:
+                res.unit(u, s.records, self.files_of)
+            except FormError as e:
+                raise UnitError(u.file.path, u.sec, e.offset or u.offset, str(e)) from None
+            if tick is not None:
+                tick(n + 1)
+        return res

@@ -1,0 +1,377 @@
+"""The hot path: walk the DIE tree of one unit over the raw bytes and collect compact
+records of the DIEs the type model needs.
+
+What is decoded: every type DIE (with its members, enumerators, subranges, parameters) and
+every subprogram with its direct formal parameters.  What is skipped without being decoded:
+function bodies, lexical blocks, variables, call sites, ... — via DW_AT_sibling when the
+producer emitted it (GCC does for nearly every DIE with children), else by each
+abbreviation's precomputed fixed size or compiled skip decoder.
+
+Records (tuples; first element is the record kind, offsets are virtual DIE offsets):
+  (R_BASE, name, size, dw_encoding)        (R_UNSPEC, name)
+  (R_PTR, target)    (R_QUAL, model_kind, target)    (R_TYPEDEF, name, target)
+  (R_STRUCT, model_kind, name, size, declaration, members)   members: [(name, type, bit_offset, bit_size)]
+  (R_ENUM, name, size, declaration, [(name, value)], underlying type)
+  (R_ARRAY, element, [nelems per dimension])
+  (R_PROTO, return, [(name, type)], variadic)
+  (R_SUB, name, return, external, declaration, decl_file, decl_line, has_code, origin, params, variadic)
+  (R_ALIAS, target)   a declaration standing for a type unit's type (DW_AT_signature)
+"""
+from __future__ import annotations
+
+from . import model as M
+from .dwarf_forms import (AT, TAG, WANT_ENUMERATOR, WANT_MEMBER, WANT_PARAM, WANT_SIBLING,
+                          WANT_SUBPROGRAM, WANT_SUBRANGE, WANT_TYPE, FormError, uleb)
+
+# record kinds
+R_BASE, R_UNSPEC, R_PTR, R_QUAL, R_TYPEDEF, R_STRUCT, R_ENUM, R_ARRAY, R_PROTO, R_SUB, \
+    R_ALIAS = range(11)
+
+# what to do with a DIE, by tag
+(S_SKIP, S_BASE, S_PTR, S_TYPEDEF, S_QUAL, S_STRUCT, S_ENUM, S_ARRAY, S_SUBRTYPE, S_UNSPEC,
+ S_SUBPROGRAM, S_MEMBER, S_ENUMERATOR, S_SUBRANGE, S_PARAM, S_VARIADIC) = range(16)
+
+_TAG_ACTION = {
+    TAG["base_type"]: S_BASE, TAG["pointer_type"]: S_PTR, TAG["reference_type"]: S_PTR,
+    TAG["rvalue_reference_type"]: S_PTR, TAG["typedef"]: S_TYPEDEF,
+    TAG["const_type"]: S_QUAL, TAG["volatile_type"]: S_QUAL, TAG["restrict_type"]: S_QUAL,
+    TAG["atomic_type"]: S_QUAL,
+    TAG["structure_type"]: S_STRUCT, TAG["class_type"]: S_STRUCT, TAG["union_type"]: S_STRUCT,
+    TAG["enumeration_type"]: S_ENUM, TAG["array_type"]: S_ARRAY,
+    TAG["subroutine_type"]: S_SUBRTYPE, TAG["unspecified_type"]: S_UNSPEC,
+    TAG["subprogram"]: S_SUBPROGRAM, TAG["member"]: S_MEMBER,
+    TAG["enumerator"]: S_ENUMERATOR, TAG["subrange_type"]: S_SUBRANGE,
+    TAG["formal_parameter"]: S_PARAM, TAG["unspecified_parameters"]: S_VARIADIC,
+}
+_WANT = {S_BASE: WANT_TYPE, S_PTR: WANT_TYPE, S_TYPEDEF: WANT_TYPE, S_QUAL: WANT_TYPE,
+         S_STRUCT: WANT_TYPE, S_ENUM: WANT_TYPE, S_ARRAY: WANT_TYPE, S_SUBRTYPE: WANT_TYPE,
+         S_UNSPEC: WANT_TYPE, S_SUBPROGRAM: WANT_SUBPROGRAM, S_MEMBER: WANT_MEMBER,
+         S_ENUMERATOR: WANT_ENUMERATOR, S_SUBRANGE: WANT_SUBRANGE, S_PARAM: WANT_PARAM,
+         S_VARIADIC: ()}
+_QUAL_KIND = {TAG["const_type"]: M.CONST, TAG["volatile_type"]: M.VOLATILE,
+              TAG["restrict_type"]: M.RESTRICT, TAG["atomic_type"]: None}
+_AGG_KIND = {TAG["structure_type"]: M.STRUCT, TAG["class_type"]: M.STRUCT,
+             TAG["union_type"]: M.UNION}
+_AT_SIBLING = AT["sibling"]
+_TYPE_ACTIONS = frozenset((S_BASE, S_PTR, S_TYPEDEF, S_QUAL, S_STRUCT, S_ENUM, S_ARRAY,
+                           S_SUBRTYPE, S_UNSPEC))
+
+
+class Plan:
+    """How to handle DIEs of one abbreviation in one unit."""
+    __slots__ = ("action", "dec", "children", "fixed", "skip", "sib", "tag")
+
+
+def make_plans(abbrevs: dict, decoders, unit) -> list:
+    """Plans indexed by abbreviation code (None where no abbreviation has that code)."""
+    asz, osz, ver = unit.addr_size, unit.off_size, unit.version
+    top = max(abbrevs) if abbrevs else 0
+    if top > 1_000_000:
+        raise FormError(f"abbreviation code {top} is implausibly large")
+    plans = [None] * (top + 1)
+    for code, ab in abbrevs.items():
+        p = Plan()
+        p.tag = ab.tag
+        p.action = action = _TAG_ACTION.get(ab.tag, S_SKIP)
+        p.children = ab.children
+        p.dec = decoders.get(ab, _WANT[action], asz, osz, ver) if action != S_SKIP else None
+        p.fixed = decoders.skip_size(ab, asz, osz, ver)
+        p.skip = decoders.get(ab, (), asz, osz, ver) if p.fixed is None else None
+        has_sib = ab.children and any(at == _AT_SIBLING for at, _f, _i in ab.specs)
+        p.sib = decoders.get(ab, WANT_SIBLING, asz, osz, ver) if has_sib else None
+        plans[code] = p
+    return plans
+
+
+class UnitScan:
+    """Scan one unit: `records` maps DIE offsets (virtual) to records; `root` holds the
+    values of the unit DIE (WANT_UNIT order) filled by the caller."""
+
+    def __init__(self, d, unit, plans):
+        self.d = d
+        self.u = unit
+        self.plans = plans
+        self.space = unit.space
+        self.end = unit.end
+        self.records: dict = {}
+        self.ndies = 0
+
+    # ---- generic -------------------------------------------------------------
+    def code_at(self, o):
+        d = self.d
+        code = d[o]
+        if code < 0x80:
+            return code, o + 1
+        return uleb(d, o)
+
+    def plan(self, code, o):
+        try:
+            p = self.plans[code]
+        except IndexError:
+            p = None
+        if p is None:
+            raise FormError(f"DIE uses abbreviation code {code}, absent from its table", o)
+        return p
+
+    def skip(self, p, o):
+        """Offset after the DIE (and its subtree) whose attributes start at `o`."""
+        if p.sib is not None:
+            s = p.sib(self.d, o, self.u)[1] - self.space
+            if o < s <= self.end:
+                return s
+            raise FormError(f"DW_AT_sibling 0x{s:x} outside its unit", o)
+        o = o + p.fixed if p.fixed is not None else p.skip(self.d, o, self.u)[0]
+        if p.children:
+            o = self.skip_children(o)
+        return o
+
+    def skip_children(self, o):
+        d = self.d
+        plans = self.plans
+        end = self.end
+        while True:
+            if o >= end:
+                raise FormError("DIE children run past the end of their unit", o)
+            code = d[o]
+            if code < 0x80:
+                o += 1
+            else:
+                code, o = uleb(d, o)
+            if code == 0:
+                return o
+            p = plans[code] if code < len(plans) else None
+            if p is None:
+                raise FormError(f"DIE uses abbreviation code {code}, absent from its table", o)
+            self.ndies += 1
+            o = self.skip(p, o)
+
+    # ---- unit level ------------------------------------------------------------
+    def top(self, o):
+        """Children of the unit DIE (and, recursively, of namespaces-like containers)."""
+        d = self.d
+        plans = self.plans
+        end = self.end
+        handlers = self.handlers
+        while True:
+            if o >= end:
+                if o == end:        # some producers omit the unit's final null entry
+                    return o
+                raise FormError("DIE tree runs past the end of its unit", o)
+            off = o
+            code = d[o]
+            if code < 0x80:
+                o += 1
+            else:
+                code, o = uleb(d, o)
+            if code == 0:
+                return o
+            p = plans[code] if code < len(plans) else None
+            if p is None:
+                raise FormError(f"DIE uses abbreviation code {code}, absent from its table", off)
+            self.ndies += 1
+            a = p.action
+            if a == S_SKIP:
+                o = self.skip(p, o)
+            else:
+                o = handlers[a](self, p, o, off + self.space)
+
+    # ---- handlers: (self, plan, attribute offset, virtual DIE offset) -> next offset ------
+    def _base(self, p, o, off):
+        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(self.d, o, self.u)
+        self.records[off] = (R_BASE, name, size, enc)
+        return self._after(p, o)
+
+    def _ptr(self, p, o, off):
+        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(self.d, o, self.u)
+        self.records[off] = (R_PTR, typ)
+        return self._after(p, o)
+
+    def _qual(self, p, o, off):
+        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(self.d, o, self.u)
+        self.records[off] = (R_QUAL, _QUAL_KIND[p.tag], typ)
+        return self._after(p, o)
+
+    def _typedef(self, p, o, off):
+        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(self.d, o, self.u)
+        self.records[off] = (R_TYPEDEF, name, typ)
+        return self._after(p, o)
+
+    def _unspec(self, p, o, off):
+        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(self.d, o, self.u)
+        self.records[off] = (R_UNSPEC, name)
+        return self._after(p, o)
+
+    def _after(self, p, o):
+        return self.skip_children(o) if p.children else o
+
+    def _struct(self, p, o, off):
+        d, u = self.d, self.u
+        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(d, o, u)
+        members = []
+        if p.children:
+            plans = self.plans
+            end = self.end
+            while True:
+                if o >= end:
+                    raise FormError("struct members run past the end of their unit", o)
+                doff = o
+                code = d[o]
+                if code < 0x80:
+                    o += 1
+                else:
+                    code, o = uleb(d, o)
+                if code == 0:
+                    break
+                q = plans[code] if code < len(plans) else None
+                if q is None:
+                    raise FormError(f"DIE uses abbreviation code {code}, absent from its table",
+                                    doff)
+                self.ndies += 1
+                a = q.action
+                if a == S_MEMBER:
+                    o, mname, mtype, loc, dbo, bo, bs, bsz = q.dec(d, o, u)
+                    if dbo is not None:
+                        members.append((mname, mtype, dbo, bs or 0))
+                    elif bo is None or not bs:
+                        members.append((mname, mtype, (loc or 0) * 8 if loc.__class__ is int
+                                        else 0, bs or 0))
+                    else:
+                        # DWARF 2-4 big-endian-style DW_AT_bit_offset: counted from the most
+                        # significant bit of a storage unit of DW_AT_byte_size bytes
+                        base = (loc or 0) * 8 if loc.__class__ is int else 0
+                        members.append((mname, mtype, base, bs, bo, bsz))
+                    if q.children:
+                        o = self.skip_children(o)
+                elif a in _TYPE_ACTIONS:
+                    o = self.handlers[a](self, q, o, doff + self.space)
+                else:
+                    o = self.skip(q, o)
+        if sig is not None:
+            self.records[off] = (R_ALIAS, sig)
+        else:
+            self.records[off] = (R_STRUCT, _AGG_KIND[p.tag], name, size, bool(decl), members)
+        return o
+
+    def _enum(self, p, o, off):
+        d, u = self.d, self.u
+        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(d, o, u)
+        values = []
+        if p.children:
+            plans = self.plans
+            while True:
+                if o >= self.end:
+                    raise FormError("enumerators run past the end of their unit", o)
+                code, o = self.code_at(o)
+                if code == 0:
+                    break
+                q = self.plan(code, o)
+                self.ndies += 1
+                if q.action == S_ENUMERATOR:
+                    o, ename, value = q.dec(d, o, u)
+                    values.append((ename, value if value.__class__ is int else 0))
+                    if q.children:
+                        o = self.skip_children(o)
+                else:
+                    o = self.skip(q, o)
+        if sig is not None:
+            self.records[off] = (R_ALIAS, sig)
+        else:
+            self.records[off] = (R_ENUM, name, size, bool(decl), values, typ)
+        return o
+
+    def _array(self, p, o, off):
+        d, u = self.d, self.u
+        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(d, o, u)
+        dims = []
+        if p.children:
+            while True:
+                if o >= self.end:
+                    raise FormError("array subranges run past the end of their unit", o)
+                code, o = self.code_at(o)
+                if code == 0:
+                    break
+                q = self.plan(code, o)
+                self.ndies += 1
+                if q.action == S_SUBRANGE:
+                    o, ub, count, lb = q.dec(d, o, u)
+                    if count.__class__ is int:
+                        n = count
+                    elif ub.__class__ is int:
+                        if ub >= 1 << 63:
+                            ub -= 1 << 64
+                        elif ub == 0xFFFFFFFF:
+                            ub = -1
+                        n = ub - (lb if lb.__class__ is int else 0) + 1
+                    else:
+                        n = 0
+                    dims.append(n if n > 0 else 0)
+                    if q.children:
+                        o = self.skip_children(o)
+                else:
+                    o = self.skip(q, o)
+        if not dims:
+            dims.append(0)
+        self.records[off] = (R_ARRAY, typ, dims)
+        return o
+
+    def _params(self, p, o, sib):
+        """Direct formal parameters of a subprogram / subroutine type.  Returns
+        (offset after the DIE, [(name, type, abstract_origin)], variadic)."""
+        d, u = self.d, self.u
+        params = []
+        variadic = False
+        while True:
+            if o >= self.end:
+                raise FormError("parameters run past the end of their unit", o)
+            code, o = self.code_at(o)
+            if code == 0:
+                break
+            q = self.plan(code, o)
+            self.ndies += 1
+            a = q.action
+            if a == S_PARAM:
+                o, pname, ptype, porigin = q.dec(d, o, u)
+                params.append((pname, ptype, porigin))
+                if q.children:
+                    o = self.skip_children(o)
+            elif a == S_VARIADIC:
+                variadic = True
+                o = self.skip(q, o)
+            elif sib is not None:
+                s = sib - self.space
+                if not (o <= s <= self.end):
+                    raise FormError(f"DW_AT_sibling 0x{s:x} outside its unit", o)
+                return s, params, variadic
+            else:
+                o = self.skip(q, o)
+        return o, params, variadic
+
+    def _subrtype(self, p, o, off):
+        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(self.d, o, self.u)
+        params, variadic = [], False
+        if p.children:
+            o, params, variadic = self._params(p, o, None)
+        self.records[off] = (R_PROTO, typ, [(n, t) for n, t, _ in params], variadic)
+        return o
+
+    def _subprogram(self, p, o, off):
+        (o, name, typ, ext, decl, dfile, dline, low_pc, ranges, inline, origin, spec, sib,
+         entry) = p.dec(self.d, o, self.u)
+        params, variadic = [], False
+        if p.children:
+            o, params, variadic = self._params(p, o, sib)
+        has_code = low_pc is not None or ranges is not None or entry is not None
+        self.records[off] = (R_SUB, name, typ, bool(ext), bool(decl), dfile, dline, has_code,
+                             origin if origin is not None else spec, params, variadic)
+        return o
+
+    def _other(self, p, o, off):
+        return self.skip(p, o)
+
+    # indexed by action; members/enumerators/... outside their parent are skipped
+    handlers = [_other] * 16
+    for _a, _h in ((S_BASE, _base), (S_PTR, _ptr), (S_QUAL, _qual), (S_TYPEDEF, _typedef),
+                   (S_UNSPEC, _unspec), (S_STRUCT, _struct), (S_ENUM, _enum),
+                   (S_ARRAY, _array), (S_SUBRTYPE, _subrtype), (S_SUBPROGRAM, _subprogram)):
+        handlers[_a] = _h
+    del _a, _h
