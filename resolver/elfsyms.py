@@ -24,6 +24,7 @@ SHT_SYMTAB, SHT_DYNSYM, SHT_NOBITS = 2, 11, 8
 SHF_WRITE, SHF_ALLOC, SHF_EXECINSTR = 1, 2, 4
 ET_EXEC, ET_DYN = 2, 3
 DT_FLAGS_1, DF_1_PIE = 0x6FFFFFFB, 0x08000000
+DT_NEEDED, DT_STRTAB = 1, 5
 STT_FUNC, STT_OBJECT = 2, 1
 
 
@@ -165,6 +166,13 @@ class ElfImage:
         return memoryview(self.data)[sec.offset:sec.offset + sec.size]
 
     def dynamic_value(self, tag: int, default: int) -> int:
+        for t, v in self.dynamic_entries():
+            if t == tag:
+                return v
+        return default
+
+    def dynamic_entries(self) -> List[tuple]:
+        out = []
         for p in self.segments:
             if p.type != PT_DYNAMIC:
                 continue
@@ -174,9 +182,19 @@ class ElfImage:
                 t, v = struct.unpack_from(fmt, self.data, off)
                 if t == 0:
                     break
-                if t == tag:
-                    return v
-        return default
+                out.append((t, v))
+        return out
+
+    def needed(self) -> List[str]:
+        """DT_NEEDED library names."""
+        entries = self.dynamic_entries()
+        strtab = next((v for t, v in entries if t == DT_STRTAB), None)
+        if strtab is None:
+            return []
+        base = self.file_offset(strtab)
+        if base is None:
+            return []
+        return [self._cstr(base + v) for t, v in entries if t == DT_NEEDED]
 
     def segment_for_vaddr(self, vaddr: int) -> Optional[Segment]:
         for p in self.loads:
@@ -282,8 +300,28 @@ _OPENSSL_SONAME_RE = re.compile(rb"lib(?:ssl|crypto)\.so\.(\d+(?:\.\d+)*)")
 def openssl_version(img: ElfImage) -> Optional[dict]:
     """OpenSSL's version as the library states it ("OpenSSL 3.0.17 1 Jul 2025").
 
-    Returns {"version", "source"} or None when the file holds no OpenSSL version string.
+    libssl keeps no version string of its own: then the libcrypto it needs (DT_NEEDED, same
+    directory, which OpenSSL ships in lockstep) is read.  Returns {"version", "text",
+    "source"} or None when there is no OpenSSL version string to be found.
     """
+    found = _own_openssl_version(img)
+    if found is not None:
+        return found
+    import os
+    for lib in img.needed():
+        if lib.startswith("libcrypto.so"):
+            cand = os.path.join(os.path.dirname(os.path.realpath(img.path)), lib)
+            try:
+                found = _own_openssl_version(ElfImage(cand))
+            except ElfError:
+                continue
+            if found is not None:
+                found["source"] = f"version-string:{cand}"
+                return found
+    return None
+
+
+def _own_openssl_version(img: ElfImage) -> Optional[dict]:
     for secname in (".rodata", ""):
         if secname:
             sec = img.section(secname)

@@ -246,3 +246,14 @@ def find_pclntab(img: ElfImage) -> Pclntab:
     if last_error:
         raise PclntabError(str(last_error))
     raise PclntabError("no Go pclntab found (not a Go binary?)")
+
+
+def has_name_prefix(tab: Pclntab, prefixes: Iterable[str]) -> bool:
+    """Some function name starts with one of the prefixes (a search of the name table)."""
+    if tab.magic == MAGIC_12:
+        return any(f.name.startswith(tuple(prefixes)) for f in tab.funcs())
+    table = bytes(tab.data[tab.funcname_off:tab.pctab_off])
+    for p in prefixes:
+        if table.startswith(p.encode()) or table.find(b"\0" + p.encode()) >= 0:
+            return True
+    return False

@@ -1,0 +1,132 @@
+"""`resolver go` and `resolver elf`: thin click commands over report.py and elfsyms.py.
+
+    resolver go ./server [--json] [--symbols FILE] [--offsets FILE]
+    resolver go --pid 1234 [--json]
+    resolver elf ./libssl.so.3 --symbols SSL_write,SSL_read [--json]
+"""
+from __future__ import annotations
+
+import json
+from typing import List, Optional
+
+import click
+
+from ..elfsyms import ElfError, ElfImage, openssl_version, resolve_symbols
+from .report import GoReport, NotGoBinary, analyze_go_binary, analyze_pid
+
+
+def _read_list(path: Optional[str]) -> Optional[List[str]]:
+    """Names one per line (or comma separated); '#' starts a comment."""
+    if path is None:
+        return None
+    try:
+        with open(path) as fh:
+            text = fh.read()
+    except OSError as exc:
+        raise click.UsageError(f"{path}: {exc.strerror}")
+    names = []
+    for line in text.splitlines():
+        line = line.split("#", 1)[0]
+        names.extend(x.strip() for x in line.split(",") if x.strip())
+    return names
+
+
+def _hex(v) -> str:
+    return "-" if v is None else f"0x{v:x}"
+
+
+def _print_report(r: GoReport) -> None:
+    click.echo(f"path      {r.path}")
+    click.echo(f"arch      {r.arch}  pie={'yes' if r.pie else 'no'}  cgo={'yes' if r.cgo else 'no'}")
+    click.echo(f"version   {r.version or 'unknown'}  (from {r.version_source})")
+    if r.pid is not None:
+        click.echo(f"pid       {r.pid}  load bias {_hex(r.load_bias)}")
+    if r.pclntab:
+        click.echo(f"pclntab   magic 0x{r.pclntab['magic']:08x} ({r.pclntab['go_range']}), "
+                   f"{r.pclntab['functions']} functions")
+    mods = r.modules or {}
+    if mods.get("path"):
+        click.echo(f"module    {mods['path']}")
+    for dep, ver in sorted((mods.get("deps") or {}).items()):
+        click.echo(f"  dep     {dep} {ver}")
+    click.echo("symbols   (address, file offset, size, RET file offsets)")
+    for name, s in r.symbols.items():
+        if s is None:
+            click.echo(f"  {name}: absent")
+            continue
+        rets = "none (no RET: tail calls/panics only)" if s["no_return"] else \
+            ", ".join(_hex(x) for x in s["returns"] or [])
+        click.echo(f"  {name}: {_hex(s['address'])} off {_hex(s['file_offset'])} size {s['size']}"
+                   f" [{s['source']}] returns {rets}")
+    click.echo("offsets")
+    for key, o in r.offsets.items():
+        val = "unknown" if o["offset"] is None else str(o["offset"])
+        why = f" ({o['reason']})" if o.get("reason") else ""
+        click.echo(f"  {key} = {val}  [{o['source']}]{why}")
+    click.echo("itabs")
+    for name, addr in r.itabs.items():
+        click.echo(f"  {name}: {_hex(addr) if addr is not None else 'absent'}")
+    for o in r.openssl:
+        v = (o.get("version") or {}).get("version", "unknown") if "error" not in o else o["error"]
+        click.echo(f"openssl   {o['path']}{' (static)' if o.get('static') else ''}: {v}")
+    for w in r.warnings:
+        click.echo(f"warning   {w}")
+
+
+@click.command("go")
+@click.argument("binary", required=False, type=click.Path(dir_okay=False))
+@click.option("--pid", type=int, help="Resolve a running process (/proc/PID/exe).")
+@click.option("--json", "as_json", is_flag=True, help="Print the report as JSON.")
+@click.option("--symbols", "symbols_file", type=click.Path(dir_okay=False),
+              help="File of function names (one a line) instead of the standard list.")
+@click.option("--offsets", "offsets_file", type=click.Path(dir_okay=False),
+              help="File of pkg.Struct.field keys instead of the standard list.")
+def go_command(binary, pid, as_json, symbols_file, offsets_file):
+    """Go version, probe offsets, RET offsets, struct offsets and itabs of a Go executable."""
+    if (binary is None) == (pid is None):
+        raise click.UsageError("give either a BINARY or --pid PID")
+    symbols, offsets = _read_list(symbols_file), _read_list(offsets_file)
+    try:
+        if pid is not None:
+            report = analyze_pid(pid, symbols, offsets)
+        else:
+            report = analyze_go_binary(binary, symbols, offsets)
+    except (NotGoBinary, ElfError, ValueError) as exc:
+        raise click.ClickException(str(exc))
+    if as_json:
+        click.echo(report.to_json(indent=2))
+    else:
+        _print_report(report)
+
+
+@click.command("elf")
+@click.argument("path", type=click.Path(dir_okay=False))
+@click.option("--symbols", "names", default="", help="Comma-separated symbol names.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def elf_command(path, names, as_json):
+    """File offsets of symbols of any ELF, and OpenSSL's version when it is OpenSSL."""
+    try:
+        img = ElfImage(path)
+    except ElfError as exc:
+        raise click.ClickException(str(exc))
+    wanted = [n.strip() for n in names.split(",") if n.strip()]
+    out = {"path": path, "arch": img.arch, "symbols": resolve_symbols(img, wanted),
+           "openssl": openssl_version(img)}
+    if as_json:
+        click.echo(json.dumps(out, indent=2))
+        return
+    click.echo(f"path     {path}  ({img.arch})")
+    if out["openssl"]:
+        click.echo(f"openssl  {out['openssl']['version']}  ({out['openssl']['text']}; "
+                   f"{out['openssl']['source']})")
+    for n, s in out["symbols"].items():
+        if s is None:
+            click.echo(f"  {n}: absent")
+        else:
+            click.echo(f"  {n}: address {_hex(s['address'])} file offset {_hex(s['file_offset'])}"
+                       f" size {s['size']} ({s['table']})")
+
+
+if __name__ == "__main__":      # python -m resolver.golang.cli go|elf ...
+    group = click.Group(commands={"go": go_command, "elf": elf_command})
+    group()

@@ -1,0 +1,128 @@
+"""Struct member offsets the tracer reads from Go memory, with where each answer came from.
+
+Order: the binary's own DWARF (`dwarf`); otherwise the table that scripts/gen_go_offsets.py
+generates from real toolchains (`table:<toolchain>` or `table:<module>@<version>/<toolchain>`),
+matched on the Go minor version (and, for third-party modules, on the module version the
+binary's build info names); otherwise `unknown`.  Nothing is ever defaulted.
+"""
+from __future__ import annotations
+
+import json
+import os
+from functools import lru_cache
+from pathlib import Path
+from typing import Dict, Iterable, List, Optional, Tuple
+
+from .buildinfo import parse_version
+
+GRPC = "google.golang.org/grpc"
+XNET = "golang.org/x/net"
+THIRD_PARTY = (GRPC, XNET)
+_T = GRPC + "/internal/transport"
+
+STANDARD_OFFSETS: List[str] = [
+    "runtime.g.goid",
+    "crypto/tls.Conn.conn",
+    "internal/poll.FD.Sysfd",
+    "net/http.http2serverConn.conn",
+    "net/http.http2ClientConn.tconn",
+    "net/http.http2clientConnReadLoop.cc",
+    "net/http.http2MetaHeadersFrame.Fields",
+    "net/http.http2ClientConn.nextStreamID",
+    "net/http.http2FrameHeader.StreamID",
+    _T + ".http2Client.conn",
+    _T + ".http2Server.conn",
+    _T + ".loopyWriter.framer",
+    _T + ".loopyWriter.side",
+    _T + ".framer.writer",
+    _T + ".bufWriter.conn",
+    XNET + "/http2.Framer.w",
+    XNET + "/http2.serverConn.conn",
+    XNET + "/http2.ClientConn.tconn",
+    XNET + "/http2.clientConnReadLoop.cc",
+    XNET + "/http2.MetaHeadersFrame.Fields",
+    XNET + "/http2.ClientConn.nextStreamID",
+    XNET + "/http2.FrameHeader.StreamID",
+]
+
+
+def split_key(key: str) -> Tuple[str, str]:
+    """'net/http.http2ClientConn.tconn' -> ('net/http.http2ClientConn', 'tconn')."""
+    struct_name, dot, field = key.rpartition(".")
+    if not dot or "." not in struct_name.rsplit("/", 1)[-1]:
+        raise ValueError(f"offset key {key!r} is not <package>.<Struct>.<field>")
+    return struct_name, field
+
+
+def module_of(struct_name: str) -> Optional[str]:
+    """The third-party module a struct comes from (None for the standard library)."""
+    for mod in THIRD_PARTY:
+        if struct_name == mod or struct_name.startswith(mod + "/") or struct_name.startswith(mod + "."):
+            return mod
+    return None
+
+
+def table_path() -> Path:
+    env = os.environ.get("DBHIVE_DATA")
+    if env:
+        return Path(env) / "go" / "offsets.json"
+    return Path(__file__).resolve().parents[2] / "data" / "go" / "offsets.json"
+
+
+@lru_cache(maxsize=4)
+def _load_table(path: str) -> Optional[dict]:
+    try:
+        with open(path) as fh:
+            return json.load(fh)
+    except (OSError, ValueError):
+        return None
+
+
+def load_table() -> Optional[dict]:
+    return _load_table(str(table_path()))
+
+
+def _minor(version: Optional[str]) -> Optional[Tuple[int, int]]:
+    v = parse_version(version) if version else None
+    return None if v is None else (v[0], v[1])
+
+
+def _from_table(table: Optional[dict], key: str, module: Optional[str], go_version: Optional[str],
+                deps: Dict[str, str]) -> dict:
+    if table is None:
+        return {"offset": None, "source": "unknown", "reason": "offset table missing"}
+    want = _minor(go_version)
+    if want is None:
+        return {"offset": None, "source": "unknown", "reason": "Go version unknown"}
+    if module is None:
+        entries = table.get("std", {})
+        label = ""
+    else:
+        mv = deps.get(module)
+        if not mv:
+            return {"offset": None, "source": "unknown",
+                    "reason": f"{module} version not in the build info"}
+        entries = table.get("modules", {}).get(f"{module}@{mv}")
+        if entries is None:
+            return {"offset": None, "source": "unknown", "reason": f"no table for {module}@{mv}"}
+        label = f"{module}@{mv}/"
+    for toolchain, fields in entries.items():
+        if _minor(toolchain) == want and key in fields:
+            return {"offset": fields[key], "source": f"table:{label}{toolchain}"}
+    return {"offset": None, "source": "unknown", "reason": f"no table entry for go{want[0]}.{want[1]}"}
+
+
+def resolve_offsets(keys: Iterable[str], dwarf, go_version: Optional[str],
+                    deps: Dict[str, str]) -> Dict[str, dict]:
+    """{key: {"offset", "source"[, "reason"]}} for each key."""
+    table = load_table()
+    out: Dict[str, dict] = {}
+    for key in keys:
+        struct_name, field = split_key(key)
+        if dwarf is not None:
+            members = dwarf.struct_members(struct_name)
+            if members and field in members:
+                out[key] = {"offset": members[field], "source": "dwarf"}
+                continue
+        out[key] = _from_table(table, key, module_of(struct_name), go_version, deps)
+    return out
