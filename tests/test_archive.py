@@ -236,10 +236,11 @@ def test_progress_bar(rpms, workdir, capsys):
 
 # ----------------------------------------------------------------------------- btfhub archives
 
-@pytest.fixture
-def btf_archive(running_btf, tmp_path):
+@pytest.fixture(scope="session")
+def btf_archive(running_btf, tmp_path_factory):
     """A btfhub-shaped `x86_64/<release>.btf.tar.xz` made by tar from this machine's BTF."""
     release = os.uname().release
+    tmp_path = tmp_path_factory.mktemp("btfhub")
     src = tmp_path / "src"
     src.mkdir()
     shutil.copyfile(running_btf, src / f"{release}.btf")
