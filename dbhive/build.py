@@ -4,6 +4,7 @@
 """
 from __future__ import annotations
 
+import dataclasses
 import datetime
 import os
 import tempfile
@@ -37,9 +38,10 @@ def choose_source(has_dwarf: bool, has_btf: bool, forced: Optional[str], path: s
     raise BuildError(f"{path}: no type information (neither .debug_info nor .BTF)")
 
 
-def read_types(kernel_path: str, kind: str, source: str, progress: bool, jobs: Optional[int]):
+def read_types(kernel_path: str, is_raw_btf: bool, source: str, progress: bool,
+               jobs: Optional[int]):
     from . import btf, elffile
-    if kind == "raw-btf":
+    if is_raw_btf:
         with open(kernel_path, "rb") as fh:
             return btf.read_btf(fh.read(), kernel_path)
     if source == "btf":
@@ -51,34 +53,33 @@ def read_types(kernel_path: str, kind: str, source: str, progress: bool, jobs: O
 def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None,
           distro: Optional[str] = None, source: Optional[str] = None, progress: bool = False,
           jobs: Optional[int] = None, workdir: Optional[str] = None) -> BuildResult:
-    from . import archive, identity
+    """Build the DB of the kernel in `input_path`; returns where it went and its meta.
+    Nothing is left behind on error (temp extraction dir and temp DB are removed)."""
+    from . import identity
     if not os.path.exists(input_path):
         raise BuildError(f"{input_path}: no such file")
-    kind = archive.detect_input(input_path)
     tmp_parent = workdir or (os.path.dirname(os.path.abspath(out)) if out else None)
     with tempfile.TemporaryDirectory(prefix="dbhive-", dir=tmp_parent) as tmp:
-        if kind in ("elf", "raw-btf"):
-            kernel_path, member, package = input_path, None, None
-        else:
-            ex = archive.extract_kernel(input_path, tmp, progress=progress)
-            kernel_path, member, package, kind = ex.path, ex.member, ex.package, ex.kind
-        ident = identity.identify(kernel_path, kind=kind, original=input_path, member=member,
-                                  package=package)
-        src = "btf" if kind == "raw-btf" else choose_source(ident.has_dwarf, ident.has_btf,
-                                                            source, input_path)
-        graph = read_types(kernel_path, kind, src, progress, jobs)
-        meta = ident.as_meta()
+        ex, ident = identity.identify(input_path, tmp, progress=progress)
+        is_raw_btf = ident.source == "raw-btf"
+        src = "btf" if is_raw_btf else choose_source(ident.has_debug_info, ident.has_btf,
+                                                     source, input_path)
+        graph = read_types(ex.path, is_raw_btf, src, progress, jobs)
+        meta = {k: ("1" if v is True else "0" if v is False else str(v))
+                for k, v in dataclasses.asdict(ident).items()}
         meta.update({
-            "distro": distro or meta.get("distro") or hivemod.DEFAULT_DISTRO,
+            "distro": distro or hivemod.DEFAULT_DISTRO,
+            "package_name": ex.package_name,
+            "package_version": ex.package_version,
             "source_file": os.path.basename(input_path),
-            "source_member": member or "",
+            "source_member": ex.member or "",
             "source_sha256": identity.file_sha256(input_path),
-            "source_kind": kind,
+            "source_kind": ex.kind,
             "type_source": src,
             "builder_version": __version__,
             "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         })
         dest = out or hivemod.db_path(hive or hivemod.default_hive(), meta["arch"],
-                                      meta["distro"], meta["release"], meta.get("flavour"))
-        store.write_db(graph, meta, dest)
+                                      meta["distro"], meta["release"], meta["flavour"])
+        meta = store.write_db(graph, meta, dest)
     return BuildResult(dest, meta)

@@ -3,6 +3,7 @@ from __future__ import annotations
 
 import json
 import os
+import signal
 import sys
 
 import click
@@ -24,6 +25,10 @@ def user_errors():
         except (ImportError, AttributeError):
             pass
     return tuple(kinds)
+
+
+def _raise_interrupt(signum, frame):
+    raise KeyboardInterrupt
 
 
 def fail(message: str, code: int = 1):
@@ -69,6 +74,8 @@ def build(input_path, hive, out, distro, source, jobs, progress, as_json):
       dbhive build ./vmlinux --out ./info.db --source btf
     """
     from .build import build as do_build
+    # SIGTERM unwinds like Ctrl-C, so temp files and the half-written DB are removed
+    signal.signal(signal.SIGTERM, _raise_interrupt)
     if progress is None:
         progress = sys.stderr.isatty()
     try:

@@ -258,8 +258,9 @@ def spelling_cache(g: M.TypeGraph):
 
 # ---------------------------------------------------------------------------
 
-def write_db(graph: M.TypeGraph, meta: dict, dest: str) -> str:
-    """Write `graph` and `meta` to `dest` atomically (temp file + rename). Returns dest."""
+def write_db(graph: M.TypeGraph, meta: dict, dest: str) -> dict:
+    """Write `graph` and `meta` to `dest` atomically (temp file + rename).
+    Returns the meta as written (with the counts and schema version added)."""
     dest_dir = os.path.dirname(os.path.abspath(dest)) or "."
     os.makedirs(dest_dir, exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".db", dir=dest_dir)
@@ -295,6 +296,9 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str) -> str:
             conn.commit()
         finally:
             conn.close()
+        umask = os.umask(0)
+        os.umask(umask)
+        os.chmod(tmp, 0o666 & ~umask)     # mkstemp made it 0600
         os.replace(tmp, dest)
     except BaseException:
         try:
@@ -302,7 +306,7 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str) -> str:
         except OSError:
             pass
         raise
-    return dest
+    return meta
 
 
 def _bulk(conn: sqlite3.Connection, table: str, rows: Iterable[dict]) -> None:

@@ -1,0 +1,166 @@
+"""`dbhive build/list/show` end to end on real inputs, checked against pahole and the
+running kernel; bad input leaves nothing behind."""
+from __future__ import annotations
+
+import json
+import os
+import shutil
+import signal
+import subprocess
+import sys
+import time
+
+import pytest
+
+from dbhive import store
+from pahole_compare import compare_with_pahole
+from pahole_oracle import pahole_layouts
+
+from conftest import DEBIAN_RELEASE
+
+DBHIVE = os.path.join(os.path.dirname(sys.executable), "dbhive")
+
+
+def dbhive(*args, check=True):
+    proc = subprocess.run([DBHIVE, *args], capture_output=True, text=True)
+    if check and proc.returncode != 0:
+        raise AssertionError(f"dbhive {' '.join(args)} failed: {proc.stderr}")
+    return proc
+
+
+def files_under(path):
+    return sorted(os.path.relpath(os.path.join(d, f), path)
+                  for d, _, fs in os.walk(path) for f in fs)
+
+
+@pytest.fixture(scope="module")
+def running_hive(tmp_path_factory, running_btf):
+    hive = str(tmp_path_factory.mktemp("hive"))
+    dbhive("build", running_btf, "--hive", hive)
+    return hive
+
+
+def test_running_kernel_db_is_keyed_by_identity(running_hive):
+    uname = os.uname()
+    rows = json.loads(dbhive("list", "--hive", running_hive, "--json").stdout)
+    assert len(rows) == 1
+    meta = rows[0]
+    assert meta["release"] == uname.release and meta["arch"] == uname.machine
+    assert meta["db"] == os.path.join(running_hive, uname.machine, "db", "unknown",
+                                      f"info-{uname.release}.db")
+    assert meta["type_source"] == "btf" and meta["source_kind"] == "raw-btf"
+    assert len(meta["build_id"]) == 40
+    with open("/sys/kernel/btf/vmlinux", "rb") as fh:
+        import hashlib
+        assert meta["source_sha256"] == hashlib.sha256(fh.read()).hexdigest()
+    text = dbhive("list", "--hive", running_hive).stdout
+    assert uname.release in text and meta["build_id"][:16] in text
+
+
+def test_running_kernel_db_equals_pahole_for_every_struct(running_hive, running_btf):
+    db = json.loads(dbhive("list", "--hive", running_hive, "--json").stdout)[0]["db"]
+    result = compare_with_pahole(store.load_graph(db), pahole_layouts(running_btf, "btf"))
+    assert result["problems"] == []
+    assert result["checked"] > 9000
+
+
+def test_show_matches_pahole(running_hive, running_btf):
+    db = json.loads(dbhive("list", "--hive", running_hive, "--json").stdout)[0]["db"]
+    shown = json.loads(dbhive("show", "--db", db, "--json", "task_struct", "sock").stdout)
+    oracle = pahole_layouts(running_btf, "btf")
+    for layout in shown:
+        want = oracle[f"struct {layout['name']}"][0]
+        assert layout["size"] == want.size
+
+        def walk(members):
+            for m in members:
+                if "members" in m:
+                    yield from walk(m["members"])
+                elif m["name"]:
+                    yield m
+        for m in walk(layout["members"]):
+            w = want.member(m["name"])
+            if m["bit_size"]:
+                assert (m["bit_offset"], m["bit_size"]) == (w.bit_offset_total, w.bit_size)
+            else:
+                assert (m["offset"], m["size"]) == (w.offset, w.size), m["name"]
+    text = dbhive("show", "--db", db, "task_struct").stdout
+    files = oracle["struct task_struct"][0].member("files")
+    line = next(ln for ln in text.splitlines() if " *files;" in ln)
+    assert f"/* {files.offset:5d} {files.size:5d} */" in line
+
+
+def test_debian_deb_btf_source_equals_pahole(tmp_path, debian_dbg_deb, debian_vmlinux):
+    """The real .deb, streamed: identity from the kernel itself, types from its .BTF."""
+    hive = str(tmp_path / "hive")
+    out = json.loads(dbhive("build", debian_dbg_deb, "--hive", hive, "--distro", "debian",
+                            "--source", "btf", "--json").stdout)
+    meta = out["meta"]
+    assert out["db"] == os.path.join(hive, "x86_64", "db", "debian", f"info-{DEBIAN_RELEASE}.db")
+    assert meta["release"] == DEBIAN_RELEASE and meta["flavour"] == "cloud-amd64"
+    readelf = subprocess.run(["readelf", "-n", debian_vmlinux], capture_output=True,
+                             text=True, check=True).stdout
+    assert f"Build ID: {meta['build_id']}" in readelf
+    assert meta["source_member"] == f"usr/lib/debug/boot/vmlinux-{DEBIAN_RELEASE}"
+    assert meta["package_name"] == f"linux-image-{DEBIAN_RELEASE}-dbg"
+    result = compare_with_pahole(store.load_graph(out["db"]), pahole_layouts(debian_vmlinux, "btf"))
+    assert result["problems"] == [] and result["checked"] > 7000
+    # only the DB is left in the hive
+    assert files_under(hive) == [os.path.relpath(out["db"], hive)]
+
+
+def _damaged(tmp_path, src, name, keep_bytes=None, flip_at=None):
+    dst = tmp_path / name
+    with open(src, "rb") as fh:
+        data = bytearray(fh.read(keep_bytes) if keep_bytes else fh.read())
+    if flip_at is not None:
+        for i in range(flip_at, flip_at + 64):
+            data[i] ^= 0xFF
+    dst.write_bytes(bytes(data))
+    return str(dst)
+
+
+@pytest.mark.parametrize("case", ["missing", "directory", "empty", "not-a-kernel-elf",
+                                  "truncated-btf", "truncated-deb", "text-file"])
+def test_bad_input_one_line_error_nothing_written(tmp_path, running_btf, debian_dbg_deb, case):
+    hive = tmp_path / "hive"
+    if case == "missing":
+        path = str(tmp_path / "nope.deb")
+    elif case == "directory":
+        path = str(tmp_path)
+    elif case == "empty":
+        path = str(tmp_path / "empty.btf")
+        open(path, "wb").close()
+    elif case == "not-a-kernel-elf":
+        path = shutil.which("ls")
+    elif case == "truncated-btf":
+        path = _damaged(tmp_path, running_btf, "cut.btf", keep_bytes=1 << 20)
+    elif case == "truncated-deb":
+        path = _damaged(tmp_path, debian_dbg_deb, "cut.deb", keep_bytes=8 << 20)
+    else:
+        path = str(tmp_path / "notes.txt")
+        with open(path, "w") as fh:
+            fh.write("hello\n")
+    proc = dbhive("build", path, "--hive", str(hive), check=False)
+    assert proc.returncode != 0
+    err = proc.stderr.strip()
+    assert len(err.splitlines()) == 1 and err.startswith("dbhive: error: "), err
+    assert "Traceback" not in err
+    assert not hive.exists() or files_under(str(hive)) == []
+    assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("dbhive-")) == []
+
+
+def test_interrupted_build_leaves_nothing(tmp_path, debian_dbg_deb):
+    hive = tmp_path / "hive"
+    work = tmp_path / "work"
+    work.mkdir()
+    env = dict(os.environ, TMPDIR=str(work))
+    proc = subprocess.Popen([DBHIVE, "build", debian_dbg_deb, "--hive", str(hive),
+                             "--source", "btf"], env=env, stderr=subprocess.PIPE, text=True)
+    time.sleep(3)                      # inside the streaming extraction
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode != 0
+    assert "interrupted" in err
+    assert not hive.exists() or files_under(str(hive)) == []
+    assert list(work.iterdir()) == []
