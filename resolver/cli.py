@@ -84,6 +84,34 @@ def main(ctx, db, hive, release, arch, build_id, overlay, no_overlay):
     ctx.obj = _Ctx(db, hive, release, arch, build_id, ov)
 
 
+def _store(name):
+    def cb(ctx, _param, value):
+        if value is not None and value is not False:
+            setattr(ctx.find_object(_Ctx), name, value)
+        return value
+    return cb
+
+
+def kernel_options(f):
+    """The kernel-choice options, accepted after the subcommand too
+    (`resolver offset --db X ...`, `resolver serve --hive DIR`)."""
+    opts = [
+        click.option("--db", "db_", type=click.Path(dir_okay=False), expose_value=False,
+                     callback=_store("db"), help="Use this DB file."),
+        click.option("--hive", "hive_", type=click.Path(file_okay=False), expose_value=False,
+                     callback=_store("hive"), help="Hive directory."),
+        click.option("--release", "release_", expose_value=False, callback=_store("release"),
+                     help="Kernel release to look up in the hive."),
+        click.option("--arch", "arch_", expose_value=False, callback=_store("arch"),
+                     help="Architecture (default: this machine's)."),
+        click.option("--build-id", "build_id_", expose_value=False,
+                     callback=_store("build_id"), help="Required GNU build-id."),
+    ]
+    for o in reversed(opts):
+        f = o(f)
+    return f
+
+
 def _kernel_line(r) -> str:
     k = r.kernel
     return (f"# kernel {k['release']} {k['arch']} build-id {k['build_id'] or '-'}  "
@@ -98,6 +126,7 @@ def _fmt_offset(o) -> str:
 
 
 @main.command()
+@kernel_options
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True, help="One JSON object for all paths.")
 @click.pass_obj
@@ -135,6 +164,7 @@ def offset(obj, paths, as_json):
 
 
 @main.command()
+@kernel_options
 @click.argument("name")
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
@@ -163,6 +193,7 @@ def struct(obj, name, as_json):
 
 
 @main.command()
+@kernel_options
 @click.option("--json", "as_json", is_flag=True, help="(default) one JSON object per line")
 @click.pass_obj
 def dump(obj, as_json):
@@ -173,6 +204,7 @@ def dump(obj, as_json):
 
 
 @main.command()
+@kernel_options
 @click.argument("names", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.pass_obj
@@ -204,6 +236,7 @@ def func(obj, names, as_json):
 
 
 @main.command()
+@kernel_options
 @click.argument("paths", nargs=-1, required=True)
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--csv", "as_csv", is_flag=True)
@@ -243,8 +276,9 @@ def matrix(obj, paths, as_json, as_csv):
 
 
 @main.command()
+@kernel_options
 @click.argument("probes", nargs=-1, required=True)
-@click.option("-a", "--arch", "expr_arch", type=click.Choice(["x86_64", "x86", "aarch64"]),
+@click.option("-a", "--reg-arch", "expr_arch", type=click.Choice(["x86_64", "x86", "aarch64"]),
               help="Register names of this arch (default: the DB's).")
 @click.option("--json", "as_json", is_flag=True)
 @click.option("--surftrace", "as_surftrace", is_flag=True,
@@ -271,6 +305,7 @@ def expr(obj, probes, expr_arch, as_json, as_surftrace, compat):
 
 
 @main.command()
+@kernel_options
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8123, show_default=True, type=int)
 @click.pass_obj
