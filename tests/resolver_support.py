@@ -43,7 +43,8 @@ def build_btf_db(btf_path: str, meta: dict, dest: Optional[str] = None) -> str:
     m = dict(meta)
     m.setdefault("type_source", "btf")
     m.setdefault("source_file", btf_path)
-    return store.write_db(g, m, dest)
+    store.write_db(g, m, dest)
+    return dest
 
 
 def running_meta() -> dict:
