@@ -64,7 +64,16 @@ class _Parser:
         self.strs_start = strs_start
         self.strs_end = strs_end
         self.source = source
+        # every string that starts right after a NUL, keyed by its offset: one pass over the
+        # section instead of a find() per name (offsets into the middle of a string, legal
+        # but rare, take the slow path below)
+        section = data[strs_start:strs_end]
         self._str_cache: dict = {}
+        off = 0
+        for raw in section.split(b"\0"):
+            if raw:
+                self._str_cache[off] = raw.decode("utf-8", "replace")
+            off += len(raw) + 1
 
     def string(self, off: int) -> Optional[str]:
         if off == 0:
