@@ -12,8 +12,8 @@ setup() {
     want=$(cat scripts/apt-packages.txt pyproject.toml | sha256sum | cut -c1-16)
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
-        apt-get update -qq
-        grep -v '^#' scripts/apt-packages.txt | xargs apt-get install -y -qq >/dev/null
+        apt-get -o DPkg::Lock::Timeout=600 update -qq
+        grep -v '^#' scripts/apt-packages.txt | xargs apt-get -o DPkg::Lock::Timeout=600 install -y -qq >/dev/null
     fi
     [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
     .venv/bin/pip install -q --upgrade pip >/dev/null
