@@ -16,8 +16,10 @@ setup() {
         grep -v '^#' scripts/apt-packages.txt | xargs apt-get -o DPkg::Lock::Timeout=600 install -y -qq >/dev/null
     fi
     [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
-    .venv/bin/pip install -q --upgrade pip >/dev/null
-    .venv/bin/pip install -q -e '.[test]'
+    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test]'; } \
+            > .venv/setup.log 2>&1; then
+        cat .venv/setup.log >&2; echo "dev.sh: pip install failed" >&2; exit 1
+    fi
     echo "$want" > "$stamp"
 }
 
