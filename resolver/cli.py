@@ -315,19 +315,37 @@ def serve(obj, host, port):
     serve_forever(hive=obj.hive, db=obj.db, host=host, port=port, overlay=obj.overlay)
 
 
-def _register_go_commands() -> None:
+# The Go side's commands (resolver/golang/cli.py), imported only when used: they pull in
+# a disassembler and DWARF code the kernel commands do not need.
+_LAZY = {"go": "go_command", "elf": "elf_command"}
+
+
+def _lazy_command(name: str):
     try:
-        from .golang.cli import elf_command, go_command
+        from .golang import cli as gcli
     except ImportError:
-        return
+        return None
     except Exception as e:       # a broken sibling module must not break the kernel CLI
         print(f"resolver: warning: Go commands unavailable ({e})", file=sys.stderr)
-        return
-    main.add_command(go_command)
-    main.add_command(elf_command)
+        return None
+    return getattr(gcli, _LAZY[name], None)
 
 
-_register_go_commands()
+def _list_commands(self, ctx):
+    return sorted(set(click.Group.list_commands(self, ctx)) | set(_LAZY))
+
+
+def _get_command(self, ctx, name):
+    cmd = click.Group.get_command(self, ctx, name)
+    if cmd is None and name in _LAZY:
+        cmd = _lazy_command(name)
+        if cmd is not None:
+            self.add_command(cmd, name)
+    return cmd
+
+
+_Group.list_commands = _list_commands
+_Group.get_command = _get_command
 
 
 if __name__ == "__main__":

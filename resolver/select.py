@@ -29,6 +29,7 @@ class Identity:
     release: str
     arch: str
     build_id: Optional[str] = None
+    flavour: Optional[str] = None
 
 
 @dataclass
@@ -115,15 +116,10 @@ def gnu_build_id(notes: bytes) -> Optional[str]:
 
 
 def running_identity() -> Identity:
-    """release/arch/build-id of the running kernel (dbhive.identity when present)."""
-    try:
-        from dbhive.identity import running_kernel_identity
-    except ImportError:
-        running_kernel_identity = None
-    if running_kernel_identity is not None:
-        ident = running_kernel_identity()
-        get = ident.get if isinstance(ident, dict) else (lambda k: getattr(ident, k, None))
-        return Identity(get("release"), get("arch"), get("build_id"))
+    """release/arch/build-id of the running kernel: uname and /sys/kernel/notes.
+
+    Read here directly rather than through dbhive.identity, whose imports (ELF and archive
+    readers) would cost more than the whole lookup; tests check both agree."""
     u = os.uname()
     bid = None
     try:
@@ -176,7 +172,7 @@ def choose_db(db: Optional[str] = None, hive: Optional[str] = None,
         if build_id:
             ident.build_id = build_id
         running = True
-    want_debug = is_debug_release(ident.release)
+    want_debug = (ident.flavour == "debug") if ident.flavour else is_debug_release(ident.release)
     all_entries = hive_entries(hive)
     entries = [(p, m) for p, m in all_entries
                if m.get("arch") == ident.arch and _is_debug_db(m) == want_debug]
