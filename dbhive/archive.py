@@ -19,6 +19,10 @@ The first member matching either is taken.  If it is a symlink (or an empty hard
 link is resolved inside the archive and the target member is extracted; a target that came
 earlier in the stream is fetched with a second pass over the archive.
 
+Kernel modules (`iter_modules`, `extract_modules`): regular and hard-linked members named
+`*.ko`, `*.ko.debug`, `*.ko.xz|zst|gz` anywhere in an RPM or .deb (symlinks are not listed;
+compressed modules are written as they are, not decompressed).
+
 Guarantees:
   * streaming: one pass over the compressed input (two for a backwards symlink); only the
     wanted member is written, in 1 MiB blocks, to a fresh temp file in the caller's workdir;
@@ -52,10 +56,10 @@ from libarchive.exception import ArchiveError
 
 from .elffile import ELF_MAGIC, InputError
 
-__all__ = ["InputError", "Extracted", "ModuleMember", "detect_input", "extract_kernel",
-           "iter_modules", "extract_modules", "KERNEL_MEMBER_PATTERNS"]
+__all__ = ["InputError", "Extracted", "ModuleMember", "ExtractedModule", "KINDS",
+           "detect_input", "extract_kernel", "iter_modules", "extract_modules", "module_name"]
 
-KINDS = ("rpm", "deb", "btf-archive", "elf", "raw-btf")
+KINDS = ("rpm", "deb", "btf-archive", "elf", "raw-btf")     # what detect_input answers
 PACKAGE_KINDS = ("rpm", "deb", "btf-archive")
 
 KERNEL_MEMBER_PATTERNS = (
@@ -87,8 +91,8 @@ class Extracted:
     member    the archive member it came from (after following symlinks), else None
     package   the input's file name for packages, else None
     kind      detect_input's answer
-    package_name, package_version   from the package's own metadata (RPM lead, .deb
-              control file); '' when not a package
+    package_name, package_version   from the package's own metadata (RPM header NAME,
+              VERSION-RELEASE; .deb control Package, Version); '' when not a package
     """
     path: str
     member: Optional[str]
