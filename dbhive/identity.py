@@ -113,8 +113,11 @@ def identify(path: str, workdir: str, progress: bool = False
              ) -> tuple[Extracted, KernelIdentity]:
     """extract_kernel + kernel_identity, removing the extracted file if it is no kernel."""
     ex = extract_kernel(path, workdir, progress)
+    hint = ex.member or ""
+    if ex.kind == "btf-archive":        # btfhub: the arch is the archive's directory name
+        hint = os.path.join(os.path.dirname(os.path.abspath(path)), ex.member)
     try:
-        ident = kernel_identity(ex.path, ex.member or "", ex.package_name)
+        ident = kernel_identity(ex.path, hint, ex.package_name)
     except BaseException:
         ex.cleanup()
         raise
@@ -135,7 +138,9 @@ def running_kernel_identity() -> KernelIdentity:
 
 
 def raw_btf_identity(path: str, name_hint: str = "") -> KernelIdentity:
-    """Identity for a raw BTF file (see the module doc for where each field comes from)."""
+    """Identity for a raw BTF file (see the module doc for where each field comes from).
+    `name_hint`: the name (and directory, for the arch) to read instead of `path`'s, e.g.
+    the btfhub archive's `.../x86_64/<release>.btf` for a file extracted from it."""
     sha = file_sha256(path)
     if os.path.realpath(path) == SYS_BTF:
         run = running_kernel_identity()
@@ -144,7 +149,7 @@ def raw_btf_identity(path: str, name_hint: str = "") -> KernelIdentity:
     if not release:
         raise InputError(f"{path}: raw BTF whose kernel release is unknown (name it "
                          f"<release>.btf, as btfhub does)")
-    parent = os.path.basename(os.path.dirname(os.path.abspath(path)))
+    parent = os.path.basename(os.path.dirname(os.path.abspath(name_hint or path)))
     m = _RELEASE_ARCH.search(release)
     arch = _BTFHUB_ARCH.get(parent) or (m.group(1) if m else "")
     return KernelIdentity(release=release, arch=arch, flavour=kernel_flavour(release),

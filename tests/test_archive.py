@@ -20,7 +20,7 @@ import pytest
 from conftest import CACHE, DEBIAN_RELEASE, fetch_deb, need_tool
 from dbhive.archive import (InputError, detect_input, extract_kernel, extract_modules,
                             iter_modules)
-from dbhive.identity import file_sha256
+from dbhive.identity import file_sha256, identify
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 SCRIPT = os.path.join(HERE, "..", "scripts", "make_rpm_fixture.py")
@@ -257,6 +257,10 @@ def test_btf_archive(btf_archive, running_btf, workdir):
     assert ex.kind == "btf-archive" and ex.member == f"{os.uname().release}.btf"
     assert file_sha256(ex.path) == file_sha256(running_btf)
     assert detect_input(ex.path) == "raw-btf"
+    ex.cleanup()
+    ex, ident = identify(btf_archive, workdir)       # release from the name, arch from the dir
+    assert (ident.release, ident.arch) == (os.uname().release, "x86_64")
+    assert ident.btf_sha256 == file_sha256(running_btf) and ident.source == "raw-btf"
 
 
 def test_btf_archive_truncated(btf_archive, tmp_path, workdir):
