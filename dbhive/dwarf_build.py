@@ -22,6 +22,7 @@ Key layouts (ids of referenced types marked *):
 from __future__ import annotations
 
 from . import model as M
+from .dwarf_forms import FormError
 from .dwarf_scan import (R_ALIAS, R_ARRAY, R_BASE, R_ENUM, R_PROTO, R_PTR, R_QUAL, R_STRUCT,
                          R_SUB, R_TYPEDEF, R_UNSPEC)
 
@@ -104,7 +105,6 @@ class Resolver:
         self.t = table
         self.other = other
         self.pmemo: dict = {}        # memo for DIEs outside the current unit (kept)
-        self.busy: set = set()
         self.functions: dict = {}    # (name, proto, static, file, line) -> None (ordered set)
         self.dangling = 0            # references to DIEs that are not types
 
@@ -118,12 +118,15 @@ class Resolver:
         rid = self.rid
         memo = self.memo
         subs = []
-        for off, rec in records.items():
-            if rec[0] == R_SUB:
-                if rec[7] and not rec[4]:
-                    subs.append(rec)
-            elif off not in memo:
-                rid(off)
+        try:
+            for off, rec in records.items():
+                if rec[0] == R_SUB:
+                    if rec[7] and not rec[4]:
+                        subs.append(rec)
+                elif off not in memo:
+                    rid(off)
+        except RecursionError:
+            raise FormError("type references form a cycle", unit.offset) from None
         if subs:
             files = files_of(unit)
             for rec in subs:
@@ -137,6 +140,7 @@ class Resolver:
         return self.other(off)
 
     def rid(self, off, vp=False) -> int:
+        """Type id of the DIE at virtual offset `off` (`vp`: reached through a pointer)."""
         if off is None:
             return 0
         mk = off | _VP if vp else off
@@ -156,92 +160,97 @@ class Resolver:
         if rec is None:
             self.dangling += 1
             return 0
-        busy = self.busy
-        if off in busy:                       # only malformed input gets here
-            return self._cycle(rec)
-        busy.add(off)
-        try:
-            r = self._make(rec, vp)
-        finally:
-            busy.discard(off)
+        # C allows cycles only through pointers, which stop at named types (placeholders);
+        # a malformed file with a by-value cycle ends in RecursionError (see unit()).
+        ids = self.t.ids
+        k = rec[0]
+        if k == R_STRUCT:
+            _, kind, name, size, decl, members = rec
+            if decl or size is None or (vp and name):
+                key = (M.FWD, kind, name) if name else None
+            else:
+                key = [kind, name, size]
+                key += members
+                rid = self.rid
+                for j in range(4, len(key), 4):
+                    t = key[j]
+                    r = memo.get(t)
+                    key[j] = r if r is not None else rid(t)
+                    if key[j + 1].__class__ is tuple:
+                        # ('msb', base bits, DW_AT_bit_offset): big-endian-style numbering
+                        # within a storage unit the size of the member's type
+                        _, base, old = key[j + 1]
+                        key[j + 1] = base + (self._size_of(t) or 0) * 8 - old - key[j + 2]
+                key = tuple(key)
+        elif k == R_PTR:
+            t = rec[1]
+            r = memo.get(t | _VP) if t is not None else 0
+            key = (M.PTR, r if r is not None else self.rid(t, True))
+        elif k == R_TYPEDEF:
+            name = rec[1]
+            if vp and name:
+                key = (M.FWD, M.TYPEDEF, name)
+            else:
+                t = rec[2]
+                r = memo.get(t) if t is not None else 0
+                key = (M.TYPEDEF, name, r if r is not None else self.rid(t))
+        elif k == R_QUAL:
+            if rec[1] is None:                # _Atomic: not in the model, transparent
+                r = self.rid(rec[2], vp)
+                key = None
+            else:
+                key = (rec[1], self.rid(rec[2], vp))
+        elif k == R_BASE:
+            _, name, size, enc = rec
+            kind, signed, encoding = _ATE.get(enc, (M.INT, False, "unsigned"))
+            if kind is M.FLOAT:
+                key = (M.FLOAT, name, size)
+            else:
+                key = (M.INT, name, size, signed, encoding)
+        elif k == R_PROTO:
+            rid = self.rid
+            key = [M.FUNC_PROTO, rid(rec[1], True), rec[3]]
+            params = rec[2]
+            for j in range(0, len(params), 3):
+                key += (params[j], rid(params[j + 1], True))
+            key = tuple(key)
+        elif k == R_ARRAY:
+            r = self.rid(rec[1], vp)
+            for n in reversed(rec[2]):
+                r = self.t.intern((M.ARRAY, r, n))
+            key = None
+        elif k == R_ENUM:
+            _, name, size, decl, values, under = rec
+            if decl or size is None:
+                key = (M.FWD, M.ENUM, name) if name else None
+            else:
+                signed = self._signed(under, values)
+                key = [M.ENUM, name, size, signed]
+                key += values
+                if not signed:
+                    mask = (1 << (8 * size)) - 1
+                    for j in range(5, len(key), 2):
+                        if key[j] < 0:
+                            key[j] &= mask
+                key = tuple(key)
+        elif k == R_ALIAS:
+            r = self.rid(rec[1], vp)
+            key = None
+        else:                                 # R_UNSPEC (void), or a subprogram used as a type
+            key = None
+            r = 0
+            if k != R_UNSPEC:
+                self.dangling += 1
+        if key is not None:
+            r = ids.get(key)
+            if r is None:
+                r = self.t.intern(key, self.origin)
+        elif r is None:
+            r = 0
         memo[mk] = r
         if not local:
             self.pmemo[mk] = r
         return r
-
-    def _cycle(self, rec):
-        if rec[0] == R_STRUCT and rec[2]:
-            return self.t.intern((M.FWD, rec[1], rec[2]))
-        return 0
-
-    def _make(self, rec, vp) -> int:
-        k = rec[0]
-        intern = self.t.intern
-        if k == R_STRUCT:
-            _, kind, name, size, decl, members = rec
-            if decl or size is None or (vp and name):
-                return intern((M.FWD, kind, name)) if name else 0
-            key = [kind, name, size]
-            rid = self.rid
-            memo = self.memo
-            for m in members:
-                if len(m) == 4:
-                    mname, mtype, bit, bits = m
-                    r = memo.get(mtype)
-                    key += (mname, r if r is not None else rid(mtype), bit, bits)
-                    continue
-                else:
-                    mname, mtype, bit, bits, old, unit = m
-                    if unit is None:
-                        unit = self._size_of(mtype) or 0
-                    bit += unit * 8 - old - bits
-                key += (mname, rid(mtype), bit, bits)
-            return intern(tuple(key), self.origin)
-        if k == R_PTR:
-            return intern((M.PTR, self.rid(rec[1], True)))
-        if k == R_TYPEDEF:
-            name = rec[1]
-            if vp and name:
-                return intern((M.FWD, M.TYPEDEF, name))
-            return intern((M.TYPEDEF, name, self.rid(rec[2])), self.origin)
-        if k == R_QUAL:
-            if rec[1] is None:                # _Atomic: not in the model, transparent
-                return self.rid(rec[2], vp)
-            return intern((rec[1], self.rid(rec[2], vp)))
-        if k == R_BASE:
-            _, name, size, enc = rec
-            kind, signed, encoding = _ATE.get(enc, (M.INT, False, "unsigned"))
-            if kind is M.FLOAT:
-                return intern((M.FLOAT, name, size))
-            return intern((M.INT, name, size, signed, encoding))
-        if k == R_ARRAY:
-            r = self.rid(rec[1], vp)
-            for n in reversed(rec[2]):
-                r = intern((M.ARRAY, r, n))
-            return r
-        if k == R_ENUM:
-            _, name, size, decl, values, under = rec
-            if decl or size is None:
-                return intern((M.FWD, M.ENUM, name)) if name else 0
-            signed = self._signed(under, values)
-            key = [M.ENUM, name, size, signed]
-            for ename, v in values:
-                if not signed and v < 0:
-                    v &= (1 << (8 * size)) - 1
-                key += (ename, v)
-            return intern(tuple(key), self.origin)
-        if k == R_PROTO:
-            rid = self.rid
-            key = [M.FUNC_PROTO, rid(rec[1], True), rec[3]]
-            for pname, ptype in rec[2]:
-                key += (pname, rid(ptype, True))
-            return intern(tuple(key))
-        if k == R_ALIAS:
-            return self.rid(rec[1], vp)
-        if k == R_UNSPEC:
-            return 0
-        self.dangling += 1                    # a subprogram used as a type
-        return 0
 
     def _signed(self, under, values) -> bool:
         if under is not None:
@@ -252,7 +261,7 @@ class Resolver:
                 seen += 1
             if r is not None and r[0] == R_BASE:
                 return _ATE.get(r[3], (None, False))[1] is True
-        return any(v < 0 for _n, v in values)
+        return any(values[j] < 0 for j in range(1, len(values), 2))
 
     def _size_of(self, off):
         seen = 0
@@ -284,7 +293,8 @@ class Resolver:
             ext = ext or o[3]
             dfile = dfile if dfile is not None else o[5]
             dline = dline if dline is not None else o[6]
-            if o[9] or not params or all(p[0] is None and p[1] is None for p in params):
+            if o[9] or not params or all(params[j] is None and params[j + 1] is None
+                                         for j in range(0, len(params), 3)):
                 params, variadic = o[9], o[10]
             origin = o[8]
             seen += 1
@@ -292,8 +302,8 @@ class Resolver:
             return
         rid = self.rid
         key = [M.FUNC_PROTO, rid(ret, True), variadic]
-        for pname, ptype, _porigin in params:
-            key += (pname, rid(ptype, True))
+        for j in range(0, len(params), 3):
+            key += (params[j], rid(params[j + 1], True))
         proto = self.t.intern(tuple(key))
         file = files[dfile] if dfile is not None and 0 <= dfile < len(files) else None
         self.functions[(name, proto, not ext, file, dline)] = None

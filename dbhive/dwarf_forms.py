@@ -177,11 +177,16 @@ class Decoders:
         self.cache: dict = {}
         self.structs: dict = {}
 
-    def get(self, ab: Abbrev, want: tuple, addr_size: int, off_size: int, version: int):
-        key = (ab.specs, want, addr_size, off_size, version)
+    def get(self, ab: Abbrev, want: tuple, addr_size: int, off_size: int, version: int,
+            finish=None):
+        """Decoder `dec(d, o, cu) -> (next offset, *values of want)`; with `finish`, a
+        record builder `dec(d, o, cu, out) -> next offset` that extends list `out`
+        with what `finish` makes of the values (see FINISH_*)."""
+        key = (ab.specs, want, addr_size, off_size, version, finish)
         fn = self.cache.get(key)
         if fn is None:
-            fn = self.cache[key] = self._compile(ab.specs, want, addr_size, off_size, version)
+            fn = self.cache[key] = self._compile(ab.specs, want, addr_size, off_size, version,
+                                                 finish)
         return fn
 
     def skip_size(self, ab: Abbrev, addr_size: int, off_size: int, version: int):
@@ -202,10 +207,10 @@ class Decoders:
             self.env[name] = struct.Struct("<" + fmt).unpack_from
         return name
 
-    def _compile(self, specs, want, addr_size, off_size, version):
+    def _compile(self, specs, want, addr_size, off_size, version, finish=None):
         pos = {AT[a]: i for i, a in enumerate(want) if a in AT}
         names = {AT[a]: a for a in want if a in AT}
-        out = ["def dec(d, o, cu):"]
+        out = ["def dec(d, o, cu, out):" if finish else "def dec(d, o, cu):"]
         vals = ["None"] * len(want)
         run_fmt = []        # pending fixed-size run: struct format pieces
         run_vars = []       # (var, attr name, form) of wanted values in the run
@@ -289,7 +294,12 @@ class Decoders:
             else:
                 out.append(f"    raise FormError('unknown attribute form 0x{form:x}', o)")
         flush()
-        out.append(f"    return o, {', '.join(vals)}" if vals else "    return o,")
+        if finish is not None:
+            present = {a: (v if v != "None" else None) for a, v in zip(want, vals)}
+            out.append(f"    out += {finish(present)}")
+            out.append("    return o")
+        else:
+            out.append(f"    return o, {', '.join(vals)}" if vals else "    return o,")
         src = "\n".join(out)
         ns = self.env
         exec(compile(src, f"<dwarf decoder {len(self.cache)}>", "exec"), ns)
@@ -327,6 +337,42 @@ class Decoders:
         if form in _STR_FORMS:
             return [f"    {var} = None"]
         return []
+
+
+# ---------------------------------------------------------------------------
+# record builders: given {attribute: variable or None}, the tuple expression appended to the
+# parent's flat list
+
+def FINISH_MEMBER(v) -> str:
+    """(name, type, bit offset from the aggregate start, bit size).  The DWARF 2-4
+    big-endian-style DW_AT_bit_offset without DW_AT_byte_size needs the member type's
+    size: the bit offset is then left as a tuple ('msb', base bits, bit_offset) for the
+    resolver to finish."""
+    name = v["name"] or "None"
+    typ = v["type"] or "None"
+    bs = v["bit_size"]
+    loc = v["data_member_location"]
+    base = f"({loc} * 8 if {loc}.__class__ is int else 0)" if loc else "0"
+    if v["data_bit_offset"]:
+        bit = v["data_bit_offset"]
+    elif v["bit_offset"] and bs:
+        if v["byte_size"]:
+            bit = f"{base} + {v['byte_size']} * 8 - {v['bit_offset']} - {bs}"
+        else:
+            bit = f"('msb', {base}, {v['bit_offset']})"
+    else:
+        bit = base
+    return f"({name}, {typ}, {bit}, {bs or 0})"
+
+
+def FINISH_ENUMERATOR(v) -> str:
+    val = v["const_value"]
+    val = f"({val} if {val}.__class__ is int else 0)" if val else "0"
+    return f"({v['name'] or 'None'}, {val})"
+
+
+def FINISH_PARAM(v) -> str:
+    return f"({v['name'] or 'None'}, {v['type'] or 'None'}, {v['abstract_origin'] or 'None'})"
 
 
 def expr_offset(d, o: int, end: int):

@@ -124,7 +124,6 @@ class Reader:
             except FormError as e:
                 raise UnitError(ft.path, sec, e.offset, str(e)) from None
         self.bases = [u.base for u in self.units]
-        self.ndies = 0
         self._other_recs: dict = {}
         self._other_done: set = set()
 
@@ -200,7 +199,6 @@ class Reader:
                 end = s.top(o)
                 if end > u.end:
                     raise FormError("DIE tree runs past the end of its unit", u.end)
-            self.ndies += s.ndies + 1
             return s
         except FormError as e:
             raise UnitError(u.file.path, u.sec, e.offset if e.offset is not None else u.offset,

@@ -10,17 +10,20 @@ abbreviation's precomputed fixed size or compiled skip decoder.
 Records (tuples; first element is the record kind, offsets are virtual DIE offsets):
   (R_BASE, name, size, dw_encoding)        (R_UNSPEC, name)
   (R_PTR, target)    (R_QUAL, model_kind, target)    (R_TYPEDEF, name, target)
-  (R_STRUCT, model_kind, name, size, declaration, members)   members: [(name, type, bit_offset, bit_size)]
-  (R_ENUM, name, size, declaration, [(name, value)], underlying type)
+  (R_STRUCT, model_kind, name, size, declaration, members)
+        members: flat [name, type, bit_offset, bit_size, ...] (see dwarf_forms.FINISH_MEMBER)
+  (R_ENUM, name, size, declaration, flat [name, value, ...], underlying type)
   (R_ARRAY, element, [nelems per dimension])
-  (R_PROTO, return, [(name, type)], variadic)
-  (R_SUB, name, return, external, declaration, decl_file, decl_line, has_code, origin, params, variadic)
+  (R_PROTO, return, flat [name, type, abstract_origin, ...], variadic)
+  (R_SUB, name, return, external, declaration, decl_file, decl_line, has_code, origin,
+         flat params as R_PROTO, variadic)
   (R_ALIAS, target)   a declaration standing for a type unit's type (DW_AT_signature)
 """
 from __future__ import annotations
 
 from . import model as M
-from .dwarf_forms import (AT, TAG, WANT_ENUMERATOR, WANT_MEMBER, WANT_PARAM, WANT_SIBLING,
+from .dwarf_forms import (AT, FINISH_ENUMERATOR, FINISH_MEMBER, FINISH_PARAM, TAG,
+                          WANT_ENUMERATOR, WANT_MEMBER, WANT_PARAM, WANT_SIBLING,
                           WANT_SUBPROGRAM, WANT_SUBRANGE, WANT_TYPE, FormError, uleb)
 
 # record kinds
@@ -53,22 +56,39 @@ _QUAL_KIND = {TAG["const_type"]: M.CONST, TAG["volatile_type"]: M.VOLATILE,
 _AGG_KIND = {TAG["structure_type"]: M.STRUCT, TAG["class_type"]: M.STRUCT,
              TAG["union_type"]: M.UNION}
 _AT_SIBLING = AT["sibling"]
+_TAG_LEXICAL_BLOCK = TAG["lexical_block"]
 _TYPE_ACTIONS = frozenset((S_BASE, S_PTR, S_TYPEDEF, S_QUAL, S_STRUCT, S_ENUM, S_ARRAY,
                            S_SUBRTYPE, S_UNSPEC))
 
 
+_FINISH = {S_MEMBER: FINISH_MEMBER, S_ENUMERATOR: FINISH_ENUMERATOR, S_PARAM: FINISH_PARAM}
+
+
 class Plan:
-    """How to handle DIEs of one abbreviation in one unit."""
-    __slots__ = ("action", "dec", "children", "fixed", "skip", "sib", "tag")
+    """How to handle DIEs of one abbreviation in one unit.  `rec`: for members,
+    enumerators and parameters, a decoder appending the child's fields to a flat list."""
+    __slots__ = ("action", "dec", "children", "fixed", "skip", "sib", "tag", "rec")
 
 
-def make_plans(abbrevs: dict, decoders, unit) -> list:
+class Plans(list):
+    """Plans indexed by abbreviation code, plus per-code record builders of the childless
+    member / enumerator / parameter abbreviations (the hot loops' fast path)."""
+    member: list
+    enumerator: list
+    param: list
+
+
+def make_plans(abbrevs: dict, decoders, unit) -> Plans:
     """Plans indexed by abbreviation code (None where no abbreviation has that code)."""
     asz, osz, ver = unit.addr_size, unit.off_size, unit.version
     top = max(abbrevs) if abbrevs else 0
     if top > 1_000_000:
         raise FormError(f"abbreviation code {top} is implausibly large")
-    plans = [None] * (top + 1)
+    plans = Plans([None] * (top + 1))
+    plans.member = [None] * (top + 1)
+    plans.enumerator = [None] * (top + 1)
+    plans.param = [None] * (top + 1)
+    fast = {S_MEMBER: plans.member, S_ENUMERATOR: plans.enumerator, S_PARAM: plans.param}
     for code, ab in abbrevs.items():
         p = Plan()
         p.tag = ab.tag
@@ -79,6 +99,11 @@ def make_plans(abbrevs: dict, decoders, unit) -> list:
         p.skip = decoders.get(ab, (), asz, osz, ver) if p.fixed is None else None
         has_sib = ab.children and any(at == _AT_SIBLING for at, _f, _i in ab.specs)
         p.sib = decoders.get(ab, WANT_SIBLING, asz, osz, ver) if has_sib else None
+        p.rec = None
+        if action in _FINISH:
+            p.rec = decoders.get(ab, _WANT[action], asz, osz, ver, _FINISH[action])
+            if not ab.children:
+                fast[action][code] = p.rec
         plans[code] = p
     return plans
 
@@ -94,7 +119,6 @@ class UnitScan:
         self.space = unit.space
         self.end = unit.end
         self.records: dict = {}
-        self.ndies = 0
 
     # ---- generic -------------------------------------------------------------
     def code_at(self, o):
@@ -142,7 +166,6 @@ class UnitScan:
             p = plans[code] if code < len(plans) else None
             if p is None:
                 raise FormError(f"DIE uses abbreviation code {code}, absent from its table", o)
-            self.ndies += 1
             o = self.skip(p, o)
 
     # ---- unit level ------------------------------------------------------------
@@ -168,7 +191,6 @@ class UnitScan:
             p = plans[code] if code < len(plans) else None
             if p is None:
                 raise FormError(f"DIE uses abbreviation code {code}, absent from its table", off)
-            self.ndies += 1
             a = p.action
             if a == S_SKIP:
                 o = self.skip(p, o)
@@ -204,48 +226,47 @@ class UnitScan:
     def _after(self, p, o):
         return self.skip_children(o) if p.children else o
 
-    def _struct(self, p, o, off):
+    def _body(self, o, fast, action, what):
+        """Children of a struct/enum/subprogram: DIEs with a record builder in `fast`
+        append to a flat list; nested types are recorded; anything else is skipped.
+        Returns (next offset, flat list)."""
         d, u = self.d, self.u
-        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(d, o, u)
+        plans = self.plans
+        n = len(plans)
+        end = self.end
+        out = []
+        while True:
+            if o >= end:
+                raise FormError(f"{what} run past the end of their unit", o)
+            doff = o
+            code = d[o]
+            if code < 0x80:
+                o += 1
+            else:
+                code, o = uleb(d, o)
+            if code == 0:
+                return o, out
+            f = fast[code] if code < n else None
+            if f is not None:
+                o = f(d, o, u, out)
+                continue
+            q = plans[code] if code < n else None
+            if q is None:
+                raise FormError(f"DIE uses abbreviation code {code}, absent from its table",
+                                doff)
+            if q.action == action:
+                o = q.rec(d, o, u, out)
+                o = self.skip_children(o)
+            elif q.action in _TYPE_ACTIONS:
+                o = self.handlers[q.action](self, q, o, doff + self.space)
+            else:
+                o = self.skip(q, o)
+
+    def _struct(self, p, o, off):
+        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(self.d, o, self.u)
         members = []
         if p.children:
-            plans = self.plans
-            end = self.end
-            while True:
-                if o >= end:
-                    raise FormError("struct members run past the end of their unit", o)
-                doff = o
-                code = d[o]
-                if code < 0x80:
-                    o += 1
-                else:
-                    code, o = uleb(d, o)
-                if code == 0:
-                    break
-                q = plans[code] if code < len(plans) else None
-                if q is None:
-                    raise FormError(f"DIE uses abbreviation code {code}, absent from its table",
-                                    doff)
-                self.ndies += 1
-                a = q.action
-                if a == S_MEMBER:
-                    o, mname, mtype, loc, dbo, bo, bs, bsz = q.dec(d, o, u)
-                    if dbo is not None:
-                        members.append((mname, mtype, dbo, bs or 0))
-                    elif bo is None or not bs:
-                        members.append((mname, mtype, (loc or 0) * 8 if loc.__class__ is int
-                                        else 0, bs or 0))
-                    else:
-                        # DWARF 2-4 big-endian-style DW_AT_bit_offset: counted from the most
-                        # significant bit of a storage unit of DW_AT_byte_size bytes
-                        base = (loc or 0) * 8 if loc.__class__ is int else 0
-                        members.append((mname, mtype, base, bs, bo, bsz))
-                    if q.children:
-                        o = self.skip_children(o)
-                elif a in _TYPE_ACTIONS:
-                    o = self.handlers[a](self, q, o, doff + self.space)
-                else:
-                    o = self.skip(q, o)
+            o, members = self._body(o, self.plans.member, S_MEMBER, "struct members")
         if sig is not None:
             self.records[off] = (R_ALIAS, sig)
         else:
@@ -253,26 +274,11 @@ class UnitScan:
         return o
 
     def _enum(self, p, o, off):
-        d, u = self.d, self.u
-        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(d, o, u)
+        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(self.d, o, self.u)
         values = []
         if p.children:
-            plans = self.plans
-            while True:
-                if o >= self.end:
-                    raise FormError("enumerators run past the end of their unit", o)
-                code, o = self.code_at(o)
-                if code == 0:
-                    break
-                q = self.plan(code, o)
-                self.ndies += 1
-                if q.action == S_ENUMERATOR:
-                    o, ename, value = q.dec(d, o, u)
-                    values.append((ename, value if value.__class__ is int else 0))
-                    if q.children:
-                        o = self.skip_children(o)
-                else:
-                    o = self.skip(q, o)
+            o, values = self._body(o, self.plans.enumerator, S_ENUMERATOR,
+                                   "enumerators")
         if sig is not None:
             self.records[off] = (R_ALIAS, sig)
         else:
@@ -291,7 +297,6 @@ class UnitScan:
                 if code == 0:
                     break
                 q = self.plan(code, o)
-                self.ndies += 1
                 if q.action == S_SUBRANGE:
                     o, ub, count, lb = q.dec(d, o, u)
                     if count.__class__ is int:
@@ -314,44 +319,88 @@ class UnitScan:
         self.records[off] = (R_ARRAY, typ, dims)
         return o
 
-    def _params(self, p, o, sib):
+    def _params(self, p, o, body):
         """Direct formal parameters of a subprogram / subroutine type.  Returns
-        (offset after the DIE, [(name, type, abstract_origin)], variadic)."""
+        (offset after the DIE, flat [name, type, abstract_origin, ...], variadic).
+        With `body`, the rest of a function's children go to `_fbody` (types declared
+        inside functions are types too: BTF and `pahole --show_private_classes` list them)."""
         d, u = self.d, self.u
-        params = []
+        plans = self.plans
+        fast = plans.param
+        n = len(plans)
+        end = self.end
+        out = []
         variadic = False
         while True:
-            if o >= self.end:
+            if o >= end:
                 raise FormError("parameters run past the end of their unit", o)
-            code, o = self.code_at(o)
+            doff = o
+            code = d[o]
+            if code < 0x80:
+                o += 1
+            else:
+                code, o = uleb(d, o)
             if code == 0:
                 break
+            f = fast[code] if code < n else None
+            if f is not None:
+                o = f(d, o, u, out)
+                continue
             q = self.plan(code, o)
-            self.ndies += 1
             a = q.action
             if a == S_PARAM:
-                o, pname, ptype, porigin = q.dec(d, o, u)
-                params.append((pname, ptype, porigin))
-                if q.children:
-                    o = self.skip_children(o)
+                o = self.skip_children(q.rec(d, o, u, out))
             elif a == S_VARIADIC:
                 variadic = True
                 o = self.skip(q, o)
-            elif sib is not None:
-                s = sib - self.space
-                if not (o <= s <= self.end):
-                    raise FormError(f"DW_AT_sibling 0x{s:x} outside its unit", o)
-                return s, params, variadic
+            elif body:
+                return self._fbody(doff), out, variadic
             else:
                 o = self.skip(q, o)
-        return o, params, variadic
+        return o, out, variadic
+
+    def _fbody(self, o):
+        """The children of a function or lexical block after its parameters: record the
+        types declared there, descend into lexical blocks, jump over everything else
+        (variables, call sites, inlined subroutines, labels) with DW_AT_sibling."""
+        d = self.d
+        plans = self.plans
+        n = len(plans)
+        end = self.end
+        handlers = self.handlers
+        while True:
+            if o >= end:
+                raise FormError("function body runs past the end of its unit", o)
+            doff = o
+            code = d[o]
+            if code < 0x80:
+                o += 1
+            else:
+                code, o = uleb(d, o)
+            if code == 0:
+                return o
+            q = plans[code] if code < n else None
+            if q is None:
+                raise FormError(f"DIE uses abbreviation code {code}, absent from its table",
+                                doff)
+            a = q.action
+            if a == S_SKIP:
+                if q.tag == _TAG_LEXICAL_BLOCK and q.children:
+                    o = o + q.fixed if q.fixed is not None else q.skip(d, o, self.u)[0]
+                    o = self._fbody(o)
+                else:
+                    o = self.skip(q, o)
+            elif a in _TYPE_ACTIONS:
+                o = handlers[a](self, q, o, doff + self.space)
+            else:
+                o = self.skip(q, o)
 
     def _subrtype(self, p, o, off):
         o, name, size, typ, decl, enc, sib, sig, vec = p.dec(self.d, o, self.u)
         params, variadic = [], False
         if p.children:
-            o, params, variadic = self._params(p, o, None)
-        self.records[off] = (R_PROTO, typ, [(n, t) for n, t, _ in params], variadic)
+            o, params, variadic = self._params(p, o, False)
+        self.records[off] = (R_PROTO, typ, params, variadic)
         return o
 
     def _subprogram(self, p, o, off):
@@ -359,7 +408,7 @@ class UnitScan:
          entry) = p.dec(self.d, o, self.u)
         params, variadic = [], False
         if p.children:
-            o, params, variadic = self._params(p, o, sib)
+            o, params, variadic = self._params(p, o, True)
         has_code = low_pc is not None or ranges is not None or entry is not None
         self.records[off] = (R_SUB, name, typ, bool(ext), bool(decl), dfile, dline, has_code,
                              origin if origin is not None else spec, params, variadic)
