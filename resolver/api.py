@@ -15,7 +15,7 @@ from __future__ import annotations
 
 import os
 from dataclasses import asdict, dataclass, field
-from typing import Iterator, Optional
+from typing import Iterator, NamedTuple, Optional
 
 from . import paths
 from .errors import AbsentMember, NoSuchFunction, NoSuchType, NotAPointer
@@ -24,12 +24,12 @@ from .kernel import ARRAY, COMPOSITE, ENUM, FWD, PTR, KernelDB
 _RESULT_CACHE_MAX = 65536
 
 
-@dataclass(frozen=True)
-class Offset:
+class Offset(NamedTuple):
     """Where a member path lands.  For a bitfield, `offset`/`size` are its storage unit
     (aligned to the declared type's size, as pahole prints it) and `bit_offset` is the bit
     within that unit (little-endian numbering); `bit_size` is its width.  For `->` paths,
-    the fields describe the last hop and `hops` lists every hop (each from its own base)."""
+    the fields describe the last hop and `hops` lists every hop (each from its own base).
+    (A NamedTuple: immutable and cheap to make on the hot path.)"""
     path: str
     offset: int
     size: int
@@ -141,6 +141,8 @@ class Resolver:
         self.sources = self.overlays + (db,)
         self.warnings = list(warnings)
         self._results: dict = {}
+        self._types: dict = {}
+        self._notes: dict = {}
 
     # ---- construction ----------------------------------------------------
     @classmethod
@@ -180,6 +182,15 @@ class Resolver:
     # ---- type lookup -----------------------------------------------------
     def find_type(self, name: str, kind: Optional[str] = None) -> TypeRef:
         """A struct/union (or a typedef of one) by name, overlays first."""
+        hit = self._types.get((name, kind))
+        if hit is not None:
+            return hit
+        ref = self._find_type(name, kind)
+        if len(self._types) < _RESULT_CACHE_MAX:
+            self._types[(name, kind)] = ref
+        return ref
+
+    def _find_type(self, name: str, kind: Optional[str]) -> TypeRef:
         name = name.strip()
         if kind is None:
             for k in ("struct", "union"):
@@ -198,6 +209,13 @@ class Resolver:
         return f"{m.get('release', '?')} {m.get('arch', '')}".strip()
 
     def _layout_note(self, ref: TypeRef) -> Optional[str]:
+        key = (id(ref.db), ref.id)
+        if key in self._notes:
+            return self._notes[key]
+        note = self._notes[key] = self._layout_note_uncached(ref)
+        return note
+
+    def _layout_note_uncached(self, ref: TypeRef) -> Optional[str]:
         t = ref.db.type(ref.id)
         if t.name and t.kind in COMPOSITE:
             n = ref.db.layouts(t.name, t.kind)
@@ -230,60 +248,58 @@ class Resolver:
     def _offset(self, mp: paths.MemberPath) -> Offset:
         ref = self.find_type(mp.root, mp.root_kind)
         note = self._layout_note(ref)
+        # the text walked so far, kept as parts: joined only for messages and hop paths
+        parts = [mp.root if mp.root_kind is None else f"{mp.root_kind} {mp.root}"]
         hop_results = []
-        rt = ref.db.type(ref.id)
-        container = f"{rt.kind} {rt.name}" if rt.name == mp.root else mp.root
-        walked = mp.root if mp.root_kind is None else f"{mp.root_kind} {mp.root}"
         last_type = None
-        hops = mp.hops()
-        for hi, hop in enumerate(hops):
-            if hi > 0:
-                ref, container = self._deref(ref, last_type, walked)
-            db, tid = ref.db, ref.id
-            bits, mtype, bsize = 0, None, 0
-            cur = tid
-            for si, step in enumerate(hop):
-                if mtype is not None:
-                    cur = db.complete(db.strip(mtype))
-                    ct = db.type(cur)
-                    if ct.kind == PTR:
-                        raise NotAPointer(f"{walked} is a pointer ({db.spelling(mtype)}): "
-                                          f"use '->' to reach {step.name}")
-                    if ct.kind not in COMPOSITE:
-                        raise NotAPointer(f"{walked} is a {db.spelling(mtype)}, not a struct "
-                                          f"or union: it has no member {step.name}")
+        steps = mp.steps
+        db, cur = ref.db, ref.id
+        bits, mtype, bsize = 0, None, 0
+        for si, step in enumerate(steps):
+            if si and step.sep == "->":
+                hop_results.append(self._make_offset(db, "".join(parts), bits, mtype, bsize))
+                ref = self._deref(TypeRef(db, cur), mtype, "".join(parts))
+                db, cur = ref.db, ref.id
+                bits, mtype, bsize = 0, None, 0
+            elif mtype is not None:
                 if bsize:
-                    raise NotAPointer(f"{walked} is a bitfield: it has no members")
-                found = db.find_member(cur, step.name)
-                if found is None:
-                    t = db.type(cur)
-                    what = f"{t.kind} {t.name}" if t.name else (container if si == 0 else walked)
-                    raise AbsentMember(f"{walked}{step.sep}{step.name}: absent in this kernel "
-                                       f"({what} has no member {step.name!r}; "
-                                       f"{self._kernel_label()})")
-                bits += found.bit_offset
-                mtype, bsize = found.type, found.bit_size
-                walked = f"{walked}{step.sep}{step.name}"
-                for idx in step.indexes:
-                    at = db.type(db.strip(mtype))
-                    if at.kind != ARRAY:
-                        raise NotAPointer(f"{walked} is not an array ({db.spelling(mtype)}): "
-                                          f"cannot take [{idx}]")
-                    if at.nelems and idx >= at.nelems:
-                        raise AbsentMember(f"{walked}[{idx}]: index out of range "
-                                           f"(the array has {at.nelems} elements)")
-                    es = db.sizeof(at.ref) or 0
-                    bits += idx * es * 8
-                    mtype = at.ref
-                    walked += f"[{idx}]"
-            hop_results.append(self._make_offset(db, walked, bits, mtype, bsize))
-            last_type = mtype
-        last = hop_results[-1]
-        if len(hop_results) > 1:
-            return Offset(mp.text, last.offset, last.size, last.type, last.bit_offset,
-                          last.bit_size, tuple(hop_results), note)
-        return Offset(mp.text, last.offset, last.size, last.type, last.bit_offset,
-                      last.bit_size, (), note)
+                    raise NotAPointer(f"{''.join(parts)} is a bitfield: it has no members")
+                cur = db.complete(db.strip(mtype))
+                kind = db.type(cur).kind
+                if kind not in COMPOSITE:
+                    if kind == PTR:
+                        raise NotAPointer(f"{''.join(parts)} is a pointer "
+                                          f"({db.spelling(mtype)}): use '->' to reach {step.name}")
+                    raise NotAPointer(f"{''.join(parts)} is a {db.spelling(mtype)}, not a "
+                                      f"struct or union: it has no member {step.name}")
+            found = db.find_member(cur, step.name)
+            if found is None:
+                t = db.type(cur)
+                what = f"{t.kind} {t.name}" if t.name else "".join(parts)
+                raise AbsentMember(f"{''.join(parts)}{step.sep}{step.name}: absent in this "
+                                   f"kernel ({what} has no member {step.name!r}; "
+                                   f"{self._kernel_label()})")
+            bits += found.bit_offset
+            mtype, bsize = found.type, found.bit_size
+            parts.append(step.sep)
+            parts.append(step.name)
+            for idx in step.indexes:
+                at = db.type(db.strip(mtype))
+                if at.kind != ARRAY:
+                    raise NotAPointer(f"{''.join(parts)} is not an array "
+                                      f"({db.spelling(mtype)}): cannot take [{idx}]")
+                if at.nelems and idx >= at.nelems:
+                    raise AbsentMember(f"{''.join(parts)}[{idx}]: index out of range "
+                                       f"(the array has {at.nelems} elements)")
+                bits += idx * (db.sizeof(at.ref) or 0) * 8
+                mtype = at.ref
+                parts.append(f"[{idx}]")
+        if hop_results:
+            last = self._make_offset(db, mp.text, bits, mtype, bsize)
+            hop_results.append(last)
+            return last._replace(hops=tuple(hop_results), note=note)
+        last = self._make_offset(db, mp.text, bits, mtype, bsize)
+        return last._replace(note=note) if note else last
 
     def _make_offset(self, db: KernelDB, path: str, bits: int, mtype: int, bsize: int) -> Offset:
         spelled = db.spelling(mtype)
@@ -304,12 +320,11 @@ class Resolver:
         if tt.kind == FWD or (tt.kind in COMPOSITE and tt.size is None):
             # declared only: find the full layout by name (overlays, then the kernel)
             kind = tt.kind if tt.kind in COMPOSITE else (tt.encoding or "struct")
-            r = self.find_type(tt.name, kind)
-            return r, f"{kind} {tt.name}"
+            return self.find_type(tt.name, kind)
         if tt.kind not in COMPOSITE:
             raise NotAPointer(f"{walked} points to {db.spelling(pt.ref)}, not to a struct or "
                               f"union")
-        return TypeRef(db, target), (f"{tt.kind} {tt.name}" if tt.name else walked)
+        return TypeRef(db, target)
 
     # ---- struct layouts --------------------------------------------------------
     def struct(self, name: str) -> StructInfo:

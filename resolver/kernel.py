@@ -95,6 +95,8 @@ class KernelDB:
         self._by_name: dict = {}
         self._found: dict = {}
         self._layouts: dict = {}
+        self._funcs: dict = {}
+        self._params: dict = {}
 
     def close(self) -> None:
         self._conn.close()
@@ -228,10 +230,18 @@ class KernelDB:
 
     # ---- functions ---------------------------------------------------------
     def functions(self, name: str) -> list:
-        return self._query(_SQL_FUNCS, (name,))
+        r = self._funcs.get(name)
+        if r is None:
+            r = self._query(_SQL_FUNCS, (name,))
+            if len(self._funcs) < 65536:
+                self._funcs[name] = r
+        return r
 
     def params(self, proto: int) -> list:
-        return self._query(_SQL_PARAMS, (proto,))
+        r = self._params.get(proto)
+        if r is None:
+            r = self._params[proto] = self._query(_SQL_PARAMS, (proto,))
+        return r
 
     # ---- bulk (dump) -------------------------------------------------------
     def all_composites(self) -> list:

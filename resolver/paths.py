@@ -23,6 +23,7 @@ _ROOT_RE = re.compile(rf"\s*(?:(struct|union)\s+)?({_IDENT})\s*")
 _STEP_RE = re.compile(rf"\s*(\.|->)\s*({_IDENT})((?:\s*\[\s*\d+\s*\])*)\s*")
 _INDEX_RE = re.compile(r"\[\s*(\d+)\s*\]")
 
+_SIMPLE_RE = re.compile(rf"{_IDENT}(?:\.{_IDENT})+")     # a.b.c: the common case, no regex walk
 MAX_PATH_LEN = 1024
 MAX_STEPS = 64
 
@@ -62,6 +63,10 @@ def parse_path(text: str) -> MemberPath:
         raise BadPath(f"member path must be a string, not {type(text).__name__}")
     if len(text) > MAX_PATH_LEN:
         raise BadPath(f"member path longer than {MAX_PATH_LEN} characters")
+    if _SIMPLE_RE.fullmatch(text):
+        root, *names = text.split(".")
+        if len(names) <= MAX_STEPS:
+            return MemberPath(text, None, root, tuple(Step(".", n) for n in names))
     m = _ROOT_RE.match(text)
     if not m:
         raise BadPath(f"bad member path {text!r}: expected TYPE.member (e.g. task_struct.files)")
