@@ -82,9 +82,12 @@ def main() -> None:
     wanted = {split_key(k)[0] for k in STANDARD_OFFSETS}
     table = {"generator": "scripts/gen_go_offsets.py", "probe": "data/go-src/offsetprobe",
              "toolchains": {}, "module_sources": {}, "std": {}, "modules": {}}
+    if args.only and os.path.exists(args.out):      # update those toolchains, keep the rest
+        with open(args.out) as fh:
+            table = json.load(fh)
     for mod, (ver, src) in mods.items():
         table["module_sources"][f"{mod}@{ver}"] = src
-        table["modules"][f"{mod}@{ver}"] = {}
+        table["modules"].setdefault(f"{mod}@{ver}", {})
     for minor in minors:
         version = tc.toolchain_version(minor)
         source = (f"debian golang-{minor}-go {tc.debian_package_version(f'golang-{minor}-go')}"
@@ -93,7 +96,7 @@ def main() -> None:
             exe = tc.build(minor, PROBE, os.path.join(tmp, "probe"), gopath_mode=True)
             structs = dwarf_structs(exe, wanted)
         table["toolchains"][version] = {"source": source}
-        std = table["std"].setdefault(version, {})
+        std = table["std"][version] = {}
         for key in STANDARD_OFFSETS:
             sname, field = split_key(key)
             off = structs.get(sname, {}).get(field)

@@ -59,9 +59,8 @@ def objdump_rets(minor, path, names):
             cur = line[5:].split("(SB)")[0]
             rets[cur] = []
         elif cur and "\t" in line:
-            cols = line.split("\t")
-            insn = cols[-1].strip() if cols[-1].strip() else cols[-2].strip()
-            if re.match(r"^RET\b", insn):
+            cols = [c.strip() for c in line.split("\t") if c.strip()]   # file:line addr hex insn
+            if len(cols) >= 4 and re.match(r"^RET\b", cols[3]):
                 rets[cur].append(int(cols[1], 16))
     return rets
 
@@ -86,7 +85,10 @@ def test_against_toolchain(minor, program, variant):
     truth = twin(minor, program, variant)
     names = STANDARD_SYMBOLS + EXTRA_SYMBOLS
     rep = analyze_go_binary(path, symbols=names)
-    table = nm(minor, truth)
+    table = dict(nm(minor, truth))
+    for n in names:        # assembly functions: "runtime.goexit.abi0" in the symbol table
+        if n not in table and n + ".abi0" in table:
+            table[n] = table[n + ".abi0"]
 
     # version, modules
     tv, tpath, tdeps = version_m(minor, truth)
@@ -114,7 +116,8 @@ def test_against_toolchain(minor, program, variant):
 
     # returns: every RET objdump shows, as file offsets
     present = tuple(sorted(n for n in names if n in table))
-    rets = objdump_rets(minor, truth, present)
+    rets = objdump_rets(minor, truth, tuple(n + suffix for n in present for suffix in ("", ".abi0")))
+    rets = {n: rets.get(n, rets.get(n + ".abi0")) for n in present}
     for n in present:
         want = sorted(file_offset(truth, a) for a in rets[n])
         assert rep.symbols[n]["returns"] == want, n

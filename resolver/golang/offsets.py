@@ -43,6 +43,13 @@ STANDARD_OFFSETS: List[str] = [
     XNET + "/http2.MetaHeadersFrame.Fields",
     XNET + "/http2.ClientConn.nextStreamID",
     XNET + "/http2.FrameHeader.StreamID",
+    # Go 1.27 moved net/http's bundled HTTP/2 into its own internal package.
+    "net/http/internal/http2.serverConn.conn",
+    "net/http/internal/http2.ClientConn.tconn",
+    "net/http/internal/http2.clientConnReadLoop.cc",
+    "net/http/internal/http2.MetaHeadersFrame.Fields",
+    "net/http/internal/http2.ClientConn.nextStreamID",
+    "net/http/internal/http2.FrameHeader.StreamID",
 ]
 
 

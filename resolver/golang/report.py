@@ -43,6 +43,12 @@ STANDARD_SYMBOLS: List[str] = [
     _XH + ".(*clientConnReadLoop).handleResponse",
     _XH + ".(*ClientConn).writeHeader",
     _XH + ".(*ClientConn).writeHeaders",
+    # Go 1.27: net/http's HTTP/2 lives in net/http/internal/http2
+    "net/http/internal/http2.(*serverConn).writeHeaders",
+    "net/http/internal/http2.(*serverConn).processHeaders",
+    "net/http/internal/http2.(*clientConnReadLoop).handleResponse",
+    "net/http/internal/http2.(*ClientConn).writeHeader",
+    "net/http/internal/http2.(*ClientConn).writeHeaders",
     _T + ".(*loopyWriter).writeHeader",
     _T + ".(*http2Client).operateHeaders",
     _T + ".(*http2Server).operateHeaders",
@@ -150,9 +156,12 @@ def _consistent(version: str, magic: int) -> bool:
 def _func_table(img: ElfImage, tab, names: List[str]) -> Dict[str, tuple]:
     """{name: (entry, size, source)} from .symtab when present, else the pclntab."""
     out = {}
-    syms = img.symbols(names, tables=(".symtab",))
-    for n, s in syms.items():
-        if s.address and s.size:
+    # Assembly functions carry an ABI suffix in .symtab ("runtime.goexit.abi0"), not in the
+    # pclntab.
+    syms = img.symbols(names + [n + ".abi0" for n in names], tables=(".symtab",))
+    for n in names:
+        s = syms.get(n) or syms.get(n + ".abi0")
+        if s is not None and s.address and s.size:
             out[n] = (s.address, s.size, "symtab")
     missing = [n for n in names if n not in out]
     if missing and tab is not None:
