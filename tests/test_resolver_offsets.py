@@ -180,3 +180,23 @@ def test_struct_and_func(running_db, running_btf):
                                               "const struct open_flags *"]
         assert f.ret == "struct file *"
         assert [p.name for p in f.params] == ["dfd", "pathname", "op"]
+
+
+def test_surftrace_tables_agree_with_the_resolver(running_db):
+    """Every row of the surftrace `members` table (what the client reads) names a member
+    path the resolver answers from the kt_* tables with the same offset, size and bits."""
+    import sqlite3
+    conn = sqlite3.connect(f"file:{running_db}?mode=ro", uri=True)
+    n = 0
+    with Resolver.open(db=running_db, overlay=None) as r:
+        for sid, sname in conn.execute("SELECT id, name FROM structs").fetchall():
+            for (name, off, nbytes, bits) in conn.execute(
+                    "SELECT name, offset, bytes, bits FROM members WHERE fid = ?", (sid,)):
+                o = r.offset(f"{sname}.{name.split('[')[0]}")
+                if bits:
+                    bit, width = map(int, bits.split(":"))
+                    assert (off * 8 + bit, width) == (o.bit_position, o.bit_size), (sname, name)
+                else:
+                    assert (off, nbytes) == (o.offset, o.size), (sname, name, o)
+                n += 1
+    assert n > 100000
