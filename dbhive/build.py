@@ -4,7 +4,6 @@
 """
 from __future__ import annotations
 
-import dataclasses
 import datetime
 import os
 import tempfile
@@ -65,8 +64,7 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
         src = "btf" if is_raw_btf else choose_source(ident.has_debug_info, ident.has_btf,
                                                      source, input_path)
         graph = read_types(ex.path, is_raw_btf, src, progress, jobs)
-        meta = {k: ("1" if v is True else "0" if v is False else str(v))
-                for k, v in dataclasses.asdict(ident).items()}
+        meta = ident.as_meta()
         meta.update({
             "distro": distro or hivemod.DEFAULT_DISTRO,
             "package_name": ex.package_name,

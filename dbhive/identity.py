@@ -61,12 +61,12 @@ class KernelIdentity:
     btf_sha256: str = ""         # raw BTF input only
 
     def as_meta(self) -> dict[str, str]:
-        """Flat string map for a DB's meta table (keys prefixed `kernel_`; booleans '1'/'0')."""
+        """Flat string map for a DB's meta table (booleans '1'/'0')."""
         out = {}
         for key, value in asdict(self).items():
             if isinstance(value, bool):
                 value = "1" if value else "0"
-            out[f"kernel_{key}"] = value
+            out[key] = value
         return out
 
 

@@ -164,3 +164,26 @@ def test_interrupted_build_leaves_nothing(tmp_path, debian_dbg_deb):
     assert "interrupted" in err
     assert not hive.exists() or files_under(str(hive)) == []
     assert list(work.iterdir()) == []
+
+
+def test_rpm_normal_and_debug_flavours_never_collide(tmp_path, debian_vmlinux):
+    """Real RPMs made by rpmbuild around the real vmlinux: a kernel-debuginfo and a
+    kernel-debug-debuginfo of the same release land as two DBs, the debug one marked."""
+    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "make_rpm_fixture.py")
+    paths = subprocess.run([sys.executable, script, "big"], check=True, capture_output=True,
+                           text=True).stdout.split()
+    normal = next(p for p in paths if os.path.basename(p).startswith("kernel-debuginfo-"))
+    debug = next(p for p in paths if os.path.basename(p).startswith("kernel-debug-debuginfo-"))
+    hive = str(tmp_path / "hive")
+    metas = {}
+    for label, rpm in (("normal", normal), ("debug", debug)):
+        out = json.loads(dbhive("build", rpm, "--hive", hive, "--distro", "fedora",
+                                "--source", "btf", "--json").stdout)
+        metas[label] = out
+        assert out["meta"]["release"] == DEBIAN_RELEASE          # from the banner, not the name
+        assert out["meta"]["source_kind"] == "rpm"
+    assert metas["normal"]["meta"]["flavour"] == "cloud-amd64"
+    assert metas["debug"]["meta"]["flavour"] == "debug"
+    assert os.path.basename(metas["normal"]["db"]) == f"info-{DEBIAN_RELEASE}.db"
+    assert os.path.basename(metas["debug"]["db"]) == f"info-{DEBIAN_RELEASE}+debug.db"
+    assert len(files_under(hive)) == 2

@@ -50,7 +50,7 @@ def test_debian_vmlinux_identity(debian_vmlinux):
     # the file name agrees with what the kernel says about itself
     assert release_from_name(debian_vmlinux) == ident.release
     meta = ident.as_meta()
-    assert meta["kernel_release"] == DEBIAN_RELEASE and meta["kernel_has_btf"] == "1"
+    assert meta["release"] == DEBIAN_RELEASE and meta["has_btf"] == "1"
     assert all(isinstance(v, str) for v in meta.values())
 
 
