@@ -187,3 +187,23 @@ def test_rpm_normal_and_debug_flavours_never_collide(tmp_path, debian_vmlinux):
     assert os.path.basename(metas["normal"]["db"]) == f"info-{DEBIAN_RELEASE}.db"
     assert os.path.basename(metas["debug"]["db"]) == f"info-{DEBIAN_RELEASE}+debug.db"
     assert len(files_under(hive)) == 2
+
+
+def test_btfhub_archive_identity_from_its_name(tmp_path, running_btf):
+    """A btfhub-style <release>.btf.tar.xz (made here with tar from a real BTF blob)."""
+    release = "5.4.0-91-generic"
+    src = tmp_path / "src"
+    archdir = tmp_path / "btfhub" / "ubuntu" / "20.04" / "x86_64"
+    src.mkdir()
+    archdir.mkdir(parents=True)
+    shutil.copy(running_btf, src / f"{release}.btf")
+    archive = archdir / f"{release}.btf.tar.xz"
+    subprocess.run(["tar", "-C", str(src), "-cJf", str(archive), f"{release}.btf"], check=True)
+    hive = str(tmp_path / "hive")
+    out = json.loads(dbhive("build", str(archive), "--hive", hive, "--distro", "ubuntu",
+                            "--json").stdout)
+    meta = out["meta"]
+    assert (meta["release"], meta["arch"], meta["flavour"], meta["build_id"]) == \
+        (release, "x86_64", "generic", "")
+    assert meta["source_kind"] == "btf-archive" and meta["type_source"] == "btf"
+    assert out["db"].endswith(f"/x86_64/db/ubuntu/info-{release}.db")
