@@ -77,7 +77,7 @@ def read_dwarf(elf_path, progress: ProgressArg = False, jobs: Optional[int] = No
         try:
             if jobs == 1:
                 res = reader.process(units, tick=tick)
-                table, functions = res.t, list(res.functions)
+                table, functions = res.t, res.function_list()
             else:
                 table, functions = _parallel(reader, units, jobs, tick)
         finally:
@@ -131,7 +131,7 @@ def _worker(reader, units, wid, queue):
             if n % step == 0 or n == len(units):
                 queue.put(("tick", wid, n))
         res = reader.process(units, tick=tick)
-        queue.put(("done", wid, (res.t.keys, res.t.origins, list(res.functions))))
+        queue.put(("done", wid, (res.t.keys, res.t.origins, res.function_list())))
     except UnitError as e:
         queue.put(("error", wid, (str(e), e.path, e.section, e.offset)))
     except BaseException as e:                    # report, never hang the parent
@@ -179,5 +179,5 @@ def _parallel(reader, units, jobs, tick):
     functions = []
     for keys, origins, funcs in results:
         m = table.merge(keys, origins)
-        functions.extend((n, m[proto], st, f, ln) for (n, proto, st, f, ln) in funcs)
+        functions.extend((n, m[proto], st, f, ln, rk) for (n, proto, st, f, ln, rk) in funcs)
     return table, functions

@@ -101,11 +101,13 @@ class Resolver:
     `other(off)` returns the record at a virtual offset outside the current unit (type
     units, dwz partial units, DW_FORM_ref_addr), scanning that unit on demand."""
 
-    def __init__(self, table: KeyTable, other):
+    def __init__(self, table: KeyTable, other, func_symbols=frozenset()):
         self.t = table
+        self.func_symbols = func_symbols
         self.other = other
         self.pmemo: dict = {}        # memo for DIEs outside the current unit (kept)
-        self.functions: dict = {}    # (name, proto, static, file, line) -> None (ordered set)
+        # (name, proto, static, file, line) -> rank: 0 has code, 1 reached only by name
+        self.functions: dict = {}
         self.dangling = 0            # references to DIEs that are not types
 
     def unit(self, unit, records, files_of):
@@ -121,7 +123,7 @@ class Resolver:
         try:
             for off, rec in records.items():
                 if rec[0] == R_SUB:
-                    if rec[7] and not rec[4]:
+                    if not rec[4]:
                         subs.append(rec)
                 elif off not in memo:
                     rid(off)
@@ -298,7 +300,10 @@ class Resolver:
                 params, variadic = o[9], o[10]
             origin = o[8]
             seen += 1
-        if not name:
+        # like pahole: a definition counts when it has code or when an ELF function symbol
+        # has its name (folded into an identical function, or DWARF lacking the
+        # out-of-line copy of an inline)
+        if not name or (has_code != 2 and name not in self.func_symbols):
             return
         rid = self.rid
         key = [M.FUNC_PROTO, rid(ret, True), variadic]
@@ -306,7 +311,14 @@ class Resolver:
             key += (params[j], rid(params[j + 1], True))
         proto = self.t.intern(tuple(key))
         file = files[dfile] if dfile is not None and 0 <= dfile < len(files) else None
-        self.functions[(name, proto, not ext, file, dline)] = None
+        fkey = (name, proto, not ext, file, dline)
+        rank = 0 if has_code == 2 else 1
+        if self.functions.get(fkey, 2) > rank:
+            self.functions[fkey] = rank
+
+    def function_list(self) -> list:
+        """[(name, proto, static, file, line, rank)]"""
+        return [k + (v,) for k, v in self.functions.items()]
 
 
 # ---------------------------------------------------------------------------
@@ -364,8 +376,10 @@ def finalize(table: KeyTable, functions, module: str = "vm") -> M.TypeGraph:
     for i in order:
         g.types.append(_type_from_key(remap_key(keys[i], new_id.__getitem__),
                                       table.origins[i]))
+    # functions with code first (a name lookup finds the real definition before an inline
+    # wrapper of the same name), otherwise in unit order
     seen_f = set()
-    for (name, proto, static, file, line) in functions:
+    for (name, proto, static, file, line, _rank) in sorted(functions, key=lambda f: f[5]):
         fk = (name, new_id[proto], static, file, line)
         if fk in seen_f:
             continue

@@ -67,9 +67,32 @@ class DebugFile:
                             data = self._relocate(elf, by_name, idx, name, data)
                         self.sections[key] = data
                         break
+            self.func_symbols = self._func_symbols(by_name)
             if ".gnu_debugaltlink" in by_name:
                 raw = by_name[".gnu_debugaltlink"][1].data()
                 self.altlink = raw.split(b"\0", 1)[0].decode("utf-8", "replace")
+
+    def _func_symbols(self, by_name) -> frozenset:
+        """Names of the defined STT_FUNC symbols of .symtab (64-bit little-endian files;
+        other files fall back to pyelftools)."""
+        if ".symtab" not in by_name:
+            return frozenset()
+        symtab = by_name[".symtab"][1]
+        try:
+            if self.elfclass == 64 and self.little:
+                strtab = symtab.stringtable.data()
+                names = set()
+                for name, info, _o, shndx, _v, _s in struct.iter_unpack("<IBBHQQ",
+                                                                        symtab.data()):
+                    if info & 0xF == 2 and shndx != 0:
+                        e = strtab.find(b"\0", name)
+                        names.add(strtab[name:e].decode("utf-8", "replace"))
+                return frozenset(names)
+            return frozenset(s.name for s in symtab.iter_symbols()
+                             if s["st_info"]["type"] == "STT_FUNC"
+                             and s["st_shndx"] != "SHN_UNDEF")
+        except (ELFError, struct.error, ValueError):
+            return frozenset()
 
     @staticmethod
     def _section_bytes(sec, name) -> bytes:

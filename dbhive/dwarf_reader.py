@@ -98,6 +98,7 @@ class Reader:
             except SectionError as e:
                 raise UnitError(altpath, e.section or "ELF", e.offset, str(e)) from None
         self.main = FileTables(df, alt)
+        self.func_symbols = df.func_symbols
         self.alt = alt
         self.sig: dict = {}
         self.decoders = Decoders(dict(STRP=_strp, LINE_STRP=_line_strp, ALT_STRP=_alt_strp,
@@ -246,7 +247,7 @@ class Reader:
     def process(self, unit_indexes, table: KeyTable = None, tick=None):
         """Scan and resolve the given units; returns the Resolver (keys in its table)."""
         table = table or KeyTable()
-        res = Resolver(table, self.other_record)
+        res = Resolver(table, self.other_record, self.func_symbols)
         for n, i in enumerate(unit_indexes):
             u = self.units[i]
             s = self.scan(u)

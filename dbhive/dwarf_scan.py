@@ -15,7 +15,7 @@ Records (tuples; first element is the record kind, offsets are virtual DIE offse
   (R_ENUM, name, size, declaration, flat [name, value, ...], underlying type)
   (R_ARRAY, element, [nelems per dimension])
   (R_PROTO, return, flat [name, type, abstract_origin, ...], variadic)
-  (R_SUB, name, return, external, declaration, decl_file, decl_line, has_code, origin,
+  (R_SUB, name, return, external, declaration, decl_file, decl_line, code (2/1/0), origin,
          flat params as R_PROTO, variadic)
   (R_ALIAS, target)   a declaration standing for a type unit's type (DW_AT_signature)
 """
@@ -409,7 +409,10 @@ class UnitScan:
         params, variadic = [], False
         if p.children:
             o, params, variadic = self._params(p, o, True)
-        has_code = low_pc is not None or ranges is not None or entry is not None
+        # 2: has machine code; 1: a definition without code of its own (e.g. folded into
+        # an identical function, reachable through an alias symbol); 0: abstract inline
+        has_code = 2 if (low_pc is not None or ranges is not None or entry is not None) \
+            else 0 if inline is not None else 1
         self.records[off] = (R_SUB, name, typ, bool(ext), bool(decl), dfile, dline, has_code,
                              origin if origin is not None else spec, params, variadic)
         return o
