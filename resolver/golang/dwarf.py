@@ -11,7 +11,7 @@ from __future__ import annotations
 
 import struct
 import zlib
-from typing import Dict, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional, Tuple
 
 from dbhive.dwarf_forms import F, expr_offset, fixed_size, parse_abbrev_table, sleb, uleb
 
@@ -57,12 +57,39 @@ class GoDwarf:
         if not info or not abbrev:
             raise DwarfUnavailable("no DWARF")
         self.info, self.abbrev = info, abbrev
-        self.strs = section_data(img, ".debug_str") or b""
-        self.line_strs = section_data(img, ".debug_line_str") or b""
+        self._img = img
+        self._strs: Optional[bytes] = None
+        self._line_strs: Optional[bytes] = None
+        self._candidates: Dict[str, List[int]] = {}
         self.endian = img.endian
         self._units: Optional[List[Tuple[int, int]]] = None
         self._abbrev_cache: Dict[int, dict] = {}
         self._struct_cache: Dict[str, Optional[Dict[str, int]]] = {}
+
+    @property
+    def strs(self) -> bytes:
+        if self._strs is None:
+            self._strs = section_data(self._img, ".debug_str") or b""
+        return self._strs
+
+    @property
+    def line_strs(self) -> bytes:
+        if self._line_strs is None:
+            self._line_strs = section_data(self._img, ".debug_line_str") or b""
+        return self._line_strs
+
+    def prefetch(self, names: Iterable[str]) -> None:
+        """Find where all these names occur in one pass over .debug_info."""
+        import re
+        names = [n for n in set(names) if n not in self._candidates]
+        if not names:
+            return
+        for n in names:
+            self._candidates[n] = []
+        rx = re.compile(b"(" + b"|".join(re.escape(n.encode()) for n in
+                                          sorted(names, key=len, reverse=True)) + b")\0")
+        for m in rx.finditer(self.info):
+            self._candidates[m.group(1).decode()].append(m.start())
 
     # --- units ---------------------------------------------------------------------------
     def _unit_at(self, pos: int) -> Unit:
@@ -180,13 +207,10 @@ class GoDwarf:
         if name in self._struct_cache:
             return self._struct_cache[name]
         result = None
-        needle = name.encode() + b"\0"
-        pos = 0
-        while result is None:
-            i = self.info.find(needle, pos)
-            if i < 0:
+        self.prefetch([name])
+        for i in self._candidates[name]:
+            if result is not None:
                 break
-            pos = i + 1
             for back in (1, 2):      # the abbreviation code (uleb) just before the name
                 try:
                     result = self._struct_at(i - back, name)

@@ -217,8 +217,19 @@ class TypeReader:
         return s
 
 
-def itab_addresses(img: ElfImage, tab: Pclntab, md: ModuleData) -> Dict[str, int]:
-    """{"*net.TCPConn,net.Conn": itab address} for every itab the module links."""
+def _short(full: str) -> str:
+    """'*crypto/tls.Conn' -> '*tls.Conn' (the spelling of the type's own string)."""
+    star = "*" if full.startswith("*") else ""
+    return star + full.lstrip("*").rsplit("/", 1)[-1]
+
+
+def itab_addresses(img: ElfImage, tab: Pclntab, md: ModuleData,
+                   wanted: Optional[List[str]] = None) -> Dict[str, int]:
+    """{"*net.TCPConn,net.Conn": itab address} for the itabs the module links (all of them,
+    or those named in `wanted`)."""
+    shorts = None
+    if wanted is not None:
+        shorts = {tuple(_short(x) for x in w.split(",", 1)) for w in wanted if "," in w}
     varint = tab.magic in (MAGIC_118, MAGIC_120)
     if tab.magic == MAGIC_116:
         varint = _probe_varint_names(img, md)
@@ -229,6 +240,8 @@ def itab_addresses(img: ElfImage, tab: Pclntab, md: ModuleData) -> Dict[str, int
         if words is None:
             continue
         inter, typ = words
+        if shorts is not None and (reader.string(typ), reader.string(inter)) not in shorts:
+            continue
         a, b = reader.full_name(typ), reader.full_name(inter)
         if a and b:
             out.setdefault(f"{a},{b}", addr)

@@ -116,13 +116,17 @@ def _from_table(table: Optional[dict], key: str, module: Optional[str], go_versi
     for toolchain, fields in entries.items():
         if _minor(toolchain) == want and key in fields:
             return {"offset": fields[key], "source": f"table:{label}{toolchain}"}
-    return {"offset": None, "source": "unknown", "reason": f"no table entry for go{want[0]}.{want[1]}"}
+    return {"offset": None, "source": "unknown",
+            "reason": f"not in the table for go{want[0]}.{want[1]}"}
 
 
 def resolve_offsets(keys: Iterable[str], dwarf, go_version: Optional[str],
                     deps: Dict[str, str]) -> Dict[str, dict]:
     """{key: {"offset", "source"[, "reason"]}} for each key."""
     table = load_table()
+    keys = list(keys)
+    if dwarf is not None:
+        dwarf.prefetch(split_key(k)[0] for k in keys)
     out: Dict[str, dict] = {}
     for key in keys:
         struct_name, field = split_key(key)

@@ -266,12 +266,18 @@ def _itabs(img: ElfImage, tab, wanted: List[str], warnings: List[str]) -> Dict[s
                 out[w] = s.address
                 break
     missing = [w for w in wanted if w not in out]
+    symtab = img.section(".symtab")
+    if symtab is not None and symtab.link < len(img.sections):
+        strtab = img.sections[symtab.link]
+        names = img.data[strtab.offset:strtab.offset + strtab.size]
+        if names.find(b"\0go:itab.") >= 0 or names.find(b"\0go.itab.") >= 0:
+            missing = []        # the linker named every itab: absence is authoritative
     if missing and tab is not None:
         md = find_moduledata(img, tab)
         if md is None:
             warnings.append("moduledata not found: itabs of stripped binaries unavailable")
         else:
-            found = itab_addresses(img, tab, md)
+            found = itab_addresses(img, tab, md, missing)
             for w in missing:
                 if w in found:
                     out[w] = found[w]
