@@ -12,7 +12,8 @@ import pytest
 from go_builds import binary
 from resolver.golang.report import analyze_go_binary
 
-BPF_TEXT = r"""
+BPF_TEXT = b"""
+#include <uapi/linux/ptrace.h>
 BPF_HASH(counts, u64, u64);
 int on_entry(struct pt_regs *ctx) { u64 k = 0; counts.increment(k); return 0; }
 int on_ret(struct pt_regs *ctx) { u64 k = PT_REGS_IP(ctx); counts.increment(k); return 0; }
