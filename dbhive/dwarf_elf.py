@@ -48,14 +48,15 @@ class DebugFile:
         with open(path, "rb") as fh:
             try:
                 elf = ELFFile(fh)
-            except ELFError as e:
+                sections = list(elf.iter_sections())
+            except Exception as e:            # ELFError, construct errors on a bad header
                 raise SectionError(f"not a valid ELF file ({e})") from None
             self.elf_type = elf["e_type"]
             self.machine = elf["e_machine"]
             self.little = elf.little_endian
             self.elfclass = elf.elfclass
             by_name = {}
-            for i, sec in enumerate(elf.iter_sections()):
+            for i, sec in enumerate(sections):
                 by_name[sec.name] = (i, sec)
             for key in DEBUG_SECTIONS:
                 for name in (f".debug_{key}", f".zdebug_{key}", f".debug_{key}.dwo"):

@@ -146,6 +146,8 @@ def line_file_names(d, o: int, comp_dir: Optional[str], strings) -> list:
                 form, o = uleb(d, o)
                 fmts.append((ct, form))
             count, o = uleb(d, o)
+            if count > len(d) - o or (count and not fmts):
+                raise FormError("bad entry count in a line-table header", o)
             for _ in range(count):
                 path, dir_index = None, 0
                 for ct, form in fmts:
