@@ -1,0 +1,184 @@
+"""DWARF reader on the real Debian 6.1 vmlinux (587 MB, DWARF 5, 2170 units), read once per
+session: every struct/union pahole prints, the DB built from the DWARF against the DB built
+from the same file's .BTF section, and functions against pyelftools on sample units."""
+from __future__ import annotations
+
+import collections
+import os
+import re
+
+import pytest
+from elftools.elf.elffile import ELFFile
+
+from dbhive import model as M
+from dbhive import store
+from dbhive.btf import read_btf
+from dbhive.dwarf import read_dwarf
+from pahole_compare import compare_with_pahole
+from pahole_oracle import pahole_layouts
+
+pytestmark = pytest.mark.slow
+
+
+@pytest.fixture(scope="session")
+def debian_dwarf_graph(debian_vmlinux) -> M.TypeGraph:
+    return read_dwarf(debian_vmlinux)
+
+
+def test_every_pahole_layout_equal(debian_dwarf_graph, debian_vmlinux):
+    result = compare_with_pahole(debian_dwarf_graph, pahole_layouts(debian_vmlinux, "dwarf"))
+    assert result["problems"] == []
+    assert result["checked"] >= 7400
+
+
+def test_same_name_layouts_carry_their_unit(debian_dwarf_graph):
+    g = debian_dwarf_graph
+    by_name = collections.defaultdict(list)
+    for _tid, t in g.named(M.COMPOSITE):
+        if t.size is not None:
+            by_name[(t.kind, t.name)].append(t)
+    multi = {k: v for k, v in by_name.items() if len(v) > 1}
+    assert multi, "the 6.1 vmlinux has same-name structs with different layouts"
+    for layouts in multi.values():
+        assert all(t.origin and t.origin.endswith((".c", ".S")) for t in layouts)
+        assert len({(t.size, tuple((m.name, m.bit_offset, m.bit_size) for m in t.members),
+                     tuple(m.type for m in t.members)) for t in layouts}) == len(layouts)
+
+
+# ---------------------------------------------------------------------------
+# DWARF DB vs BTF DB of the same vmlinux
+
+_DIMS = re.compile(r"(?:\[\d*\])+")
+
+
+def _flat_dims(text: str) -> str:
+    """pahole's BTF encoder flattens multi-dimensional arrays (`[4][2][5]` -> `[40]`)."""
+    def prod(m):
+        dims = [int(x) if x else 0 for x in re.findall(r"\[(\d*)\]", m.group(0))]
+        if len(dims) == 1:
+            return m.group(0)
+        n = 1
+        for d in dims:
+            n *= d
+        return f"[{n}]"
+    return _DIMS.sub(prod, text)
+
+
+def _index(g: M.TypeGraph) -> dict:
+    out = collections.defaultdict(set)
+    spell = g.type_name
+    for tid, t in enumerate(g.types):
+        k = t.kind
+        if not t.name:
+            continue
+        if k in M.COMPOSITE:
+            sig = (t.size, tuple((m.name, _flat_dims(spell(m.type)), m.bit_offset, m.bit_size)
+                                 for m in t.members or ()))
+        elif k == M.ENUM:
+            sig = (t.size, t.signed, tuple(t.enumerators or ()))
+        elif k == M.TYPEDEF:
+            sig = _flat_dims(spell(t.ref))
+        elif k == M.INT:
+            sig = (t.size, t.signed, t.encoding)
+        elif k in (M.FLOAT, M.FWD):
+            sig = (t.size, t.encoding)
+        else:
+            continue
+        out[(k, t.name)].add(sig)
+    return out
+
+
+def _functions(g: M.TypeGraph) -> dict:
+    out = collections.defaultdict(set)
+    for f in g.functions:
+        p = g.types[f.proto]
+        out[f.name].add((g.type_name(p.ref if p.ref is not None else 0),
+                         tuple((x.name, g.type_name(x.type)) for x in p.params), p.variadic))
+    return out
+
+
+def test_dwarf_db_equals_btf_db(debian_dwarf_graph, debian_vmlinux_btf, tmp_path):
+    with open(debian_vmlinux_btf, "rb") as fh:
+        btf_graph = read_btf(fh.read(), debian_vmlinux_btf)
+    dwarf_db, btf_db = str(tmp_path / "d.db"), str(tmp_path / "b.db")
+    store.write_db(debian_dwarf_graph, {"release": "dwarf"}, dwarf_db)
+    store.write_db(btf_graph, {"release": "btf"}, btf_db)
+    gd, gb = store.load_graph(dwarf_db), store.load_graph(btf_db)
+    assert gd.source == "dwarf" and gb.source == "btf"
+    ours, theirs = _index(gd), _index(gb)
+
+    # Legitimate difference 1: pahole 1.24's BTF encoder never sets BTF_INT_CHAR, so the
+    # char types are plain SIGNED / unsigned ints in BTF.
+    for key in [k for k in theirs if k[0] == M.INT]:
+        (size, signed, enc), = theirs.pop(key)
+        (osize, osigned, oenc), = ours.pop(key)
+        assert (osize, osigned) == (size, signed), key
+        assert oenc == enc or (oenc == "char" and enc == ("signed" if signed else "unsigned")), key
+    # Legitimate difference 2: an enum that is only ever declared is a forward declaration
+    # in DWARF; BTF 1.24 has no enum FWD and encodes it as an ENUM with no enumerators.
+    declared_only = sorted(name for (k, name), sigs in theirs.items()
+                           if k == M.ENUM and all(not s[2] for s in sigs))
+    for name in declared_only:
+        assert ours.pop((M.FWD, name)) == {(None, "enum")}, name
+        del theirs[(M.ENUM, name)]
+    assert declared_only == ["nf_nat_manip_type", "x86_intercept_stage"]
+    # Legitimate difference 3 (in _index): multi-dimensional arrays are flattened in BTF.
+    # Everything else -- every struct, union, enum, typedef, float and forward declaration,
+    # with all their layouts -- is the same.
+    assert ours == theirs
+
+    # Functions.  Legitimate difference 4: pahole 1.24 writes every BTF FUNC with static
+    # linkage, so linkage is not compared.  BTF keeps one prototype per name taken from
+    # the first DWARF subprogram pahole meets; ours has every distinct definition, which
+    # must include BTF's.
+    assert all(f.static for f in gb.functions)
+    fd, fb = _functions(gd), _functions(gb)
+    missing = {name: sigs - fd.get(name, set()) for name, sigs in fb.items()
+               if not sigs <= fd.get(name, set())}
+    assert missing == {}
+    assert len(fd) >= len(fb) > 40000
+
+
+# ---------------------------------------------------------------------------
+# functions: file, line and linkage against pyelftools' own DIE walk
+
+SAMPLE_UNITS = ("kernel/fork.c", "fs/open.c", "net/ipv4/tcp_output.c")
+
+
+def _pyelftools_functions(path: str, names) -> set:
+    out = set()
+    with open(path, "rb") as fh:
+        elf = ELFFile(fh)
+        dwarf = elf.get_dwarf_info(relocate_dwarf_sections=False)
+        for cu in dwarf.iter_CUs():
+            top = cu.get_top_DIE()
+            if top.attributes["DW_AT_name"].value.decode() not in names:
+                continue
+            lp = dwarf.line_program_for_CU(cu)
+            comp_dir = top.attributes["DW_AT_comp_dir"].value.decode()
+            dirs = [d.decode() for d in lp.header.include_directory]
+            files = []
+            for fe in lp.header.file_entry:
+                d = dirs[fe.dir_index] if fe.dir_index < len(dirs) else ""
+                p = os.path.join(d, fe.name.decode())
+                if p.startswith(comp_dir.rstrip("/") + "/"):
+                    p = p[len(comp_dir.rstrip("/")) + 1:]
+                files.append(os.path.normpath(p))
+            for die in top.iter_children():
+                if die.tag != "DW_TAG_subprogram" or "DW_AT_low_pc" not in die.attributes:
+                    continue
+                decl = die
+                if "DW_AT_abstract_origin" in die.attributes:
+                    decl = die.get_DIE_from_attribute("DW_AT_abstract_origin")
+                a = decl.attributes
+                out.add((a["DW_AT_name"].value.decode(), files[a["DW_AT_decl_file"].value],
+                         a["DW_AT_decl_line"].value, "DW_AT_external" not in a))
+    return out
+
+
+def test_functions_match_pyelftools_on_sample_units(debian_dwarf_graph, debian_vmlinux):
+    want = _pyelftools_functions(debian_vmlinux, SAMPLE_UNITS)
+    assert len(want) > 150
+    ours = {(f.name, f.file, f.line, f.static) for f in debian_dwarf_graph.functions}
+    assert want - ours == set()
+    assert all(f.module == "vm" for f in debian_dwarf_graph.functions)
