@@ -312,7 +312,10 @@ def expr(obj, probes, expr_arch, as_json, as_surftrace, compat):
 def serve(obj, host, port):
     """Serve the surftrace/pylcc "lbc" protocol (POST /lbc) and a JSON API (/api/...)."""
     from .server import serve_forever
-    serve_forever(hive=obj.hive, db=obj.db, host=host, port=port, overlay=obj.overlay)
+    try:
+        serve_forever(hive=obj.hive, db=obj.db, host=host, port=port, overlay=obj.overlay)
+    except OSError as e:
+        _fail(f"cannot serve on {host}:{port}: {e.strerror or e}", 1)
 
 
 # The Go side's commands (resolver/golang/cli.py), imported only when used: they pull in
