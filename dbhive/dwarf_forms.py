@@ -93,22 +93,39 @@ def parse_abbrev_table(d, o: int, end: int) -> dict:
     table = {}
     try:
         while True:
-            code, o = uleb(d, o)
+            code = d[o]
+            if code < 0x80:
+                o += 1
+            else:
+                code, o = uleb(d, o)
             if code == 0:
                 return table
-            tag, o = uleb(d, o)
+            tag = d[o]
+            if tag < 0x80:
+                o += 1
+            else:
+                tag, o = uleb(d, o)
             children = d[o]
             o += 1
             specs = []
             while True:
-                at, o = uleb(d, o)
-                form, o = uleb(d, o)
+                at = d[o]
+                if at < 0x80:
+                    o += 1
+                else:
+                    at, o = uleb(d, o)
+                form = d[o]
+                if form < 0x80:
+                    o += 1
+                else:
+                    form, o = uleb(d, o)
                 if at == 0 and form == 0:
                     break
-                ic = None
                 if form == 0x21:            # implicit_const: value lives in the table
                     ic, o = sleb(d, o)
-                specs.append((at, form, ic))
+                    specs.append((at, form, ic))
+                else:
+                    specs.append((at, form, None))
             table[code] = Abbrev(code, tag, bool(children), tuple(specs))
             if o > end:
                 raise FormError("abbreviation table runs past the end of .debug_abbrev", o)
@@ -176,18 +193,53 @@ class Decoders:
                         FormError=FormError, expr_offset=expr_offset)
         self.cache: dict = {}
         self.structs: dict = {}
+        self._want_ats: dict = {}
+        self.by_specs: dict = {}
 
     def get(self, ab: Abbrev, want: tuple, addr_size: int, off_size: int, version: int,
             finish=None):
         """Decoder `dec(d, o, cu) -> (next offset, *values of want)`; with `finish`, a
         record builder `dec(d, o, cu, out) -> next offset` that extends list `out`
         with what `finish` makes of the values (see FINISH_*)."""
-        key = (ab.specs, want, addr_size, off_size, version, finish)
-        fn = self.cache.get(key)
+        raw_key = (ab.specs, want, addr_size, off_size, version, finish)
+        fn = self.by_specs.get(raw_key)
         if fn is None:
-            fn = self.cache[key] = self._compile(ab.specs, want, addr_size, off_size, version,
-                                                 finish)
+            specs = self._normalize(ab.specs, want, addr_size, off_size, version)
+            key = (specs, want, addr_size, off_size, version, finish)
+            fn = self.cache.get(key)
+            if fn is None:
+                fn = self.cache[key] = self._compile(specs, want, addr_size, off_size,
+                                                     version, finish)
+            self.by_specs[raw_key] = fn
         return fn
+
+    def _normalize(self, specs, want, addr_size, off_size, version) -> tuple:
+        """The specs as far as a decoder for `want` cares: unwanted fixed-size attributes
+        merged into (0, -size, None), unwanted variable-size ones as (0, form, None).  Many
+        abbreviations then share one compiled decoder."""
+        wanted = self._want_ats.get(want)
+        if wanted is None:
+            wanted = self._want_ats[want] = frozenset(AT[a] for a in want if a in AT)
+        norm = []
+        skip = 0
+        for at, form, ic in specs:
+            if at in wanted:
+                if skip:
+                    norm.append((0, -skip, None))
+                    skip = 0
+                norm.append((at, form, ic))
+                continue
+            size = fixed_size(form, addr_size, off_size, version)
+            if size is not None:
+                skip += size
+                continue
+            if skip:
+                norm.append((0, -skip, None))
+                skip = 0
+            norm.append((0, form, None))
+        if skip:
+            norm.append((0, -skip, None))
+        return tuple(norm)
 
     def skip_size(self, ab: Abbrev, addr_size: int, off_size: int, version: int):
         """Total size of the attributes when every form is fixed-size, else None."""
@@ -238,6 +290,10 @@ class Decoders:
                 tmp[0] += 1
                 var = f"v{tmp[0]}"
                 vals[pos[at]] = var
+            if form < 0:                    # merged unwanted fixed-size attributes
+                run_fmt.append(f"{-form}x")
+                run_len[0] += -form
+                continue
             if form == F["indirect"]:
                 flush()
                 out.append("    raise FormError('DW_FORM_indirect is not supported', o)")

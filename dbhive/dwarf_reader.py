@@ -183,10 +183,7 @@ class Reader:
             code, o = uleb(d, o)
             if code == 0:
                 return UnitScan(d, u, plans)
-            p = plans[code] if code < len(plans) else None
-            if p is None:
-                raise FormError(f"unit DIE uses abbreviation code {code}, absent from its "
-                                "table", u.die_offset)
+            p = plans.build(code, u.die_offset)
             ab_dec = self.decoders.get
             # DW_AT_str_offsets_base first: the unit's own name may be an strx form
             ab = self.abbrev_cache[(id(u.file), u.abbrev_offset)][code]

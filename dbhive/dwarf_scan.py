@@ -71,25 +71,34 @@ class Plan:
 
 
 class Plans(list):
-    """Plans indexed by abbreviation code, plus per-code record builders of the childless
+    """Plans indexed by abbreviation code, built on first use (a unit uses only some of its
+    abbreviations the way we walk it), plus per-code record builders of the childless
     member / enumerator / parameter abbreviations (the hot loops' fast path)."""
-    member: list
-    enumerator: list
-    param: list
 
+    def __init__(self, abbrevs: dict, decoders, unit):
+        top = max(abbrevs) if abbrevs else 0
+        if top > 1_000_000:
+            raise FormError(f"abbreviation code {top} is implausibly large")
+        super().__init__([None] * (top + 1))
+        self.abbrevs = abbrevs
+        self.decoders = decoders
+        self.sizes = (unit.addr_size, unit.off_size, unit.version)
+        self.member = [None] * (top + 1)
+        self.enumerator = [None] * (top + 1)
+        self.param = [None] * (top + 1)
+        self.fast = {S_MEMBER: self.member, S_ENUMERATOR: self.enumerator,
+                     S_PARAM: self.param}
 
-def make_plans(abbrevs: dict, decoders, unit) -> Plans:
-    """Plans indexed by abbreviation code (None where no abbreviation has that code)."""
-    asz, osz, ver = unit.addr_size, unit.off_size, unit.version
-    top = max(abbrevs) if abbrevs else 0
-    if top > 1_000_000:
-        raise FormError(f"abbreviation code {top} is implausibly large")
-    plans = Plans([None] * (top + 1))
-    plans.member = [None] * (top + 1)
-    plans.enumerator = [None] * (top + 1)
-    plans.param = [None] * (top + 1)
-    fast = {S_MEMBER: plans.member, S_ENUMERATOR: plans.enumerator, S_PARAM: plans.param}
-    for code, ab in abbrevs.items():
+    def build(self, code: int, where: int) -> Plan:
+        """The plan of `code` (compiling its decoders now); FormError if there is none."""
+        p = self[code] if 0 <= code < len(self) else None
+        if p is not None:
+            return p
+        ab = self.abbrevs.get(code)
+        if ab is None:
+            raise FormError(f"DIE uses abbreviation code {code}, absent from its table", where)
+        decoders = self.decoders
+        asz, osz, ver = self.sizes
         p = Plan()
         p.tag = ab.tag
         p.action = action = _TAG_ACTION.get(ab.tag, S_SKIP)
@@ -103,9 +112,13 @@ def make_plans(abbrevs: dict, decoders, unit) -> Plans:
         if action in _FINISH:
             p.rec = decoders.get(ab, _WANT[action], asz, osz, ver, _FINISH[action])
             if not ab.children:
-                fast[action][code] = p.rec
-        plans[code] = p
-    return plans
+                self.fast[action][code] = p.rec
+        self[code] = p
+        return p
+
+
+def make_plans(abbrevs: dict, decoders, unit) -> Plans:
+    return Plans(abbrevs, decoders, unit)
 
 
 class UnitScan:
@@ -129,13 +142,9 @@ class UnitScan:
         return uleb(d, o)
 
     def plan(self, code, o):
-        try:
-            p = self.plans[code]
-        except IndexError:
-            p = None
-        if p is None:
-            raise FormError(f"DIE uses abbreviation code {code}, absent from its table", o)
-        return p
+        plans = self.plans
+        p = plans[code] if code < len(plans) else None
+        return p if p is not None else plans.build(code, o)
 
     def skip(self, p, o):
         """Offset after the DIE (and its subtree) whose attributes start at `o`."""
@@ -165,7 +174,7 @@ class UnitScan:
                 return o
             p = plans[code] if code < len(plans) else None
             if p is None:
-                raise FormError(f"DIE uses abbreviation code {code}, absent from its table", o)
+                p = plans.build(code, o)
             o = self.skip(p, o)
 
     # ---- unit level ------------------------------------------------------------
@@ -190,7 +199,7 @@ class UnitScan:
                 return o
             p = plans[code] if code < len(plans) else None
             if p is None:
-                raise FormError(f"DIE uses abbreviation code {code}, absent from its table", off)
+                p = plans.build(code, off)
             a = p.action
             if a == S_SKIP:
                 o = self.skip(p, o)
@@ -252,11 +261,11 @@ class UnitScan:
                 continue
             q = plans[code] if code < n else None
             if q is None:
-                raise FormError(f"DIE uses abbreviation code {code}, absent from its table",
-                                doff)
+                q = plans.build(code, doff)
             if q.action == action:
                 o = q.rec(d, o, u, out)
-                o = self.skip_children(o)
+                if q.children:
+                    o = self.skip_children(o)
             elif q.action in _TYPE_ACTIONS:
                 o = self.handlers[q.action](self, q, o, doff + self.space)
             else:
@@ -349,7 +358,9 @@ class UnitScan:
             q = self.plan(code, o)
             a = q.action
             if a == S_PARAM:
-                o = self.skip_children(q.rec(d, o, u, out))
+                o = q.rec(d, o, u, out)
+                if q.children:
+                    o = self.skip_children(o)
             elif a == S_VARIADIC:
                 variadic = True
                 o = self.skip(q, o)
@@ -381,8 +392,7 @@ class UnitScan:
                 return o
             q = plans[code] if code < n else None
             if q is None:
-                raise FormError(f"DIE uses abbreviation code {code}, absent from its table",
-                                doff)
+                q = plans.build(code, doff)
             a = q.action
             if a == S_SKIP:
                 if q.tag == _TAG_LEXICAL_BLOCK and q.children:

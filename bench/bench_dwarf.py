@@ -1,0 +1,197 @@
+"""DWARF -> types: ours next to `pahole -F dwarf`, back to back in one run, on the real
+Debian vmlinux; then the whole .deb -> DB next to `bsdtar -x` of the vmlinux + pahole.
+
+    .venv/bin/python bench/bench_dwarf.py [--vmlinux F] [--deb F] [--runs N] [--no-deb]
+
+Rows (each a separate process; page cache warm):
+  pahole -F dwarf             every struct/union to /dev/null (single-threaded)
+  ours read_dwarf jobs=1/2    dbhive.dwarf.read_dwarf() only, one process / two workers
+  ours dbhive build -> DB     `dbhive build VMLINUX --source dwarf --out X.db`: the complete DB
+Columns: wall, CPU (user+sys, workers included), peak RSS of the largest single process
+(wait4), peak sum of PSS over the whole process tree (sampled every 50 ms from
+/proc/PID/smaps_rollup: counts forked workers without double-counting shared pages), and
+DIEs per second of wall time (DIE total counted once by a full walk, cached).
+"""
+from __future__ import annotations
+
+import argparse
+import glob
+import os
+import shlex
+import statistics
+import subprocess
+import sys
+import tempfile
+import threading
+import time
+
+ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+sys.path.insert(0, ROOT)
+CACHE = os.environ.get("DBHIVE_TEST_CACHE", "/var/cache/dbhive-ci")
+RELEASE = "6.1.0-47-cloud-amd64"
+READ = "import sys; from dbhive.dwarf import read_dwarf; read_dwarf(sys.argv[1], jobs={jobs})"
+
+
+def _tree(pid: int) -> list:
+    pids, todo = [], [pid]
+    while todo:
+        p = todo.pop()
+        pids.append(p)
+        try:
+            for task in os.listdir(f"/proc/{p}/task"):
+                with open(f"/proc/{p}/task/{task}/children") as fh:
+                    todo.extend(int(c) for c in fh.read().split())
+        except OSError:
+            pass
+    return pids
+
+
+def _pss_kb(pid: int) -> int:
+    try:
+        with open(f"/proc/{pid}/smaps_rollup") as fh:
+            for line in fh:
+                if line.startswith("Pss:"):
+                    return int(line.split()[1])
+    except OSError:
+        pass
+    return 0
+
+
+def run(argv, stdout=subprocess.DEVNULL) -> dict:
+    """Run to completion: wall, cpu, max single-process RSS, peak tree PSS (MB)."""
+    t0 = time.perf_counter()
+    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE)
+    peak = [0]
+    done = threading.Event()
+
+    def sample():
+        while not done.wait(0.05):
+            peak[0] = max(peak[0], sum(_pss_kb(p) for p in _tree(proc.pid)))
+    th = threading.Thread(target=sample, daemon=True)
+    th.start()
+    err = proc.stderr.read()
+    _, status, ru = os.wait4(proc.pid, 0)
+    wall = time.perf_counter() - t0
+    done.set()
+    th.join()
+    if os.waitstatus_to_exitcode(status) != 0:
+        raise RuntimeError(f"{argv} failed: {err.decode(errors='replace')[-800:]}")
+    return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss": ru.ru_maxrss / 1024,
+            "pss": peak[0] / 1024}
+
+
+def median(rows: list) -> dict:
+    return {k: (max if k in ("rss", "pss") else statistics.median)(r[k] for r in rows)
+            for k in rows[0]}
+
+
+def count_dies(path: str) -> int:
+    """Every DIE of every unit (a full walk, no sibling jumps); cached per file."""
+    st = os.stat(path)
+    cache = os.path.join(CACHE, "bench-dies", f"{os.path.basename(path)}-{st.st_size}-"
+                         f"{st.st_mtime_ns}.txt")
+    if os.path.exists(cache):
+        with open(cache) as fh:
+            return int(fh.read())
+    from dbhive.dwarf_forms import uleb
+    from dbhive.dwarf_reader import Reader
+    r = Reader(path)
+    n = 0
+    for u in r.units:
+        d, plans = r.data_of(u), r.plans_for(u)
+        o, end = u.die_offset, u.end
+        while o < end:
+            code, o = uleb(d, o)
+            if code == 0:
+                continue
+            n += 1
+            p = plans.build(code, o)
+            o = o + p.fixed if p.fixed is not None else p.skip(d, o, u)[0]
+    os.makedirs(os.path.dirname(cache), exist_ok=True)
+    with open(cache, "w") as fh:
+        fh.write(str(n))
+    return n
+
+
+def warm(path: str) -> None:
+    with open(path, "rb") as fh:
+        while fh.read(1 << 24):
+            pass
+
+
+def table(rows: list, dies: int, anchor: str) -> str:
+    out = [f"{'':34s} {'wall s':>8s} {'CPU s':>8s} {'maxRSS MB':>10s} {'tree PSS MB':>12s} "
+           f"{'MDIE/s':>8s} {'wall/pahole':>12s}"]
+    a = dict(rows)[anchor]
+    for label, s in rows:
+        rate = f"{dies / s['wall'] / 1e6:8.2f}" if dies else f"{'-':>8s}"
+        out.append(f"{label:34s} {s['wall']:8.2f} {s['cpu']:8.2f} {s['rss']:10.0f} "
+                   f"{s['pss']:12.0f} {rate} {s['wall'] / a['wall']:11.2f}x")
+    return "\n".join(out)
+
+
+def main():
+    ap = argparse.ArgumentParser(description=__doc__.split("\n")[0])
+    ap.add_argument("--vmlinux", default=f"{CACHE}/vmlinux-{RELEASE}")
+    ap.add_argument("--deb", default=(glob.glob(f"{CACHE}/linux-image-{RELEASE}-dbg_*.deb")
+                                      or [None])[-1])
+    ap.add_argument("--runs", type=int, default=1)
+    ap.add_argument("--no-deb", action="store_true")
+    args = ap.parse_args()
+    py = sys.executable
+    dbhive = os.path.join(os.path.dirname(py), "dbhive")
+    vm = args.vmlinux
+    warm(vm)
+    dies = count_dies(vm)
+    cmds = {
+        "pahole -F dwarf": ["pahole", "-F", "dwarf", vm],
+        "ours read_dwarf jobs=2": [py, "-c", READ.format(jobs=2), vm],
+        "ours read_dwarf jobs=1": [py, "-c", READ.format(jobs=1), vm],
+        "ours dbhive build -> DB (jobs=2)": [dbhive, "build", vm, "--source", "dwarf",
+                                             "--out", "{out}", "--no-progress", "-j", "2"],
+    }
+    samples = {k: [] for k in cmds}
+    with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
+        out = os.path.join(tmp, "bench.db")
+        for _ in range(args.runs):
+            for label, argv in cmds.items():          # interleaved: same load for each
+                samples[label].append(run([a.replace("{out}", out) for a in argv]))
+                if os.path.exists(out):
+                    os.unlink(out)
+        print(f"input: {vm} ({os.path.getsize(vm) / 1e6:.0f} MB, {dies} DIEs), "
+              f"{os.cpu_count()} cores, {'median of %d runs' % args.runs if args.runs > 1 else 'one run'}, "
+              f"load average before: {os.getloadavg()[0]:.2f}")
+        rows = [(k, median(v)) for k, v in samples.items()]
+        print(table(rows, dies, "pahole -F dwarf"))
+
+        if args.no_deb or not args.deb:
+            return
+        member = f"./usr/lib/debug/boot/vmlinux-{RELEASE}"
+        warm(args.deb)
+        vm_out = os.path.join(tmp, "vmlinux")
+        extract = ("bsdtar -xOf {pkg} 'data.tar.*' | bsdtar -xqOf - {member} > {out}").format(
+            pkg=shlex.quote(args.deb), member=shlex.quote(member), out=shlex.quote(vm_out))
+        deb_rows = {"bsdtar -x vmlinux": [], "pahole -F dwarf (extracted)": [],
+                    "ours dbhive build .deb -> DB": []}
+        for _ in range(args.runs):
+            deb_rows["bsdtar -x vmlinux"].append(run(["sh", "-c", extract]))
+            deb_rows["pahole -F dwarf (extracted)"].append(run(["pahole", "-F", "dwarf",
+                                                                 vm_out]))
+            os.unlink(vm_out)
+            deb_rows["ours dbhive build .deb -> DB"].append(
+                run([dbhive, "build", args.deb, "--source", "dwarf", "--out", out,
+                     "--no-progress", "-j", "2"]))
+            os.unlink(out)
+        d = {k: median(v) for k, v in deb_rows.items()}
+        anchor = {"wall": d["bsdtar -x vmlinux"]["wall"] + d["pahole -F dwarf (extracted)"]["wall"],
+                  "cpu": d["bsdtar -x vmlinux"]["cpu"] + d["pahole -F dwarf (extracted)"]["cpu"],
+                  "rss": max(d["bsdtar -x vmlinux"]["rss"], d["pahole -F dwarf (extracted)"]["rss"]),
+                  "pss": max(d["bsdtar -x vmlinux"]["pss"], d["pahole -F dwarf (extracted)"]["pss"])}
+        print(f"\nwhole package: {os.path.basename(args.deb)} "
+              f"({os.path.getsize(args.deb) / 1e6:.0f} MB)")
+        rows = list(d.items()) + [("bsdtar -x + pahole (sum)", anchor)]
+        print(table(rows, 0, "bsdtar -x + pahole (sum)"))
+
+
+if __name__ == "__main__":
+    main()
