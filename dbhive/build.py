@@ -77,7 +77,31 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
             "builder_version": __version__,
             "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         })
-        dest = out or hivemod.db_path(hive or hivemod.default_hive(), meta["arch"],
-                                      meta["distro"], meta["release"], meta["flavour"])
+        hive = None if out else (hive or hivemod.default_hive())
+        dest = out or hivemod.db_path(hive, meta["arch"], meta["distro"], meta["release"],
+                                      meta["flavour"])
         meta = store.write_db(graph, meta, dest)
+        if hive and (is_raw_btf or ident.has_btf):
+            keep_btf(ex.path, is_raw_btf,
+                     hivemod.btf_path(hive, meta["arch"], meta["release"], meta["flavour"]))
     return BuildResult(dest, meta)
+
+
+def keep_btf(kernel_path: str, is_raw_btf: bool, dest: str) -> None:
+    """Keep the kernel's raw BTF beside its DB (the lbc `btf` command serves it)."""
+    from . import elffile
+    if is_raw_btf:
+        with open(kernel_path, "rb") as fh:
+            data = fh.read()
+    else:
+        data = elffile.elf_section_bytes(kernel_path, ".BTF")
+    os.makedirs(os.path.dirname(dest), exist_ok=True)
+    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".btf", dir=os.path.dirname(dest))
+    try:
+        with os.fdopen(fd, "wb") as fh:
+            fh.write(data)
+        os.chmod(tmp, 0o644)
+        os.replace(tmp, dest)
+    except BaseException:
+        os.unlink(tmp)
+        raise

@@ -38,11 +38,17 @@ def safe_component(value: str, what: str) -> str:
     return value
 
 
-def db_file_name(release: str, flavour: Optional[str] = None) -> str:
+def kernel_key(release: str, flavour: Optional[str] = None) -> str:
+    """The file-name stem of a kernel in the hive: its release, `+debug` added for a debug
+    flavour whose release does not say so."""
     name = release
     if flavour == "debug" and not re.search(r"[+.]debug$", release):
         name += "+debug"
-    return f"info-{safe_component(name, 'release')}.db"
+    return safe_component(name, "release")
+
+
+def db_file_name(release: str, flavour: Optional[str] = None) -> str:
+    return f"info-{kernel_key(release, flavour)}.db"
 
 
 def db_path(hive: str, arch: str, distro: Optional[str], release: str,
@@ -50,6 +56,20 @@ def db_path(hive: str, arch: str, distro: Optional[str], release: str,
     return os.path.join(hive, safe_component(arch, "arch"), "db",
                         safe_component(distro or DEFAULT_DISTRO, "distro"),
                         db_file_name(release, flavour))
+
+
+def btf_path(hive: str, arch: str, release: str, flavour: Optional[str] = None) -> str:
+    """Where the build keeps a kernel's raw BTF (served by `resolver serve`'s `btf` command)."""
+    return os.path.join(hive, safe_component(arch, "arch"), "btf",
+                        kernel_key(release, flavour) + ".btf")
+
+
+def hive_of_db(db: str) -> Optional[str]:
+    """The hive a DB file sits in (<hive>/<arch>/db/<distro>/info-R.db), or None."""
+    parts = os.path.abspath(db).split(os.sep)
+    if len(parts) >= 5 and parts[-4] and parts[-3] == "db":
+        return os.sep.join(parts[:-4]) or os.sep
+    return None
 
 
 @dataclass

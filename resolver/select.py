@@ -18,6 +18,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Optional
 
+from dbhive.hive import default_hive, iter_dbs  # noqa: F401 (default_hive re-exported)
+
 from .errors import NoKernelDB
 
 NOTES = "/sys/kernel/notes"
@@ -39,40 +41,10 @@ class Choice:
     warnings: list = field(default_factory=list)
 
 
-def default_hive() -> str:
-    try:
-        from dbhive.hive import default_hive as dh
-        return dh()
-    except ImportError:                      # pragma: no cover - dbhive.hive is in the tree
-        env = os.environ.get("DBHIVE_HOME")
-        if env:
-            return env
-        if os.geteuid() == 0:
-            return "/var/lib/dbhive"
-        return os.path.join(os.path.expanduser("~"), ".local", "share", "dbhive")
-
-
 def _iter_hive(hive: str):
     """(path, arch_dir) of every DB in the hive, stable order."""
-    try:
-        from dbhive.hive import iter_dbs
-    except ImportError:                      # pragma: no cover
-        iter_dbs = None
-    if iter_dbs is not None:
-        for e in iter_dbs(hive):
-            yield e.path, e.arch
-        return
-    if not os.path.isdir(hive):              # pragma: no cover
-        return
-    for arch in sorted(os.listdir(hive)):
-        root = os.path.join(hive, arch, "db")
-        if os.path.isdir(root):
-            for distro in sorted(os.listdir(root)):
-                d = os.path.join(root, distro)
-                if os.path.isdir(d):
-                    for n in sorted(os.listdir(d)):
-                        if n.startswith("info-") and n.endswith(".db"):
-                            yield os.path.join(d, n), arch
+    for e in iter_dbs(hive):
+        yield e.path, e.arch
 
 
 def read_meta(path: str) -> Optional[dict]:

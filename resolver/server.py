@@ -36,6 +36,8 @@ from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
+from dbhive.hive import btf_path, hive_of_db
+
 from . import select
 from .api import Resolver
 from .errors import NoKernelDB, ResolverError
@@ -198,11 +200,18 @@ def lbc_func(db: KernelDB, func: str, ret: Optional[str], arg: Optional[str]):
 
 
 def find_btf(r: Resolver, hive: Optional[str]) -> Optional[bytes]:
-    """The raw BTF of the kernel of `r`, when the hive has it: `<hive>/<arch>/btf/` holds
-    `<release>.btf` (or `info-<release>.btf`) beside the DB's tree."""
+    """The raw BTF of the kernel of `r`, when the build kept it in the hive
+    (`dbhive.hive.btf_path`: <hive>/<arch>/btf/<release>.btf)."""
     meta = r.db.meta
-    if meta.get("type_source") not in (None, "btf"):
-        return None
+    release, arch = meta.get("release") or "", meta.get("arch") or ""
+    for h in dict.fromkeys(x for x in (hive, hive_of_db(r.db.path)) if x):
+        p = btf_path(h, arch, release, meta.get("flavour"))
+        if os.path.isfile(p):
+            with open(p, "rb") as fh:
+                data = fh.read()
+            if data[:2] in (b"\x9f\xeb", b"\xeb\x9f"):
+                return data
+    return None
     release, arch = meta.get("release") or "", meta.get("arch") or ""
     dirs = []
     if hive:

@@ -90,7 +90,8 @@ def test_show_matches_pahole(running_hive, running_btf):
     assert f"/* {files.offset:5d} {files.size:5d} */" in line
 
 
-def test_debian_deb_btf_source_equals_pahole(tmp_path, debian_dbg_deb, debian_vmlinux):
+def test_debian_deb_btf_source_equals_pahole(tmp_path, debian_dbg_deb, debian_vmlinux,
+                                             debian_vmlinux_btf):
     """The real .deb, streamed: identity from the kernel itself, types from its .BTF."""
     hive = str(tmp_path / "hive")
     out = json.loads(dbhive("build", debian_dbg_deb, "--hive", hive, "--distro", "debian",
@@ -105,8 +106,11 @@ def test_debian_deb_btf_source_equals_pahole(tmp_path, debian_dbg_deb, debian_vm
     assert meta["package_name"] == f"linux-image-{DEBIAN_RELEASE}-dbg"
     result = compare_with_pahole(store.load_graph(out["db"]), pahole_layouts(debian_vmlinux, "btf"))
     assert result["problems"] == [] and result["checked"] > 7000
-    # only the DB is left in the hive
-    assert files_under(hive) == [os.path.relpath(out["db"], hive)]
+    # the DB and the kernel's BTF (for the lbc `btf` command) are all that is left
+    btf_copy = f"x86_64/btf/{DEBIAN_RELEASE}.btf"
+    assert files_under(hive) == sorted([os.path.relpath(out["db"], hive), btf_copy])
+    with open(os.path.join(hive, btf_copy), "rb") as a, open(debian_vmlinux_btf, "rb") as b:
+        assert a.read() == b.read()
 
 
 def _damaged(tmp_path, src, name, keep_bytes=None, flip_at=None):
@@ -186,7 +190,9 @@ def test_rpm_normal_and_debug_flavours_never_collide(tmp_path, debian_vmlinux):
     assert metas["debug"]["meta"]["flavour"] == "debug"
     assert os.path.basename(metas["normal"]["db"]) == f"info-{DEBIAN_RELEASE}.db"
     assert os.path.basename(metas["debug"]["db"]) == f"info-{DEBIAN_RELEASE}+debug.db"
-    assert len(files_under(hive)) == 2
+    assert files_under(hive) == sorted([
+        f"x86_64/db/fedora/info-{DEBIAN_RELEASE}.db", f"x86_64/db/fedora/info-{DEBIAN_RELEASE}+debug.db",
+        f"x86_64/btf/{DEBIAN_RELEASE}.btf", f"x86_64/btf/{DEBIAN_RELEASE}+debug.btf"])
 
 
 def test_btfhub_archive_identity_from_its_name(tmp_path, running_btf):

@@ -8,7 +8,6 @@ from __future__ import annotations
 import json
 import os
 import random
-import shutil
 import socket
 import threading
 import time
@@ -17,24 +16,20 @@ import urllib.request
 import pytest
 
 from resolver.server import MAX_BODY, make_server
-from resolver_support import build_btf_db, debian_meta, running_meta
+from resolver_support import debian_meta, running_meta
 from test_resolver_expr import CONTRACT, surftrace_show
 
 from conftest import DEBIAN_RELEASE
 
 
 @pytest.fixture(scope="module")
-def hive(tmp_path_factory, running_btf, debian_vmlinux_btf):
+def hive(tmp_path_factory, running_btf, debian_vmlinux):
+    """A hive made by the real builder: the running kernel (its BTF kept beside its DB for
+    the `btf` command) and the Debian 6.1 kernel."""
+    from dbhive.build import build
     h = tmp_path_factory.mktemp("hive")
-    rm = running_meta()
-    for src, meta in ((build_btf_db(running_btf, rm), rm),
-                      (build_btf_db(debian_vmlinux_btf, debian_meta()), debian_meta())):
-        d = h / meta["arch"] / "db" / meta["distro"]
-        d.mkdir(parents=True, exist_ok=True)
-        os.link(src, d / f"info-{meta['release']}.db")
-    # the running kernel's raw BTF beside its DB, for the `btf` command
-    (h / rm["arch"] / "btf").mkdir()
-    shutil.copyfile(running_btf, h / rm["arch"] / "btf" / f"{rm['release']}.btf")
+    build(running_btf, hive=str(h), distro="local")
+    build(debian_vmlinux, hive=str(h), distro="debian", source="btf")
     return str(h)
 
 
@@ -131,15 +126,19 @@ def test_client_classes_against_local_reader(server, hive, monkeypatch, tmp_path
         assert missing == {"log": "ok.", "res": None}
 
 
-def test_btf_command(server, hive, running_btf):
+def test_btf_command(server, hive, running_btf, debian_vmlinux_btf):
     from surftrace.lbcClient import ClbcClient, segDecode
     from surftrace.surfException import DbException
     m = running_meta()
     cli = ClbcClient(server=_host(server), ver=m["release"], arch=m["arch"], port=80)
     with open(running_btf, "rb") as fh:
         assert segDecode(cli.getBtf()["btf"]) == fh.read()
+    # the Debian kernel's .BTF section, kept by the build, equals objcopy's dump of it
     cli = ClbcClient(server=_host(server), ver=DEBIAN_RELEASE, arch="x86_64", port=80)
-    with pytest.raises(DbException):               # not kept in this hive: says so
+    with open(debian_vmlinux_btf, "rb") as fh:
+        assert segDecode(cli.getBtf()["btf"]) == fh.read()
+    os.unlink(os.path.join(hive, "x86_64", "btf", f"{DEBIAN_RELEASE}.btf"))
+    with pytest.raises(DbException):               # no BTF kept for it any more: says so
         cli.getBtf()
 
 
