@@ -16,6 +16,7 @@ deduplicated by interning (dwarf_build.py), and the units split across worker pr
 """
 from __future__ import annotations
 
+import gc
 import multiprocessing
 import os
 import sys
@@ -71,22 +72,26 @@ def read_dwarf(elf_path, progress: ProgressArg = False, jobs: Optional[int] = No
         jobs = min(2, os.cpu_count() or 1) if size >= _PARALLEL_MIN_BYTES else 1
     jobs = max(1, min(jobs, len(units) or 1))
     tick, close = _progress(progress, len(units))
+    # Millions of small tuples and no reference cycles: the cyclic GC would only rescan
+    # the growing heap over and over (a quarter of the time), so it is paused meanwhile.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, 20000))
     try:
-        old_limit = sys.getrecursionlimit()
-        sys.setrecursionlimit(max(old_limit, 20000))
-        try:
-            if jobs == 1:
-                res = reader.process(units, tick=tick)
-                table, functions = res.t, res.function_list()
-            else:
-                table, functions = _parallel(reader, units, jobs, tick)
-        finally:
-            sys.setrecursionlimit(old_limit)
+        if jobs == 1:
+            res = reader.process(units, tick=tick)
+            table, functions = res.t, res.function_list()
+        else:
+            table, functions = _parallel(reader, units, jobs, tick)
+        return finalize(table, functions, module)
     except UnitError as e:
         raise DwarfError(str(e), e.path, e.section, e.offset) from None
     finally:
+        sys.setrecursionlimit(old_limit)
+        if gc_was_enabled:
+            gc.enable()
         close()
-    return finalize(table, functions, module)
 
 
 # ---------------------------------------------------------------------------

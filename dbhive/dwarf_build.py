@@ -197,11 +197,11 @@ class Resolver:
                 r = memo.get(t) if t is not None else 0
                 key = (M.TYPEDEF, name, r if r is not None else self.rid(t))
         elif k == R_QUAL:
-            if rec[1] is None:                # _Atomic: not in the model, transparent
-                r = self.rid(rec[2], vp)
-                key = None
-            else:
-                key = (rec[1], self.rid(rec[2], vp))
+            t = rec[2]
+            r = memo.get(t | _VP if vp else t) if t is not None else 0
+            if r is None:
+                r = self.rid(t, vp)
+            key = (rec[1], r) if rec[1] is not None else None   # _Atomic: transparent
         elif k == R_BASE:
             _, name, size, enc = rec
             kind, signed, encoding = _ATE.get(enc, (M.INT, False, "unsigned"))
@@ -210,12 +210,7 @@ class Resolver:
             else:
                 key = (M.INT, name, size, signed, encoding)
         elif k == R_PROTO:
-            rid = self.rid
-            key = [M.FUNC_PROTO, rid(rec[1], True), rec[3]]
-            params = rec[2]
-            for j in range(0, len(params), 3):
-                key += (params[j], rid(params[j + 1], True))
-            key = tuple(key)
+            key = self._proto_key(rec[1], rec[2], rec[3])
         elif k == R_ARRAY:
             r = self.rid(rec[1], vp)
             for n in reversed(rec[2]):
@@ -253,6 +248,22 @@ class Resolver:
         if not local:
             self.pmemo[mk] = r
         return r
+
+    def _proto_key(self, ret, params, variadic) -> tuple:
+        """(FUNC_PROTO, ret, variadic, name, type, ...); params: flat [name, type, origin]*."""
+        memo = self.memo
+        rid = self.rid
+        key = [M.FUNC_PROTO, rid(ret, True), variadic]
+        key += params
+        del key[5::3]                           # drop the abstract origins
+        for j in range(4, len(key), 2):         # parameter types
+            t = key[j]
+            if t is None:
+                key[j] = 0
+            else:
+                r = memo.get(t | _VP)
+                key[j] = r if r is not None else rid(t, True)
+        return tuple(key)
 
     def _signed(self, under, values) -> bool:
         if under is not None:
@@ -305,11 +316,7 @@ class Resolver:
         # out-of-line copy of an inline)
         if not name or (has_code != 2 and name not in self.func_symbols):
             return
-        rid = self.rid
-        key = [M.FUNC_PROTO, rid(ret, True), variadic]
-        for j in range(0, len(params), 3):
-            key += (params[j], rid(params[j + 1], True))
-        proto = self.t.intern(tuple(key))
+        proto = self.t.intern(self._proto_key(ret, params, variadic))
         file = files[dfile] if dfile is not None and 0 <= dfile < len(files) else None
         fkey = (name, proto, not ext, file, dline)
         rank = 0 if has_code == 2 else 1

@@ -262,7 +262,9 @@ class Decoders:
     def _compile(self, specs, want, addr_size, off_size, version, finish=None):
         pos = {AT[a]: i for i, a in enumerate(want) if a in AT}
         names = {AT[a]: a for a in want if a in AT}
-        out = ["def dec(d, o, cu, out):" if finish else "def dec(d, o, cu):"]
+        store = getattr(finish, "store", False)
+        out = ["def dec(d, o, cu, out, off):" if store else
+               "def dec(d, o, cu, out):" if finish else "def dec(d, o, cu):"]
         vals = ["None"] * len(want)
         run_fmt = []        # pending fixed-size run: struct format pieces
         run_vars = []       # (var, attr name, form) of wanted values in the run
@@ -352,7 +354,10 @@ class Decoders:
         flush()
         if finish is not None:
             present = {a: (v if v != "None" else None) for a, v in zip(want, vals)}
-            out.append(f"    out += {finish(present)}")
+            if store:
+                out.append(f"    out[off] = {finish(present)}")
+            else:
+                out.append(f"    out += {finish(present)}")
             out.append("    return o")
         else:
             out.append(f"    return o, {', '.join(vals)}" if vals else "    return o,")
@@ -419,6 +424,30 @@ def FINISH_MEMBER(v) -> str:
     else:
         bit = base
     return f"({name}, {typ}, {bit}, {bs or 0})"
+
+
+_STORE_FINISHERS: dict = {}
+
+
+def finish_store(kind: int, extra=None):
+    """A record builder for a childless simple type DIE: `dec(d, o, cu, records, off)`
+    stores the record tuple `(kind, [extra,] ...)` at `records[off]`.  `kind` is a
+    dwarf_scan R_* number; the fields follow dwarf_scan's record layouts."""
+    key = (kind, extra)
+    fn = _STORE_FINISHERS.get(key)
+    if fn is None:
+        def fn(v):
+            name, typ = v["name"] or "None", v["type"] or "None"
+            if extra == "base":
+                return f"({kind}, {name}, {v['byte_size'] or 'None'}, {v['encoding'] or 'None'})"
+            if extra == "typedef":
+                return f"({kind}, {name}, {typ})"
+            if extra == "ptr":
+                return f"({kind}, {typ})"
+            return f"({kind}, {extra!r}, {typ})"          # qualifier: its model kind
+        fn.store = True
+        _STORE_FINISHERS[key] = fn
+    return fn
 
 
 def FINISH_ENUMERATOR(v) -> str:

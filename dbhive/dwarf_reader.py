@@ -231,8 +231,8 @@ class Reader:
         if u.files is None:
             u.files = []
             if u.stmt_list is not None and u.stmt_list.__class__ is int and u.file.line:
-                strings = (lambda which, off: (u.file.line_str if which == "line"
-                                               else u.file.str).get(off))
+                line_str, strs = u.file.line_str.get, u.file.str.get
+                strings = (lambda which, off: line_str(off) if which == "line" else strs(off))
                 try:
                     u.files = line_file_names(u.file.line, u.stmt_list, u.comp_dir, strings)
                 except (FormError, IndexError, struct.error, ValueError) as e:

@@ -22,7 +22,7 @@ Records (tuples; first element is the record kind, offsets are virtual DIE offse
 from __future__ import annotations
 
 from . import model as M
-from .dwarf_forms import (AT, FINISH_ENUMERATOR, FINISH_MEMBER, FINISH_PARAM, TAG,
+from .dwarf_forms import (AT, FINISH_ENUMERATOR, FINISH_MEMBER, FINISH_PARAM, TAG, finish_store,
                           WANT_ENUMERATOR, WANT_MEMBER, WANT_PARAM, WANT_SIBLING,
                           WANT_SUBPROGRAM, WANT_SUBRANGE, WANT_TYPE, FormError, uleb)
 
@@ -57,6 +57,9 @@ _AGG_KIND = {TAG["structure_type"]: M.STRUCT, TAG["class_type"]: M.STRUCT,
              TAG["union_type"]: M.UNION}
 _AT_SIBLING = AT["sibling"]
 _TAG_LEXICAL_BLOCK = TAG["lexical_block"]
+# childless DIEs of these kinds are stored by one compiled call: action -> (record, extra)
+_SIMPLE = {S_PTR: (R_PTR, "ptr"), S_TYPEDEF: (R_TYPEDEF, "typedef"), S_BASE: (R_BASE, "base"),
+           S_QUAL: (R_QUAL, None)}
 _TYPE_ACTIONS = frozenset((S_BASE, S_PTR, S_TYPEDEF, S_QUAL, S_STRUCT, S_ENUM, S_ARRAY,
                            S_SUBRTYPE, S_UNSPEC))
 
@@ -88,6 +91,7 @@ class Plans(list):
         self.param = [None] * (top + 1)
         self.fast = {S_MEMBER: self.member, S_ENUMERATOR: self.enumerator,
                      S_PARAM: self.param}
+        self.simple = [None] * (top + 1)   # childless pointer/typedef/base/qualifier DIEs
 
     def build(self, code: int, where: int) -> Plan:
         """The plan of `code` (compiling its decoders now); FormError if there is none."""
@@ -113,6 +117,10 @@ class Plans(list):
             p.rec = decoders.get(ab, _WANT[action], asz, osz, ver, _FINISH[action])
             if not ab.children:
                 self.fast[action][code] = p.rec
+        elif not ab.children and action in _SIMPLE:
+            extra = _QUAL_KIND[ab.tag] if action == S_QUAL else _SIMPLE[action][1]
+            self.simple[code] = decoders.get(ab, _WANT[action], asz, osz, ver,
+                                             finish_store(_SIMPLE[action][0], extra))
         self[code] = p
         return p
 
@@ -180,8 +188,12 @@ class UnitScan:
     # ---- unit level ------------------------------------------------------------
     def top(self, o):
         """Children of the unit DIE (and, recursively, of namespaces-like containers)."""
-        d = self.d
+        d, u = self.d, self.u
         plans = self.plans
+        simple = plans.simple
+        n = len(plans)
+        records = self.records
+        space = self.space
         end = self.end
         handlers = self.handlers
         while True:
@@ -197,7 +209,11 @@ class UnitScan:
                 code, o = uleb(d, o)
             if code == 0:
                 return o
-            p = plans[code] if code < len(plans) else None
+            f = simple[code] if code < n else None
+            if f is not None:
+                o = f(d, o, u, records, off + space)
+                continue
+            p = plans[code] if code < n else None
             if p is None:
                 p = plans.build(code, off)
             a = p.action

@@ -151,11 +151,21 @@ def line_file_names(d, o: int, comp_dir: Optional[str], strings) -> list:
             for _ in range(count):
                 path, dir_index = None, 0
                 for ct, form in fmts:
-                    v, o = _read_form(d, o, form, off_size, strings)
-                    if ct == 1:
-                        path = v
-                    elif ct == 2:
-                        dir_index = v
+                    if ct == 1 and form == 0x1f:                 # path: line_strp
+                        path = strings("line", int.from_bytes(d[o:o + off_size], "little"))
+                        o += off_size
+                    elif ct == 2 and form == 0x0f:               # directory index: udata
+                        dir_index = d[o]
+                        if dir_index < 0x80:
+                            o += 1
+                        else:
+                            dir_index, o = uleb(d, o)
+                    else:
+                        v, o = _read_form(d, o, form, off_size, strings)
+                        if ct == 1:
+                            path = v
+                        elif ct == 2:
+                            dir_index = v
                 table.append(path if is_dir else (path, dir_index))
     elif 2 <= version <= 4:
         dirs.append(comp_dir or "")
@@ -175,14 +185,30 @@ def line_file_names(d, o: int, comp_dir: Optional[str], strings) -> list:
             files.append((name, dir_index))
     else:
         raise FormError(f"unsupported line table version {version}", start)
-    out = []
-    for name, dir_index in files:
-        if name is None:
-            out.append(None)
-            continue
-        directory = dirs[dir_index] if 0 <= dir_index < len(dirs) else ""
-        out.append(_clean_path(os.path.join(directory or "", name), comp_dir))
-    return out
+    return FileNames(files, dirs, comp_dir)
+
+
+class FileNames:
+    """decl_file index -> path, joined and cleaned on first use (a unit's functions use
+    only a few of the hundreds of files its line table lists)."""
+
+    def __init__(self, files, dirs, comp_dir):
+        self.files, self.dirs, self.comp_dir = files, dirs, comp_dir
+        self.done: dict = {}
+
+    def __len__(self):
+        return len(self.files)
+
+    def __getitem__(self, i):
+        p = self.done.get(i)
+        if p is None and i not in self.done:
+            name, dir_index = self.files[i]
+            if name is not None:
+                dirs = self.dirs
+                directory = dirs[dir_index] if 0 <= dir_index < len(dirs) else ""
+                p = _clean_path(os.path.join(directory or "", name), self.comp_dir)
+            self.done[i] = p
+        return p
 
 
 def _clean_path(path: str, comp_dir: Optional[str]) -> str:
