@@ -174,26 +174,39 @@ class Reader:
             plans = self.plan_cache[pkey] = make_plans(abbrevs, self.decoders, u)
         return plans
 
+    def root(self, u):
+        """Decode the unit DIE (sets u.name, u.comp_dir, u.stmt_list, u.str_offsets_base).
+        Returns (section bytes, plans, root plan or None, offset after the root's attributes)."""
+        d = self.data_of(u)
+        plans = self.plans_for(u)
+        o = u.die_offset
+        code, o = uleb(d, o)
+        if code == 0:
+            return d, plans, None, o
+        p = plans.build(code, u.die_offset)
+        ab_dec = self.decoders.get
+        # DW_AT_str_offsets_base first: the unit's own name may be an strx form
+        ab = self.abbrev_cache[(id(u.file), u.abbrev_offset)][code]
+        _, sob = ab_dec(ab, ("str_offsets_base",), u.addr_size, u.off_size, u.version)(d, o, u)
+        u.str_offsets_base = sob
+        vals = ab_dec(ab, WANT_UNIT, u.addr_size, u.off_size, u.version)(d, o, u)
+        u.name, u.comp_dir, u.stmt_list = vals[1], vals[2], vals[3]
+        return d, plans, p, vals[0]
+
+    def unit_name(self, u):
+        """The unit's DW_AT_name, decoding only its unit DIE."""
+        try:
+            self.root(u)
+        except (FormError, IndexError, struct.error, ValueError, KeyError, TypeError) as e:
+            raise UnitError(u.file.path, u.sec, u.offset, f"bad unit DIE ({e})") from None
+        return u.name
+
     def scan(self, u) -> UnitScan:
         """Scan one unit (raises UnitError on malformed input)."""
-        d = self.data_of(u)
         try:
-            plans = self.plans_for(u)
-            o = u.die_offset
-            code, o = uleb(d, o)
-            if code == 0:
-                return UnitScan(d, u, plans)
-            p = plans.build(code, u.die_offset)
-            ab_dec = self.decoders.get
-            # DW_AT_str_offsets_base first: the unit's own name may be an strx form
-            ab = self.abbrev_cache[(id(u.file), u.abbrev_offset)][code]
-            _, sob = ab_dec(ab, ("str_offsets_base",), u.addr_size, u.off_size,
-                            u.version)(d, o, u)
-            u.str_offsets_base = sob
-            vals = ab_dec(ab, WANT_UNIT, u.addr_size, u.off_size, u.version)(d, o, u)
-            o, u.name, u.comp_dir, u.stmt_list = vals[0], vals[1], vals[2], vals[3]
+            d, plans, p, o = self.root(u)
             s = UnitScan(d, u, plans)
-            if p.children:
+            if p is not None and p.children:
                 end = s.top(o)
                 if end > u.end:
                     raise FormError("DIE tree runs past the end of its unit", u.end)

@@ -6,6 +6,8 @@ data/dwarf-src/ (nothing prebuilt is committed).
 
 Fixtures (userspace ones from data/dwarf-src/user: uapi kernel headers + kernel-like shapes;
 kmod-* from data/dwarf-src/kmod with the installed kernel build tree):
+  user-dwarf2          gcc -gdwarf-2 -gstrict-dwarf (member offsets as DW_OP_plus_uconst
+                       expressions, DWARF 2 ref_addr size)
   user-dwarf4          gcc -gdwarf-4 (DW_AT_bit_offset bitfields, DWARF 4 forms)
   user-dwarf5          gcc -gdwarf-5 (DW_AT_data_bit_offset, implicit_const, line_strp)
   user-dwarf4-types    -gdwarf-4 -fdebug-types-section (.debug_types, DW_FORM_ref_sig8)
@@ -33,7 +35,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "data", "dwarf-src")
 KERNEL_BUILD = "/usr/src/linux-headers-6.1.0-47-cloud-amd64"
-VERSION = "2"          # bump when the recipes change
+VERSION = "3"          # bump when the recipes change
 
 USER_SOURCES = ("types_a.c", "types_b.c")
 
@@ -64,7 +66,8 @@ def _gcc(out, flags, work):
 
 def build_user(out_dir: str) -> dict:
     made = {}
-    for name, flags in (("user-dwarf4", ["-gdwarf-4"]),
+    for name, flags in (("user-dwarf2", ["-gdwarf-2", "-gstrict-dwarf"]),
+                        ("user-dwarf4", ["-gdwarf-4"]),
                         ("user-dwarf5", ["-gdwarf-5"]),
                         ("user-dwarf4-types", ["-gdwarf-4", "-fdebug-types-section"]),
                         ("user-dwarf5-types", ["-gdwarf-5", "-fdebug-types-section"]),

@@ -31,7 +31,7 @@ KO_MEMBER = f"/usr/lib/debug/lib/modules/{DEBIAN_RELEASE}/kernel/net/bridge/brid
 ORACLE_INPUT = {"user-dwarf4-types": "user-dwarf4", "user-dwarf5-types": "user-dwarf5",
                 "user-dwz4": "user-dwz4.before-dwz", "user-dwz5": "user-dwz5.before-dwz",
                 "user-split-a.dwo": "user-a.o"}
-FIXTURES = ["user-dwarf4", "user-dwarf5", "user-dwarf4-types", "user-dwarf5-types",
+FIXTURES = ["user-dwarf2", "user-dwarf4", "user-dwarf5", "user-dwarf4-types", "user-dwarf5-types",
             "user-gz", "user-dwz4", "user-dwz5", "user-split-a.dwo", "kmod-dwarf4",
             "kmod-dwarf5"]
 

@@ -14,6 +14,7 @@ from dbhive import model as M
 from dbhive import store
 from dbhive.btf import read_btf
 from dbhive.dwarf import read_dwarf
+from dbhive.dwarf_reader import Reader
 from pahole_compare import compare_with_pahole
 from pahole_oracle import pahole_layouts
 
@@ -146,14 +147,17 @@ SAMPLE_UNITS = ("kernel/fork.c", "fs/open.c", "net/ipv4/tcp_output.c")
 
 
 def _pyelftools_functions(path: str, names) -> set:
+    # where the units are (only their unit DIEs decoded); pyelftools then reads them
+    reader = Reader(path)
+    offsets = [u.offset for u in reader.units if reader.unit_name(u) in names]
+    assert len(offsets) == len(names)
     out = set()
     with open(path, "rb") as fh:
         elf = ELFFile(fh)
         dwarf = elf.get_dwarf_info(relocate_dwarf_sections=False)
-        for cu in dwarf.iter_CUs():
+        for cu_offset in offsets:
+            cu = dwarf.get_CU_at(cu_offset)
             top = cu.get_top_DIE()
-            if top.attributes["DW_AT_name"].value.decode() not in names:
-                continue
             lp = dwarf.line_program_for_CU(cu)
             comp_dir = top.attributes["DW_AT_comp_dir"].value.decode()
             dirs = [d.decode() for d in lp.header.include_directory]
