@@ -14,7 +14,7 @@ the types that became identical.
 
 Key layouts (ids of referenced types marked *):
   (INT, name, size, signed, encoding)   (FLOAT, name, size)   (FWD, kind, name)
-  (PTR|CONST|VOLATILE|RESTRICT, *ref)   (TYPEDEF, name, *ref)   (ARRAY, *elem, nelems)
+  (PTR|CONST|VOLATILE|RESTRICT, *ref)   (PTR, *ref, size) when a pointer is not 8 bytes   (TYPEDEF, name, *ref)   (ARRAY, *elem, nelems)
   (STRUCT|UNION, name, size, (m_name, *m_type, bit_offset, bit_size) ...)
   (ENUM, name, size, signed, (e_name, value) ...)
   (FUNC_PROTO, *ret, variadic, (p_name, *p_type) ...)
@@ -76,7 +76,7 @@ def remap_key(key, m):
     f = m.__getitem__ if isinstance(m, list) else m
     k = key[0]
     if k == M.PTR or k == M.CONST or k == M.VOLATILE or k == M.RESTRICT or k == M.TYPE_TAG:
-        return (k, f(key[1]))
+        return (k, f(key[1])) + key[2:]
     if k == M.TYPEDEF:
         return (k, key[1], f(key[2]))
     if k == M.ARRAY:
@@ -188,6 +188,8 @@ class Resolver:
             t = rec[1]
             r = memo.get(t | _VP) if t is not None else 0
             key = (M.PTR, r if r is not None else self.rid(t, True))
+            if rec[2] is not None and rec[2] != 8:      # 32-bit targets: keep the size
+                key += (rec[2],)
         elif k == R_TYPEDEF:
             name = rec[1]
             if vp and name:
@@ -286,7 +288,7 @@ class Resolver:
             if k == R_STRUCT:
                 return r[3]
             if k == R_PTR:
-                return 8
+                return r[2] or 8
             if k == R_TYPEDEF or k == R_QUAL:
                 r = self.rec(r[2]) if r[2] is not None else None
             else:
@@ -405,7 +407,9 @@ def _type_from_key(key, origin) -> M.Type:
         return M.Type(M.FLOAT, key[1], key[2])
     if k == M.FWD:
         return M.Type(M.FWD, key[2], encoding=key[1])
-    if k == M.PTR or k == M.CONST or k == M.VOLATILE or k == M.RESTRICT or k == M.TYPE_TAG:
+    if k == M.PTR:      # size kept only when it is not the model's default of 8
+        return M.Type(M.PTR, ref=key[1], size=key[2] if len(key) > 2 else None)
+    if k == M.CONST or k == M.VOLATILE or k == M.RESTRICT or k == M.TYPE_TAG:
         return M.Type(k, ref=key[1])
     if k == M.TYPEDEF:
         return M.Type(M.TYPEDEF, key[1], ref=key[2], origin=origin)

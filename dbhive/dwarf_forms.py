@@ -443,7 +443,7 @@ def finish_store(kind: int, extra=None):
             if extra == "typedef":
                 return f"({kind}, {name}, {typ})"
             if extra == "ptr":
-                return f"({kind}, {typ})"
+                return f"({kind}, {typ}, {v['byte_size'] or 'None'})"
             return f"({kind}, {extra!r}, {typ})"          # qualifier: its model kind
         fn.store = True
         _STORE_FINISHERS[key] = fn

@@ -85,6 +85,8 @@ class Reader:
             df = DebugFile(path)
         except SectionError as e:
             raise UnitError(path, e.section or "ELF", e.offset, str(e)) from None
+        if not df.little:
+            raise UnitError(path, "ELF", 0, "big-endian DWARF is not supported")
         if "info" not in df.sections:
             raise UnitError(path, ".debug_info", 0, "no DWARF debug information")
         alt = None

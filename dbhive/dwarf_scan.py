@@ -9,7 +9,7 @@ abbreviation's precomputed fixed size or compiled skip decoder.
 
 Records (tuples; first element is the record kind, offsets are virtual DIE offsets):
   (R_BASE, name, size, dw_encoding)        (R_UNSPEC, name)
-  (R_PTR, target)    (R_QUAL, model_kind, target)    (R_TYPEDEF, name, target)
+  (R_PTR, target, size)    (R_QUAL, model_kind, target)    (R_TYPEDEF, name, target)
   (R_STRUCT, model_kind, name, size, declaration, members)
         members: flat [name, type, bit_offset, bit_size, ...] (see dwarf_forms.FINISH_MEMBER)
   (R_ENUM, name, size, declaration, flat [name, value, ...], underlying type)
@@ -230,7 +230,7 @@ class UnitScan:
 
     def _ptr(self, p, o, off):
         o, name, size, typ, decl, enc, sib, sig, vec = p.dec(self.d, o, self.u)
-        self.records[off] = (R_PTR, typ)
+        self.records[off] = (R_PTR, typ, size)
         return self._after(p, o)
 
     def _qual(self, p, o, off):
