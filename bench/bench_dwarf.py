@@ -10,7 +10,8 @@ Rows (each a separate process; page cache warm):
 Columns: wall, CPU (user+sys, workers included), peak RSS of the largest single process
 (wait4), peak sum of PSS over the whole process tree (sampled every 50 ms from
 /proc/PID/smaps_rollup: counts forked workers without double-counting shared pages), and
-DIEs per second of wall time (DIE total counted once by a full walk, cached).
+DIEs per second of wall time (DIE total counted once by a full walk, cached), and the wall
+time relative to the anchor (pahole; for the package, bsdtar -x + pahole).
 """
 from __future__ import annotations
 
@@ -121,7 +122,7 @@ def warm(path: str) -> None:
 
 def table(rows: list, dies: int, anchor: str) -> str:
     out = [f"{'':34s} {'wall s':>8s} {'CPU s':>8s} {'maxRSS MB':>10s} {'tree PSS MB':>12s} "
-           f"{'MDIE/s':>8s} {'wall/pahole':>12s}"]
+           f"{'MDIE/s':>8s} {'wall ratio':>12s}"]
     a = dict(rows)[anchor]
     for label, s in rows:
         rate = f"{dies / s['wall'] / 1e6:8.2f}" if dies else f"{'-':>8s}"

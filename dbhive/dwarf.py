@@ -66,7 +66,10 @@ def read_dwarf(elf_path, progress: ProgressArg = False, jobs: Optional[int] = No
         raise DwarfError(str(e), e.path, e.section, e.offset) from None
     except OSError as e:
         raise DwarfError(f"{path}: cannot read ({e.strerror or e})", path) from None
-    units = list(range(len(reader.units)))
+    # compile units first: a type that dwz moved to a partial unit, or that lives in a type
+    # unit, is then first met from a compile unit, whose name becomes its origin
+    units = [i for i, u in enumerate(reader.units) if reader.is_compile_unit(u)]
+    units += [i for i, u in enumerate(reader.units) if not reader.is_compile_unit(u)]
     if jobs is None:
         size = len(reader.main.info) + len(reader.main.types)
         jobs = min(2, os.cpu_count() or 1) if size >= _PARALLEL_MIN_BYTES else 1

@@ -110,13 +110,14 @@ class Resolver:
         self.functions: dict = {}
         self.dangling = 0            # references to DIEs that are not types
 
-    def unit(self, unit, records, files_of):
-        """Intern every type and function of one unit."""
+    def unit(self, unit, records, files_of, origin=None):
+        """Intern every type and function of one unit.  `origin`: the name new types
+        are tagged with (default: the unit's own name)."""
         self.recs = records
         self.lo = unit.base
         self.hi = unit.space + unit.end
         self.memo = {}
-        self.origin = unit.name
+        self.origin = origin or unit.name
         rid = self.rid
         memo = self.memo
         subs = []

@@ -7,11 +7,14 @@ import struct
 
 from .dwarf_build import KeyTable, Resolver
 from .dwarf_elf import DebugFile, SectionError, find_altfile
-from .dwarf_forms import (ALT_BASE, TYPES_BASE, WANT_UNIT, Decoders, FormError,
-                          parse_abbrev_table, uleb)
+from .dwarf_forms import (ALT_BASE, TAG, TYPES_BASE, WANT_IMPORT, WANT_UNIT, Decoders,
+                          FormError, parse_abbrev_table, uleb)
 from .dwarf_scan import UnitScan, make_plans
 from .dwarf_units import (DW_UT_partial, DW_UT_split_type, DW_UT_type, iter_unit_headers,
                           line_file_names)
+
+
+_TAG_PARTIAL_UNIT = TAG["partial_unit"]
 
 
 class UnitError(Exception):
@@ -129,6 +132,7 @@ class Reader:
         self.bases = [u.base for u in self.units]
         self._other_recs: dict = {}
         self._other_done: set = set()
+        self._importers = None
 
     # ---- decoder environment ----------------------------------------------------
     def _strx(self, cu, idx):
@@ -186,6 +190,8 @@ class Reader:
         if code == 0:
             return d, plans, None, o
         p = plans.build(code, u.die_offset)
+        if p.tag == _TAG_PARTIAL_UNIT:       # DWARF 4 headers do not say it
+            u.unit_type = DW_UT_partial
         ab_dec = self.decoders.get
         # DW_AT_str_offsets_base first: the unit's own name may be an strx form
         ab = self.abbrev_cache[(id(u.file), u.abbrev_offset)][code]
@@ -242,6 +248,39 @@ class Reader:
         self._other_recs.update(self.scan(u).records)
         return self._other_recs.get(off)
 
+    def origin_of(self, u):
+        """A name for the types of unit `u`: its own, or for a dwz partial unit the name
+        of the first compile unit that imports it (DW_TAG_imported_unit)."""
+        if u.unit_type != DW_UT_partial:
+            return u.name
+        if self._importers is None:
+            self._importers = self._find_importers()
+        return self._importers.get(u.space + u.die_offset)
+
+    def _find_importers(self) -> dict:
+        """partial unit DIE offset -> name of the first importing unit (dwz puts the
+        DW_TAG_imported_unit DIEs first among a unit's children)."""
+        out: dict = {}
+        tag_import = TAG["imported_unit"]
+        for u in self.units:
+            try:
+                d, plans, p, o = self.root(u)
+                while p is not None and p.children and o < u.end:
+                    code, o = uleb(d, o)
+                    if code == 0:
+                        break
+                    q = plans.build(code, o)
+                    if q.tag != tag_import:
+                        break
+                    ab = self.abbrev_cache[(id(u.file), u.abbrev_offset)][code]
+                    o, target = self.decoders.get(ab, WANT_IMPORT, u.addr_size, u.off_size,
+                                                  u.version)(d, o, u)
+                    if target is not None:
+                        out.setdefault(target, u.name or out.get(u.space + u.die_offset))
+            except (FormError, IndexError, struct.error, ValueError, KeyError, TypeError):
+                continue                     # the unit's own scan reports it properly
+        return out
+
     def files_of(self, u):
         if u.files is None:
             u.files = []
@@ -264,7 +303,7 @@ class Reader:
             u = self.units[i]
             s = self.scan(u)
             try:
-                res.unit(u, s.records, self.files_of)
+                res.unit(u, s.records, self.files_of, self.origin_of(u))
             except FormError as e:
                 raise UnitError(u.file.path, u.sec, e.offset or u.offset, str(e)) from None
             if tick is not None:

@@ -90,6 +90,10 @@ def test_fixture_variants_read_like_the_plain_build(dwarf_fixtures, name):
         return {(x.types[i].name, x.type_name(x.types[i].ref)) for i in range(len(x.types))
                 if x.types[i].kind == M.TYPEDEF}
     assert typedefs(g) <= typedefs(plain)
+    # a struct dwz moved to a partial unit is tagged with the unit that imports it (a type
+    # unit has no such link: its types keep origin None)
+    origins = {os.path.basename(t.origin or "-") for _, t in g.named() if t.name == "dup_layout"}
+    assert origins == ({"-"} if "types" in name else {"types_a.c", "types_b.c"})
 
 
 def test_fixture_shapes(dwarf_fixtures):
