@@ -130,6 +130,7 @@ def test_fixture_shapes(dwarf_fixtures):
     assert any(t.name == "local_only" for _, t in g.named())
 
 
+@pytest.mark.slow
 def test_real_debian_module_equals_pahole(debian_ko):
     """A real .ko (ET_REL): its .rela.debug_* relocations must be applied."""
     with open(debian_ko, "rb") as fh:
@@ -145,6 +146,7 @@ def test_real_debian_module_equals_pahole(debian_ko):
     assert {"br_dev_xmit", "br_handle_frame"} <= names
 
 
+@pytest.mark.slow
 def test_workers_do_not_change_the_graph(debian_ko):
     one = read_dwarf(debian_ko, jobs=1)
     two = read_dwarf(debian_ko, jobs=2)
