@@ -130,8 +130,8 @@ def make_plans(abbrevs: dict, decoders, unit) -> Plans:
 
 
 class UnitScan:
-    """Scan one unit: `records` maps DIE offsets (virtual) to records; `root` holds the
-    values of the unit DIE (WANT_UNIT order) filled by the caller."""
+    """Scan the children of one unit's DIE (the caller decodes the unit DIE itself):
+    `records` maps virtual DIE offsets to the records described above."""
 
     def __init__(self, d, unit, plans):
         self.d = d
@@ -187,7 +187,7 @@ class UnitScan:
 
     # ---- unit level ------------------------------------------------------------
     def top(self, o):
-        """Children of the unit DIE (and, recursively, of namespaces-like containers)."""
+        """The children of the unit DIE; returns the offset after them."""
         d, u = self.d, self.u
         plans = self.plans
         simple = plans.simple
@@ -223,6 +223,8 @@ class UnitScan:
                 o = handlers[a](self, p, o, off + self.space)
 
     # ---- handlers: (self, plan, attribute offset, virtual DIE offset) -> next offset ------
+    # (childless pointer/typedef/base/qualifier DIEs normally take the one-call path in
+    # top(); these handle the rare ones with children)
     def _base(self, p, o, off):
         o, name, size, typ, decl, enc, sib, sig, vec = p.dec(self.d, o, self.u)
         self.records[off] = (R_BASE, name, size, enc)
@@ -252,8 +254,9 @@ class UnitScan:
         return self.skip_children(o) if p.children else o
 
     def _body(self, o, fast, action, what):
-        """Children of a struct/enum/subprogram: DIEs with a record builder in `fast`
-        append to a flat list; nested types are recorded; anything else is skipped.
+        """Children of a struct/union/enum: DIEs of kind `action` (member / enumerator)
+        append their fields to a flat list (childless ones through the compiled `fast`
+        builders); nested types are recorded; anything else is skipped.
         Returns (next offset, flat list)."""
         d, u = self.d, self.u
         plans = self.plans
