@@ -16,6 +16,8 @@ kmod-* from data/dwarf-src/kmod with the installed kernel build tree):
                        (.gnu_debugaltlink, DW_FORM_GNU_ref_alt / GNU_strp_alt); *.before-dwz
                        is the executable as linked (pahole 1.24 does not read alt files)
   user-gz              -gz=zlib (SHF_COMPRESSED debug sections)
+  user-clang5          clang -gdwarf-5 (strx1/strx2 + str_offsets_base, addrx, MD5 line
+                       tables); built when clang is installed
   user-split-a.dwo     -gsplit-dwarf -gdwarf-5 (.debug_info.dwo, strx forms); user-a.o is
                        the same unit built without -gsplit-dwarf
   kmod-dwarf4, kmod-dwarf5   a kbuild-built .ko (ET_REL: relocations must be applied)
@@ -35,7 +37,7 @@ import sys
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "data", "dwarf-src")
 KERNEL_BUILD = "/usr/src/linux-headers-6.1.0-47-cloud-amd64"
-VERSION = "3"          # bump when the recipes change
+VERSION = "4"          # bump when the recipes change
 
 USER_SOURCES = ("types_a.c", "types_b.c")
 
@@ -59,9 +61,9 @@ def default_out_dir() -> str:
     return os.path.join(cache, "dwarf-fixtures", h.hexdigest()[:16])
 
 
-def _gcc(out, flags, work):
+def _gcc(out, flags, work, cc="gcc"):
     srcs = [os.path.join(SRC, "user", s) for s in USER_SOURCES]
-    _run(["gcc", "-O1", "-fno-eliminate-unused-debug-types", *flags, "-o", out, *srcs], work)
+    _run([cc, "-O1", "-fno-eliminate-unused-debug-types", *flags, "-o", out, *srcs], work)
 
 
 def build_user(out_dir: str) -> dict:
@@ -86,6 +88,12 @@ def build_user(out_dir: str) -> dict:
         _run(["dwz", "-m", alt, "-M", alt, os.path.basename(a), os.path.basename(b)], out_dir)
         made[f"user-dwz{ver}"] = a
         made[f"user-dwz{ver}.before-dwz"] = a + ".before-dwz"
+    if shutil.which("clang"):
+        # clang's DWARF 5: strx1/strx2 names through DW_AT_str_offsets_base, addrx, MD5
+        # (data16) in the line table
+        out = os.path.join(out_dir, "user-clang5")
+        _gcc(out, ["-gdwarf-5"], out_dir, cc="clang")
+        made["user-clang5"] = out
     split = os.path.join(out_dir, "split")
     os.makedirs(split, exist_ok=True)
     _run(["gcc", "-O1", "-gdwarf-5", "-gsplit-dwarf", "-fno-eliminate-unused-debug-types",

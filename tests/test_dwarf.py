@@ -32,13 +32,13 @@ ORACLE_INPUT = {"user-dwarf4-types": "user-dwarf4", "user-dwarf5-types": "user-d
                 "user-dwz4": "user-dwz4.before-dwz", "user-dwz5": "user-dwz5.before-dwz",
                 "user-split-a.dwo": "user-a.o"}
 FIXTURES = ["user-dwarf2", "user-dwarf4", "user-dwarf5", "user-dwarf4-types", "user-dwarf5-types",
-            "user-gz", "user-dwz4", "user-dwz5", "user-split-a.dwo", "kmod-dwarf4",
+            "user-gz", "user-clang5", "user-dwz4", "user-dwz5", "user-split-a.dwo", "kmod-dwarf4",
             "kmod-dwarf5"]
 
 
 @pytest.fixture(scope="session")
 def dwarf_fixtures() -> dict:
-    for tool in ("gcc", "dwz", "pahole", "make"):
+    for tool in ("gcc", "clang", "dwz", "pahole", "make"):
         need_tool(tool)
     spec = importlib.util.spec_from_file_location(
         "make_dwarf_fixtures", os.path.join(ROOT, "scripts", "make_dwarf_fixtures.py"))
