@@ -70,6 +70,10 @@ def read_dwarf(elf_path, progress: ProgressArg = False, jobs: Optional[int] = No
     # unit, is then first met from a compile unit, whose name becomes its origin
     units = [i for i, u in enumerate(reader.units) if reader.is_compile_unit(u)]
     units += [i for i, u in enumerate(reader.units) if not reader.is_compile_unit(u)]
+    try:
+        reader.prepare_origins()       # dwz files: who imports each partial unit (once)
+    except UnitError as e:
+        raise DwarfError(str(e), e.path, e.section, e.offset) from None
     if jobs is None:
         size = len(reader.main.info) + len(reader.main.types)
         jobs = min(2, os.cpu_count() or 1) if size >= _PARALLEL_MIN_BYTES else 1

@@ -112,7 +112,8 @@ class Resolver:
 
     def unit(self, unit, records, files_of, origin=None):
         """Intern every type and function of one unit.  `origin`: the name new types
-        are tagged with (default: the unit's own name)."""
+        are tagged with (default: the unit's own name).  `files_of(offset)`: the
+        decl_file table of the unit holding that DIE offset."""
         self.recs = records
         self.lo = unit.base
         self.hi = unit.space + unit.end
@@ -125,15 +126,13 @@ class Resolver:
             for off, rec in records.items():
                 if rec[0] == R_SUB:
                     if not rec[4]:
-                        subs.append(rec)
+                        subs.append((off, rec))
                 elif off not in memo:
                     rid(off)
         except RecursionError:
             raise FormError("type references form a cycle", unit.offset) from None
-        if subs:
-            files = files_of(unit)
-            for rec in subs:
-                self._function(rec, files)
+        for off, rec in subs:
+            self._function(off, rec, files_of)
         self.memo = None
         self.recs = None
 
@@ -297,8 +296,9 @@ class Resolver:
             seen += 1
         return None
 
-    def _function(self, rec, files):
+    def _function(self, off, rec, files_of):
         (_, name, ret, ext, decl, dfile, dline, has_code, origin, params, variadic) = rec
+        file_die = off           # decl_file indexes the line table of this DIE's unit
         seen = 0
         while origin is not None and seen < 8:
             o = self.rec(origin)
@@ -307,7 +307,8 @@ class Resolver:
             name = name if name is not None else o[1]
             ret = ret if ret is not None else o[2]
             ext = ext or o[3]
-            dfile = dfile if dfile is not None else o[5]
+            if dfile is None and o[5] is not None:
+                dfile, file_die = o[5], origin
             dline = dline if dline is not None else o[6]
             if o[9] or not params or all(params[j] is None and params[j + 1] is None
                                          for j in range(0, len(params), 3)):
@@ -320,7 +321,11 @@ class Resolver:
         if not name or (has_code != 2 and name not in self.func_symbols):
             return
         proto = self.t.intern(self._proto_key(ret, params, variadic))
-        file = files[dfile] if dfile is not None and 0 <= dfile < len(files) else None
+        file = None
+        if dfile is not None:
+            files = files_of(file_die)
+            if 0 <= dfile < len(files):
+                file = files[dfile]
         fkey = (name, proto, not ext, file, dline)
         rank = 0 if has_code == 2 else 1
         if self.functions.get(fkey, 2) > rank:

@@ -248,6 +248,40 @@ class Reader:
         self._other_recs.update(self.scan(u).records)
         return self._other_recs.get(off)
 
+    def prepare_origins(self):
+        """Find the importers of dwz partial units now (before workers fork), if the
+        file has any partial units (DWARF 4 marks them only in the unit DIE's tag)."""
+        if self._importers is None and any(self._is_partial(u) for u in self.units):
+            self._importers = self._find_importers()
+
+    def _is_partial(self, u) -> bool:
+        if u.unit_type == DW_UT_partial or u.version >= 5:
+            return u.unit_type == DW_UT_partial
+        # DWARF 2-4: the tag of the unit DIE's abbreviation, found without parsing the
+        # whole table (the unit DIE's abbreviation is normally the table's first)
+        try:
+            d = self.data_of(u)
+            code, _ = uleb(d, u.die_offset)
+            ab = u.file.abbrev
+            o = u.abbrev_offset
+            while True:
+                c, o = uleb(ab, o)
+                if c == 0:
+                    return False
+                tag, o = uleb(ab, o)
+                if c == code:
+                    return tag == _TAG_PARTIAL_UNIT
+                o += 1
+                while True:
+                    at, o = uleb(ab, o)
+                    form, o = uleb(ab, o)
+                    if form == 0x21:
+                        _, o = uleb(ab, o)
+                    if at == 0 and form == 0:
+                        break
+        except IndexError:
+            return False                     # the unit's own scan reports it
+
     def origin_of(self, u):
         """A name for the types of unit `u`: its own, or for a dwz partial unit the name
         of the first compile unit that imports it (DW_TAG_imported_unit)."""
@@ -258,28 +292,48 @@ class Reader:
         return self._importers.get(u.space + u.die_offset)
 
     def _find_importers(self) -> dict:
-        """partial unit DIE offset -> name of the first importing unit (dwz puts the
-        DW_TAG_imported_unit DIEs first among a unit's children)."""
-        out: dict = {}
+        """partial unit DIE offset -> name of the first compile unit that imports it,
+        directly or through other partial units (DW_TAG_imported_unit children of units;
+        the other children are jumped over)."""
+        first_importer: dict = {}      # imported unit DIE offset -> importing unit DIE offset
+        names: dict = {}               # unit DIE offset -> name (compile units)
         tag_import = TAG["imported_unit"]
         for u in self.units:
             try:
                 d, plans, p, o = self.root(u)
+                here = u.space + u.die_offset
+                if u.unit_type != DW_UT_partial and u.name:
+                    names[here] = u.name
+                walker = UnitScan(d, u, plans)
                 while p is not None and p.children and o < u.end:
                     code, o = uleb(d, o)
                     if code == 0:
                         break
                     q = plans.build(code, o)
                     if q.tag != tag_import:
-                        break
+                        o = walker.skip(q, o)
+                        continue
                     ab = self.abbrev_cache[(id(u.file), u.abbrev_offset)][code]
                     o, target = self.decoders.get(ab, WANT_IMPORT, u.addr_size, u.off_size,
                                                   u.version)(d, o, u)
                     if target is not None:
-                        out.setdefault(target, u.name or out.get(u.space + u.die_offset))
+                        first_importer.setdefault(target, here)
             except (FormError, IndexError, struct.error, ValueError, KeyError, TypeError):
                 continue                     # the unit's own scan reports it properly
+        out = {}
+        for target in first_importer:
+            at, hops = target, 0
+            while at not in names and at in first_importer and hops < 64:
+                at = first_importer[at]
+                hops += 1
+            if at in names:
+                out[target] = names[at]
         return out
+
+    def files_at(self, off):
+        """decl_file table of the unit holding virtual DIE offset `off`."""
+        u = self.unit_at(off)
+        return self.files_of(u) if u is not None else []
 
     def files_of(self, u):
         if u.files is None:
@@ -303,7 +357,7 @@ class Reader:
             u = self.units[i]
             s = self.scan(u)
             try:
-                res.unit(u, s.records, self.files_of, self.origin_of(u))
+                res.unit(u, s.records, self.files_at, self.origin_of(u))
             except FormError as e:
                 raise UnitError(u.file.path, u.sec, e.offset or u.offset, str(e)) from None
             if tick is not None:

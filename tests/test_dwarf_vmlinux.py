@@ -6,6 +6,8 @@ from __future__ import annotations
 import collections
 import os
 import re
+import shutil
+import subprocess
 
 import pytest
 from elftools.elf.elffile import ELFFile
@@ -15,6 +17,7 @@ from dbhive import store
 from dbhive.btf import read_btf
 from dbhive.dwarf import read_dwarf
 from dbhive.dwarf_reader import Reader
+from conftest import need_tool
 from pahole_compare import compare_with_pahole
 from pahole_oracle import pahole_layouts
 
@@ -24,6 +27,22 @@ pytestmark = pytest.mark.slow
 @pytest.fixture(scope="session")
 def debian_dwarf_graph(debian_vmlinux) -> M.TypeGraph:
     return read_dwarf(debian_vmlinux)
+
+
+@pytest.fixture(scope="session")
+def debian_vmlinux_dwz(debian_vmlinux) -> str:
+    """The same vmlinux after `dwz` (single-file mode: 17k partial units, imported units,
+    DW_FORM_ref_addr), the way dwz-using distros ship kernel debuginfo.  Made once."""
+    need_tool("dwz")
+    out = debian_vmlinux + ".dwz"
+    if not os.path.exists(out):
+        tmp = out + ".part"
+        shutil.copy(debian_vmlinux, tmp)
+        # dwz's default DIE limits are below a kernel's 14M DIEs
+        subprocess.run(["dwz", "-L", "100000000", "-l", "100000000", tmp], check=True,
+                       capture_output=True)
+        os.replace(tmp, out)
+    return out
 
 
 def test_every_pahole_layout_equal(debian_dwarf_graph, debian_vmlinux):
@@ -44,6 +63,27 @@ def test_same_name_layouts_carry_their_unit(debian_dwarf_graph):
         assert all(t.origin and t.origin.endswith((".c", ".S")) for t in layouts)
         assert len({(t.size, tuple((m.name, m.bit_offset, m.bit_size) for m in t.members),
                      tuple(m.type for m in t.members)) for t in layouts}) == len(layouts)
+
+
+def test_dwz_vmlinux_reads_like_the_original(debian_dwarf_graph, debian_vmlinux_dwz,
+                                              debian_vmlinux):
+    with open(debian_vmlinux_dwz, "rb") as fh:
+        units = [cu.get_top_DIE().tag for cu in
+                 ELFFile(fh).get_dwarf_info(relocate_dwarf_sections=False).iter_CUs()
+                 if cu.cu_offset < 200_000]
+    assert "DW_TAG_partial_unit" in units           # dwz really rewrote it
+    g = read_dwarf(debian_vmlinux_dwz)
+    result = compare_with_pahole(g, pahole_layouts(debian_vmlinux, "dwarf"))
+    assert result["problems"] == [] and result["checked"] >= 7400
+    orig = debian_dwarf_graph
+    assert sorted(g.type_name(i) + " " + t.kind for i, t in enumerate(g.types)) == \
+        sorted(orig.type_name(i) + " " + t.kind for i, t in enumerate(orig.types))
+    def funcs(x):
+        return sorted((f.name, x.type_name(f.proto), f.static, f.file, f.line)
+                      for f in x.functions)
+    assert funcs(g) == funcs(orig)
+    # types dwz moved to partial units are tagged with a compile unit that imports them
+    assert all(t.origin for _, t in g.named(M.COMPOSITE))
 
 
 # ---------------------------------------------------------------------------
