@@ -234,14 +234,23 @@ def test_missing_dwz_alt_file(tmp_path, dwarf_fixtures):
 # ---------------------------------------------------------------------------
 # fuzz: mutated DWARF never hangs and never raises anything but DwarfError
 
+FUZZ_SEEDS = {"user-dwarf4": (".debug_info", ".debug_abbrev", ".debug_str", ".debug_line"),
+              "user-dwarf5-types": (".debug_info", ".debug_abbrev", ".debug_line",
+                                    ".debug_line_str"),
+              "user-clang5": (".debug_info", ".debug_abbrev", ".debug_str_offsets",
+                              ".debug_line"),
+              "user-split-a.dwo": (".debug_info.dwo", ".debug_abbrev.dwo",
+                                   ".debug_str_offsets.dwo")}
+
+
 @pytest.fixture(scope="module")
-def fuzz_seed(dwarf_fixtures):
-    src = dwarf_fixtures["user-dwarf4"]
-    with open(src, "rb") as fh:
-        data = fh.read()
-    ranges = [_section(src, n) for n in (".debug_info", ".debug_abbrev", ".debug_str",
-                                         ".debug_line")]
-    return data, ranges
+def fuzz_seeds(dwarf_fixtures):
+    seeds = []
+    for name, sections in FUZZ_SEEDS.items():
+        src = dwarf_fixtures[name]
+        with open(src, "rb") as fh:
+            seeds.append((fh.read(), [_section(src, n) for n in sections]))
+    return seeds
 
 
 class _Hang(Exception):
@@ -252,12 +261,12 @@ def _alarm(_sig, _frame):
     raise _Hang()
 
 
-@settings(max_examples=150, deadline=None,
+@settings(max_examples=300, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture,
                                  HealthCheck.too_slow])
 @given(st.data())
-def test_fuzzed_dwarf(tmp_path, fuzz_seed, data):
-    raw, ranges = fuzz_seed
+def test_fuzzed_dwarf(tmp_path, fuzz_seeds, data):
+    raw, ranges = fuzz_seeds[data.draw(st.integers(0, len(fuzz_seeds) - 1))]
     buf = bytearray(raw)
     which = data.draw(st.integers(0, len(ranges) - 1))
     start, size = ranges[which]
