@@ -195,6 +195,7 @@ class Decoders:
         self.structs: dict = {}
         self._want_ats: dict = {}
         self.by_specs: dict = {}
+        self.plans: dict = {}        # dwarf_scan.Plan by abbreviation shape
 
     def get(self, ab: Abbrev, want: tuple, addr_size: int, off_size: int, version: int,
             finish=None):

@@ -70,7 +70,7 @@ _FINISH = {S_MEMBER: FINISH_MEMBER, S_ENUMERATOR: FINISH_ENUMERATOR, S_PARAM: FI
 class Plan:
     """How to handle DIEs of one abbreviation in one unit.  `rec`: for members,
     enumerators and parameters, a decoder appending the child's fields to a flat list."""
-    __slots__ = ("action", "dec", "children", "fixed", "skip", "sib", "tag", "rec")
+    __slots__ = ("action", "dec", "children", "fixed", "skip", "sib", "tag", "rec", "simple")
 
 
 class Plans(list):
@@ -101,28 +101,39 @@ class Plans(list):
         ab = self.abbrevs.get(code)
         if ab is None:
             raise FormError(f"DIE uses abbreviation code {code}, absent from its table", where)
-        decoders = self.decoders
-        asz, osz, ver = self.sizes
-        p = Plan()
-        p.tag = ab.tag
-        p.action = action = _TAG_ACTION.get(ab.tag, S_SKIP)
-        p.children = ab.children
-        p.dec = decoders.get(ab, _WANT[action], asz, osz, ver) if action != S_SKIP else None
-        p.fixed = decoders.skip_size(ab, asz, osz, ver)
-        p.skip = decoders.get(ab, (), asz, osz, ver) if p.fixed is None else None
-        has_sib = ab.children and any(at == _AT_SIBLING for at, _f, _i in ab.specs)
-        p.sib = decoders.get(ab, WANT_SIBLING, asz, osz, ver) if has_sib else None
-        p.rec = None
-        if action in _FINISH:
-            p.rec = decoders.get(ab, _WANT[action], asz, osz, ver, _FINISH[action])
-            if not ab.children:
-                self.fast[action][code] = p.rec
-        elif not ab.children and action in _SIMPLE:
-            extra = _QUAL_KIND[ab.tag] if action == S_QUAL else _SIMPLE[action][1]
-            self.simple[code] = decoders.get(ab, _WANT[action], asz, osz, ver,
-                                             finish_store(_SIMPLE[action][0], extra))
+        shared = self.decoders.plans
+        key = (ab.tag, ab.children, ab.specs, self.sizes)
+        p = shared.get(key)
+        if p is None:
+            p = shared[key] = _make_plan(ab, self.decoders, *self.sizes)
+        if p.rec is not None and not p.children:
+            self.fast[p.action][code] = p.rec
+        elif p.simple is not None:
+            self.simple[code] = p.simple
         self[code] = p
         return p
+
+
+def _make_plan(ab, decoders, asz, osz, ver) -> Plan:
+    """A plan depends only on the abbreviation's shape: shared by every unit whose table
+    has the same (tag, children, attributes/forms) entry (`decoders.plans`)."""
+    p = Plan()
+    p.tag = ab.tag
+    p.action = action = _TAG_ACTION.get(ab.tag, S_SKIP)
+    p.children = ab.children
+    p.dec = decoders.get(ab, _WANT[action], asz, osz, ver) if action != S_SKIP else None
+    p.fixed = decoders.skip_size(ab, asz, osz, ver)
+    p.skip = decoders.get(ab, (), asz, osz, ver) if p.fixed is None else None
+    has_sib = ab.children and any(at == _AT_SIBLING for at, _f, _i in ab.specs)
+    p.sib = decoders.get(ab, WANT_SIBLING, asz, osz, ver) if has_sib else None
+    p.rec = p.simple = None
+    if action in _FINISH:
+        p.rec = decoders.get(ab, _WANT[action], asz, osz, ver, _FINISH[action])
+    elif not ab.children and action in _SIMPLE:
+        extra = _QUAL_KIND[ab.tag] if action == S_QUAL else _SIMPLE[action][1]
+        p.simple = decoders.get(ab, _WANT[action], asz, osz, ver,
+                                finish_store(_SIMPLE[action][0], extra))
+    return p
 
 
 def make_plans(abbrevs: dict, decoders, unit) -> Plans:
