@@ -242,7 +242,9 @@ class Reader:
         if r is not None:
             return r
         u = self.unit_at(off)
-        if u is None or u.index in self._other_done:
+        if u is None:
+            raise FormError(f"reference to 0x{off:x}, outside every unit")
+        if u.index in self._other_done:
             return None
         self._other_done.add(u.index)
         self._other_recs.update(self.scan(u).records)

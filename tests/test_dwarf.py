@@ -214,6 +214,21 @@ def test_unit_length_past_the_end(tmp_path, dwarf_fixtures):
         read_dwarf(path)
 
 
+def test_reference_out_of_range(tmp_path, dwarf_fixtures):
+    src = dwarf_fixtures["user-dwarf5"]
+    sec_off, _ = _section(src, ".debug_info")
+    with open(src, "rb") as fh:           # pyelftools locates a member's DW_AT_type (ref4)
+        dwarf = ELFFile(fh).get_dwarf_info(relocate_dwarf_sections=False)
+        cu = next(dwarf.iter_CUs())
+        attr = next(die.attributes["DW_AT_type"] for die in cu.iter_DIEs()
+                    if die.tag == "DW_TAG_member"
+                    and die.attributes["DW_AT_type"].form == "DW_FORM_ref4")
+    path = _patched(tmp_path, src, sec_off + attr.offset, struct.pack("<I", 0x7FFFFF00))
+    with pytest.raises(DwarfError, match=r"\.debug_info at offset 0x[0-9a-f]+: reference to "
+                                         r"0x7fffff00, outside every unit"):
+        read_dwarf(path)
+
+
 def test_truncated_file(tmp_path, dwarf_fixtures):
     src = dwarf_fixtures["user-dwarf5"]
     off, size = _section(src, ".debug_info")
