@@ -82,7 +82,18 @@ def _print_report(r: GoReport) -> None:
 @click.option("--offsets", "offsets_file", type=click.Path(dir_okay=False),
               help="File of pkg.Struct.field keys instead of the standard list.")
 def go_command(binary, pid, as_json, symbols_file, offsets_file):
-    """Go version, probe offsets, RET offsets, struct offsets and itabs of a Go executable."""
+    """Go version, probe offsets, RET offsets, struct offsets and itabs of a Go executable.
+
+    Works on stripped binaries too (symbols from the pclntab, offsets from the generated
+    table keyed by Go version); every offset says where it came from.
+
+    \b
+    Examples:
+      resolver go ./server
+      resolver go ./server --json
+      resolver go --pid 1234 --json
+      resolver go ./server --symbols my-symbols.txt --offsets my-fields.txt
+    """
     if (binary is None) == (pid is None):
         raise click.UsageError("give either a BINARY or --pid PID")
     symbols, offsets = _read_list(symbols_file), _read_list(offsets_file)
@@ -104,7 +115,13 @@ def go_command(binary, pid, as_json, symbols_file, offsets_file):
 @click.option("--symbols", "names", default="", help="Comma-separated symbol names.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
 def elf_command(path, names, as_json):
-    """File offsets of symbols of any ELF, and OpenSSL's version when it is OpenSSL."""
+    """File offsets of symbols of any ELF, and OpenSSL's version when it is OpenSSL.
+
+    \b
+    Examples:
+      resolver elf /usr/lib/x86_64-linux-gnu/libssl.so.3 --symbols SSL_write,SSL_read
+      resolver elf ./static-app --symbols SSL_write --json
+    """
     try:
         img = ElfImage(path)
     except ElfError as exc:
