@@ -168,6 +168,30 @@ _REF_LOCAL = {F["ref1"], F["ref2"], F["ref4"], F["ref8"], F["ref_udata"]}
 _STRING_ATTRS = {"name", "comp_dir", "producer"}
 _REF_ATTRS = {"type", "sibling", "abstract_origin", "specification", "import", "signature"}
 _LOC_ATTRS = {"data_member_location"}
+_AT_NAME = {v: k for k, v in AT.items()}
+
+
+_REF_FORMS = _REF_LOCAL | {F["ref_addr"], F["ref_sig8"], F["GNU_ref_alt"], F["ref_sup4"],
+                           F["ref_sup8"]}
+_CONST_FORMS = {F["data1"], F["data2"], F["data4"], F["data8"], F["data16"], F["sdata"],
+                F["udata"], F["implicit_const"], F["flag"], F["flag_present"]}
+_BLOCK_FORMS = {F["block1"], F["block2"], F["block4"], F["block"], F["exprloc"]}
+_PRESENCE_ATTRS = {AT[a] for a in ("low_pc", "ranges", "entry_pc", "inline", "high_pc")}
+
+
+def _form_ok(at: int, form: int) -> bool:
+    """Whether a value of this form means something for this attribute (else the
+    attribute is skipped as if absent: malformed or exotic producers)."""
+    name = _AT_NAME.get(at)
+    if name in _STRING_ATTRS:
+        return form in _STR_FORMS
+    if name in _REF_ATTRS:
+        return form in _REF_FORMS
+    if name in _LOC_ATTRS:
+        return form in _CONST_FORMS or form in _BLOCK_FORMS
+    if at in _PRESENCE_ATTRS:
+        return True
+    return form in _CONST_FORMS or form == F["sec_offset"]
 
 
 def fixed_size(form: int, addr_size: int, off_size: int, version: int):
@@ -224,7 +248,7 @@ class Decoders:
         norm = []
         skip = 0
         for at, form, ic in specs:
-            if at in wanted:
+            if at in wanted and _form_ok(at, form):
                 if skip:
                     norm.append((0, -skip, None))
                     skip = 0

@@ -362,6 +362,11 @@ class Reader:
                 res.unit(u, s.records, self.files_at, self.origin_of(u))
             except FormError as e:
                 raise UnitError(u.file.path, u.sec, e.offset or u.offset, str(e)) from None
+            except (IndexError, struct.error, ValueError, KeyError, TypeError,
+                    OverflowError) as e:
+                raise UnitError(u.file.path, u.sec, u.offset,
+                                f"malformed types in the unit at 0x{u.offset:x} "
+                                f"({type(e).__name__}: {e})") from None
             if tick is not None:
                 tick(n + 1)
         return res
