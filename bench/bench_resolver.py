@@ -121,7 +121,6 @@ def bench(db: str, rounds: int) -> dict:
                 warm.append(time.perf_counter_ns() - t)
         # ---- ours, walking every time (result cache bypassed)
         walk = []
-        parsed = {p: parse_path(p) for p in PATHS}
         for _ in range(max(1, rounds // 2)):
             for p in PATHS:
                 t = time.perf_counter_ns()

@@ -16,7 +16,7 @@ import json
 import os
 import sqlite3
 import tempfile
-from typing import Iterable, Optional
+from typing import Iterable
 
 from . import model as M
 

@@ -13,8 +13,7 @@ kernel's DB.  Errors are `LookupError` subclasses from `resolver.errors`.
 """
 from __future__ import annotations
 
-import os
-from dataclasses import asdict, dataclass, field
+from dataclasses import asdict, dataclass
 from typing import Iterator, NamedTuple, Optional
 
 from . import paths
@@ -251,7 +250,6 @@ class Resolver:
         # the text walked so far, kept as parts: joined only for messages and hop paths
         parts = [mp.root if mp.root_kind is None else f"{mp.root_kind} {mp.root}"]
         hop_results = []
-        last_type = None
         steps = mp.steps
         db, cur = ref.db, ref.id
         bits, mtype, bsize = 0, None, 0

@@ -83,6 +83,20 @@ def running_btf() -> str:
     return RUNNING_BTF
 
 
+@pytest.fixture(scope="session")
+def running_db(running_btf) -> str:
+    """A DB of the running kernel's BTF (cached by tests/resolver_support.py)."""
+    from resolver_support import build_btf_db, running_meta
+    return build_btf_db(running_btf, running_meta())
+
+
+@pytest.fixture(scope="session")
+def debian_db(debian_vmlinux_btf) -> str:
+    """A DB of the Debian 6.1 kernel's BTF (cached by tests/resolver_support.py)."""
+    from resolver_support import build_btf_db, debian_meta
+    return build_btf_db(debian_vmlinux_btf, debian_meta())
+
+
 def need_tool(name: str) -> str:
     path = shutil.which(name)
     if not path:

@@ -9,7 +9,6 @@ from __future__ import annotations
 import hashlib
 import os
 import re
-import subprocess
 from typing import Optional
 
 from conftest import CACHE, DEBIAN_RELEASE

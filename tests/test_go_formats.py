@@ -6,7 +6,6 @@ from __future__ import annotations
 import shutil
 import struct
 
-import pytest
 from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 

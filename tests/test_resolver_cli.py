@@ -14,7 +14,7 @@ from conftest import DEBIAN_RELEASE
 from dbhive import model as M
 from dbhive import store
 from resolver import NoKernelDB, Resolver, select
-from resolver_support import build_btf_db, debian_meta, running_meta
+from resolver_support import running_meta
 
 RESOLVER = [sys.executable, "-m", "resolver.cli"]
 
@@ -37,16 +37,6 @@ def _place(hive, src, meta, name=None):
             conn.execute("INSERT OR REPLACE INTO meta (key, value) VALUES (?, ?)", (k, v))
     conn.close()
     return dest
-
-
-@pytest.fixture(scope="module")
-def running_db(running_btf):
-    return build_btf_db(running_btf, running_meta())
-
-
-@pytest.fixture(scope="module")
-def debian_db(debian_vmlinux_btf):
-    return build_btf_db(debian_vmlinux_btf, debian_meta())
 
 
 @pytest.fixture(scope="module")

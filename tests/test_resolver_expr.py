@@ -18,7 +18,6 @@ import pytest
 
 from resolver import ExprError, Resolver
 from resolver.expr import translate, translate_filter
-from resolver_support import build_btf_db, debian_meta, running_meta
 
 # The contract's reference expressions, then more of the syntax.
 CONTRACT = [
@@ -78,16 +77,6 @@ def surftrace_show(db: str, exprs, tmp_path, arch=None) -> list:
            if line.startswith("{'type'")]
     assert len(out) == len(exprs), p.stdout + p.stderr
     return out
-
-
-@pytest.fixture(scope="module")
-def running_db(running_btf):
-    return build_btf_db(running_btf, running_meta())
-
-
-@pytest.fixture(scope="module")
-def debian_db(debian_vmlinux_btf):
-    return build_btf_db(debian_vmlinux_btf, debian_meta())
 
 
 def _ours(db, exprs, arch="x86_64", compat=True):

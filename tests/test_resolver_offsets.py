@@ -9,8 +9,7 @@ import pytest
 
 from conftest import need_tool
 from resolver import AbsentMember, NoSuchType, NotAPointer, BadPath, Resolver
-from resolver_support import (Absent, PaholeOffsets, build_btf_db, debian_meta,
-                              running_meta)
+from resolver_support import Absent, PaholeOffsets, build_btf_db, debian_meta
 
 # Member paths tracers use (shared/docs/formats.md) plus nested / anonymous / bitfield /
 # array / typedef cases.  Some are absent in some kernels: then pahole must agree.
@@ -76,11 +75,6 @@ def _check(r: Resolver, oracle: PaholeOffsets, paths) -> tuple:
         bitfields += got.bit_size is not None
         present += 1
     return present, absent, bitfields
-
-
-@pytest.fixture(scope="session")
-def running_db(running_btf):
-    return build_btf_db(running_btf, running_meta())
 
 
 @pytest.fixture(scope="session")

@@ -122,7 +122,7 @@ class GoDwarf:
         o += 2
         off_fmt = e + ("I" if u.off_size == 4 else "Q")
         if u.version >= 5:
-            _unit_type, u.addr_size = d[o], d[o + 1]
+            u.addr_size = d[o + 1]      # d[o] is the unit type
             abbrev_off = struct.unpack_from(off_fmt, d, o + 2)[0]
             o += 2 + u.off_size
         else:
