@@ -27,8 +27,21 @@ def user_errors():
     return tuple(kinds)
 
 
+_interrupted = False
+
+
 def _raise_interrupt(signum, frame):
+    # Remember it: a KeyboardInterrupt raised while libarchive is inside our ctypes read
+    # callback is swallowed by ctypes and comes back as a read error of the archive.
+    global _interrupted
+    _interrupted = True
     raise KeyboardInterrupt
+
+
+def _quiet_interrupts(unraisable, _default=sys.unraisablehook):
+    """The interrupt swallowed inside a ctypes callback is reported once, by `build`."""
+    if not isinstance(unraisable.exc_value, KeyboardInterrupt):
+        _default(unraisable)
 
 
 def fail(message: str, code: int = 1):
@@ -76,15 +89,19 @@ def build(input_path, hive, out, distro, source, jobs, progress, as_json):
     from .build import build as do_build
     # SIGTERM unwinds like Ctrl-C, so temp files and the half-written DB are removed
     signal.signal(signal.SIGTERM, _raise_interrupt)
+    signal.signal(signal.SIGINT, _raise_interrupt)
+    sys.unraisablehook = _quiet_interrupts
     if progress is None:
         progress = sys.stderr.isatty()
     try:
         res = do_build(input_path, hive=hive, out=out, distro=distro, source=source,
                        progress=progress, jobs=jobs)
-    except user_errors() as e:
-        fail(str(e))
     except KeyboardInterrupt:
         fail("interrupted; nothing was written", 130)
+    except user_errors() as e:
+        if _interrupted:
+            fail("interrupted; nothing was written", 130)
+        fail(str(e))
     m = res.meta
     if as_json:
         click.echo(json.dumps({"db": res.db, "meta": m}, indent=2))
