@@ -216,3 +216,20 @@ def test_btfhub_archive_identity_from_its_name(tmp_path, running_btf):
         (release, "x86_64", "generic", "")
     assert meta["source_kind"] == "btf-archive" and meta["type_source"] == "btf"
     assert out["db"].endswith(f"/x86_64/db/ubuntu/info-{release}.db")
+
+
+def test_interrupted_dwarf_build_stops_its_workers(tmp_path, debian_vmlinux):
+    """SIGTERM while the two DWARF workers run: one line, no DB, no worker left behind."""
+    hive = tmp_path / "hive"
+    proc = subprocess.Popen([DBHIVE, "build", debian_vmlinux, "--hive", str(hive)],
+                            stderr=subprocess.PIPE, text=True)
+    time.sleep(6)                      # past identity and sha256, inside read_dwarf
+    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
+                              text=True).stdout.split()
+    proc.send_signal(signal.SIGTERM)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130
+    assert err.strip() == "dbhive: error: interrupted; nothing was written"
+    assert not hive.exists() or files_under(str(hive)) == []
+    time.sleep(1)
+    assert [c for c in children if os.path.exists(f"/proc/{c}")] == []
