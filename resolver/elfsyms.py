@@ -28,6 +28,19 @@ DT_NEEDED, DT_STRTAB = 1, 5
 STT_FUNC, STT_OBJECT = 2, 1
 
 
+
+def string_offsets(table: bytes, name: str) -> list:
+    """Offsets in a table of NUL-terminated strings at which `name` is a whole string."""
+    needle = name.encode() + b"\0"
+    out, start = [], 0
+    while True:
+        i = table.find(needle, start)
+        if i < 0:
+            return out
+        if i == 0 or table[i - 1] == 0:
+            out.append(i)
+        start = i + 1
+
 class ElfError(ValueError):
     """The file is not an ELF file this reader understands (one-line message)."""
 
@@ -249,17 +262,7 @@ class ElfImage:
         name_offs = None
         if wanted is not None:
             # Decode only entries whose name offset is one of the wanted names.
-            name_offs = set()
-            for n in wanted:
-                needle = n.encode() + b"\0"
-                start = 0
-                while True:
-                    i = strdata.find(needle, start)
-                    if i < 0:
-                        break
-                    if i == 0 or strdata[i - 1] == 0:
-                        name_offs.add(i)
-                    start = i + 1
+            name_offs = {i for n in wanted for i in string_offsets(strdata, n)}
             if not name_offs:
                 return
         for ent in struct.iter_unpack(fmt, raw):

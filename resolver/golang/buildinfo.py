@@ -38,7 +38,8 @@ class BuildInfo:
                 "replaced": dict(self.replaced), "build": dict(self.settings)}
 
 
-def _uvarint(buf, pos: int) -> Tuple[int, int]:
+def uvarint(buf, pos: int) -> Tuple[int, int]:
+    """Go's unsigned varint at `pos`: (value, position after it); ValueError if malformed."""
     value = shift = 0
     while True:
         if pos >= len(buf) or shift > 63:
@@ -101,9 +102,9 @@ def read_buildinfo(img: ElfImage) -> Optional[BuildInfo]:
     endian = ">" if big else "<"
     if flags & FLAG_INLINE:
         try:
-            n, pos = _uvarint(blob, 32)
+            n, pos = uvarint(blob, 32)
             version = bytes(blob[pos:pos + n]).decode("utf-8", "replace")
-            n, pos = _uvarint(blob, pos + n)
+            n, pos = uvarint(blob, pos + n)
             modinfo = bytes(blob[pos:pos + n]).decode("utf-8", "replace")
         except ValueError:
             return None

@@ -17,7 +17,8 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, Optional, Tuple
 
-from ..elfsyms import ElfImage
+from ..elfsyms import ElfImage, string_offsets
+from .buildinfo import uvarint
 
 MAGIC_12 = 0xFFFFFFFB
 MAGIC_116 = 0xFFFFFFFA
@@ -41,17 +42,6 @@ class Func:
     name: str
     entry: int       # vaddr
     size: int        # bytes of code (without the alignment padding after it)
-
-
-def _uvarint(buf, pos: int) -> Tuple[int, int]:
-    value = shift = 0
-    while True:
-        b = buf[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
 
 
 class Pclntab:
@@ -127,13 +117,13 @@ class Pclntab:
         size, first = 0, True
         try:
             while True:
-                uv, pos = _uvarint(rec, pos)
+                uv, pos = uvarint(rec, pos)
                 if uv == 0 and not first:
                     break
                 first = False
-                delta, pos = _uvarint(rec, pos)
+                delta, pos = uvarint(rec, pos)
                 size += delta * self.quantum
-        except IndexError:
+        except (IndexError, ValueError):     # a malformed pc table: fall back to the gap
             return gap
         return size if 0 < size <= gap else gap
 
@@ -151,15 +141,7 @@ class Pclntab:
         offsets: Dict[int, str] = {}
         if table is not None:
             for n in wanted:
-                needle = n.encode() + b"\0"
-                start = 0
-                while True:
-                    i = table.find(needle, start)
-                    if i < 0:
-                        break
-                    if i == 0 or table[i - 1] == 0:
-                        offsets[i] = n
-                    start = i + 1
+                offsets.update((i, n) for i in string_offsets(table, n))
             if not offsets:
                 return {}
         out: Dict[str, Func] = {}
