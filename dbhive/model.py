@@ -136,6 +136,18 @@ class TypeGraph:
         return t.kind
 
     # ---- C spelling ------------------------------------------------------
+    def spelling_cache(self):
+        """A memoized `type_name` (each id is spelled once)."""
+        cache: dict = {}
+        type_name = self.type_name
+
+        def spell(tid: int) -> str:
+            s = cache.get(tid)
+            if s is None:
+                s = cache[tid] = type_name(tid)
+            return s
+        return spell
+
     def type_name(self, tid: int) -> str:
         """C spelling of a type with no declarator name: `struct file *`,
         `const char *`, `long unsigned int`, `void (*)(struct rcu_head *)`, `u8 [16]`."""

@@ -246,14 +246,7 @@ def _surftrace_rows(g: M.TypeGraph, spell):
 
 def spelling_cache(g: M.TypeGraph):
     """A memoized `g.type_name` (each id is spelled once)."""
-    cache: dict = {}
-
-    def spell(tid: int) -> str:
-        s = cache.get(tid)
-        if s is None:
-            s = cache[tid] = g.type_name(tid)
-        return s
-    return spell
+    return g.spelling_cache()
 
 
 # ---------------------------------------------------------------------------

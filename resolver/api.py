@@ -16,9 +16,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Iterator, NamedTuple, Optional
 
-from . import paths
+from . import paths, select
 from .errors import AbsentMember, NoSuchFunction, NoSuchType, NotAPointer
-from .kernel import ARRAY, COMPOSITE, ENUM, FWD, PTR, KernelDB
+from .kernel import ARRAY, COMPOSITE, ENUM, FWD, PTR, KernelDB, TypeSource
 
 _RESULT_CACHE_MAX = 65536
 
@@ -119,7 +119,7 @@ class FuncInfo:
 @dataclass(frozen=True)
 class TypeRef:
     """A type found by name: which DB it lives in and its id there."""
-    db: KernelDB
+    db: TypeSource
     id: int
 
 
@@ -134,7 +134,7 @@ def bitfield_unit(bit_pos: int, bit_size: int, unit: int) -> tuple:
 class Resolver:
     """Answers layout questions about one kernel (plus optional overlay DBs)."""
 
-    def __init__(self, db: KernelDB, overlays: tuple = (), warnings: tuple = ()):
+    def __init__(self, db: TypeSource, overlays: tuple = (), warnings: tuple = ()):
         self.db = db
         self.overlays = tuple(o for o in overlays if o.has_kt)
         self.sources = self.overlays + (db,)
@@ -151,7 +151,6 @@ class Resolver:
         """Open an explicit DB file, or the hive's DB for (release, arch[, build_id]), or —
         with neither — the DB of the running kernel.  `overlay`: a prev.db path, None for
         none, or "auto" ($LBC_PREVDB, else ./prev.db when it exists)."""
-        from . import select
         choice = select.choose_db(db=db, hive=hive, release=release, arch=arch,
                                   build_id=build_id)
         kdb = KernelDB(choice.path)
@@ -161,6 +160,18 @@ class Resolver:
     @classmethod
     def for_running_kernel(cls, hive: Optional[str] = None, overlay: Optional[str] = "auto"):
         return cls.open(hive=hive, overlay=overlay)
+
+    @classmethod
+    def from_btf(cls, path: str = "/sys/kernel/btf/vmlinux", overlay: Optional[str] = None,
+                 meta: Optional[dict] = None) -> "Resolver":
+        """Answer from a kernel's BTF read straight into memory, no DB: raw BTF
+        (/sys/kernel/btf/vmlinux, *.btf) or an ELF file with a .BTF section.  Answers equal
+        those of a DB built from the same BTF.  `meta`: the kernel identity to report
+        (default: the running kernel's for /sys/kernel/btf/vmlinux, else the path only)."""
+        from .btfsource import btf_source
+        src = btf_source(path, meta)
+        overlays = tuple(KernelDB(p) for p in select.overlay_paths(overlay))
+        return cls(src, overlays)
 
     def close(self) -> None:
         for s in self.sources:
@@ -177,6 +188,11 @@ class Resolver:
         m = self.db.meta
         return {"release": m.get("release"), "arch": m.get("arch"),
                 "build_id": m.get("build_id"), "db": self.db.path}
+
+    @property
+    def source(self) -> str:
+        """Where the answers come from: 'db:<path>' or 'btf:<path>'."""
+        return self.db.source
 
     # ---- type lookup -----------------------------------------------------
     def find_type(self, name: str, kind: Optional[str] = None) -> TypeRef:
@@ -299,7 +315,7 @@ class Resolver:
         last = self._make_offset(db, mp.text, bits, mtype, bsize)
         return last._replace(note=note) if note else last
 
-    def _make_offset(self, db: KernelDB, path: str, bits: int, mtype: int, bsize: int) -> Offset:
+    def _make_offset(self, db: TypeSource, path: str, bits: int, mtype: int, bsize: int) -> Offset:
         spelled = db.spelling(mtype)
         if bsize:
             unit = db.sizeof(mtype) or 4
@@ -368,7 +384,7 @@ class Resolver:
                                for (pn, ptype) in src.params(proto))
                 ret = src.spelling(pt.ref) if pt.ref is not None else "void"
                 out.append(FuncInfo(fname, ret, params, bool(pt.kind == "func_proto" and
-                                                             _variadic(src, proto)),
+                                                             src.variadic(proto)),
                                     bool(static), file, line, module))
             if out:
                 return out
@@ -389,11 +405,6 @@ class Resolver:
                 for (tid, _k, _s, _r) in src.named(name, kind):
                     return src.sizeof(tid)
         return None
-
-
-def _variadic(db: KernelDB, proto: int) -> bool:
-    rows = db._query("SELECT variadic FROM kt_types WHERE id = ?", (proto,))
-    return bool(rows and rows[0][0])
 
 
 __all__ = ["Resolver", "Offset", "StructInfo", "MemberInfo", "FuncInfo", "Param",

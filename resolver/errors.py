@@ -43,3 +43,8 @@ class NotAPointer(ResolverError, ValueError):
 class ExprError(ResolverError, ValueError):
     """A surftrace expression that cannot be translated."""
     exit_code = 6
+
+
+class CorruptDB(ResolverError):
+    """A DB (or BTF) whose contents are inconsistent: a reference cycle, a dangling id."""
+    exit_code = 7
