@@ -94,8 +94,8 @@ def count_dies(path: str) -> int:
     if os.path.exists(cache):
         with open(cache) as fh:
             return int(fh.read())
-    from dbhive.dwarf_forms import uleb
-    from dbhive.dwarf_reader import Reader
+    from dbhive.dwarf.forms import uleb
+    from dbhive.dwarf.reader import Reader
     r = Reader(path)
     n = 0
     for u in r.units:

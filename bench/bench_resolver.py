@@ -59,7 +59,7 @@ def _stats(ns: list) -> dict:
 
 def build_running_db(dest: str) -> str:
     from dbhive import btf, store
-    from resolver.select import running_identity
+    from resolver.choose import running_identity
     ident = running_identity()
     with open("/sys/kernel/btf/vmlinux", "rb") as fh:
         g = btf.read_btf(fh.read())

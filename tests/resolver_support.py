@@ -47,7 +47,7 @@ def build_btf_db(btf_path: str, meta: dict, dest: Optional[str] = None) -> str:
 
 
 def running_meta() -> dict:
-    from resolver.select import running_identity
+    from resolver.choose import running_identity
     ident = running_identity()
     return {"release": ident.release, "arch": ident.arch, "build_id": ident.build_id or "",
             "flavour": "normal", "distro": "local"}

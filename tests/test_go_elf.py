@@ -9,7 +9,8 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from resolver.elfsyms import ElfImage, openssl_version, resolve_symbols
+from dbhive.elf import ElfFile as ElfImage
+from resolver.elfsyms import openssl_version, resolve_symbols
 from resolver.golang.cli import elf_command
 
 LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"

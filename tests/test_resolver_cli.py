@@ -13,7 +13,8 @@ import pytest
 from conftest import DEBIAN_RELEASE
 from dbhive import model as M
 from dbhive import store
-from resolver import NoKernelDB, Resolver, select
+from resolver import NoKernelDB, Resolver
+from resolver import choose as select
 from resolver_support import running_meta
 
 RESOLVER = [sys.executable, "-m", "resolver.cli"]
