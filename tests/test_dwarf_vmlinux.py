@@ -17,9 +17,9 @@ from dbhive import store
 from dbhive.btf import read_btf
 from dbhive.dwarf import read_dwarf
 from dbhive.dwarf.reader import Reader
-from conftest import need_tool
-from pahole_compare import compare_with_pahole
-from pahole_oracle import pahole_layouts
+from tests.support import need_tool
+from tests.support.pahole_compare import compare_with_pahole
+from tests.support.pahole_oracle import pahole_layouts
 
 pytestmark = pytest.mark.slow
 

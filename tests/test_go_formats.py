@@ -9,7 +9,7 @@ import struct
 from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
-from go_builds import binary
+from tests.support.go_builds import binary
 from dbhive.elf import ElfFile as ElfImage
 from resolver.golang.buildinfo import MAGIC, read_buildinfo
 from resolver.golang.cli import go_command

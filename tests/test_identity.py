@@ -10,12 +10,13 @@ import subprocess
 
 import pytest
 
-from conftest import DEBIAN_RELEASE, need_tool
+from scripts.realdata import DEBIAN_RELEASE
+from tests.support import need_tool
 from dbhive.elf import elf_section_bytes, has_section, parse_notes
 from dbhive.errors import InputError
 from dbhive.identity import (file_sha256, identify, kernel_flavour, kernel_identity,
                              raw_btf_identity, release_from_name, running_kernel_identity)
-from test_archive import make_rpms
+from tests.support.rpms import make_rpms
 
 SMALL_KO = "aegis128-aesni.ko"
 
