@@ -134,26 +134,21 @@ class TypeSource:
 
     # ---- derived walks -----------------------------------------------------
     def strip(self, tid: int) -> int:
-        """Follow typedefs and qualifiers (a chain longer than the number of types is a
-        cycle: the DB is damaged)."""
-        t = self.type(tid)
-        hops = 0
-        while t.kind in TRANSPARENT and t.ref is not None:
-            t = self.type(t.ref)
-            hops += 1
-            if hops > _MAX_CHAIN:
-                raise _cycle(self, tid)
-        return t.id
+        """Follow typedefs and qualifiers."""
+        return self._follow(tid, TRANSPARENT)
 
     def strip_cv(self, tid: int) -> int:
+        """Follow qualifiers (const, volatile, restrict, type tags)."""
+        return self._follow(tid, QUALIFIERS)
+
+    def _follow(self, tid: int, kinds: tuple) -> int:
+        # a chain longer than any real kernel's is a cycle: the DB is damaged
         t = self.type(tid)
-        hops = 0
-        while t.kind in QUALIFIERS and t.ref is not None:
+        for _ in range(_MAX_CHAIN):
+            if t.kind not in kinds or t.ref is None:
+                return t.id
             t = self.type(t.ref)
-            hops += 1
-            if hops > _MAX_CHAIN:
-                raise _cycle(self, tid)
-        return t.id
+        raise _cycle(self, tid)
 
     def sizeof(self, tid: int) -> Optional[int]:
         t = self.type(tid)
