@@ -24,6 +24,7 @@ import struct
 import zlib
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional
 
+from . import quirks
 from .errors import ElfError, InputError
 
 ELF_MAGIC = b"\x7fELF"
@@ -311,10 +312,7 @@ class ElfFile:
     def build_id(self) -> str:
         """The NT_GNU_BUILD_ID note as lowercase hex ('' if the file has none).  Only notes
         owned by "GNU" count: the kernel's Xen notes reuse type number 3."""
-        for n in self.notes():
-            if n.name == b"GNU" and n.type == NT_GNU_BUILD_ID:
-                return n.desc.hex()
-        return ""
+        return build_id_from_notes_list(self.notes())
 
     # --- sections --------------------------------------------------------------------------
     def section(self, name: str) -> Optional[Section]:
@@ -398,7 +396,7 @@ class ElfFile:
         section symbols, not final values).  Only absolute relocations (S + A) occur there;
         any other type is an error."""
         data = self.section_data(name)
-        if data is None or self.type != ET_REL:
+        if data is None or not quirks.needs_debug_relocations(self.type):
             return data
         base = name if self.section(name) is not None else ".z" + name[1:]
         rel = self.section(".rela" + base) or self.section(".rel" + base)
@@ -637,8 +635,12 @@ def parse_notes(data: bytes, little_endian: bool = True) -> List[Note]:
 
 def build_id_from_notes(data: bytes, little_endian: bool = True) -> str:
     """The GNU build-id (hex) in a note area, '' if none."""
-    for note in parse_notes(data, little_endian):
-        if note.name == b"GNU" and note.type == NT_GNU_BUILD_ID:
+    return build_id_from_notes_list(parse_notes(data, little_endian))
+
+
+def build_id_from_notes_list(notes: List[Note]) -> str:
+    for note in notes:
+        if note.name == quirks.BUILD_ID_NOTE_OWNER and note.type == NT_GNU_BUILD_ID:
             return note.desc.hex()
     return ""
 

@@ -21,7 +21,7 @@ Raw BTF (no ELF around it; see `raw_btf_identity`):
 
 Flavour rule (`kernel_flavour`):
   'debug'  if the package is a `*-debug-*` one (`kernel-debug-debuginfo`), or the release
-           ends with `+debug` or `.debug` (Fedora / RHEL 7 debug kernels);
+           says so (`+debug`, `.debug`: Fedora / RHEL debug kernels; quirks.py);
   else     the part after the last `+` (RHEL `+rt`, `+64k`), or the Debian/Ubuntu/SUSE
            suffix after the ABI number (`6.1.0-47-cloud-amd64` -> `cloud-amd64`,
            `5.15.0-91-generic` -> `generic`, `5.14.21-150500.55.39-default` -> `default`);
@@ -34,6 +34,7 @@ import os
 import re
 import sys
 from dataclasses import asdict, dataclass
+from . import quirks
 from .archive.detect import detect_input
 from .elf import ElfFile, build_id_from_notes, open_regular
 from .errors import InputError
@@ -169,7 +170,7 @@ def pointer_size(arch: str) -> int:
 
 def kernel_flavour(release: str, package_name: str = "") -> str:
     """See the module doc for the rule."""
-    if "debug" in package_name.split("-") or release.endswith(("+debug", ".debug")):
+    if quirks.package_says_debug(package_name) or quirks.release_says_debug(release):
         return "debug"
     if "+" in release:
         return release.rsplit("+", 1)[1]
@@ -214,7 +215,7 @@ def _release_from_uts(elf: ElfFile) -> str:
     raw = elf.symbol_bytes(sym) if sym is not None else None
     if not raw:
         return ""
-    for base in (0, 4, 8):
+    for base in quirks.UTS_NS_UTSNAME_OFFSETS:
         if raw[base:base + 6] == b"Linux\0":
             field = raw[base + _UTS_RELEASE:base + _UTS_RELEASE + _UTS_FIELD]
             return field.split(b"\0", 1)[0].decode("ascii", "replace")

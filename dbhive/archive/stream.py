@@ -21,6 +21,7 @@ from typing import Callable, Optional
 import libarchive
 from libarchive.exception import ArchiveError as LibarchiveError
 
+from .. import quirks
 from ..errors import ArchiveError
 from . import deb, rpm
 from .detect import KIND_TEXT, MODULE_PATTERN, module_name
@@ -314,7 +315,8 @@ class Package:
 
     @property
     def cpio(self) -> bool:
-        return self.kind == "rpm"
+        """Hard-link sets keep their data in their last entry (quirks.py)."""
+        return quirks.link_data_in_last_entry(self.kind)
 
     def _link_set(self, name: str, entry) -> str:
         """cpio: the name identifying an entry's hard link set (its first member's name)."""
