@@ -29,15 +29,17 @@ Flavour rule (`kernel_flavour`):
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import sys
 from dataclasses import asdict, dataclass
+from typing import Optional
 from . import quirks
 from .archive.detect import detect_input
 from .elf import ElfFile, build_id_from_notes, open_regular
-from .errors import InputError
+from .errors import DbhiveError, InputError
 
 SYS_BTF = "/sys/kernel/btf/vmlinux"
 SYS_NOTES = "/sys/kernel/notes"
@@ -110,20 +112,35 @@ def kernel_identity(path: str, name_hint: str = "", package_name: str = "") -> K
         )
 
 
-def identify(path: str, workdir: str, progress: bool = False):
+def identify(path: str, workdir: str, progress: bool = False,
+             max_member_bytes: Optional[int] = None):
     """extract_kernel + kernel_identity, removing the extracted file if it is no kernel.
     Returns (dbhive.archive.Extracted, KernelIdentity)."""
     from .archive import extract_kernel
-    ex = extract_kernel(path, workdir, progress)
+    ex = extract_kernel(path, workdir, progress, max_member_bytes)
     hint = ex.member or ""
     if ex.kind == "btf-archive":        # btfhub: the arch is the archive's directory name
         hint = os.path.join(os.path.dirname(os.path.abspath(path)), ex.member)
     try:
-        ident = kernel_identity(ex.path, hint, ex.package_name)
+        with about_member(ex, path):
+            ident = kernel_identity(ex.path, hint, ex.package_name)
     except BaseException:
         ex.cleanup()
         raise
     return ex, ident
+
+
+@contextlib.contextmanager
+def about_member(ex, package_path: str):
+    """Errors about an extracted member's temp file name the package and the member
+    instead (the temp file is gone by the time the user reads the message)."""
+    try:
+        yield
+    except DbhiveError as e:
+        if not ex.temporary or ex.path not in str(e):
+            raise
+        text = str(e).replace(ex.path, f"{package_path} (member {ex.member})")
+        raise type(e)(text) from None
 
 
 def running_kernel_identity() -> KernelIdentity:

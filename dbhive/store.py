@@ -7,12 +7,11 @@ destination and renamed into place only when complete.
 """
 from __future__ import annotations
 
-import os
 import sqlite3
-import tempfile
 from typing import Iterable
 
 from . import model as M
+from . import output
 from . import schema as S
 from . import surftrace
 
@@ -56,27 +55,25 @@ def _function_rows(g: M.TypeGraph):
 
 # ---------------------------------------------------------------------------
 
-def write_db(graph: M.TypeGraph, meta: dict, dest: str) -> dict:
-    """Write `graph` and `meta` to `dest` atomically (temp file + rename).
-    Returns the meta as written (with the counts and schema version added)."""
-    dest_dir = os.path.dirname(os.path.abspath(dest)) or "."
-    os.makedirs(dest_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".db", dir=dest_dir)
-    os.close(fd)
-    try:
+def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = False) -> dict:
+    """Write `graph` and `meta` to `dest` atomically (output.atomic_path: temp file + rename;
+    a non-regular destination is refused).  Returns the meta as written (with the counts
+    and schema version added)."""
+    meta = dict(meta)
+    meta.setdefault("schema_version", SCHEMA_VERSION)
+    meta.setdefault("type_source", graph.source)
+    meta["types"] = str(len(graph.types))
+    meta["functions"] = str(len(graph.functions))
+    meta["structs"] = str(sum(1 for t in graph.types
+                              if t.kind in M.COMPOSITE and t.size is not None))
+    with output.atomic_path(dest, suffix=".db", must_exist_dir=must_exist_dir) as tmp:
         conn = sqlite3.connect(tmp)
         try:
+            # a temp file renamed only when complete: no journal, no fsync per statement
             conn.execute("PRAGMA journal_mode=OFF")
             conn.execute("PRAGMA synchronous=OFF")
             for t in S.TABLES:
                 conn.execute(S.create_table_sql(t))
-            meta = dict(meta)
-            meta.setdefault("schema_version", SCHEMA_VERSION)
-            meta.setdefault("type_source", graph.source)
-            meta["types"] = str(len(graph.types))
-            meta["functions"] = str(len(graph.functions))
-            meta["structs"] = str(sum(1 for t in graph.types
-                                      if t.kind in M.COMPOSITE and t.size is not None))
             _bulk(conn, S.META, ((k, None if v is None else str(v))
                                  for k, v in sorted(meta.items())))
             spell = graph.spelling_cache()
@@ -94,16 +91,6 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str) -> dict:
             conn.commit()
         finally:
             conn.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)     # mkstemp made it 0600
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return meta
 
 

@@ -25,6 +25,40 @@ _SIMPLE_REF = {K_PTR: M.PTR, K_TYPEDEF: M.TYPEDEF, K_VOLATILE: M.VOLATILE, K_CON
                K_RESTRICT: M.RESTRICT, K_TYPE_TAG: M.TYPE_TAG}
 
 
+# Raw BTF larger than this is refused (a kernel's is 5-10 MB; with every module, tens).
+MAX_BTF_BYTES = 256 << 20
+
+
+def btf_extent(head: bytes, source: str) -> int:
+    """How many bytes the BTF whose first 24 bytes are `head` declares (header + type and
+    string sections); BtfError if `head` is no BTF header."""
+    if len(head) < K.HEADER_SIZE:
+        raise BtfError(f"{source}: too short for a BTF header ({len(head)} bytes)")
+    if struct.unpack_from("<H", head, 0)[0] == K.MAGIC:
+        bo = "<"
+    elif struct.unpack_from(">H", head, 0)[0] == K.MAGIC:
+        bo = ">"
+    else:
+        raise BtfError(f"{source}: not BTF (magic 0x{struct.unpack_from('<H', head)[0]:04x}, "
+                       f"expected 0xeb9f)")
+    _v, _f, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
+        bo + "BBIIIII", head, 2)
+    return hdr_len + max(type_off + type_len, str_off + str_len)
+
+
+def read_btf_file(path: str, max_bytes: int = MAX_BTF_BYTES) -> bytes:
+    """The bytes of a raw BTF file, as many as its header declares (padding after them is
+    not read); BtfError if it declares more than `max_bytes`."""
+    from ..elf import open_regular
+    with open_regular(path, "BTF file") as fh:
+        head = fh.read(K.HEADER_SIZE)
+        n = btf_extent(head, path)
+        if n > max_bytes:
+            raise BtfError(f"{path}: declares {n} bytes of BTF, more than the limit of "
+                           f"{max_bytes} (raise it with --max-btf-bytes)")
+        return head + fh.read(max(0, n - len(head)))
+
+
 def read_btf(data: bytes, source: str = "BTF") -> M.TypeGraph:
     """Parse raw BTF bytes.  `source` names the input in error messages."""
     if len(data) < K.HEADER_SIZE:
