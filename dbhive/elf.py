@@ -56,6 +56,9 @@ ELFCOMPRESS_ZLIB, ELFCOMPRESS_ZSTD = 1, 2
 
 # a decompressed section larger than this is refused (a compression bomb, not debug info)
 MAX_DECOMPRESSED = 8 << 30
+# symbol and string tables larger than this are refused (vmlinux: 3 MB; the largest real
+# executables: ~100 MB)
+MAX_SYMBOL_TABLE = 256 << 20
 
 # e_machine -> the `uname -m` spelling.  Keyed by (e_machine, 64-bit, little-endian) because a
 # few machines are spelled differently by word size or byte order.
@@ -529,10 +532,16 @@ class ElfFile:
     def _symtab_layout(self):
         return (self.endian + "IBBHQQ", 24) if self.is64 else (self.endian + "IIIBBH", 16)
 
+    def _table_bytes(self, sec: Section) -> memoryview:
+        if sec.size > MAX_SYMBOL_TABLE:
+            raise ElfError(f"{self.path}: {sec.name or 'a symbol table'} is {sec.size} bytes, "
+                           f"more than the limit of {MAX_SYMBOL_TABLE}")
+        return self.section_bytes(sec)
+
     def _raw_symbols(self, sec: Section) -> Iterator[tuple]:
         """(st_name, info, shndx, value, size) of every entry of a symbol table."""
         fmt, size = self._symtab_layout()
-        raw = self.section_bytes(sec)
+        raw = self._table_bytes(sec)
         raw = raw[:len(raw) - len(raw) % size]
         if self.is64:
             for st_name, info, _other, shndx, value, sz in struct.iter_unpack(fmt, raw):
@@ -547,7 +556,7 @@ class ElfFile:
     def _strtab_of(self, sec: Section) -> Optional[bytes]:
         if sec.link >= len(self.sections):
             return None
-        return bytes(self.section_bytes(self.sections[sec.link]))
+        return bytes(self._table_bytes(self.sections[sec.link]))
 
     def symbols(self, names: Optional[Iterable[str]] = None,
                 tables: Iterable[str] = (".symtab", ".dynsym")) -> Dict[str, Symbol]:

@@ -160,6 +160,7 @@ def load_graph(path: str) -> M.TypeGraph:
                 t.params = []
         for name, proto, static, file, line, module in conn.execute(_SQL_FUNCTIONS):
             g.functions.append(M.Function(name, proto, bool(static), file, line, module))
+        M.check_references(g, path)
         return g
     finally:
         conn.close()

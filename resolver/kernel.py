@@ -62,7 +62,7 @@ _SQL_BY_SPELLING = S.select_sql(
     "id LIMIT 1")
 _SQL_FUNCS_LIKE = S.select_sql(S.KT_FUNCTIONS, _FUNC_COLS, "name LIKE ?", "id")
 
-_MAX_CHAIN = 1 << 16
+MAX_CHAIN = 1 << 16          # links before a chain is called a cycle (damaged DB)
 
 
 class TypeRow(NamedTuple):
@@ -144,7 +144,7 @@ class TypeSource:
     def _follow(self, tid: int, kinds: tuple) -> int:
         # a chain longer than any real kernel's is a cycle: the DB is damaged
         t = self.type(tid)
-        for _ in range(_MAX_CHAIN):
+        for _ in range(MAX_CHAIN):
             if t.kind not in kinds or t.ref is None:
                 return t.id
             t = self.type(t.ref)
@@ -153,7 +153,7 @@ class TypeSource:
     def sizeof(self, tid: int) -> Optional[int]:
         t = self.type(tid)
         mult = 1
-        for _ in range(_MAX_CHAIN):
+        for _ in range(MAX_CHAIN):
             if t.size is not None:
                 return mult * t.size
             if t.kind in TRANSPARENT and t.ref is not None:

@@ -21,6 +21,11 @@ from .kinds import (ARRAY as K_ARRAY, CONST as K_CONST, DATASEC as K_DATASEC,
                     TYPEDEF as K_TYPEDEF, UNION as K_UNION, VAR as K_VAR,
                     VOLATILE as K_VOLATILE)
 
+# bytes after the 12-byte common header: fixed per kind, and per vlen entry
+_FIXED_EXTRA = {K_INT: 4, K_ARRAY: K.ARRAY_SIZE, K_VAR: 4, K_DECL_TAG: 4}
+_PER_VLEN = {K_STRUCT: K.MEMBER_SIZE, K_UNION: K.MEMBER_SIZE, K_ENUM: K.ENUM_SIZE,
+             K_ENUM64: K.ENUM64_SIZE, K_FUNC_PROTO: K.PARAM_SIZE, K_DATASEC: K.VARSECINFO_SIZE}
+
 _SIMPLE_REF = {K_PTR: M.PTR, K_TYPEDEF: M.TYPEDEF, K_VOLATILE: M.VOLATILE, K_CONST: M.CONST,
                K_RESTRICT: M.RESTRICT, K_TYPE_TAG: M.TYPE_TAG}
 
@@ -150,6 +155,10 @@ class _Parser:
             vlen = info & VLEN_MASK
             kflag = info >> KFLAG_SHIFT
             name = string(name_off)
+            extra = _FIXED_EXTRA.get(kind, 0) + _PER_VLEN.get(kind, 0) * vlen
+            if pos + extra > end:
+                self.fail(f"record of kind {kind} with {vlen} entries runs past the type "
+                          f"section", btf_id, rec_pos)
             if kind == K_INT:
                 (enc,) = u32.unpack_from(data, pos)
                 pos += 4
@@ -226,7 +235,9 @@ class _Parser:
                 self.fail(f"unknown BTF kind {kind}", btf_id, rec_pos)
             if pos > end:
                 self.fail("record runs past the type section", btf_id, rec_pos)
-        return self._to_graph(records, int_bits)
+        g = self._to_graph(records, int_bits)
+        M.check_references(g, self.source)
+        return g
 
     def _to_graph(self, records: list, int_bits: dict) -> M.TypeGraph:
         g = M.TypeGraph(source="btf")
