@@ -14,6 +14,7 @@ from . import model as M
 from . import output
 from . import schema as S
 from . import surftrace
+from .errors import SchemaError
 
 SCHEMA_VERSION = S.SCHEMA_VERSION
 
@@ -124,46 +125,51 @@ def load_graph(path: str) -> M.TypeGraph:
     SchemaError for a file that is not a DB of this schema version."""
     conn, meta = S.open_db(path)
     try:
-        g = M.TypeGraph(types=[], source=meta.get("type_source", ""),
-                        ptr_size=_ptr_size(meta))
-        for (tid, kind, name, size, ref, nelems, variadic, signed, encoding, origin) in \
-                conn.execute(_SQL_TYPES):
-            if tid != len(g.types):
-                from .errors import SchemaError
-                raise SchemaError(f"{path} is damaged (type ids are not dense at id {tid})")
-            g.types.append(M.Type(kind=sys_intern(kind), name=name, size=size, ref=ref,
-                                  nelems=nelems, variadic=bool(variadic),
-                                  signed=None if signed is None else bool(signed),
-                                  encoding=encoding, origin=origin))
-        n = len(g.types)
-        for tid, name, mtype, boff, bsize in conn.execute(_SQL_MEMBERS):
-            t = g.types[tid] if 0 <= tid < n else None
-            if t is None:
-                continue
-            if t.members is None:
-                t.members = []
-            t.members.append(M.Member(name, mtype, boff, bsize))
-        for tid, name, value in conn.execute(_SQL_ENUMERATORS):
-            if 0 <= tid < n:
-                t = g.types[tid]
-                if t.enumerators is None:
-                    t.enumerators = []
-                t.enumerators.append((name, int(value)))
-        for tid, name, ptype in conn.execute(_SQL_PARAMS):
-            if 0 <= tid < n:
-                t = g.types[tid]
-                if t.params is None:
-                    t.params = []
-                t.params.append(M.Param(name, ptype))
-        for t in g.types:
-            if t.kind == M.FUNC_PROTO and t.params is None:
-                t.params = []
-        for name, proto, static, file, line, module in conn.execute(_SQL_FUNCTIONS):
-            g.functions.append(M.Function(name, proto, bool(static), file, line, module))
-        M.check_references(g, path)
-        return g
+        return _load(conn, meta, path)
+    except sqlite3.DatabaseError as e:
+        raise SchemaError(f"{path} is damaged ({e})") from None
     finally:
         conn.close()
+
+
+def _load(conn, meta: dict, path: str) -> M.TypeGraph:
+    g = M.TypeGraph(types=[], source=meta.get("type_source", ""),
+                    ptr_size=_ptr_size(meta))
+    for (tid, kind, name, size, ref, nelems, variadic, signed, encoding, origin) in \
+            conn.execute(_SQL_TYPES):
+        if tid != len(g.types):
+            raise SchemaError(f"{path} is damaged (type ids are not dense at id {tid})")
+        g.types.append(M.Type(kind=sys_intern(kind), name=name, size=size, ref=ref,
+                              nelems=nelems, variadic=bool(variadic),
+                              signed=None if signed is None else bool(signed),
+                              encoding=encoding, origin=origin))
+    n = len(g.types)
+    for tid, name, mtype, boff, bsize in conn.execute(_SQL_MEMBERS):
+        t = g.types[tid] if 0 <= tid < n else None
+        if t is None:
+            continue
+        if t.members is None:
+            t.members = []
+        t.members.append(M.Member(name, mtype, boff, bsize))
+    for tid, name, value in conn.execute(_SQL_ENUMERATORS):
+        if 0 <= tid < n:
+            t = g.types[tid]
+            if t.enumerators is None:
+                t.enumerators = []
+            t.enumerators.append((name, int(value)))
+    for tid, name, ptype in conn.execute(_SQL_PARAMS):
+        if 0 <= tid < n:
+            t = g.types[tid]
+            if t.params is None:
+                t.params = []
+            t.params.append(M.Param(name, ptype))
+    for t in g.types:
+        if t.kind == M.FUNC_PROTO and t.params is None:
+            t.params = []
+    for name, proto, static, file, line, module in conn.execute(_SQL_FUNCTIONS):
+        g.functions.append(M.Function(name, proto, bool(static), file, line, module))
+    M.check_references(g, path)
+    return g
 
 
 def _ptr_size(meta: dict) -> int:

@@ -267,7 +267,7 @@ class _Handler(BaseHTTPRequestHandler):
         # one deadline for the whole request: a client sending a byte at a time, or never
         # finishing its body, loses its connection when it passes (a per-read timeout alone
         # would let it hold a worker forever)
-        timer = threading.Timer(REQUEST_DEADLINE, self._expire)
+        timer = threading.Timer(self.server.request_deadline, self._expire)
         timer.daemon = True
         timer.start()
         try:
@@ -356,9 +356,11 @@ class ResolverServer(HTTPServer):
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, addr, kernels: Kernels, verbose: bool = False):
+    def __init__(self, addr, kernels: Kernels, verbose: bool = False,
+                 request_deadline: float = REQUEST_DEADLINE):
         self.kernels = kernels
         self.verbose = verbose
+        self.request_deadline = request_deadline
         self.pool = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="resolver")
         self.admitted = threading.BoundedSemaphore(MAX_WORKERS + MAX_QUEUE)
         super().__init__(addr, _Handler)
@@ -393,14 +395,17 @@ class ResolverServer(HTTPServer):
 
 def make_server(hive: Optional[str] = None, db: Optional[str] = None,
                 host: str = "127.0.0.1", port: int = 8123, verbose: bool = False,
-                overlay: Optional[str] = None) -> ResolverServer:
+                overlay: Optional[str] = None,
+                request_deadline: float = REQUEST_DEADLINE) -> ResolverServer:
     """`overlay`: an overlay DB path, "auto" ($LBC_PREVDB / ./prev.db) or None."""
     return ResolverServer((host, port), Kernels(hive=hive, db=db, overlay=overlay),
-                          verbose=verbose)
+                          verbose=verbose, request_deadline=request_deadline)
 
 
-def serve_forever(hive=None, db=None, host="127.0.0.1", port=8123, overlay=None) -> None:
-    srv = make_server(hive=hive, db=db, host=host, port=port, overlay=overlay)
+def serve_forever(hive=None, db=None, host="127.0.0.1", port=8123, overlay=None,
+                  request_deadline: float = REQUEST_DEADLINE) -> None:
+    srv = make_server(hive=hive, db=db, host=host, port=port, overlay=overlay,
+                      request_deadline=request_deadline)
     where = db or srv.kernels.hive
     print(f"resolver: serving {where} on http://{host}:{srv.server_address[1]} "
           f"(POST /lbc, /api/offset, /api/struct, /api/func, /api/expr; GET /api/kernels)",
