@@ -269,3 +269,18 @@ def test_a_damaged_db_in_a_hive_spoils_nothing_else(hostile, running_db, tmp_pat
     assert isinstance(rows["good-release"]["offsets"]["task_struct.files"]["offset"], int)
     o = run_bounded([DBHIVE, "list", "--hive", str(hive), "--json"])
     assert o.returncode == 0 and "good-release" in o.stdout, o.stderr
+
+
+def test_rpm_header_claiming_gigabytes(tmp_path):
+    """Found by the fuzzer: an RPM whose signature header claims 2^31 index entries was
+    read whole (MemoryError).  Made from a real RPM built by rpmbuild."""
+    from tests.support.rpms import make_rpms
+    src = make_rpms("small")["small.xz"]
+    data = bytearray(open(src, "rb").read())
+    data[96 + 8:96 + 12] = (0x7FFFFFFF).to_bytes(4, "big")     # the signature's nindex
+    bad = tmp_path / "bad.rpm"
+    bad.write_bytes(data)
+    o = run_bounded([DBHIVE, "build", str(bad), "--hive", str(tmp_path / "h")],
+                    max_data_mb=512)
+    check(o, 1, "header claims")
+    assert files_under(tmp_path) == ["bad.rpm"]
