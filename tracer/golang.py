@@ -275,7 +275,8 @@ class GoFollower:
                 events = self._attach(path, a)
             except OSError as e:
                 B.del_proc_info(self.b, pid)
-                self.log(f"pid {pid}: attaching uprobes to {path} failed: {e}")
+                if identity(pid) == ident:        # not merely a process that exited meanwhile
+                    self.log(f"pid {pid}: attaching uprobes to {path} failed: {e}")
                 return False
             binary = self.binaries[ident] = Binary(a, events)
         binary.pids.add(pid)
@@ -349,9 +350,18 @@ class GoFollower:
 
     # -- periodic work
     def scan(self) -> None:
-        """Every running process (or the --pid ones)."""
-        for pid in (sorted(self.only) if self.only is not None else pids()):
-            self.add(pid)
+        """Every running process (or the --pid ones, saying why one is not followed)."""
+        if self.only is None:
+            for pid in pids():
+                self.add(pid)
+            return
+        for pid in sorted(self.only):
+            if not self.add(pid):
+                ident = identity(pid)
+                a = self.cache.get(ident) if ident else None
+                self.log(f"pid {pid}: not followed ("
+                         + ("no such process" if ident is None else
+                            a.error if a is not None and a.error else "see above") + ")")
 
     def tick(self, now: Optional[float] = None) -> None:
         now = time.monotonic() if now is None else now

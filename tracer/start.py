@@ -43,13 +43,17 @@ class Tracer:
             self.out.write(json.dumps(ev) + "\n")
             self.out.flush()
 
+    def status_json(self) -> None:
+        """SIGUSR1: the follower's counts as one JSON status line on stderr."""
+        self.say("status " + json.dumps(self.follower.counts()))
+
     def status(self, force: bool = False) -> None:
         c = self.follower.counts()
-        line = (f"{c['processes']} Go processes attached ({c['binaries']} binaries, "
-                f"{c['uprobes']} uprobes, {c['analyses']} analyses)")
-        if force or line != self._status:
-            self._status = line
-            self.say(line)
+        key = (c["processes"], c["binaries"], c["uprobes"])
+        if force or key != self._status:
+            self._status = key
+            self.say(f"{c['processes']} Go processes attached ({c['binaries']} binaries, "
+                     f"{c['uprobes']} uprobes; {c['analyses']} binaries analysed)")
 
     def on_event(self, ev: dict) -> None:
         kind = ev["event"]
@@ -96,13 +100,18 @@ class Tracer:
     def run(self) -> int:
         def _stop(signum, frame):
             self.stop = True
+        want_status = []
         old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        old[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda s, f: want_status.append(1))
         try:
             self.setup()
             while not self.stop:
                 self.reader.poll(100)
                 self.follower.tick()
                 self.status()
+                if want_status:
+                    want_status.clear()
+                    self.status_json()
         finally:
             self.shutdown()
             for s, h in old.items():

@@ -180,7 +180,7 @@ class Verifier:
 
     def probe(self, fd: int):
         """Make verify_probe walk fd now (pwrite64 of 0 bytes); its record."""
-        table = self.b["verify_out"]
+        table = self.b[b"verify_out"]
         before = table[table.Key(0)].seq
         B.set_config(self.b, verify_tgid=os.getpid(), verify_fd=fd)
         try:
@@ -456,12 +456,12 @@ class Verifier:
             self.add("go: proc_info_map after detach", "no entry for the pid",
                      "no entry" if B.get_proc_info(b, pid) is None else "entry left",
                      B.get_proc_info(b, pid) is None)
+            proc.stdin.close()
+            self.add("go: the traced program ran on and exited normally", 0,
+                     proc.wait(timeout=self.timeout))
         finally:
             B.set_config(b, events=0)
-            proc.stdin.close()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+            if proc.poll() is None:
                 proc.kill()
                 proc.wait()
 
