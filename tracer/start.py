@@ -81,6 +81,9 @@ class Tracer:
         self.follower = GoFollower(self.b, self.k.machine, delay=self.go_delay, only=self.pids,
                                    notify=self.emit, log=self.say, tls_g=fsbase_ok)
         self.reader = EventReader(self.b, on_event=self.on_event, pages=256)
+        for entry, ret in B.GO_FUNCS.values():      # loaded now: errors show at start
+            for prog in (entry, ret):
+                self.b.load_func(prog.encode(), self.b.KPROBE)
         for prog in B.FOLLOW_PROGRAMS:
             self.b.attach_tracepoint(tp=B.PROGRAMS[prog][1].encode(), fn_name=prog.encode())
         if self.events:
