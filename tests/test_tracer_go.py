@@ -20,7 +20,8 @@ import time
 
 import pytest
 
-from test_tracer import (MACHINE, TRACER, needs_bpf, probe_119_strip, probe_124,  # noqa: F401
+# the session fixtures of test_tracer.py (a DB built by dbhive, the Go test programs)
+from test_tracer import (TRACER, needs_bpf, probe_119_strip, probe_124,  # noqa: F401
                          running_db_file, running_hive)
 
 pytestmark = needs_bpf

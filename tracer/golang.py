@@ -387,7 +387,7 @@ class GoFollower:
         names: List[bytes] = []
         try:
             for prog, off in a.probes:
-                fn = self.b.load_func(prog.encode(), bcc.BPF.KPROBE)
+                fn = B.load(self.b, prog)
                 ev = f"dbh_{tag}_{gen}_{off:x}".encode()
                 fd = bcc.lib.bpf_attach_uprobe(fn.fd, 0, ev, path.encode(), off, -1)
                 if fd < 0:

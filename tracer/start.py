@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 from . import bpf as B
 from . import fields as F
@@ -83,12 +83,12 @@ class Tracer:
         self.reader = EventReader(self.b, on_event=self.on_event, pages=256)
         for entry, ret in B.GO_FUNCS.values():      # loaded now: errors show at start
             for prog in (entry, ret):
-                self.b.load_func(prog.encode(), self.b.KPROBE)
+                B.load(self.b, prog)
         for prog in B.FOLLOW_PROGRAMS:
-            self.b.attach_tracepoint(tp=B.PROGRAMS[prog][1].encode(), fn_name=prog.encode())
+            B.attach_tracepoint(self.b, prog)
         if self.events:
             for prog in B.SYSCALL_PROGRAMS:
-                self.b.attach_tracepoint(tp=B.PROGRAMS[prog][1].encode(), fn_name=prog.encode())
+                B.attach_tracepoint(self.b, prog)
         self.follower.scan()
         t2 = time.monotonic()
         self.timings = {"compile_s": round(t1 - t0, 3), "maps_filled_s": round(t2 - t1, 3)}

@@ -221,7 +221,7 @@ class Verifier:
             per_cpu = B.read_members(self.b)
             self.add("members_offset (every CPU, ready=1)", f"{len(per_cpu)} x {len(raw)} bytes",
                      f"{sum(1 for x in per_cpu if x == raw)} equal", all(x == raw for x in per_cpu))
-            self.b.attach_tracepoint(tp=b"syscalls:sys_enter_pwrite64", fn_name=b"verify_probe")
+            B.attach_tracepoint(self.b, "verify_probe")
             t3 = time.monotonic()
             self.task_checks()
             self.file_checks()

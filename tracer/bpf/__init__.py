@@ -92,6 +92,25 @@ def compile_program(machine: str, text: Optional[str] = None):
                           + (f": {hint}" if hint else ""), 4) from None
 
 
+def load(b, prog: str):
+    """Load one program (the kernel's verifier runs here); TracerError when it refuses."""
+    kind = PROGRAMS.get(prog, (UPROBE, ""))[0]
+    try:
+        return b.load_func(prog.encode(), b.TRACEPOINT if kind == TRACEPOINT else b.KPROBE)
+    except Exception as e:          # bcc raises plain Exception; it printed the verifier's log
+        raise TracerError(f"tracer: the kernel refused BPF program {prog} ({e})", 4) from None
+
+
+def attach_tracepoint(b, prog: str) -> None:
+    tp = PROGRAMS[prog][1]
+    load(b, prog)
+    try:
+        b.attach_tracepoint(tp=tp.encode(), fn_name=prog.encode())
+    except Exception as e:
+        raise TracerError(f"tracer: cannot attach {prog} to the tracepoint {tp} ({e}); the "
+                          f"kernel needs CONFIG_FTRACE_SYSCALLS for syscalls:*", 4) from None
+
+
 # ---- maps --------------------------------------------------------------------------------
 
 def _ncpus(b) -> int:
