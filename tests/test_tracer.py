@@ -17,7 +17,7 @@ import subprocess
 
 import pytest
 
-from conftest import RUNNING_BTF, need_tool
+from conftest import CACHE, RUNNING_BTF, need_tool
 from go_builds import binary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
@@ -70,6 +70,65 @@ def probe_124():
 @pytest.fixture(scope="session")
 def probe_119_strip():
     return binary("1.19", "tracerprobe", "strip")
+
+
+GO115_DEBS = ("golang-1.15-go", "golang-1.15-src")
+
+
+def go115() -> str:
+    """Go 1.15 (stack ABI, g in TLS on amd64), from Debian bullseye's golang-1.15-go: fetched
+    with apt-get through a private sources list (the host's apt state is not touched),
+    unpacked with dpkg-deb into the test cache."""
+    base = os.path.join(CACHE, "tracer-go1.15")
+    go = os.path.join(base, "root", "usr", "lib", "go-1.15", "bin", "go")
+    if os.path.exists(go):
+        return go
+    tmp = base + f".part{os.getpid()}"
+    shutil.rmtree(tmp, ignore_errors=True)
+    for d in ("lists/partial", "archives/partial", "root"):
+        os.makedirs(os.path.join(tmp, d))
+    with open(os.path.join(tmp, "sources.list"), "w") as fh:
+        fh.write("deb [signed-by=/usr/share/keyrings/debian-archive-keyring.gpg] "
+                 "http://deb.debian.org/debian bullseye main\n")
+    opts = [f"-oDir::Etc::sourcelist={tmp}/sources.list", "-oDir::Etc::sourceparts=-",
+            f"-oDir::State::Lists={tmp}/lists", f"-oDir::Cache::archives={tmp}/archives",
+            "-oAPT::Sandbox::User=root"]
+    subprocess.run(["apt-get", *opts, "update", "-qq"], check=True, capture_output=True)
+    subprocess.run(["apt-get", *opts, "download", "-qq", *GO115_DEBS], cwd=tmp, check=True,
+                   capture_output=True)
+    for name in os.listdir(tmp):
+        if name.endswith(".deb"):
+            subprocess.run(["dpkg-deb", "-x", os.path.join(tmp, name), os.path.join(tmp, "root")],
+                           check=True)
+            os.unlink(os.path.join(tmp, name))
+    try:
+        os.rename(tmp, base)
+    except OSError:             # another run got there first
+        shutil.rmtree(tmp, ignore_errors=True)
+    return go
+
+
+@pytest.fixture(scope="session")
+def probe_115():
+    """tracerprobe built by Go 1.15 (GOPATH mode: its go.mod names a newer release)."""
+    import hashlib
+    src = os.path.join(ROOT, "data", "go-src", "tracerprobe", "main.go")
+    with open(src, "rb") as fh:
+        tag = hashlib.sha256(fh.read()).hexdigest()[:12]
+    out = os.path.join(CACHE, "go-bins", "go1.15.15", f"tracerprobe-{tag}", "dwarf")
+    if os.path.exists(out):
+        return out
+    go = go115()
+    work = os.path.join(os.path.dirname(out), "src")
+    os.makedirs(work, exist_ok=True)
+    shutil.copy(src, work)
+    env = dict(os.environ, GO111MODULE="off", GOPATH=os.path.join(CACHE, "gopath115"),
+               GOCACHE=os.path.join(CACHE, "go-build-115"), GOFLAGS="", GOTOOLCHAIN="local",
+               GOROOT=os.path.dirname(os.path.dirname(go)))
+    subprocess.run([go, "build", "-o", out + ".part", "."], cwd=work, env=env, check=True,
+                   capture_output=True)
+    os.replace(out + ".part", out)
+    return out
 
 
 # ---- members_offset: BTF vs DB --------------------------------------------------------------
@@ -215,6 +274,20 @@ def test_verify_passes_ignore_btf_with_db(running_hive, running_db_file, probe_1
         assert any(n.startswith("go write via fsbase-8") for n in names)
     assert d["skipped"] == []
     assert d["timings"]["total_s"] < 10
+
+
+@needs_bpf
+def test_verify_go_before_117_stack_abi_and_tls(probe_115):
+    """Go 1.15 on amd64: arguments and results on the stack, g found through
+    task_struct.thread.fsbase - 8."""
+    res = tracer("verify", "--go-probe", probe_115, "--json", check=0)
+    d = json.loads(res.stdout)
+    go = {c["field"]: c for c in d["checks"] if c["field"].startswith("go")}
+    assert all(c["ok"] for c in go.values()), go
+    if MACHINE == "x86_64":
+        assert go["go write: runtime.g.goid"]["note"] == "stack ABI, g at fsbase-8"
+        assert go["go: proc_info_map[pid] + uprobes (entry + every RET)"]["expected"] \
+            .startswith("go1.15")
 
 
 @needs_bpf

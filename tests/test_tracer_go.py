@@ -21,7 +21,7 @@ import time
 import pytest
 
 # the session fixtures of test_tracer.py (a DB built by dbhive, the Go test programs)
-from test_tracer import (TRACER, needs_bpf, probe_119_strip, probe_124,  # noqa: F401
+from test_tracer import (MACHINE, TRACER, needs_bpf, probe_115, probe_119_strip, probe_124,  # noqa: F401
                          running_db_file, running_hive)
 
 pytestmark = needs_bpf
@@ -61,7 +61,13 @@ class Started:
                 line = self.err.get(timeout=max(0.01, deadline - time.monotonic()))
             except queue.Empty:
                 break
-            assert "Traceback" not in line, "".join(self.err_lines)
+            if "Traceback" in line:
+                try:
+                    self.proc.wait(timeout=10)
+                except subprocess.TimeoutExpired:
+                    pass
+                time.sleep(0.2)
+                raise AssertionError("the tracer crashed:\n" + "".join(self.err_lines))
             if text in line:
                 return line
         raise AssertionError(f"no {text!r} from the tracer: {''.join(self.err_lines)}")
@@ -93,13 +99,14 @@ class Started:
         self.proc.send_signal(signal.SIGUSR1)
         return json.loads(self.wait_err("status ").split("status ", 1)[1])
 
-    def consistent(self, tries=20):
-        """The tracer's counts, once they agree with the kernel: perf-event fds (one per
-        uprobe, per CPU for the perf buffer, per tracepoint) and proc_info_map entries."""
+    def consistent(self, tries=60):
+        """The tracer's counts, once no uprobe is being removed and they agree with the
+        kernel: perf-event fds (one per uprobe, per CPU for the perf buffer, per tracepoint)
+        and proc_info_map entries."""
         for _ in range(tries):
             st = self.status()
-            fds, entries = perf_fds(self.proc.pid), map_keys()
-            if fds == self.base_perf + st["uprobes"] + st["detaching"] and \
+            fds, entries = perf_fds(self.proc.pid), map_keys(self.proc.pid)
+            if st["detaching"] == 0 and fds == self.base_perf + st["uprobes"] and \
                     len(entries) == st["processes"]:
                 return st, entries
             time.sleep(0.3)
@@ -146,10 +153,29 @@ def files(pid: int) -> int:
     return min(counts)
 
 
-def map_keys(name: str = "proc_info_map") -> dict:
+def map_id(pid: int, name: str) -> int:
+    """The id of the BPF map called `name` that process pid holds (another tracer on the
+    machine has its own maps of the same name)."""
+    for fd in os.listdir(f"/proc/{pid}/fd"):
+        try:
+            if os.readlink(f"/proc/{pid}/fd/{fd}") != "anon_inode:bpf-map":
+                continue
+            with open(f"/proc/{pid}/fdinfo/{fd}") as fh:
+                info = dict(line.split(":", 1) for line in fh if ":" in line)
+        except OSError:
+            continue
+        mid = int(info["map_id"])
+        show = json.loads(subprocess.run(["bpftool", "-j", "map", "show", "id", str(mid)],
+                                         capture_output=True, text=True, check=True).stdout)
+        if show.get("name") == name:
+            return mid
+    raise AssertionError(f"process {pid} holds no BPF map {name}")
+
+
+def map_keys(pid: int, name: str = "proc_info_map") -> dict:
     """{pid: value bytes} of a BPF map, from bpftool (the kernel's view, not the tracer's)."""
-    out = subprocess.run(["bpftool", "-j", "map", "dump", "name", name], capture_output=True,
-                         text=True, check=True).stdout
+    out = subprocess.run(["bpftool", "-j", "map", "dump", "id", str(map_id(pid, name))],
+                         capture_output=True, text=True, check=True).stdout
     res = {}
     for e in json.loads(out):
         key = bytes(int(x, 16) for x in e["key"])
@@ -200,7 +226,7 @@ def detached(tr: Started, pid: int, timeout=10.0) -> dict:
     return tr.wait_event(lambda e: e["event"] == "go_detach" and e["pid"] == pid, timeout)
 
 
-def test_follow_go_processes(running_db_file, probe_124, probe_119_strip):
+def test_follow_go_processes(running_db_file, probe_124, probe_119_strip, probe_115):
     """Existing and new Go processes (two toolchains, one stripped) are found, described in
     proc_info_map and probed once per binary; their TLS calls come out as events with the
     goid, fd and length the program printed; fork and exit are followed; SIGTERM detaches
@@ -229,6 +255,13 @@ def test_follow_go_processes(running_db_file, probe_124, probe_119_strip):
         a3 = attached(tr, old.pid)
         assert a3["version"].startswith("go1.19") and a3["new_binary"]
         check_tls_events(tr, old, old.pid)
+
+        ancient = Probe([probe_115, "serve"])           # Go < 1.17: stack ABI, g in TLS
+        probes.append(ancient)
+        assert attached(tr, ancient.pid)["version"].startswith("go1.15")
+        check_tls_events(tr, ancient, ancient.pid)
+        assert ancient.close() == 0
+        detached(tr, ancient.pid)
 
         st, entries = tr.consistent()
         for p, minor in ((first, 24), (old, 19)):
@@ -272,6 +305,42 @@ def test_follow_go_processes(running_db_file, probe_124, probe_119_strip):
     assert alive == [first]
     assert first.call("write 10")["n"] == 10
     assert first.close() == 0
+
+
+def test_wrong_abi_reads_wrong_values(probe_115, probe_124):
+    """The calling convention in proc_info_map matters: a Go 1.15 program read as if it used
+    the register ABI (and a 1.24 one as if it used the stack) gives wrong goids and fds."""
+    from tracer import bpf as B
+    from tracer import fields as F
+    from tracer.events import EventReader
+    from tracer.golang import GoFollower
+    from tracer.kernel import running
+    from tracer.offsets import members_words, resolve_all
+    from resolver import Resolver
+    b = B.compile_program(MACHINE)
+    try:
+        B.fill_members(b, F.pack_members(members_words(resolve_all(
+            Resolver.from_btf("/sys/kernel/btf/vmlinux"), MACHINE))))
+        B.set_config(b, events=1)
+        reader = EventReader(b)
+        for path in (probe_115, probe_124):
+            p = Probe([path, "serve"])
+            try:
+                f = GoFollower(b, running().machine, delay=0, only=[p.pid])
+                assert f.add(p.pid)
+                raw = bytearray(B.get_proc_info(b, p.pid))
+                flags = int.from_bytes(raw[4:8], "little")
+                raw[4:8] = (flags ^ (F.GO_STACK_ABI | F.GO_G_TLS)).to_bytes(4, "little")
+                B.put_proc_info(b, p.pid, bytes(raw))
+                said = p.call("write 700")
+                ev = reader.wait(lambda e: e["event"] == "go_tls_write" and e["pid"] == p.pid,
+                                 1.0)
+                assert ev is None or (ev["goid"], ev["fd"]) != (said["goid"], said["fd"]), ev
+                f.close()
+            finally:
+                assert p.close() == 0
+    finally:
+        b.cleanup()
 
 
 def n_probes_of(path: str) -> int:

@@ -52,6 +52,7 @@ class Analysis:
     anchor: Optional[Tuple[int, int]] = None   # (vaddr, file offset) of a probed function
     probes: List[Tuple[str, int]] = field(default_factory=list)   # (program, file offset)
     warnings: List[str] = field(default_factory=list)
+    crashed: bool = False                    # the analysis raised: worth telling the user
 
     @property
     def ok(self) -> bool:
@@ -81,6 +82,11 @@ def analyze(path: str, identity: Identity, machine: str) -> Analysis:
         return Analysis(identity, path, error=str(e) or "not a Go binary")
     except (OSError, ValueError) as e:      # ElfError is a ValueError: not an ELF we can read
         return Analysis(identity, path, error=f"{path}: {e}")
+    except Exception as e:
+        # A binary the resolver cannot read (truncated, being written, unknown layout) must
+        # not stop the tracer following every other process: it is reported, not followed.
+        return Analysis(identity, path, error=f"{path}: the Go analysis failed: "
+                                              f"{type(e).__name__}: {e}", crashed=True)
     a = Analysis(identity, path, version=rep.version, pie=rep.pie, warnings=list(rep.warnings))
     if rep.arch != GO_ARCH.get(machine):
         a.error = f"{path}: a {rep.arch} binary on {machine}"
@@ -301,6 +307,8 @@ class GoFollower:
             return None
         a = analyze(path, ident, self.machine)
         self.analyses += 1
+        if a.crashed:
+            self.log(f"pid {pid}: {a.error}")
         self.cache[ident] = a
         while len(self.cache) > CACHE_MAX:
             self.cache.popitem(last=False)
@@ -336,12 +344,19 @@ class GoFollower:
         if info is None:
             return False
         started = start_time(pid)
-        B.put_proc_info(self.b, pid, info.pack())
+        try:
+            B.put_proc_info(self.b, pid, info.pack())
+        except Exception as e:                    # bcc: "Could not update table" (map full)
+            self.log(f"pid {pid}: proc_info_map update failed: {e}")
+            return False
         binary = self.binaries.get(ident)
         if binary is not None:
             binary.idle_since = None
         else:
             path = exe_path(pid)
+            if path is None:                      # it exited meanwhile
+                B.del_proc_info(self.b, pid)
+                return False
             try:
                 events = self._attach(path, a)
             except OSError as e:
@@ -428,10 +443,12 @@ class GoFollower:
             self.pending[pid] = time.monotonic() + self.delay
 
     def on_fork(self, parent: int, child: int) -> None:
+        """A followed process forked: the child (a process, not a thread) runs the same
+        binary with its runtime already started, so it is followed at the next tick."""
         if parent in self.procs and is_process(child):
             if self.only is not None:
                 self.only.add(child)
-            self.add(child)
+            self.pending[child] = time.monotonic()
 
     def on_exit(self, pid: int) -> None:
         self.pending.pop(pid, None)
