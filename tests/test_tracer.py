@@ -314,8 +314,8 @@ def test_verify_fails_with_another_kernels_db(debian_db, probe_119_strip):
     assert by["go: the traced program ran on and exited normally"]["ok"]
     # the Go side does not depend on the kernel's offsets, except the fsbase way to g
     assert by["go write: runtime.g.goid"]["ok"]
-    if MACHINE == "x86_64":
-        assert not by["go write via fsbase-8 (Go < 1.17 path): runtime.g.goid"]["ok"]
+    if MACHINE == "x86_64":          # a wrong goid, or no event (entry and RET disagree)
+        assert any(not c["ok"] for f, c in by.items() if f.startswith("go write via fsbase-8"))
     text = tracer("verify", "--ignore-btf", "--db", debian_db, check=1).stdout
     assert " FAIL" in text and text.splitlines()[-1].startswith("FAILED:")
 

@@ -286,7 +286,6 @@ class GoFollower:
         self.tls_g = tls_g            # False: Go < 1.17 amd64 cannot be followed (no fsbase)
         self.cache: "OrderedDict[Identity, Analysis]" = OrderedDict()
         self.analyses = 0             # how many binaries were analysed (cache misses)
-        self.last_cached = False
         self.binaries: Dict[Identity, Binary] = {}
         self.procs: Dict[int, Proc] = {}
         self.pending: Dict[int, float] = {}
@@ -295,16 +294,15 @@ class GoFollower:
         self.detacher = Detacher()
 
     # -- analysis, cached by file identity
-    def analysis(self, pid: int, ident: Identity) -> Optional[Analysis]:
+    def analysis(self, pid: int, ident: Identity) -> Tuple[Optional[Analysis], bool]:
+        """(the analysis of pid's binary or None, whether it came from the cache)."""
         a = self.cache.get(ident)
         if a is not None:
             self.cache.move_to_end(ident)
-            self.last_cached = True
-            return a
-        self.last_cached = False
+            return a, True
         path = exe_path(pid)
         if path is None:
-            return None
+            return None, False
         a = analyze(path, ident, self.machine)
         self.analyses += 1
         if a.crashed:
@@ -312,7 +310,7 @@ class GoFollower:
         self.cache[ident] = a
         while len(self.cache) > CACHE_MAX:
             self.cache.popitem(last=False)
-        return a
+        return a, False
 
     def proc_info(self, pid: int, a: Analysis) -> Optional[F.GoProcInfo]:
         bias = load_bias(pid, a)
@@ -332,8 +330,7 @@ class GoFollower:
         ident = identity(pid)
         if ident is None:
             return False
-        a = self.analysis(pid, ident)
-        cached = self.last_cached
+        a, cached = self.analysis(pid, ident)
         if a is None or not a.ok:
             return False
         if a.flags & F.GO_G_TLS and not self.tls_g:
@@ -353,17 +350,27 @@ class GoFollower:
         if binary is not None:
             binary.idle_since = None
         else:
+            # Attach through an fd of the file itself: the kernel resolves the path at attach
+            # time, and /proc/self/fd/N stays valid if pid exits meanwhile.
             path = exe_path(pid)
-            if path is None:                      # it exited meanwhile
+            try:
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC) if path else -1
+            except OSError:
+                fd = -1
+            if fd < 0:                            # it exited meanwhile
                 B.del_proc_info(self.b, pid)
                 return False
             try:
-                events = self._attach(path, a)
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != ident:
+                    raise OSError("the file changed since it was analysed")
+                events = self._attach(f"/proc/self/fd/{fd}", a)
             except OSError as e:
                 B.del_proc_info(self.b, pid)
-                if identity(pid) == ident:        # not merely a process that exited meanwhile
-                    self.log(f"pid {pid}: attaching uprobes to {path} failed: {e}")
+                self.log(f"pid {pid}: attaching uprobes to {path} failed: {e}")
                 return False
+            finally:
+                os.close(fd)
             binary = self.binaries[ident] = Binary(a, events)
         binary.pids.add(pid)
         self.procs[pid] = Proc(pid, ident, started)
