@@ -59,8 +59,8 @@ case "$job" in
             echo "dev.sh: skipping 'tracer verify --ignore-btf': $why"
         else
             kernel_headers
-            probe=$(.venv/bin/python -c 'import sys; sys.path[:0] = ["tests", "scripts"]
-from go_builds import binary; print(binary("1.19", "tracerprobe", "strip"))' 2>/dev/null) || probe=""
+            probe=$(.venv/bin/python -c 'from tests.support.go_builds import binary
+print(binary("1.19", "tracerprobe", "strip"))' 2>/dev/null) || probe=""
             [ -n "$probe" ] || echo "dev.sh: no Go toolchain: tracer verify runs without its Go checks"
             .venv/bin/tracer verify --ignore-btf --hive "$hive" ${probe:+--go-probe "$probe"}
         fi

@@ -17,8 +17,9 @@ import subprocess
 
 import pytest
 
-from conftest import CACHE, RUNNING_BTF, need_tool
-from go_builds import binary
+from scripts.realdata import CACHE, RUNNING_BTF
+from tests.support import need_tool
+from tests.support.go_builds import binary
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 VENV_BIN = os.path.join(ROOT, ".venv", "bin")
