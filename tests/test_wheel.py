@@ -24,7 +24,9 @@ def wheel_venv(tmp_path_factory):
                     "-q", "-w", str(out), ROOT], check=True, capture_output=True)
     (whl,) = glob.glob(str(out / "dbhive-*.whl"))
     venv = out / "venv"
-    subprocess.run([sys.executable, "-m", "venv", str(venv)], check=True)
+    # bcc comes from Debian (python3-bpfcc): the tracer's venv sees the system packages
+    subprocess.run([sys.executable, "-m", "venv", "--system-site-packages", str(venv)],
+                   check=True)
     p = subprocess.run([str(venv / "bin" / "pip"), "install", "-q", whl], capture_output=True,
                        text=True)
     assert p.returncode == 0, p.stdout + p.stderr
@@ -56,3 +58,13 @@ def test_wheel_carries_its_data_and_runs_outside_the_checkout(wheel_venv, tmp_pa
     # oracle: the unstripped twin's DWARF, read with pyelftools
     want = dwarf_structs(binary("1.24", "tlsapp", "dwarf"), {"runtime.g"})["runtime.g"]["goid"]
     assert goid["source"].startswith("table:") and goid["offset"] == want, goid
+    # the tracer from the wheel: its BPF sources are package data too
+    p = subprocess.run([str(bin_ / "tracer"), "offsets", "--db", str(db), "--json"],
+                       cwd=tmp_path, capture_output=True, text=True, env=env)
+    assert p.returncode == 0, p.stderr
+    fields = json.loads(p.stdout)
+    assert "task_struct.files" in json.dumps(fields), p.stdout[:500]
+    p = subprocess.run([str(bin_ / "python"), "-c", "import tracer.bpf, importlib.resources as r;"
+                        "print(sorted(x.name for x in r.files('tracer.bpf').iterdir()))"],
+                       cwd=tmp_path, capture_output=True, text=True, env=env, check=True)
+    assert ".c" in p.stdout or ".h" in p.stdout, p.stdout
