@@ -369,22 +369,49 @@ class Descriptors:
         return None, f"no type descriptor for {full}"
 
     def _typedesc_walk(self) -> List[int]:
-        """Go 1.27: the typelink descriptors back to back from types+p to types+typedesclen."""
+        """Go 1.27: the typelink descriptors back to back from types+p to types+typedesclen.
+        A tight loop (tens of thousands of descriptors in a large binary): descriptor_size()
+        inlined, every read bounded by the region."""
+        p, hs, r, e = self.p, self.hsize, self.region, self.e
+        part = {K_STRUCT: 4 * p, K_INTERFACE: 4 * p, K_PTR: p, K_SLICE: p, K_CHAN: 2 * p,
+                K_ARRAY: 3 * p, K_FUNC: 8 if p == 8 else 4}
+        if self.enc.map_words is not None:
+            part[K_MAP] = self.enc.map_words[0] * p + self.enc.map_words[1]
+        word = struct.Struct(self._w).unpack_from
+        u16 = struct.Struct(e + "H").unpack_from
         out = []
-        t, end = self.base + self.p, self.base + self.md.typedesclen
-        if end > self.end:
-            raise TypeInfoError(f"typedesclen 0x{self.md.typedesclen:x} is past the type region")
-        while t < end:
-            t = (t + self.p - 1) // self.p * self.p
-            try:
-                n = self.descriptor_size(t)
-            except _Bad as exc:
-                raise TypeInfoError(f"type descriptors unreadable at 0x{t:x} ({exc})") from None
-            out.append(t)
-            t += n
-        if t != end:
-            raise TypeInfoError(f"type descriptors end at 0x{t:x}, not at types+typedesclen "
-                                f"(0x{end:x})")
+        o, end = p, self.md.typedesclen
+        if end > len(r):
+            raise TypeInfoError(f"typedesclen 0x{end:x} is past the type region")
+        while o < end:
+            o = (o + p - 1) // p * p
+            if o + hs > len(r):
+                break
+            tflag, kind = r[o + 2 * p + 4], r[o + 2 * p + 7] & KIND_MASK
+            if not K_BOOL <= kind <= K_UNSAFE_POINTER:
+                break
+            n = hs + part.get(kind, 0 if kind != K_MAP else -1 << 40)
+            if kind in (K_STRUCT, K_INTERFACE):
+                if o + hs + 3 * p > len(r):
+                    break
+                count = word(r, o + hs + 2 * p)[0]
+                n += count * (3 * p if kind == K_STRUCT else IMETHOD_SIZE)
+            elif kind == K_FUNC:
+                if o + hs + 4 > len(r):
+                    break
+                n += p * (u16(r, o + hs)[0] + (u16(r, o + hs + 2)[0] & 0x7FFF))
+            if tflag & TFLAG_UNCOMMON and n > 0:
+                at = o + hs + part.get(kind, 0) + 4
+                if at + 2 > len(r):
+                    break
+                n += UNCOMMON_SIZE + METHOD_SIZE * u16(r, at)[0]
+            if n <= 0 or o + n > len(r):
+                break
+            out.append(self.base + o)
+            o += n
+        if o != end:
+            raise TypeInfoError(f"type descriptors do not end at types+typedesclen "
+                                f"(0x{self.base + end:x}; unreadable at 0x{self.base + o:x})")
         return out
 
     def descriptor_size(self, t: int) -> int:
