@@ -112,8 +112,13 @@ def _from_table(table: Optional[dict], key: str, module: Optional[str], go_versi
         if entries is None:
             return {"offset": None, "source": "unknown", "reason": f"no table for {module}@{mv}"}
         label = f"{module}@{mv}/"
-    for toolchain, fields in entries.items():
-        if _minor(toolchain) == want and key in fields:
+    # the binary's exact toolchain when the table has it, else the newest patch of its minor
+    exact = parse_version(go_version)
+    ranked = sorted(((parse_version(t) == exact, parse_version(t) or (0, 0, 0), t)
+                     for t in entries if _minor(t) == want), reverse=True)
+    for _same, _v, toolchain in ranked:
+        fields = entries[toolchain]
+        if key in fields:
             return {"offset": fields[key], "source": f"table:{label}{toolchain}"}
     return {"offset": None, "source": "unknown",
             "reason": f"not in the table for go{want[0]}.{want[1]}"}

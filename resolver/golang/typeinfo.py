@@ -48,7 +48,7 @@ from fnmatch import fnmatchcase
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from dbhive.elf import ElfFile
-from dbhive.errors import GoFormatError
+from dbhive.errors import ElfError, GoFormatError
 from dbhive.leb128 import uleb128
 
 from .buildinfo import parse_version
@@ -144,7 +144,10 @@ class Descriptors:
             raise TypeInfoError("type region outside the file")
         end = min(md.etypes, seg.vaddr + seg.filesz)
         # A view of the mapped file, not a copy: only the descriptors asked for are touched.
-        self.region = img.segment_bytes(seg)[md.types - seg.vaddr:end - seg.vaddr]
+        try:
+            self.region = img.segment_bytes(seg)[md.types - seg.vaddr:end - seg.vaddr]
+        except ElfError as exc:             # a truncated file
+            raise TypeInfoError(f"type region unreadable ({exc})") from None
         self.end = md.types + len(self.region)
         self.hsize = 4 * p + 16
         self._w = e + ("Q" if p == 8 else "I")
@@ -554,7 +557,9 @@ def open_descriptors(img: ElfFile, tab: Pclntab, md: ModuleData, version: Option
     TypeInfoError when none (or more than one, with differing results) fits."""
     cands = encoding_candidates(tab, version, md, experiments)
     if len(cands) == 1:
-        return Descriptors(img, md, cands[0])
+        d = Descriptors(img, md, cands[0])
+        d.sorted_types()            # Go 1.27: walk now, so a broken run says so up front
+        return d
     fits = []
     for enc in cands:
         d = Descriptors(img, md, enc)
