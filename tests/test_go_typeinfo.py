@@ -27,7 +27,7 @@ def cases(toolchains):
     return out
 
 
-CI_CASES = cases(["1.15", "1.27"])
+CI_CASES = cases(["1.15", "1.27"]) + [("1.27", "tlsapp", "arm64"), ("1.27", "tlsapp", "arm64-strip")]
 SWEEP_CASES = [c for c in cases(tc.ALL_TOOLCHAINS) if c not in CI_CASES]
 
 
@@ -66,7 +66,7 @@ def check_against_dwarf(toolchain, program, variant):
     assert rep.typeinfo["from_typeinfo"] == sum(1 for e in rep.offsets.values()
                                                 if e["source"] == "typeinfo")
     # crypto/tls and internal/poll always from descriptors (DWARF first where it is there)
-    has_dwarf = variant in ("dwarf", "pie", "nobi")
+    has_dwarf = variant in ("dwarf", "pie", "nobi", "arm64")
     for key in MUST:
         e = rep.offsets[key]
         assert e["source"] == ("dwarf" if has_dwarf else "typeinfo"), (key, e)

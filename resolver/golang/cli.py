@@ -149,10 +149,7 @@ def _list_types(path: str, pattern: str, as_json: bool) -> None:
     if any(c in pattern for c in GLOB_CHARS):
         layouts = types.structs(pattern)
     else:
-        try:
-            layout, why = types.find_struct(pattern)
-        except ValueError as exc:       # not <package>.<Type>
-            raise NoSuchType(f"{pattern}: {exc}") from None
+        layout, why = types.find_struct(pattern)       # BadPath if not <package>.<Type>
         if layout is None:
             found = types.structs(pattern)      # reachable only through the closure
             if not found:

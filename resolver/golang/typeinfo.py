@@ -29,7 +29,8 @@ Where they are found:
               package path.
   Go 1.27     no typelinks: the same descriptors lie back to back, sorted by string, from
               types+p to types+typedesclen, each DescriptorSize() long (kind part, uncommon,
-              the fields/params/imethods array, then mcount methods), aligned to p.
+              the fields/params/imethods array, then mcount methods), aligned to p.  The
+              map part is 4p+8 (hmap, <= 1.23), 8p (Swiss tables, 1.24-1.26), 11p (1.27).
   the closure (`walk`) every type reachable from those roots and from the itabs' types:
               elems, fields, params, interface and method types, ptrToThis.  Iterative,
               each type visited once, bounded by the region.
@@ -48,7 +49,7 @@ from fnmatch import fnmatchcase
 from typing import Dict, Iterator, List, Optional, Tuple
 
 from dbhive.elf import ElfFile
-from dbhive.errors import ElfError, GoFormatError
+from dbhive.errors import BadPath, ElfError, GoFormatError
 from dbhive.leb128 import uleb128
 
 from .buildinfo import parse_version
@@ -115,7 +116,7 @@ def split_type_name(full: str) -> Tuple[str, str]:
     """'crypto/tls.Conn' -> ('crypto/tls', 'Conn'); the type name is after the last dot."""
     pkg, dot, name = full.rpartition(".")
     if not dot or not pkg or not name:
-        raise ValueError(f"{full!r} is not <package path>.<Type>")
+        raise BadPath(f"{full!r} is not <package path>.<Type>")
     return pkg, name
 
 
@@ -373,7 +374,7 @@ class Descriptors:
 
     def _typedesc_walk(self) -> List[int]:
         """Go 1.27: the typelink descriptors back to back from types+p to types+typedesclen.
-        A tight loop (tens of thousands of descriptors in a large binary): descriptor_size()
+        A tight loop (tens of thousands of descriptors in a large binary): Go's DescriptorSize()
         inlined, every read bounded by the region."""
         p, hs, r, e = self.p, self.hsize, self.region, self.e
         part = {K_STRUCT: 4 * p, K_INTERFACE: 4 * p, K_PTR: p, K_SLICE: p, K_CHAN: 2 * p,
@@ -416,28 +417,6 @@ class Descriptors:
             raise TypeInfoError(f"type descriptors do not end at types+typedesclen "
                                 f"(0x{self.base + end:x}; unreadable at 0x{self.base + o:x})")
         return out
-
-    def descriptor_size(self, t: int) -> int:
-        """Bytes of the descriptor at t with what follows it (Go 1.27 DescriptorSize)."""
-        p = self.p
-        _s, _pd, tflag, _a, kind, _so, _pt = self.header(t)
-        add = 0
-        if kind == K_STRUCT:
-            add = 3 * p * self._slice(t + self.hsize + p, MAX_FIELDS, 3 * p)[1]
-        elif kind == K_INTERFACE:
-            add = IMETHOD_SIZE * self._slice(t + self.hsize + p, MAX_METHODS, IMETHOD_SIZE)[1]
-        elif kind == K_FUNC:
-            nin, nout = self._unpack("HH", t + self.hsize)
-            add = p * (nin + (nout & 0x7FFF))
-        part = self._kind_part(kind)
-        if part is None:
-            raise _Bad(f"0x{t:x}: map descriptors have no known size in this Go version")
-        n = self.hsize + part + add
-        if tflag & TFLAG_UNCOMMON:
-            mcount = self._unpack("HH", t + self.hsize + part + 4)[0]
-            n += UNCOMMON_SIZE + METHOD_SIZE * mcount
-        self._off(t, n)
-        return n
 
     # --- the closure of reachable types --------------------------------------------------
     def roots(self) -> List[int]:
