@@ -143,27 +143,33 @@ def _typelinks(img: ElfFile, slice_words: List[int], types: int, etypes: int) ->
 
 def _walk_itabs(img: ElfFile, start: int, end: int, types: int, etypes: int) -> List[int]:
     """Addresses of the itabs laid back to back in [start, end) (Go 1.27); [] if they do not
-    parse as itabs."""
+    parse as itabs.  One read of the run; each interface's method count read once."""
     p = img.ptr_size
     methods_len_at = 4 * p + 16 + 2 * p      # interfacetype: Type, PkgPath, Methods.ptr, .len
+    raw = img.read(start, end - start) if end - start <= 1 << 28 else None
+    if raw is None:
+        return []
+    word = struct.Struct(img.endian + ("Q" if img.is64 else "I")).unpack_from
+    counts: Dict[int, Optional[int]] = {}
     out = []
-    addr = start
-    while addr < end:
-        words = _words(img, addr, 4)
-        if words is None:
+    o = 0
+    while o < len(raw):
+        if o + 2 * p + 8 + p > len(raw):
             return []
-        inter, typ, _hash, fun0 = words
+        inter, typ, fun0 = word(raw, o)[0], word(raw, o + p)[0], word(raw, o + 2 * p + 8)[0]
         if not (types <= inter < etypes and types <= typ < etypes):
             return []
-        out.append(addr)
+        out.append(start + o)
         n = 1
         if fun0:
-            count = _words(img, inter + methods_len_at, 1)
-            if not count or not 0 < count[0] < 1 << 12:
+            if inter not in counts:
+                c = _words(img, inter + methods_len_at, 1)
+                counts[inter] = c[0] if c and 0 < c[0] < 1 << 12 else None
+            n = counts[inter]
+            if n is None:
                 return []
-            n = count[0]
-        addr += 2 * p + 8 + n * p
-    return out if addr == end else []
+        o += 2 * p + 8 + n * p
+    return out if o == len(raw) else []
 
 
 class TypeReader:
