@@ -12,7 +12,7 @@ import pytest
 from resolver.golang.offsets import STANDARD_OFFSETS, split_key
 from resolver.golang.report import analyze_go_binary, open_types
 from scripts.gen_go_offsets import dwarf_structs
-from tests.support.go_builds import VARIANTS, binary, go_version, tc, twin
+from tests.support.go_builds import VARIANTS, binary, go_version, twin
 
 WANTED = sorted({split_key(k)[0] for k in STANDARD_OFFSETS})
 MUST = ["crypto/tls.Conn.conn", "internal/poll.FD.Sysfd"]     # reachable from net.Conn itabs
@@ -28,7 +28,6 @@ def cases(toolchains):
 
 
 CI_CASES = cases(["1.15", "1.27"]) + [("1.27", "tlsapp", "arm64"), ("1.27", "tlsapp", "arm64-strip")]
-SWEEP_CASES = [c for c in cases(tc.ALL_TOOLCHAINS) if c not in CI_CASES]
 
 
 @functools.lru_cache(maxsize=None)

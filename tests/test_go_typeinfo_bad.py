@@ -174,9 +174,9 @@ def test_typelinks_out_of_range(tmp_path, alarm):
     img = ElfFile(src)
     words = struct.unpack("<60Q", img.read(md.address, 480))
     n = len(md.typelinks)                         # the typelinks slice: (ptr, len, cap)
+    first_off = md.typelinks[0] - md.types
     j = next(i for i in range(1, 57) if words[i] == words[i + 1] == n
-             and words[i - 1] == md.typelinks[0] - md.types + 0 * n or
-             (words[i] == words[i + 1] == n and types.base <= words[i - 1]))
+             and img.read(words[i - 1], 4) == struct.pack("<i", first_off))
     first = words[j - 1]
     bad = patched(tmp_path, src, {first: struct.pack("<i", 0x7FFFFFF0)})
     rep = analyze_go_binary(bad)

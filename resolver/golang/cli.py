@@ -18,7 +18,7 @@ from dbhive.errors import InputError, NoSuchType
 
 from ..elfsyms import openssl_version, resolve_symbols
 from .report import GoReport, analyze_go_binary, analyze_pid, open_types
-from .typeinfo import Layout, TypeInfoError
+from .typeinfo import Layout
 
 MAX_LIST_BYTES = 1 << 20        # a --symbols/--offsets list file
 

@@ -27,7 +27,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from dbhive.elf import PF_W, ElfFile, find_all
+from dbhive.elf import PF_W, ElfFile
 from dbhive.leb128 import uleb128
 from .pclntab import MAGIC_12, MAGIC_116, MAGIC_118, MAGIC_120, Pclntab
 
