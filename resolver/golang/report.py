@@ -20,6 +20,7 @@ from . import buildinfo as bi
 from .dwarf import DwarfUnavailable, GoDwarf
 from .moduledata import find_moduledata, itab_addresses
 from .offsets import STANDARD_OFFSETS, resolve_offsets
+from .typeinfo import TypeInfoError, open_descriptors
 from .pclntab import MAGIC_118, MAGIC_120, MAGIC_116, MAGIC_12, PclntabError, find_pclntab, has_name_prefix
 from .returns import ReturnsError, find_returns
 
@@ -87,6 +88,10 @@ class GoReport:
     pid: Optional[int] = None
     openssl: List[dict] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    # The runtime type descriptors: whether they could be read, and how many of the
+    # requested offsets they answered ("from_typeinfo": the reported value is theirs;
+    # "typeinfo_answered": they gave a value, whichever source took precedence).
+    typeinfo: Dict[str, object] = field(default_factory=dict)
 
     @property
     def version_tuple(self):
@@ -229,12 +234,25 @@ def analyze_go_binary(path: str, symbols: Optional[Iterable[str]] = None,
     except DwarfUnavailable:
         dwarf = None
     deps = dict(info.deps) if info else {}
-    off_out = resolve_offsets(list(STANDARD_OFFSETS if offsets is None else offsets), dwarf,
-                              version, deps)
+    md = find_moduledata(img, tab) if tab is not None else None
+    types, types_reason = _descriptors(img, tab, md, version, info)
+    keys = list(STANDARD_OFFSETS if offsets is None else offsets)
+    off_out = resolve_offsets(keys, dwarf, version, deps, types, types_reason)
+    for key, o in off_out.items():
+        for src, val in (o.get("conflicts") or {}).items():
+            warnings.append(f"offset {key}: {o['source']} says {o['offset']}, {src} says {val}")
+    typeinfo = {"available": types is not None, "reason": types_reason,
+                "typelinks": len(md.typelinks) if md else 0,
+                "itabs": len(md.itablinks) if md else 0,
+                "requested": len(keys),
+                "from_typeinfo": sum(1 for o in off_out.values() if o["source"] == "typeinfo"),
+                "typeinfo_answered": sum(1 for o in off_out.values() if o["source"] == "typeinfo"
+                                         or "typeinfo" in (o.get("checked") or [])
+                                         or "typeinfo" in (o.get("conflicts") or {}))}
 
     # itabs
     wanted_itabs = [_strip_itab_prefix(x) for x in (STANDARD_ITABS if itabs is None else itabs)]
-    itab_out = _itabs(img, tab, wanted_itabs, warnings)
+    itab_out = _itabs(img, tab, md, wanted_itabs, warnings)
 
     cgo = tab is not None and has_name_prefix(tab, ("_cgo_", "x_cgo_", "crosscall2", "runtime/cgo."))
     return GoReport(
@@ -243,7 +261,38 @@ def analyze_go_binary(path: str, symbols: Optional[Iterable[str]] = None,
         pclntab={"magic": tab.magic, "go_range": tab.go_range, "address": tab.vaddr,
                  "functions": tab.nfunc} if tab else {},
         modules=info.modules_json() if info else {},
-        symbols=sym_out, offsets=off_out, itabs=itab_out, warnings=warnings)
+        symbols=sym_out, offsets=off_out, itabs=itab_out, warnings=warnings, typeinfo=typeinfo)
+
+
+def _descriptors(img: ElfFile, tab, md, version: Optional[str], info):
+    """(typeinfo.Descriptors, None) or (None, why they cannot be read)."""
+    if tab is None:
+        return None, "no pclntab"
+    if md is None:
+        return None, "moduledata not found"
+    try:
+        experiments = info.settings.get("GOEXPERIMENT", "") if info else ""
+        return open_descriptors(img, tab, md, version, experiments), None
+    except TypeInfoError as exc:
+        return None, str(exc)
+
+
+def open_types(path: str):
+    """(typeinfo.Descriptors, GoReport-style version) of a Go executable, for listing struct
+    layouts (`resolver go --types`).  Raises NotGoBinary/GoFormatError/ElfError."""
+    img = ElfFile(path)
+    try:
+        tab = find_pclntab(img)
+    except PclntabError as exc:
+        raise NotGoBinary(f"{path}: {exc}") from None
+    info = bi.read_buildinfo(img)
+    version = info.version if info and info.version else (_version_from_symtab(img)
+                                                           or _version_by_scan(img))
+    md = find_moduledata(img, tab)
+    types, why = _descriptors(img, tab, md, version, info)
+    if types is None:
+        raise TypeInfoError(f"{path}: type descriptors unavailable ({why})")
+    return types, version
 
 
 def _strip_itab_prefix(name: str) -> str:
@@ -253,7 +302,7 @@ def _strip_itab_prefix(name: str) -> str:
     return name
 
 
-def _itabs(img: ElfFile, tab, wanted: List[str], warnings: List[str]) -> Dict[str, Optional[int]]:
+def _itabs(img: ElfFile, tab, md, wanted: List[str], warnings: List[str]) -> Dict[str, Optional[int]]:
     out: Dict[str, Optional[int]] = {}
     spelled = [p + w for w in wanted for p in ITAB_PREFIXES]
     syms = img.symbols(spelled, tables=(".symtab",))
@@ -271,7 +320,6 @@ def _itabs(img: ElfFile, tab, wanted: List[str], warnings: List[str]) -> Dict[st
         if names.find(b"\0go:itab.") >= 0 or names.find(b"\0go.itab.") >= 0:
             missing = []        # the linker named every itab: absence is authoritative
     if missing and tab is not None:
-        md = find_moduledata(img, tab)
         if md is None:
             warnings.append("moduledata not found: itabs of stripped binaries unavailable")
         else:
