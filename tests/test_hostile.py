@@ -311,3 +311,21 @@ def test_rpm_header_claiming_gigabytes(tmp_path):
                     max_data_mb=512)
     check(o, 1, "header claims")
     assert files_under(tmp_path) == ["bad.rpm"]
+
+
+def test_go_binary_with_a_damaged_pclntab(tmp_path):
+    """A real stripped Go binary whose pclntab header is damaged is an error, not a report
+    with every symbol 'absent'."""
+    from dbhive.elf import ElfFile
+    from tests.support.go_builds import binary
+    src = binary("1.24", "tlsapp", "strip")
+    with ElfFile(src) as elf:
+        off = elf.section(".gopclntab").offset
+    data = bytearray(open(src, "rb").read())
+    data[off + 7] = 3                                  # pointer size 3: no such pclntab
+    bad = tmp_path / "tlsapp"
+    bad.write_bytes(data)
+    o = run_bounded([RESOLVER, "go", str(bad)])
+    check(o, 1, "pclntab cannot be read")
+    o = run_bounded([RESOLVER, "go", src, "--json"])
+    assert o.returncode == 0 and json.loads(o.stdout)["pclntab"], o.stderr

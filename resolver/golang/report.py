@@ -186,10 +186,13 @@ def analyze_go_binary(path: str, symbols: Optional[Iterable[str]] = None,
         tab = None
         pcln_error = str(exc)
     info = bi.read_buildinfo(img)
-    if tab is None and ("unknown pclntab magic" in pcln_error or info is None):
-        raise NotGoBinary(f"{path}: {pcln_error}" if info else f"{path}: not a Go binary ({pcln_error})")
+    if tab is None and info is None:
+        raise NotGoBinary(f"{path}: not a Go binary ({pcln_error})")
     if tab is None:
-        warnings.append(f"pclntab: {pcln_error}")
+        # it is Go (it has build info), but without its function table no symbol, RET
+        # offset or itab can be found: an answer of "all absent" would be a wrong success
+        raise PclntabError(f"{path}: a Go binary ({info.version or 'unknown version'}) whose "
+                           f"pclntab cannot be read: {pcln_error}")
 
     # version
     version, source = None, "unknown"
