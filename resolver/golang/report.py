@@ -17,6 +17,7 @@ from dbhive.errors import ElfError, InputError
 
 from ..elfsyms import openssl_version, resolve_symbols
 from . import buildinfo as bi
+from . import quirks
 from .dwarf import DwarfUnavailable, GoDwarf
 from .moduledata import find_moduledata, itab_addresses
 from .offsets import STANDARD_OFFSETS, resolve_offsets
@@ -65,7 +66,6 @@ STANDARD_ITABS: List[str] = [
     "*google.golang.org/grpc/credentials/internal.syscallConn,net.Conn",
     "*google.golang.org/grpc/internal/credentials.syscallConn,net.Conn",
 ]
-ITAB_PREFIXES = ("go:itab.", "go.itab.")
 
 _MAGIC_MIN_MINOR = {MAGIC_12: (2, 15), MAGIC_116: (16, 17), MAGIC_118: (18, 19), MAGIC_120: (20, 10**6)}
 _VERSION_RE = re.compile(rb"go1\.\d{1,3}(?:\.\d{1,3})?(?:(?:rc|beta)\d+)?(?: X:[\w,]+)?")
@@ -159,11 +159,10 @@ def _consistent(version: str, magic: int) -> bool:
 def _func_table(img: ElfFile, tab, names: List[str]) -> Dict[str, tuple]:
     """{name: (entry, size, source)} from .symtab when present, else the pclntab."""
     out = {}
-    # Assembly functions carry an ABI suffix in .symtab ("runtime.goexit.abi0"), not in the
-    # pclntab.
-    syms = img.symbols(names + [n + ".abi0" for n in names], tables=(".symtab",))
+    abi = quirks.ASM_ABI_SUFFIX
+    syms = img.symbols(names + [n + abi for n in names], tables=(".symtab",))
     for n in names:
-        s = syms.get(n) or syms.get(n + ".abi0")
+        s = syms.get(n) or syms.get(n + abi)
         if s is not None and s.address and s.size:
             out[n] = (s.address, s.size, "symtab")
     missing = [n for n in names if n not in out]
@@ -254,7 +253,7 @@ def analyze_go_binary(path: str, symbols: Optional[Iterable[str]] = None,
                                          or "typeinfo" in (o.get("conflicts") or {}))}
 
     # itabs
-    wanted_itabs = [_strip_itab_prefix(x) for x in (STANDARD_ITABS if itabs is None else itabs)]
+    wanted_itabs = [quirks.strip_itab_prefix(x) for x in (STANDARD_ITABS if itabs is None else itabs)]
     itab_out = _itabs(img, tab, md, wanted_itabs, warnings)
 
     cgo = tab is not None and has_name_prefix(tab, ("_cgo_", "x_cgo_", "crosscall2", "runtime/cgo."))
@@ -298,19 +297,12 @@ def open_types(path: str):
     return types, version
 
 
-def _strip_itab_prefix(name: str) -> str:
-    for p in ITAB_PREFIXES:
-        if name.startswith(p):
-            return name[len(p):]
-    return name
-
-
 def _itabs(img: ElfFile, tab, md, wanted: List[str], warnings: List[str]) -> Dict[str, Optional[int]]:
     out: Dict[str, Optional[int]] = {}
-    spelled = [p + w for w in wanted for p in ITAB_PREFIXES]
+    spelled = [p + w for w in wanted for p in quirks.ITAB_PREFIXES]
     syms = img.symbols(spelled, tables=(".symtab",))
     for w in wanted:
-        for p in ITAB_PREFIXES:
+        for p in quirks.ITAB_PREFIXES:
             s = syms.get(p + w)
             if s is not None:
                 out[w] = s.address
@@ -335,7 +327,9 @@ def _itabs(img: ElfFile, tab, md, wanted: List[str], warnings: List[str]) -> Dic
 
 # --- running processes ------------------------------------------------------------------------
 
-def _maps(pid: int) -> List[dict]:
+def process_maps(pid: int) -> List[dict]:
+    """The mappings of a process (/proc/PID/maps): [{start, end, perms, offset, path}].
+    NotGoBinary (one line) when they cannot be read."""
     out = []
     try:
         with open(f"/proc/{pid}/maps") as fh:
@@ -362,7 +356,7 @@ def analyze_pid(pid: int, symbols: Optional[Iterable[str]] = None,
         path = f"/proc/{pid}/exe"
     report = analyze_go_binary(path, symbols, offsets)
     report.pid = pid
-    maps = _maps(pid)
+    maps = process_maps(pid)
     img = ElfFile(path)
     first_load = img.loads[0] if img.loads else None
     exe_maps = [m for m in maps if m["path"] in (exe, exe.replace(" (deleted)", ""))]
