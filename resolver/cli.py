@@ -263,24 +263,57 @@ def matrix(obj, paths, as_json, as_csv):
                err=True)
 
 
-@main.command()
+EXPR_EXAMPLES = """
+\b
+Examples:
+  resolver expr 'p wake_up_new_task comm=%0->comm' 'r do_filp_open pos=$retval->f_pos'
+  resolver expr 'P /usr/bin/myapp:handle_req id=%0->id name=%0->name'
+  resolver expr 'R libssl.so.3:SSL_write ret=$retval'          # a library via ldconfig
+  resolver expr 'P ./goserver:crypto/tls.(*Conn).Write len=%2'  # Go: register ABI words
+  resolver expr 'R ./goserver:crypto/tls.(*Conn).Write n=$retval'  # Go: a probe per RET
+  resolver expr --apply 'P libc:fputs s=%0 fd=%1->_fileno'      # into tracefs, events out
+\b
+P/R (uprobes) need no kernel DB: types come from the binary's DWARF, or from a debug file
+found by build-id under --debug-dir (default /usr/lib/debug).  Go binaries: %N is argument
+word N (ax bx cx di si r8 r9 r10 r11 / x0..x15 from Go 1.17 amd64 / 1.18 arm64, else
+8(SP)+8N); R never becomes a uretprobe.
+"""
+
+
+@main.command(epilog=EXPR_EXAMPLES)
 @kernel_options
 @click.argument("probes", nargs=-1, required=True)
 @click.option("-a", "--reg-arch", "expr_arch", type=click.Choice(["x86_64", "x86", "aarch64"]),
-              help="Register names of this arch (default: the DB's).")
-@click.option("--json", "as_json", is_flag=True)
+              help="Register names of this arch for kernel probes (default: the DB's).")
+@click.option("--json", "as_json", is_flag=True,
+              help="One JSON object per probe (with --apply: per event).")
 @click.option("--surftrace", "as_surftrace", is_flag=True,
               help="Print exactly what `surftrace -S` prints (a dict per probe).")
 @click.option("--compat", is_flag=True,
               help="Translate exactly as surftrace does (no bitfield fetches, "
                    "no $retval member chains).")
+@click.option("--debug-dir", "debug_dirs", multiple=True, type=click.Path(file_okay=False),
+              help="Where debug files are looked up by build-id (default /usr/lib/debug).")
+@click.option("--apply", "apply_", is_flag=True,
+              help="Write the uprobe lines into tracefs, print their events until Ctrl-C "
+                   "(or --duration/--count), then remove them.")
+@click.option("--duration", type=float, help="With --apply: stop after this many seconds.")
+@click.option("--count", type=int, help="With --apply: stop after this many events.")
+@click.option("--group", help="With --apply: the event group (default dbhive_<pid>).")
 @click.pass_obj
-def expr(obj, probes, expr_arch, as_json, as_surftrace, compat):
-    """Translate surftrace expressions to kprobe_events lines."""
+def expr(obj, probes, expr_arch, as_json, as_surftrace, compat, debug_dirs, apply_, duration,
+         count, group):
+    """Translate surftrace expressions to kprobe_events / uprobe_events lines."""
     from .expr import translate
-    r = obj.resolver()
-    arch = expr_arch or r.kernel.get("arch") or "x86_64"
-    out = translate(r, list(probes), arch=arch, compat=compat)
+    from .uprobe.probe import is_uprobe_line
+    kernel = [p for p in probes if p.strip() and not is_uprobe_line(p)]
+    r = obj.resolver() if kernel else None
+    arch = expr_arch or (r.kernel.get("arch") if r else None) or "x86_64"
+    out = translate(r, list(probes), arch=arch, compat=compat, uprobes=True,
+                    debug_dirs=tuple(debug_dirs) or None)
+    if apply_:
+        _apply(out, as_json, duration, count, group)
+        return
     for p in out:
         if as_json:
             click.echo(json.dumps(p.as_dict()))
@@ -290,6 +323,25 @@ def expr(obj, probes, expr_arch, as_json, as_surftrace, compat):
             click.echo(p.line)
             if p.filter:
                 click.echo(f"# filter: {p.filter}")
+            for note in getattr(p, "notes", ()):
+                click.echo(f"# {note}")
+
+
+def _apply(out, as_json, duration, count, group):
+    from .uprobe.apply import run
+    bad = [p for p in out if p.type not in ("P", "R")]
+    if bad:
+        fail("resolver", f"--apply writes uprobes only; {bad[0].source!r} is a kernel probe", 2)
+
+    def ready(applied):
+        click.echo(f"# applied {len(applied.events)} uprobe(s) in group {applied.group} "
+                   f"({applied.base}); Ctrl-C removes them", err=True)
+        for p in out:
+            click.echo(f"# {p.line}", err=True)
+
+    n = run(out, lambda line: click.echo(line), as_json=as_json, duration=duration,
+            count=count, group=group, ready=ready)
+    click.echo(f"# {n} event(s); probes removed", err=True)
 
 
 @main.command()

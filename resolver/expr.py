@@ -98,8 +98,9 @@ def split_probe(line: str) -> dict:
         raise ExprError(f"{line!r}: expected '<p|r|e> <symbol> [var=expr ...] [f:filter]'")
     if ws[0] not in ("p", "r", "e"):
         if ws[0] in ("P", "R"):
-            raise ExprError(f"{line!r}: uprobes (P/R) are not translated by the kernel resolver")
-        raise ExprError(f"{line!r}: probe type must be p, r or e, not {ws[0]!r}")
+            raise ExprError(f"{line!r}: uprobes (P/R) are translated only on the machine that "
+                            f"has the binary (resolver expr), not here")
+        raise ExprError(f"{line!r}: probe type must be p, r, e, P or R, not {ws[0]!r}")
     res = {"type": ws[0], "symbol": ws[1], "filter": "", "args": ws[2:]}
     if len(ws) >= 3 and ws[-1].startswith("f:"):
         res["filter"] = ws[-1][2:]
@@ -179,6 +180,7 @@ class _Translator:
         self.r = r
         self.arch = arch
         self.compat = compat
+        self.where = "in this kernel"      # what messages name: a kernel, or a binary
 
     # ---- types -------------------------------------------------------------
     def _peel(self, db, tid):
@@ -209,7 +211,7 @@ class _Translator:
             except ResolverError:
                 if nptr:
                     return _Cur(None, None, nptr, spelled)
-                raise ExprError(f"{t}: not a struct/union in this kernel") from None
+                raise ExprError(f"{t}: not a struct/union {self.where}") from None
             return _Cur(ref.db, ref.id, nptr, spelled)
         return _Cur(None, None, nptr, spelled) if nptr else _Cur(None, None, 0, spelled)
 
@@ -234,7 +236,7 @@ class _Translator:
                 try:
                     ref = self.r.find_type(name)
                 except ResolverError:
-                    raise ExprError(f"{name} is not a valid struct in this kernel") from None
+                    raise ExprError(f"{name} is not a valid struct {self.where}") from None
                 return ref
             return TypeRef(c.db, c.db.complete(c.db.strip(c.tid)))
         if c.db is None or not self._is_ptr(c):
@@ -275,7 +277,7 @@ class _Translator:
         if found is None:
             t = db.type(ref.id)
             raise ExprError(f"{name} is not a member in {t.kind} {t.name or '{...}'} "
-                            f"(absent in this kernel)")
+                            f"(absent {self.where})")
         bits = found.bit_offset
         elem, is_arr = self._peel(db, found.type)
         cur = _Cur(db, found.type, 0, db.spelling(elem), db.sizeof(found.type) or 0,
@@ -576,23 +578,44 @@ def _lookup_func(r: Resolver, name: str):
     raise ExprError(f"no {name} debuginfo in the DB (no such function in this kernel)")
 
 
-def translate(r: Resolver, lines, arch: str = "x86_64", compat: bool = False) -> list:
+def translate(r: Optional[Resolver], lines, arch: str = "x86_64", compat: bool = False,
+              uprobes: bool = False, debug_dirs=None) -> list:
     """Translate surftrace probe lines; returns [Probe].  Raises ExprError (with the probe
-    text) on the first bad line."""
-    tr = _Translator(r, arch, compat)
+    text) on the first bad line.
+
+    Kernel probes (p, r, e) need `r`.  User-space probes (P, R: resolver/uprobe/) are
+    translated only with `uprobes=True` (they open files of this machine, so the server does
+    not offer them); a Go `R` gives one probe per RET instruction.  `debug_dirs`: where
+    separate debug files are looked for by build-id (default /usr/lib/debug)."""
+    tr = _Translator(r, arch, compat) if r is not None else None
+    utr = None
     out = []
-    for i, line in enumerate(lines):
-        line = line.strip("\n")
-        if not line:
-            continue
-        if len(line) > MAX_EXPR_LEN:
-            raise ExprError(f"probe {i}: longer than {MAX_EXPR_LEN} characters")
-        try:
-            out.append(_translate_one(tr, r, i, line))
-        except ExprError as e:
-            raise ExprError(f"{line!r}: {e}") from None
-        except ResolverError as e:
-            raise ExprError(f"{line!r}: {e}") from None
+    try:
+        for i, line in enumerate(lines):
+            line = line.strip("\n")
+            if not line:
+                continue
+            if len(line) > MAX_EXPR_LEN:
+                raise ExprError(f"probe {i}: longer than {MAX_EXPR_LEN} characters")
+            try:
+                if uprobes and line.split(None, 1)[0] in ("P", "R"):
+                    if utr is None:
+                        from .uprobe import UprobeTranslator
+                        utr = UprobeTranslator(compat, **({"debug_dirs": debug_dirs}
+                                                          if debug_dirs else {}))
+                    out.extend(utr.translate(i, line))
+                    continue
+                if tr is None:
+                    split_probe(line)
+                    raise ExprError("kernel probes need a kernel DB (--db, --hive)")
+                out.append(_translate_one(tr, r, i, line))
+            except ExprError as e:
+                raise ExprError(f"{line!r}: {e}") from None
+            except ResolverError as e:
+                raise ExprError(f"{line!r}: {e}") from None
+    finally:
+        if utr is not None:
+            utr.close()
     return out
 
 

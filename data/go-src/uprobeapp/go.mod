@@ -1,0 +1,3 @@
+module example.com/uprobeapp
+
+go 1.15
