@@ -32,8 +32,10 @@ _SYMBOL = re.compile(r"(?P<func>[^\s+]+?)(?:\+(?P<off>0x[0-9a-fA-F]+|\d+))?")
 
 @dataclass
 class UProbe(Probe):
-    """A uprobe line plus the facts behind it (--json)."""
+    """A uprobe line plus the facts behind it (--json) and notes for people (where each Go
+    member offset came from)."""
     facts: dict = field(default_factory=dict)
+    notes: list = field(default_factory=list)
 
     def surftrace_dict(self) -> dict:
         """What `surftrace -S` prints for this probe (its spacing; our offset)."""
@@ -44,6 +46,8 @@ class UProbe(Probe):
     def as_dict(self) -> dict:
         d = super().as_dict()
         d["facts"] = self.facts
+        if self.notes:
+            d["notes"] = self.notes
         return d
 
 
