@@ -22,6 +22,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .api import Resolver, TypeRef, bitfield_unit
+from dbhive.errors import DbhiveError
+
 from .errors import CorruptDB, ExprError, ResolverError
 from .kernel import ARRAY, COMPOSITE, MAX_CHAIN, PTR, QUALIFIERS
 
@@ -597,14 +599,17 @@ def translate(r: Optional[Resolver], lines, arch: str = "x86_64", compat: bool =
                 continue
             if len(line) > MAX_EXPR_LEN:
                 raise ExprError(f"probe {i}: longer than {MAX_EXPR_LEN} characters")
-            try:
-                if uprobes and line.split(None, 1)[0] in ("P", "R"):
-                    if utr is None:
-                        from .uprobe import UprobeTranslator
-                        utr = UprobeTranslator(compat, **({"debug_dirs": debug_dirs}
-                                                          if debug_dirs else {}))
+            if uprobes and line.split(None, 1)[:1] in (["P"], ["R"]):
+                if utr is None:
+                    from .uprobe import UprobeTranslator
+                    utr = UprobeTranslator(compat, **({"debug_dirs": debug_dirs}
+                                                      if debug_dirs else {}))
+                try:
                     out.extend(utr.translate(i, line))
-                    continue
+                except DbhiveError as e:    # keep the kind (and exit code): no such file...
+                    raise type(e)(f"{line!r}: {e}") from None
+                continue
+            try:
                 if tr is None:
                     split_probe(line)
                     raise ExprError("kernel probes need a kernel DB (--db, --hive)")

@@ -97,14 +97,14 @@ int main(int argc, char **argv)
 		       r.hits.counter, i * 2 + 1, r.name, ret, pp->seq);
 		/* libc (its types from Debian's libc6-dbg debug file, found by build-id) */
 		char text[32];
-		snprintf(text, sizeof(text), "line-%d\n", i);
+		snprintf(text, sizeof(text), "line-%d;", i);
 		FILE *out = stderr;
 		fputs(text, out);
 		ts.tv_sec = 0;
 		ts.tv_nsec = 1000 + i;
 		nanosleep(&ts, NULL);
 		size_t w = fwrite("abc", 1, (size_t)(i % 3) + 1, out);
-		printf("libc i=%d text=%s fd=%d nsec=%ld fwrite=%zu\n", i, strtok(text, "\n"),
+		printf("libc i=%d text=%s fd=%d nsec=%ld fwrite=%zu\n", i, text,
 		       fileno(out), ts.tv_nsec, w);
 	}
 	printf("done\n");
