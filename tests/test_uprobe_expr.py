@@ -281,3 +281,13 @@ def test_kernel_side_still_refuses_uprobes_without_the_flag():
     with pytest.raises(ExprError, match="uprobes"):
         translate(None, ["P /bin/true:main"])
     assert not os.path.exists("/nonexistent.db")
+
+
+def test_library_without_dwarf_untyped_args():
+    """libssl has no debug file here: bare registers and $retval need no types."""
+    ssl = find_library("libssl.so.3")
+    off = _elf_file_offset(ssl, "SSL_write")
+    r, p = translate(None, ["R libssl.so.3:SSL_write ret=$retval", "P libssl:SSL_write n=S%2"],
+                     uprobes=True)
+    assert r.line == f"r:r0 {ssl}:0x{off:x} ret=$retval"
+    assert p.line == f"p:p1 {ssl}:0x{off:x} n=%dx:s64"

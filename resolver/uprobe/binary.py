@@ -108,7 +108,14 @@ def find_library(spec: str, abi: Optional[str] = None) -> str:
     entries = ldconfig_cache(abi)
     exact = [p for (n, _f, p) in entries if n == spec]
     found = exact or [p for (n, _f, p) in entries if _lib_matches(spec, n)]
-    distinct = list(dict.fromkeys(found))
+    # libssl.so (the -dev link) and libssl.so.3 are one file: keep the soname, the name the
+    # loader maps
+    by_file: Dict[str, str] = {}
+    for p in found:
+        real = os.path.realpath(p)
+        if real not in by_file or len(os.path.basename(p)) > len(os.path.basename(by_file[real])):
+            by_file[real] = p
+    distinct = list(by_file.values())
     if not distinct:
         raise NoSuchBinary(f"{spec}: no such file, command or library (not in the ldconfig "
                            f"cache for {abi})")

@@ -117,6 +117,13 @@ class UprobeTranslator:
                  if kind == "r" else "uprobe", "args": {}}
         if not res["args"]:
             return UProbe(res["type"], head, flt, line, facts)
+        if b.dwarf_path() is None:
+            raw = self._untyped_args(b, res["args"], kind)
+            if raw is not None:          # nothing needs a type: no DWARF needed either
+                facts["args"] = dict(raw)
+                facts["types"] = None
+                return UProbe(res["type"], head + "".join(f" {v}={f}" for v, f in raw), flt,
+                              line, facts)
         src = b.types(f"for the arguments of {res['func']}")
         facts["types"] = src.path
         func, dwarf_name = self._c_function(b, src, site)
@@ -140,6 +147,31 @@ class UprobeTranslator:
             facts["args"][var] = fetch
             text += " %s=%s" % (var, fetch)
         return UProbe(res["type"], text, flt, line, facts)
+
+    def _untyped_args(self, b: UserBinary, args, kind: str) -> Optional[list]:
+        """[(var, fetch)] when every argument is a bare register/argument word, $retval,
+        $comm or $stackN (fetched as a 64-bit word), else None (types are needed)."""
+        out, seen = [], set()
+        for e in args:
+            m = re.fullmatch(r"([A-Za-z_][A-Za-z0-9_]*)=([SUX]?)(%\w+|\$retval|\$comm|"
+                             r"\$stack\d*)", e)
+            if not m or m.group(1) in seen or m.group(1) in RESERVED_VARS:
+                return None
+            var, fmt, base = m.groups()
+            seen.add(var)
+            if base.startswith("%"):
+                reg = base[1:]
+                if reg.isdigit():
+                    reg = abi.c_arg(b.arch, int(reg))
+                    if reg is None:
+                        return None
+                    reg = reg[1:]
+                out.append((var, f"%{reg}:{(fmt or 'u').lower()}64"))
+            elif base == "$retval" and kind != "r":
+                return None
+            else:
+                out.append((var, base))
+        return out
 
     def _c_function(self, b: UserBinary, src, site) -> tuple:
         """(_Func, DWARF name) of the function at `site`: by its name, else by another symbol
