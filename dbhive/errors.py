@@ -14,6 +14,7 @@ project and shows its traceback.
     ├── OutputError           a destination that cannot be written as asked
     ├── BuildError            a build that cannot be done as asked (no type source, ...)
     ├── SchemaError           a DB that is not a dbhive DB, or of another schema version
+    ├── SetupError            the machine cannot do it (root, BPF, tracefs); UnsupportedKernel
     └── LookupFailure         (also a LookupError) the question has no answer in this kernel
         ├── BadPath, NoKernelDB, NoSuchType, NoSuchFunction, AbsentMember, NotAPointer,
         └── ExprError, CorruptDB
@@ -74,6 +75,16 @@ class SchemaError(DbhiveError):
     """Not a dbhive DB, or one written with another schema version."""
 
 
+class SetupError(DbhiveError):
+    """This machine cannot do what was asked: not root, no BPF, no tracefs, a probe that
+    could not start."""
+
+
+class UnsupportedKernel(SetupError):
+    """A kernel or architecture the tracer does not support (older than 4.14, not
+    x86_64/aarch64)."""
+
+
 class LookupFailure(DbhiveError, LookupError):
     """A question this kernel (or binary) has no answer for.  drgn style: a LookupError."""
 
@@ -124,6 +135,8 @@ EXIT_CODES = {
     NotAPointer: 5,
     ExprError: 6,
     CorruptDB: 7,
+    UnsupportedKernel: 2,
+    SetupError: 4,
 }
 EXIT_INTERRUPTED = 130
 

@@ -128,12 +128,13 @@ def test_release_only_match_warns(running_hive, running_db_file, tmp_path):
 def test_refusals():
     """Kernels older than 4.14 and other arches are refused with one line (the check itself:
     this machine cannot boot such a kernel)."""
-    from tracer.kernel import Running, TracerError, btf_places, check_supported
+    from dbhive.errors import UnsupportedKernel
+    from tracer.kernel import Running, btf_places, check_supported
     check_supported(Running("4.14.0", "x86_64", (4, 14), None))
     check_supported(Running("5.10.0-32-cloud-arm64", "aarch64", (5, 10), None))
     for k in (Running("4.9.0-19-amd64", "x86_64", (4, 9), None),
               Running("6.1.0", "riscv64", (6, 1), None)):
-        with pytest.raises(TracerError) as ei:
+        with pytest.raises(UnsupportedKernel) as ei:
             check_supported(k)
         assert "\n" not in str(ei.value) and ei.value.exit_code == 2
     places = btf_places("R")

@@ -10,7 +10,10 @@ import os
 import sys
 import click
 
-from .kernel import SYS_BTF, TracerError, bpf_available, check_supported, running, tracefs
+from dbhive.cliutil import OneLineErrorGroup, warn
+from dbhive.errors import InputError, SetupError
+
+from .kernel import SYS_BTF, bpf_available, check_supported, running, tracefs
 
 EXAMPLES = """
 \b
@@ -39,15 +42,14 @@ def _source_opts(f):
     return f
 
 
-def _fail(e: TracerError):
-    click.echo(str(e), err=True)
-    sys.exit(e.exit_code)
+class _Group(OneLineErrorGroup):
+    prog = "tracer"
 
 
 def _source(hive, db, ignore_btf, k):
     from .offsets import open_source
     if hive and db:
-        raise TracerError("tracer: give --hive or --db, not both", 2)
+        raise click.UsageError("give --hive or --db, not both")
     src = open_source(k, hive=hive, db=db, ignore_btf=ignore_btf)
     if db and not ignore_btf and os.path.exists(SYS_BTF):
         src.warnings.append(f"using --db {db}; the kernel's BTF ({SYS_BTF}) is not consulted "
@@ -58,11 +60,12 @@ def _source(hive, db, ignore_btf, k):
 def _need_bpf():
     why = bpf_available()
     if why:
-        raise TracerError(f"tracer: {why}", 4)
+        raise SetupError(why)
     tracefs()
 
 
-@click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+@click.group(cls=_Group, epilog=EXAMPLES,
+             context_settings={"help_option_names": ["-h", "--help"]})
 def main():
     """bcc tracer for kernels without BTF: fills the members_offset and proc_info_map eBPF
     maps from the resolver, follows Go processes, and proves the offsets on the live kernel."""
@@ -74,12 +77,9 @@ def main():
 def offsets(hive, db, ignore_btf, as_json):
     """What goes into members_offset, and where each value came from."""
     from .offsets import resolve_all
-    try:
-        k = running()
-        check_supported(k)
-        src = _source(hive, db, ignore_btf, k)
-    except TracerError as e:
-        _fail(e)
+    k = running()
+    check_supported(k)
+    src = _source(hive, db, ignore_btf, k)
     vals = resolve_all(src.resolver, k.machine)
     if as_json:
         click.echo(json.dumps({"kernel": {"release": k.release, "arch": k.machine,
@@ -89,7 +89,7 @@ def offsets(hive, db, ignore_btf, as_json):
                                "warnings": src.warnings}, indent=2))
         return
     for w in src.warnings:
-        click.echo(f"warning: {w}", err=True)
+        warn("tracer", w)
     rows = [("field", "value", "path", "source")]
     for v in vals:
         rows.append((v.member.name, v.shown(), v.path or "/".join(v.member.paths),
@@ -111,21 +111,18 @@ def verify(hive, db, ignore_btf, go_probe, timeout, as_json):
     program through members_offset/proc_info_map and compare with what user space knows.
     Exit 0 when every check passes, 1 when one fails."""
     from .verify import Verifier, format_table
-    try:
-        k = running()
-        check_supported(k)
-        _need_bpf()
-        if go_probe and not os.access(go_probe, os.X_OK):
-            raise TracerError(f"tracer: --go-probe {go_probe}: not an executable file", 2)
-        src = _source(hive, db, ignore_btf, k)
-        res = Verifier(src, k, go_probe=go_probe, timeout=timeout).run()
-    except TracerError as e:
-        _fail(e)
+    k = running()
+    check_supported(k)
+    _need_bpf()
+    if go_probe and not os.access(go_probe, os.X_OK):
+        raise InputError(f"--go-probe {go_probe}: not an executable file")
+    src = _source(hive, db, ignore_btf, k)
+    res = Verifier(src, k, go_probe=go_probe, timeout=timeout).run()
     if as_json:
         click.echo(json.dumps(res.as_dict(), indent=2))
     else:
         for w in res.warnings:
-            click.echo(f"warning: {w}", err=True)
+            warn("tracer", w)
         click.echo(format_table(res))
     sys.exit(0 if res.ok else 1)
 
@@ -143,14 +140,11 @@ def start(hive, db, ignore_btf, go_delay, pids, events):
     """Fill the maps and follow Go processes until Ctrl-C / SIGTERM (then detach everything,
     clear the maps, exit 0).  Status lines go to stderr."""
     from .start import Tracer
-    try:
-        k = running()
-        check_supported(k)
-        _need_bpf()
-        src = _source(hive, db, ignore_btf, k)
-        code = Tracer(src, k, go_delay=go_delay, pids=pids or None, events=events).run()
-    except TracerError as e:
-        _fail(e)
+    k = running()
+    check_supported(k)
+    _need_bpf()
+    src = _source(hive, db, ignore_btf, k)
+    code = Tracer(src, k, go_delay=go_delay, pids=pids or None, events=events).run()
     sys.exit(code)
 
 

@@ -117,7 +117,9 @@ def analyze(path: str, identity: Identity, machine: str) -> Analysis:
             a.warnings.append(f"{fname}: RET offsets unknown, not probed (never a uretprobe)")
             continue
         a.anchor = a.anchor or (sym["address"], sym["file_offset"])
-        a.probes.append((entry_prog, sym["file_offset"]))
+        # after the stack-growth check: a call that grows its stack re-runs the first
+        # instructions, and a probe there would fire twice
+        a.probes.append((entry_prog, sym.get("entry_probe", sym["file_offset"])))
         a.probes += [(ret_prog, r) for r in sym["returns"]]
     if not a.probes:
         a.error = f"{path}: no crypto/tls.(*Conn).Write/Read to probe"

@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 from resolver import AbsentMember, NoKernelDB, Offset, Resolver, ResolverError
 
 from . import fields as F
-from .kernel import Running, TracerError, btf_places, is_elf
+from .kernel import Running, btf_places, is_elf
 
 
 @dataclass
@@ -34,13 +34,10 @@ def open_source(k: Running, hive: Optional[str] = None, db: Optional[str] = None
     An explicit --db is used as given.  Otherwise the kernel's BTF, from the first place
     that has it (an ELF vmlinux only when its build-id is the running kernel's), unless
     ignore_btf; then the hive's DB of the running kernel (build-id match, or release match
-    with a warning).  None found: TracerError naming every place tried."""
+    with a warning).  None found: NoKernelDB naming every place tried."""
     tried: List[str] = []
     if db:
-        try:
-            r = Resolver.open(db=db, overlay=None)
-        except ResolverError as e:
-            raise TracerError(f"tracer: {e}", 3) from None
+        r = Resolver.open(db=db, overlay=None)
         return Source(r, r.source, "db", [r.source], list(r.warnings))
     if not ignore_btf:
         for place in btf_places(k.release):
@@ -67,10 +64,7 @@ def open_source(k: Running, hive: Optional[str] = None, db: Optional[str] = None
         r = Resolver.for_running_kernel(hive=hive, overlay=None)
     except NoKernelDB as e:
         tried.append(str(e))
-        raise TracerError("tracer: no offsets for this kernel; tried: " + "; ".join(tried), 3) \
-            from None
-    except ResolverError as e:
-        raise TracerError(f"tracer: {e}", 3) from None
+        raise NoKernelDB("no offsets for this kernel; tried: " + "; ".join(tried)) from None
     tried.append(r.source)
     return Source(r, r.source, "db", tried, list(r.warnings))
 

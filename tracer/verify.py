@@ -28,7 +28,9 @@ from typing import Any, Dict, List, Optional
 
 from . import bpf as B
 from . import fields as F
-from .kernel import Running, TracerError
+from dbhive.errors import SetupError
+
+from .kernel import Running
 from .offsets import Source, Value, members_words, resolve_all
 
 TCP_REPAIR, TCP_REPAIR_QUEUE, TCP_QUEUE_SEQ = 19, 20, 21
@@ -191,8 +193,8 @@ class Verifier:
         B.set_config(self.b, verify_tgid=0)
         rec = table[table.Key(0)]
         if rec.seq == before:
-            raise TracerError("tracer: verify_probe did not run (is the tracepoint "
-                              "syscalls:sys_enter_pwrite64 available?)", 4)
+            raise SetupError("verify_probe did not run (is the tracepoint "
+                             "syscalls:sys_enter_pwrite64 available?)")
         return rec
 
     def check_field(self, label: str, member: str, expected, read, fmt=lambda x: x) -> None:
@@ -418,7 +420,7 @@ class Verifier:
         try:
             ready = proc.stdout.readline().split()
             if not ready or ready[0] != "ready":
-                raise TracerError(f"tracer: {self.go_probe} serve did not start", 4)
+                raise SetupError(f"{self.go_probe} serve did not start")
             info = dict(w.split("=", 1) for w in ready[1:])
             pid = int(info["pid"])
             notes = []

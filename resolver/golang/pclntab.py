@@ -179,6 +179,14 @@ class Pclntab:
         entry, foff = self._entry(lo)
         return Func(self._name_at(foff), entry, self._size(lo, entry, foff))
 
+    def name_at(self, pc: int) -> Optional[str]:
+        """The name of the function containing pc, or None."""
+        try:
+            f = self.func_at(pc)
+        except (PclntabError, struct.error, IndexError):
+            return None
+        return f.name if f is not None else None
+
     @property
     def text_end(self) -> int:
         return self._entry(self.nfunc)[0]

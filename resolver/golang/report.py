@@ -23,7 +23,7 @@ from .moduledata import find_moduledata, itab_addresses
 from .offsets import STANDARD_OFFSETS, resolve_offsets
 from .typeinfo import TypeInfoError, open_descriptors
 from .pclntab import MAGIC_118, MAGIC_120, MAGIC_116, MAGIC_12, PclntabError, find_pclntab, has_name_prefix
-from .returns import ReturnsError, find_returns
+from .returns import ReturnsError, after_stack_check, find_returns
 
 
 class NotGoBinary(InputError):
@@ -227,8 +227,13 @@ def analyze_go_binary(path: str, symbols: Optional[Iterable[str]] = None,
         except ReturnsError as exc:
             ret_offs = None
             warnings.append(str(exc))
+        body = None
+        if tab is not None:
+            body = after_stack_check(img.arch, img.read, entry, size, tab.name_at)
         sym_out[n] = {"address": entry, "file_offset": file_off, "size": size, "source": src,
-                      "returns": ret_offs, "no_return": ret_offs == []}
+                      "returns": ret_offs, "no_return": ret_offs == [],
+                      # where an entry uprobe fires once per call (after the stack check)
+                      "entry_probe": img.file_offset(body) if body is not None else file_off}
 
     # struct offsets
     try:

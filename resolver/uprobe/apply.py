@@ -20,9 +20,10 @@ import signal
 import time
 from typing import Callable, Iterator, List, Optional
 
-from dbhive.errors import OutputError
+from dbhive.errors import SetupError
 
-TRACEFS_PLACES = ("/sys/kernel/tracing", "/sys/kernel/debug/tracing")
+from ..tracefs import tracefs_dir
+
 MAX_LINE = 1 << 16
 
 # `  comm-123  [001] d..1.  12.345678: p0: (0x55d0c1a2b139) a=1 s="x y"`
@@ -32,29 +33,8 @@ _EVENT = re.compile(r"^\s*(?P<comm>.*?)-(?P<pid>\d+)\s+(?:\(\s*[-\d]+\)\s+)?\[(?
 _ARG = re.compile(r'\s([A-Za-z_][A-Za-z0-9_]*)=("(?:[^"\\]|\\.)*"|\S*)')
 
 
-class TracefsError(OutputError):
-    """tracefs cannot be used as asked (not root, not mounted, a line the kernel refuses)."""
-
-
-def tracefs_dir() -> str:
-    """The tracefs directory with uprobe_events, mounting tracefs at /sys/kernel/tracing if
-    nothing is mounted yet."""
-    for p in TRACEFS_PLACES:
-        if os.path.exists(os.path.join(p, "uprobe_events")):
-            return p
-    target = TRACEFS_PLACES[0]
-    if os.geteuid() == 0 and os.path.isdir(target):
-        import ctypes
-        libc = ctypes.CDLL(None, use_errno=True)
-        if libc.mount(b"nodev", target.encode(), b"tracefs", 0, None) == 0:
-            if os.path.exists(os.path.join(target, "uprobe_events")):
-                return target
-            raise TracefsError(f"{target}/uprobe_events is missing: this kernel has no uprobe "
-                               f"events (CONFIG_UPROBE_EVENTS)")
-        raise TracefsError(f"tracefs is not mounted and mounting it at {target} failed: "
-                           f"{os.strerror(ctypes.get_errno())}")
-    raise TracefsError("tracefs is not mounted (mount -t tracefs nodev /sys/kernel/tracing) "
-                       "or this kernel has no uprobe events")
+class TracefsError(SetupError):
+    """tracefs cannot be used as asked (not root, a line the kernel refuses)."""
 
 
 def parse_event(line: str) -> Optional[dict]:
@@ -83,7 +63,7 @@ class Applied:
     def __init__(self, probes, group: Optional[str] = None):
         if os.geteuid() != 0:
             raise TracefsError("--apply writes tracefs uprobe_events: it needs root")
-        self.base = tracefs_dir()
+        self.base = tracefs_dir("uprobe_events")
         self.group = group or f"dbhive_{os.getpid()}"
         if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", self.group):
             raise TracefsError(f"{self.group!r}: an event group is a C identifier")

@@ -50,12 +50,10 @@ def translate_go(b, i: int, line: str, res: dict, flt: str) -> list:
         if res["plus"] and res["plus"] >= sym["size"]:
             raise NoSuchFunction(f"{func}+{res['plus']:#x}: past the end of {func} "
                                  f"({sym['size']} bytes)")
-        if not res["plus"]:
-            body = stack_check_end(b.img, b.arch, sym["address"], sym["size"])
-            if body is not None:
-                off = b.img.file_offset(body)
-                facts["probe_address"] = body
-                facts["after_stack_check"] = body - sym["address"]
+        if not res["plus"] and sym.get("entry_probe") not in (None, sym["file_offset"]):
+            off = sym["entry_probe"]         # after the stack check: fires once per call
+            facts["after_stack_check"] = off - sym["file_offset"]
+            facts["probe_address"] = sym["address"] + facts["after_stack_check"]
         text = "p:p%d %s:0x%x" % (i, b.path, off) + ctx.args(res["args"], at_return=False,
                                                           in_body=bool(res["plus"]))
         facts["probe"] = "uprobe"
@@ -77,62 +75,6 @@ def translate_go(b, i: int, line: str, res: dict, flt: str) -> list:
         out.append(UProbe("R", text, flt, line, dict(facts, ret_index=k, file_offset=off),
                           list(ctx.notes)))
     return out
-
-
-# --- the stack-growth check ------------------------------------------------------------------
-# A Go function starts by comparing SP with the goroutine's stack guard and branching to a
-# block at its end that calls runtime.morestack, which grows the stack and jumps back to the
-# function's first instruction: a probe there fires twice for a call that grew the stack.
-# So an entry probe goes on the instruction after that branch (the arguments are still
-# where they were at entry: the check touches only scratch registers and not SP).
-PROLOGUE_INSNS = 8
-MORESTACK_BLOCK_INSNS = 16
-
-
-def stack_check_end(img, arch: str, entry: int, size: int) -> Optional[int]:
-    """The address after the branch to the morestack block, or None (no stack check: a
-    NOSPLIT function)."""
-    import capstone
-    from ..golang.pclntab import PclntabError, find_pclntab
-    code = img.read(entry, min(size, 96))
-    if not code:
-        return None
-    if arch == "x86_64":
-        md = capstone.Cs(capstone.CS_ARCH_X86, capstone.CS_MODE_64)
-        branches, calls = {"jbe", "jna", "jb", "jc", "jnae"}, {"call"}
-    else:
-        md = capstone.Cs(getattr(capstone, "CS_ARCH_ARM64", None) or capstone.CS_ARCH_AARCH64,
-                         capstone.CS_MODE_ARM)
-        branches, calls = {"b.ls", "b.lo", "b.cc", "b.hs", "b.cs"}, {"bl"}
-    try:
-        tab = find_pclntab(img)
-    except PclntabError:
-        return None
-    for n, (addr, isz, mnem, ops) in enumerate(md.disasm_lite(code, entry)):
-        if n >= PROLOGUE_INSNS:
-            break
-        if mnem not in branches:
-            continue
-        target = _target(ops)
-        if target is None or not addr < target < entry + size:
-            continue
-        block = img.read(target, min(entry + size - target, 128)) or b""
-        for k, (_a, _s, m2, ops2) in enumerate(md.disasm_lite(block, target)):
-            if k >= MORESTACK_BLOCK_INSNS:
-                break
-            callee = _target(ops2) if m2 in calls else None
-            f = tab.func_at(callee) if callee is not None else None
-            if f is not None and f.name.startswith("runtime.morestack"):
-                return addr + isz
-    return None
-
-
-def _target(ops: str) -> Optional[int]:
-    t = ops.strip().lstrip("#")
-    try:
-        return int(t, 16) if t.startswith("0x") else None
-    except ValueError:
-        return None
 
 
 class _GoArgs:

@@ -13,7 +13,9 @@ from dataclasses import dataclass
 from typing import Dict, List, Optional, Tuple
 
 from .. import fields as F
-from ..kernel import TracerError, headers_hint
+from dbhive.errors import SetupError, UnsupportedKernel
+
+from ..kernel import headers_hint
 
 HERE = os.path.dirname(os.path.abspath(__file__))
 PROC_INFO_MAX = 16384
@@ -69,7 +71,7 @@ def program_text(machine: str, body: Optional[str] = None) -> str:
     (tracer.h) and the programs (tracer.c, or `body` instead: tests compile their own
     programs against the same maps and readers)."""
     if machine not in ARCH_MACROS:
-        raise TracerError(f"tracer: no Go register ABI for {machine}", 2)
+        raise UnsupportedKernel(f"no Go register ABI for {machine}")
     return "\n".join([
         "#include <uapi/linux/ptrace.h>",   # struct pt_regs: the uprobe context (ABI)
         f"#define PROC_INFO_MAX {PROC_INFO_MAX}",
@@ -88,17 +90,17 @@ def compile_program(machine: str, text: Optional[str] = None):
         return bcc.BPF(text=text.encode())
     except Exception as e:      # bcc raises plain Exception
         hint = headers_hint(release)
-        raise TracerError(f"tracer: bcc could not compile the BPF program ({e})"
-                          + (f": {hint}" if hint else ""), 4) from None
+        raise SetupError(f"bcc could not compile the BPF program ({e})"
+                         + (f": {hint}" if hint else "")) from None
 
 
 def load(b, prog: str):
-    """Load one program (the kernel's verifier runs here); TracerError when it refuses."""
+    """Load one program (the kernel's verifier runs here); SetupError when it refuses."""
     kind = PROGRAMS.get(prog, (UPROBE, ""))[0]
     try:
         return b.load_func(prog.encode(), b.TRACEPOINT if kind == TRACEPOINT else b.KPROBE)
     except Exception as e:          # bcc raises plain Exception; it printed the verifier's log
-        raise TracerError(f"tracer: the kernel refused BPF program {prog} ({e})", 4) from None
+        raise SetupError(f"the kernel refused BPF program {prog} ({e})") from None
 
 
 def attach_tracepoint(b, prog: str) -> None:
@@ -107,8 +109,8 @@ def attach_tracepoint(b, prog: str) -> None:
     try:
         b.attach_tracepoint(tp=tp.encode(), fn_name=prog.encode())
     except Exception as e:
-        raise TracerError(f"tracer: cannot attach {prog} to the tracepoint {tp} ({e}); the "
-                          f"kernel needs CONFIG_FTRACE_SYSCALLS for syscalls:*", 4) from None
+        raise SetupError(f"cannot attach {prog} to the tracepoint {tp} ({e}); the kernel "
+                         f"needs CONFIG_FTRACE_SYSCALLS for syscalls:*") from None
 
 
 # ---- maps --------------------------------------------------------------------------------
