@@ -49,9 +49,11 @@ def read_types(kernel_path: str, is_raw_btf: bool, source: str, progress: bool,
 
 def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None,
           distro: Optional[str] = None, source: Optional[str] = None, progress: bool = False,
-          jobs: Optional[int] = None, workdir: Optional[str] = None) -> BuildResult:
+          jobs: Optional[int] = None, workdir: Optional[str] = None, with_btf: bool = False,
+          btf_dir: Optional[str] = None) -> BuildResult:
     """Build the DB of the kernel in `input_path`; returns where it went and its meta.
-    Nothing is left behind on error (temp extraction dir and temp DB are removed)."""
+    Nothing is left behind on error (temp extraction dir and temp DB are removed).
+    with_btf / btf_dir: also write BTF for the kernel (dbhive.btf.make.build_btf_files)."""
     from . import identity
     if not os.path.exists(input_path):
         raise BuildError(f"{input_path}: no such file")
@@ -78,10 +80,12 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
         hive = None if out else (hive or hivemod.default_hive())
         dest = out or hivemod.db_path(hive, meta["arch"], meta["distro"], meta["release"],
                                       meta["flavour"])
+        from .btf.make import build_btf_files, write_files
+        btf_files, btf_meta = build_btf_files(graph, meta, ex.path, is_raw_btf, ident.has_btf,
+                                              hive, dest, with_btf, btf_dir)
+        meta.update(btf_meta)
         meta = store.write_db(graph, meta, dest)
-        if hive and (is_raw_btf or ident.has_btf):
-            keep_btf(ex.path, is_raw_btf,
-                     hivemod.btf_path(hive, meta["arch"], meta["release"], meta["flavour"]))
+        write_files(btf_files)
     return BuildResult(dest, meta)
 
 
@@ -93,17 +97,3 @@ def read_btf_bytes(kernel_path: str, is_raw_btf: bool) -> bytes:
             return fh.read()
     return elf_section_bytes(kernel_path, ".BTF")
 
-
-def keep_btf(kernel_path: str, is_raw_btf: bool, dest: str) -> None:
-    """Keep the kernel's raw BTF beside its DB (the lbc `btf` command serves it)."""
-    data = read_btf_bytes(kernel_path, is_raw_btf)
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".btf", dir=os.path.dirname(dest))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        os.unlink(tmp)
-        raise

@@ -71,8 +71,13 @@ def main():
 @click.option("--jobs", "-j", type=int, default=None, help="Processes for DWARF (default: cores).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars (default: when stderr is a terminal).")
+@click.option("--with-btf", is_flag=True,
+              help="Also write the kernel's BTF beside the DB (emitted from its types when it "
+                   "has none of its own) and btfhub's <release>.btf.tar.xz.")
+@click.option("--btf-dir", default=None, metavar="DIR",
+              help="Also write DIR/vmlinux-<release>.btf (e.g. /usr/lib/btf); implies --with-btf.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def build(input_path, hive, out, distro, source, jobs, progress, as_json):
+def build(input_path, hive, out, distro, source, jobs, progress, with_btf, btf_dir, as_json):
     """Build the DB of one kernel from INPUT: an RPM/DEB/ddeb debuginfo package, a vmlinux
     ELF (DWARF and/or .BTF), raw BTF (/sys/kernel/btf/vmlinux, *.btf) or a btfhub
     *.btf.tar.xz archive.
@@ -82,6 +87,7 @@ def build(input_path, hive, out, distro, source, jobs, progress, as_json):
       dbhive build /sys/kernel/btf/vmlinux --hive ./hive
       dbhive build kernel-debuginfo-4.18.0-553.el8.x86_64.rpm --hive ./hive --distro centos
       dbhive build ./vmlinux --out ./info.db --source btf
+      dbhive build vmlinux-5.4.0-dbg --hive ./hive --with-btf --btf-dir /usr/lib/btf
     """
     from .build import build as do_build
     # SIGTERM unwinds like Ctrl-C, so temp files and the half-written DB are removed
@@ -92,7 +98,7 @@ def build(input_path, hive, out, distro, source, jobs, progress, as_json):
         progress = sys.stderr.isatty()
     try:
         res = do_build(input_path, hive=hive, out=out, distro=distro, source=source,
-                       progress=progress, jobs=jobs)
+                       progress=progress, jobs=jobs, with_btf=with_btf, btf_dir=btf_dir)
     except KeyboardInterrupt:
         fail("interrupted; nothing was written", EXIT_INTERRUPTED)
     except DbhiveError as e:
@@ -200,6 +206,10 @@ def show(db, as_json, names):
         click.echo("\n\n".join(out))
     if missing:
         fail(f"not in {os.path.basename(db)}: {', '.join(missing)}", 3)
+
+
+from .btf.cli import btf as _btf_command  # noqa: E402  (the command lives in dbhive/btf/cli.py)
+main.add_command(_btf_command)
 
 
 if __name__ == "__main__":

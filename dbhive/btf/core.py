@@ -485,6 +485,7 @@ class Relocated:
     candidates: list = field(default_factory=list)  # ids of the target types of that name
     matched: list = field(default_factory=list)     # ids of those that match
     value: object = None                           # what libbpf patches in (None: poison)
+    obj: object = None                             # the BpfObject it belongs to
 
     @property
     def poisoned(self) -> bool:
@@ -498,7 +499,7 @@ def relocate(obj: E.BpfObject, relo: E.CoreRelo, target: TypeView,
     root = obj.local_type(relo.type_id)
     local = parse_local(lv, root, relo)
     if relo.kind == E.TYPE_ID_LOCAL:
-        return Relocated(relo, local, None, value=relo.type_id)
+        return Relocated(relo, local, None, value=relo.type_id, obj=obj)
     lt = lv.type(root)
     if not lt.name:
         raise CoreError(f"{E.RELO_KINDS[relo.kind]} relocation on an anonymous type "
@@ -511,7 +512,7 @@ def relocate(obj: E.BpfObject, relo: E.CoreRelo, target: TypeView,
                  if kind_of(target.type(tid)) == key[0]]
         if cands_cache is not None:
             cands_cache[key] = cands
-    out = Relocated(relo, local, None, list(cands))
+    out = Relocated(relo, local, None, list(cands), obj=obj)
     chosen = None
     for tid in cands:
         spec = spec_match(local, target, tid)

@@ -140,6 +140,12 @@ def fit(g: M.TypeGraph, p: Profile) -> tuple:
         if unions:
             notes.append(f"{unions} union forward declarations written as struct ones "
                          f"(no kind_flag)")
+        tmp = M.TypeGraph(types=types, ptr_size=g.ptr_size)
+        full = sum(1 for t in types if t.kind in M.COMPOSITE for m in t.members or ()
+                   if m.bit_size and m.bit_size == 8 * (tmp.sizeof(m.type) or 0))
+        if full:
+            notes.append(f"{full} bitfields as wide as their type read back as plain "
+                         f"members (BTF without kind_flag cannot tell them apart)")
     out = M.TypeGraph(types=types, functions=functions, variables=variables,
                       datasecs=datasecs, decl_tags=decl_tags, source=g.source,
                       ptr_size=g.ptr_size)
