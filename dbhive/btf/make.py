@@ -210,6 +210,7 @@ def write_outputs(outputs: list, out: Optional[str] = None, archive: Optional[st
                     raise OutputError(f"{out}: exists and is not a directory (with --all, "
                                       f"-o names a directory)")
                 targets = [(o, os.path.join(out, o.kernel.rel_path())) for o in outputs]
+                _no_collisions([t for _, t in targets])
             else:
                 if len(outputs) != 1:
                     raise OutputError(f"{len(outputs)} kernels but one output file; use "
@@ -234,6 +235,15 @@ def write_outputs(outputs: list, out: Optional[str] = None, archive: Optional[st
     return written
 
 
+def _no_collisions(paths: list) -> None:
+    seen = set()
+    for p in paths:
+        if p in seen:
+            raise OutputError(f"two kernels of the hive would be written to {p} (same "
+                              f"release, arch and distro in their DBs' meta)")
+        seen.add(p)
+
+
 def _stage(data: bytes, dest: str) -> str:
     d = os.path.dirname(os.path.abspath(dest))
     try:
@@ -250,6 +260,8 @@ def _stage(data: bytes, dest: str) -> str:
 def _tar_xz(outputs: list) -> bytes:
     """One .tar.xz of every output (one compression stream over all, as fleets ship them;
     a single kernel is stored as `<release>.btf`, btfhub's shape)."""
+    if len(outputs) > 1:
+        _no_collisions([o.kernel.rel_path() for o in outputs])
     buf = io.BytesIO()
     with tarfile.open(fileobj=buf, mode="w:xz") as tar:
         for o in outputs:
