@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
-from . import __version__, hive as hivemod, store
-from .errors import BuildError
+from . import __version__, hive as hivemod, output, schema, store
+from .btf.reader import MAX_BTF_BYTES
+from .errors import BuildError, DbhiveError
 
 
 @dataclass
@@ -38,10 +40,10 @@ def choose_source(has_dwarf: bool, has_btf: bool, forced: Optional[str], path: s
 
 
 def read_types(kernel_path: str, is_raw_btf: bool, source: str, progress: bool,
-               jobs: Optional[int]):
+               jobs: Optional[int], max_btf_bytes: int = MAX_BTF_BYTES):
     from . import btf
     if source == "btf" or is_raw_btf:
-        return btf.read_btf(read_btf_bytes(kernel_path, is_raw_btf),
+        return btf.read_btf(read_btf_bytes(kernel_path, is_raw_btf, max_btf_bytes),
                             kernel_path if is_raw_btf else kernel_path + ":.BTF")
     from . import dwarf
     return dwarf.read_dwarf(kernel_path, progress=progress, jobs=jobs)
@@ -49,22 +51,42 @@ def read_types(kernel_path: str, is_raw_btf: bool, source: str, progress: bool,
 
 def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None,
           distro: Optional[str] = None, source: Optional[str] = None, progress: bool = False,
-          jobs: Optional[int] = None, workdir: Optional[str] = None, with_btf: bool = False,
+          jobs: Optional[int] = None, workdir: Optional[str] = None, force: bool = False,
+          arch: Optional[str] = None, max_btf_bytes: int = MAX_BTF_BYTES,
+          max_member_bytes: Optional[int] = None, with_btf: bool = False,
           btf_dir: Optional[str] = None) -> BuildResult:
     """Build the DB of the kernel in `input_path`; returns where it went and its meta.
     Nothing is left behind on error (temp extraction dir and temp DB are removed).
-    with_btf / btf_dir: also write BTF for the kernel (dbhive.btf.make.build_btf_files)."""
+
+    `force`: replace a DB even when the new one has no types or fewer than half the types
+    of the DB it replaces (both usually mean damaged input).  `arch`: the kernel's arch
+    when the input cannot tell (raw BTF outside a btfhub `<arch>/` directory).
+    `with_btf` / `btf_dir`: also write BTF for the kernel (dbhive.btf.make.build_btf_files)."""
     from . import identity
     if not os.path.exists(input_path):
         raise BuildError(f"{input_path}: no such file")
-    tmp_parent = workdir or (os.path.dirname(os.path.abspath(out)) if out else None)
-    with tempfile.TemporaryDirectory(prefix="dbhive-", dir=tmp_parent) as tmp:
-        ex, ident = identity.identify(input_path, tmp, progress=progress)
+    if out:
+        output.check_destination(out, must_exist_dir=True)
+    tmp_parent = workdir or (os.path.dirname(os.path.abspath(out)) if out else
+                             tempfile.gettempdir())
+    output.sweep_stale_temps(tmp_parent)
+    tmp = output.temp_dir(tmp_parent)
+    try:
+        ex, ident = identity.identify(input_path, tmp, progress=progress,
+                                      max_member_bytes=max_member_bytes)
         is_raw_btf = ident.source == "raw-btf"
         src = "btf" if is_raw_btf else choose_source(ident.has_debug_info, ident.has_btf,
                                                      source, input_path)
-        graph = read_types(ex.path, is_raw_btf, src, progress, jobs)
         meta = ident.as_meta()
+        if arch:
+            meta["arch"] = arch
+        if not meta["arch"]:
+            raise BuildError(f"{input_path}: cannot tell which architecture this kernel is "
+                             f"for (a raw BTF file outside a btfhub <arch>/ directory): pass "
+                             f"--arch, e.g. --arch x86_64")
+        with identity.about_member(ex, input_path):
+            graph = read_types(ex.path, is_raw_btf, src, progress, jobs, max_btf_bytes)
+        graph.ptr_size = identity.pointer_size(meta["arch"])
         meta.update({
             "distro": distro or hivemod.DEFAULT_DISTRO,
             "package_name": ex.package_name,
@@ -80,20 +102,47 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
         hive = None if out else (hive or hivemod.default_hive())
         dest = out or hivemod.db_path(hive, meta["arch"], meta["distro"], meta["release"],
                                       meta["flavour"])
+        guard_replacement(graph, dest, input_path, force)
         from .btf.make import build_btf_files, write_files
-        btf_files, btf_meta = build_btf_files(graph, meta, ex.path, is_raw_btf, ident.has_btf,
-                                              hive, dest, with_btf, btf_dir)
+        with identity.about_member(ex, input_path):
+            btf_files, btf_meta = build_btf_files(graph, meta, ex.path, is_raw_btf,
+                                                  ident.has_btf, hive, dest, with_btf, btf_dir,
+                                                  max_btf_bytes)
         meta.update(btf_meta)
-        meta = store.write_db(graph, meta, dest)
+        meta = store.write_db(graph, meta, dest, must_exist_dir=bool(out))
         write_files(btf_files)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return BuildResult(dest, meta)
 
 
-def read_btf_bytes(kernel_path: str, is_raw_btf: bool) -> bytes:
-    """The raw BTF of a kernel: the file itself, or an ELF's .BTF section."""
-    from .elf import elf_section_bytes, open_regular
+def guard_replacement(graph, dest: str, input_path: str, force: bool) -> None:
+    """Refuse (unless `force`) a result with no types, or one that would replace a DB of
+    the same kernel holding more than twice as many types: both mean damaged input more
+    often than a smaller kernel."""
+    if force:
+        return
+    n = len(graph.types) - 1            # id 0 is void
+    if n <= 0:
+        raise BuildError(f"{input_path}: holds no types (damaged or empty type information); "
+                         f"nothing was written (--force writes it anyway)")
+    if os.path.isfile(dest):
+        try:
+            old = int(schema.read_meta(dest).get("types") or 0) - 1
+        except (DbhiveError, ValueError):
+            return                      # not a readable DB: nothing worth protecting
+        if old > 2 * n:
+            raise BuildError(f"{input_path}: has {n} types, fewer than half of the {old} in "
+                             f"the DB it would replace ({dest}); nothing was written "
+                             f"(--force replaces it anyway)")
+
+
+def read_btf_bytes(kernel_path: str, is_raw_btf: bool, max_bytes: int = MAX_BTF_BYTES) -> bytes:
+    """The raw BTF of a kernel (as many bytes as its header declares): the file itself, or
+    an ELF's .BTF section."""
+    from .btf import read_btf_file
+    from .elf import elf_section_bytes
     if is_raw_btf:
-        with open_regular(kernel_path, "BTF file") as fh:
-            return fh.read()
-    return elf_section_bytes(kernel_path, ".BTF")
+        return read_btf_file(kernel_path, max_bytes)
+    return elf_section_bytes(kernel_path, ".BTF", max_bytes)
 

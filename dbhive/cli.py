@@ -71,13 +71,23 @@ def main():
 @click.option("--jobs", "-j", type=int, default=None, help="Processes for DWARF (default: cores).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars (default: when stderr is a terminal).")
+@click.option("--arch", default=None,
+              help="The kernel's arch (uname -m) when the input cannot tell (raw BTF).")
+@click.option("--force", is_flag=True,
+              help="Write even a result with no types, or one with fewer than half the types "
+                   "of the DB it replaces.")
+@click.option("--max-btf-bytes", type=int, default=None,
+              help="Largest raw BTF accepted (default 256 MiB).")
+@click.option("--max-member-bytes", type=int, default=None,
+              help="Largest kernel member extracted from a package (default 4 GiB).")
 @click.option("--with-btf", is_flag=True,
               help="Also write the kernel's BTF beside the DB (emitted from its types when it "
                    "has none of its own) and btfhub's <release>.btf.tar.xz.")
 @click.option("--btf-dir", default=None, metavar="DIR",
               help="Also write DIR/vmlinux-<release>.btf (e.g. /usr/lib/btf); implies --with-btf.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def build(input_path, hive, out, distro, source, jobs, progress, with_btf, btf_dir, as_json):
+def build(input_path, hive, out, distro, source, jobs, progress, arch, force, max_btf_bytes,
+          max_member_bytes, with_btf, btf_dir, as_json):
     """Build the DB of one kernel from INPUT: an RPM/DEB/ddeb debuginfo package, a vmlinux
     ELF (DWARF and/or .BTF), raw BTF (/sys/kernel/btf/vmlinux, *.btf) or a btfhub
     *.btf.tar.xz archive.
@@ -97,8 +107,12 @@ def build(input_path, hive, out, distro, source, jobs, progress, with_btf, btf_d
     if progress is None:
         progress = sys.stderr.isatty()
     try:
+        extra = {"max_btf_bytes": max_btf_bytes} if max_btf_bytes else {}
+        if max_member_bytes:
+            extra["max_member_bytes"] = max_member_bytes
         res = do_build(input_path, hive=hive, out=out, distro=distro, source=source,
-                       progress=progress, jobs=jobs, with_btf=with_btf, btf_dir=btf_dir)
+                       progress=progress, jobs=jobs, arch=arch, force=force,
+                       with_btf=with_btf, btf_dir=btf_dir, **extra)
     except KeyboardInterrupt:
         fail("interrupted; nothing was written", EXIT_INTERRUPTED)
     except DbhiveError as e:

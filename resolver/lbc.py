@@ -18,6 +18,7 @@ import os
 import threading
 from typing import Optional
 
+from dbhive.errors import InputError
 from dbhive.hive import btf_path, hive_of_db
 
 from .api import Resolver
@@ -28,7 +29,7 @@ FUNC_FILTER_LIMIT = 100
 BTF_MAGICS = (b"\x9f\xeb", b"\xeb\x9f")
 
 
-class BadRequest(ValueError):
+class BadRequest(InputError, ValueError):
     """A request the protocol does not allow (the reply's log says why)."""
 
 

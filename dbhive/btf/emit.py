@@ -3,19 +3,15 @@ encode it.
 
     out = emit(graph, profile="libbpf-0.5")    # out.data: raw BTF bytes; out.notes: changes
 
-`write_file` puts the bytes in place atomically (temp file + rename in the same directory),
-so a reader never sees half a BTF file and an error leaves nothing behind.
+Files are written by dbhive.output (temp file + rename), see make.py.
 """
 from __future__ import annotations
 
 import collections
-import os
-import tempfile
 from dataclasses import dataclass, field
 from typing import Union
 
 from .. import model as M
-from ..errors import OutputError
 from . import dedup as D
 from . import profiles as P
 from .writer import encode
@@ -61,25 +57,3 @@ def _counts(g: M.TypeGraph, prof: P.Profile) -> dict:
     c["DECL_TAG"] += len(g.decl_tags)
     return {k: v for k, v in sorted(c.items()) if v}
 
-
-def write_file(data: bytes, dest: str, mode: int = 0o644) -> None:
-    """Write `data` to `dest` atomically.  OutputError if the destination cannot be made."""
-    d = os.path.dirname(os.path.abspath(dest))
-    if os.path.isdir(dest):
-        raise OutputError(f"{dest}: is a directory")
-    try:
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".btf", dir=d)
-    except OSError as e:
-        raise OutputError(f"{dest}: cannot write there ({e.strerror})") from None
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, mode)
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise

@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import io
 import os
+import shutil
 import tarfile
 import tempfile
 import time
@@ -149,16 +150,23 @@ def _in_hive(release: str, hive: str) -> list:
 
 def _read_input(path: str, source: Optional[str], progress: bool, jobs: Optional[int]) -> Kernel:
     """A package, vmlinux or raw BTF, read the way `dbhive build` reads it."""
-    from .. import identity
+    from .. import identity, output
     from ..build import choose_source, read_types
-    with tempfile.TemporaryDirectory(prefix="dbhive-btf-") as tmp:
+    parent = tempfile.gettempdir()
+    output.sweep_stale_temps(parent)
+    tmp = output.temp_dir(parent)
+    try:
         ex, ident = identity.identify(path, tmp, progress=progress)
         raw = ident.source == "raw-btf"
         src = "btf" if raw else choose_source(ident.has_debug_info, ident.has_btf, source, path)
-        graph = read_types(ex.path, raw, src, progress, jobs)
+        with identity.about_member(ex, path):
+            graph = read_types(ex.path, raw, src, progress, jobs)
         meta = ident.as_meta()
+        graph.ptr_size = identity.pointer_size(meta.get("arch") or "")
         meta.update({"type_source": src, "source_file": os.path.basename(path),
                      "distro": hivemod.DEFAULT_DISTRO})
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return Kernel(meta, graph=graph, source=path)
 
 
@@ -245,13 +253,12 @@ def _no_collisions(paths: list) -> None:
 
 
 def _stage(data: bytes, dest: str) -> str:
-    d = os.path.dirname(os.path.abspath(dest))
-    try:
-        os.makedirs(d, exist_ok=True)
-        fd, tmp = tempfile.mkstemp(prefix=".tmp-", dir=d)
-    except OSError as e:
-        raise OutputError(f"{dest}: cannot write there ({e.strerror})") from None
-    with os.fdopen(fd, "wb") as fh:
+    """`data` in a temp file beside `dest` (dbhive.output's names, swept if we die)."""
+    from .. import output
+    d = output.check_destination(dest)
+    output.sweep_stale_temps(d)
+    tmp = output.temp_name(d, ".btf")
+    with open(tmp, "wb") as fh:
         fh.write(data)
     os.chmod(tmp, 0o644)
     return tmp
@@ -305,7 +312,7 @@ def kernel_btf_meta(data: bytes, rel_file: str) -> dict:
 
 def build_btf_files(graph: M.TypeGraph, meta: dict, kernel_path: str, is_raw_btf: bool,
                     has_btf: bool, hive: Optional[str], db_dest: str, with_btf: bool,
-                    btf_dir: Optional[str]) -> tuple:
+                    btf_dir: Optional[str], max_btf_bytes: Optional[int] = None) -> tuple:
     """([(path, bytes)], meta keys) of the BTF a build keeps beside its DB: in a hive the
     kernel's own BTF at <hive>/<arch>/btf/<release>.btf (as every build does), or with
     `with_btf` for a kernel without one the BTF emitted from its types; `with_btf` also
@@ -313,7 +320,8 @@ def build_btf_files(graph: M.TypeGraph, meta: dict, kernel_path: str, is_raw_btf
     and `btf_dir` a `vmlinux-<release>.btf` there (the /usr/lib/btf/ name agents read)."""
     from ..build import read_btf_bytes
     with_btf = with_btf or btf_dir is not None
-    own = read_btf_bytes(kernel_path, is_raw_btf) if (is_raw_btf or has_btf) and (
+    limit = {} if max_btf_bytes is None else {"max_bytes": max_btf_bytes}
+    own = read_btf_bytes(kernel_path, is_raw_btf, **limit) if (is_raw_btf or has_btf) and (
         hive or with_btf) else None
     if own is None and not with_btf:
         return [], {}
@@ -334,11 +342,12 @@ def build_btf_files(graph: M.TypeGraph, meta: dict, kernel_path: str, is_raw_btf
         files.append((dest[:-len(".btf")] + ".btf.tar.xz",
                       btfhub_archive(os.path.basename(dest), data)))
     if btf_dir is not None:
-        files.append((os.path.join(btf_dir, f"vmlinux-{hivemod.kernel_key(release)}.btf"),
-                      data))
+        name = hivemod.safe_component(release, "release")       # /usr/lib/btf/vmlinux-$(uname -r)
+        files.append((os.path.join(btf_dir, f"vmlinux-{name}.btf"), data))
     return files, keys
 
 
 def write_files(files: list) -> None:
+    from ..output import write_bytes
     for path, data in files:
-        EM.write_file(data, path)
+        write_bytes(path, data, mode=0o644)
