@@ -14,6 +14,7 @@ byte-swapped once for a big-endian target.
 """
 from __future__ import annotations
 
+import struct
 import sys
 from array import array
 from typing import Optional
@@ -185,7 +186,6 @@ def encode(g: M.TypeGraph, features=None, byteorder: str = "little") -> bytes:
     type_sec = words.tobytes()
     str_sec = strs.data()
     order = "<" if byteorder == "little" else ">"
-    import struct
     header = struct.pack(order + "HBBIIIII", K.MAGIC, K.VERSION, 0, K.HEADER_SIZE,
                          0, len(type_sec), len(type_sec), len(str_sec))
     return header + type_sec + str_sec
