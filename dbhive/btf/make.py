@@ -23,7 +23,7 @@ from .. import __version__
 from .. import hive as hivemod
 from .. import model as M
 from .. import schema as S
-from ..errors import InputError, NoKernelDB, OutputError
+from ..errors import DbhiveError, NoKernelDB, OutputError
 from . import emit as EM
 from . import minimal as MIN
 from .core import GraphView, TypeView
@@ -135,7 +135,7 @@ def _in_hive(release: str, hive: str) -> list:
     for entry in hivemod.iter_dbs(hive):
         try:
             meta = S.read_meta(entry.path)
-        except InputError:
+        except DbhiveError:               # a foreign or damaged file: not the one asked for
             continue
         if release in (meta.get("release"),
                        hivemod.kernel_key(meta.get("release") or "", meta.get("flavour"))):
