@@ -53,13 +53,15 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
           distro: Optional[str] = None, source: Optional[str] = None, progress: bool = False,
           jobs: Optional[int] = None, workdir: Optional[str] = None, force: bool = False,
           arch: Optional[str] = None, max_btf_bytes: int = MAX_BTF_BYTES,
-          max_member_bytes: Optional[int] = None) -> BuildResult:
+          max_member_bytes: Optional[int] = None, with_btf: bool = False,
+          btf_dir: Optional[str] = None) -> BuildResult:
     """Build the DB of the kernel in `input_path`; returns where it went and its meta.
     Nothing is left behind on error (temp extraction dir and temp DB are removed).
 
     `force`: replace a DB even when the new one has no types or fewer than half the types
     of the DB it replaces (both usually mean damaged input).  `arch`: the kernel's arch
-    when the input cannot tell (raw BTF outside a btfhub `<arch>/` directory)."""
+    when the input cannot tell (raw BTF outside a btfhub `<arch>/` directory).
+    `with_btf` / `btf_dir`: also write BTF for the kernel (dbhive.btf.make.build_btf_files)."""
     from . import identity
     if not os.path.exists(input_path):
         raise BuildError(f"{input_path}: no such file")
@@ -101,12 +103,14 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
         dest = out or hivemod.db_path(hive, meta["arch"], meta["distro"], meta["release"],
                                       meta["flavour"])
         guard_replacement(graph, dest, input_path, force)
+        from .btf.make import build_btf_files, write_files
+        with identity.about_member(ex, input_path):
+            btf_files, btf_meta = build_btf_files(graph, meta, ex.path, is_raw_btf,
+                                                  ident.has_btf, hive, dest, with_btf, btf_dir,
+                                                  max_btf_bytes)
+        meta.update(btf_meta)
         meta = store.write_db(graph, meta, dest, must_exist_dir=bool(out))
-        if hive and (is_raw_btf or ident.has_btf):
-            with identity.about_member(ex, input_path):
-                keep_btf(ex.path, is_raw_btf,
-                         hivemod.btf_path(hive, meta["arch"], meta["release"], meta["flavour"]),
-                         max_btf_bytes)
+        write_files(btf_files)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return BuildResult(dest, meta)
@@ -142,8 +146,3 @@ def read_btf_bytes(kernel_path: str, is_raw_btf: bool, max_bytes: int = MAX_BTF_
         return read_btf_file(kernel_path, max_bytes)
     return elf_section_bytes(kernel_path, ".BTF", max_bytes)
 
-
-def keep_btf(kernel_path: str, is_raw_btf: bool, dest: str,
-             max_bytes: int = MAX_BTF_BYTES) -> None:
-    """Keep the kernel's raw BTF beside its DB (the lbc `btf` command serves it)."""
-    output.write_bytes(dest, read_btf_bytes(kernel_path, is_raw_btf, max_bytes), mode=0o644)

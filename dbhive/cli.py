@@ -80,9 +80,14 @@ def main():
               help="Largest raw BTF accepted (default 256 MiB).")
 @click.option("--max-member-bytes", type=int, default=None,
               help="Largest kernel member extracted from a package (default 4 GiB).")
+@click.option("--with-btf", is_flag=True,
+              help="Also write the kernel's BTF beside the DB (emitted from its types when it "
+                   "has none of its own) and btfhub's <release>.btf.tar.xz.")
+@click.option("--btf-dir", default=None, metavar="DIR",
+              help="Also write DIR/vmlinux-<release>.btf (e.g. /usr/lib/btf); implies --with-btf.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build(input_path, hive, out, distro, source, jobs, progress, arch, force, max_btf_bytes,
-          max_member_bytes, as_json):
+          max_member_bytes, with_btf, btf_dir, as_json):
     """Build the DB of one kernel from INPUT: an RPM/DEB/ddeb debuginfo package, a vmlinux
     ELF (DWARF and/or .BTF), raw BTF (/sys/kernel/btf/vmlinux, *.btf) or a btfhub
     *.btf.tar.xz archive.
@@ -92,6 +97,7 @@ def build(input_path, hive, out, distro, source, jobs, progress, arch, force, ma
       dbhive build /sys/kernel/btf/vmlinux --hive ./hive
       dbhive build kernel-debuginfo-4.18.0-553.el8.x86_64.rpm --hive ./hive --distro centos
       dbhive build ./vmlinux --out ./info.db --source btf
+      dbhive build vmlinux-5.4.0-dbg --hive ./hive --with-btf --btf-dir /usr/lib/btf
     """
     from .build import build as do_build
     # SIGTERM unwinds like Ctrl-C, so temp files and the half-written DB are removed
@@ -105,7 +111,8 @@ def build(input_path, hive, out, distro, source, jobs, progress, arch, force, ma
         if max_member_bytes:
             extra["max_member_bytes"] = max_member_bytes
         res = do_build(input_path, hive=hive, out=out, distro=distro, source=source,
-                       progress=progress, jobs=jobs, arch=arch, force=force, **extra)
+                       progress=progress, jobs=jobs, arch=arch, force=force,
+                       with_btf=with_btf, btf_dir=btf_dir, **extra)
     except KeyboardInterrupt:
         fail("interrupted; nothing was written", EXIT_INTERRUPTED)
     except DbhiveError as e:
@@ -213,6 +220,10 @@ def show(db, as_json, names):
         click.echo("\n\n".join(out))
     if missing:
         fail(f"not in {os.path.basename(db)}: {', '.join(missing)}", 3)
+
+
+from .btf.cli import btf as _btf_command  # noqa: E402  (the command lives in dbhive/btf/cli.py)
+main.add_command(_btf_command)
 
 
 if __name__ == "__main__":

@@ -8,7 +8,11 @@ Kinds (plain strings, compared by identity in hot loops):
   void, int, float, ptr, array, struct, union, enum, fwd, typedef,
   const, volatile, restrict, type_tag, func_proto
 Functions (BTF FUNC / DWARF subprogram) live in `TypeGraph.functions`, pointing at a
-func_proto type.
+func_proto type.  What BTF has beyond types and functions is kept beside them, so a graph
+read from BTF writes back out whole: `variables` (VAR: a kernel's per-CPU variables),
+`datasecs` (DATASEC: the sections those live in) and `decl_tags` (DECL_TAG: annotations such
+as `bpf_kfunc` on a function, a type, a member or a parameter).  The DWARF reader fills none
+of the three.
 """
 from __future__ import annotations
 
@@ -82,6 +86,37 @@ class Function:
     module: str = "vm"         # 'vm' for vmlinux, else the module name (surftrace convention)
 
 
+@dataclass(slots=True)
+class Variable:
+    """A variable BTF describes (VAR)."""
+    name: str
+    type: int
+    linkage: str = "global"    # 'static', 'global' (allocated here) or 'extern'
+
+
+@dataclass(slots=True)
+class DataSec:
+    """A data section BTF describes (DATASEC) and what lies in it."""
+    name: str
+    size: int
+    entries: list = field(default_factory=list)   # [(kind 'var'|'func', index, offset, size)]
+
+
+@dataclass(slots=True)
+class DeclTag:
+    """A `btf_decl_tag` annotation (DECL_TAG) on a type, a function or a variable, or on one
+    member / parameter of it (`component`, -1 for the whole)."""
+    value: str
+    target_kind: str           # 'type', 'func' or 'var'
+    target: int                # a type id, or an index into functions / variables
+    component: int = -1
+
+
+# what a DataSec entry or a DeclTag points at
+TARGET_KINDS = ("type", "func", "var")
+LINKAGES = ("static", "global", "extern")
+
+
 # A chain of typedefs/qualifiers/arrays longer than this is a reference cycle (damaged or
 # hostile input); real kernels stay below 20.
 MAX_CHAIN = 1 << 16
@@ -95,6 +130,9 @@ class TypeCycle(FormatError):
 class TypeGraph:
     types: list = field(default_factory=lambda: [Type(VOID, "void")])
     functions: list = field(default_factory=list)
+    variables: list = field(default_factory=list)    # [Variable]
+    datasecs: list = field(default_factory=list)     # [DataSec]
+    decl_tags: list = field(default_factory=list)    # [DeclTag]
     source: str = ""           # 'btf' or 'dwarf'
     ptr_size: int = 8          # bytes of a pointer on the target (DWARF says; BTF: the arch)
 
@@ -226,6 +264,20 @@ def check_references(graph: "TypeGraph", source: str) -> None:
         if not 0 <= f.proto < n:
             raise FormatError(f"{source}: function {f.name} refers to type id {f.proto}, "
                               f"which does not exist")
+    counts = {"type": n, "func": len(graph.functions), "var": len(graph.variables)}
+    for v in graph.variables:
+        if not 0 <= v.type < n:
+            raise FormatError(f"{source}: variable {v.name} refers to type id {v.type}, "
+                              f"which does not exist")
+    for d in graph.datasecs:
+        for kind, index, _off, _size in d.entries:
+            if kind not in ("var", "func") or not 0 <= index < counts[kind]:
+                raise FormatError(f"{source}: data section {d.name} lists {kind} #{index}, "
+                                  f"which does not exist")
+    for tag in graph.decl_tags:
+        if tag.target_kind not in counts or not 0 <= tag.target < counts[tag.target_kind]:
+            raise FormatError(f"{source}: decl tag {tag.value!r} is on {tag.target_kind} "
+                              f"#{tag.target}, which does not exist")
     for what, edges in (("contains itself", by_value),
                         ("is spelled through itself", by_spelling)):
         if _has_cycle(edges):

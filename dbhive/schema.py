@@ -21,7 +21,9 @@ from typing import NamedTuple
 from .errors import SchemaError
 
 # Bump when a table or a column changes meaning; readers refuse other versions.
-SCHEMA_VERSION = "1"
+# 2: BTF's variables, data sections and declaration tags (kt_variables, kt_datasecs,
+#    kt_datasec_entries, kt_decl_tags), so a DB holds everything BTF can say.
+SCHEMA_VERSION = "2"
 
 
 class Table(NamedTuple):
@@ -59,6 +61,22 @@ KT_FUNCTIONS = Table("kt_functions", (
     ("id", "INTEGER PRIMARY KEY"), ("name", "TEXT NOT NULL"), ("proto", "INTEGER NOT NULL"),
     ("static", "INTEGER NOT NULL"), ("file", "TEXT"), ("line", "INTEGER"), ("module", "TEXT")),
     indexes=(("kt_functions_name", ("name",)),))
+# BTF's VAR / DATASEC / DECL_TAG records (empty for a DWARF-built DB).  `target` is a
+# kt_types.id ('type'), a kt_functions.id ('func') or a kt_variables.id ('var').
+KT_VARIABLES = Table("kt_variables", (
+    ("id", "INTEGER PRIMARY KEY"), ("name", "TEXT NOT NULL"), ("var_type", "INTEGER NOT NULL"),
+    ("linkage", "TEXT NOT NULL")))
+KT_DATASECS = Table("kt_datasecs", (
+    ("id", "INTEGER PRIMARY KEY"), ("name", "TEXT NOT NULL"), ("size", "INTEGER NOT NULL")))
+KT_DATASEC_ENTRIES = Table("kt_datasec_entries", (
+    ("sec_id", "INTEGER NOT NULL"), ("idx", "INTEGER NOT NULL"),
+    ("target_kind", "TEXT NOT NULL"), ("target", "INTEGER NOT NULL"),
+    ("offset", "INTEGER NOT NULL"), ("size", "INTEGER NOT NULL")),
+    primary_key=("sec_id", "idx"), without_rowid=True)
+KT_DECL_TAGS = Table("kt_decl_tags", (
+    ("id", "INTEGER PRIMARY KEY"), ("value", "TEXT NOT NULL"),
+    ("target_kind", "TEXT NOT NULL"), ("target", "INTEGER NOT NULL"),
+    ("component", "INTEGER NOT NULL")))
 # ---- the surftrace contract ----
 FILES = Table("files", (("id", "INTEGER PRIMARY KEY"), ("file", "TEXT")))
 FUNS = Table("funs", (
@@ -78,7 +96,7 @@ TYPES = Table("types", (
     indexes=(("types_name", ("name",)),))
 
 TABLES = (META, KT_TYPES, KT_MEMBERS, KT_ENUMERATORS, KT_PARAMS, KT_FUNCTIONS,
-          FILES, FUNS, STRUCTS, MEMBERS, TYPES)
+          KT_VARIABLES, KT_DATASECS, KT_DATASEC_ENTRIES, KT_DECL_TAGS, FILES, FUNS, STRUCTS, MEMBERS, TYPES)
 SURFTRACE_TABLES = (FILES, FUNS, STRUCTS, MEMBERS, TYPES)
 BY_NAME = {t.name: t for t in TABLES}
 

@@ -54,6 +54,36 @@ def _function_rows(g: M.TypeGraph):
         yield (i + 1, f.name, f.proto, int(f.static), f.file, f.line, f.module)
 
 
+# functions and variables are numbered from 1 in the DB (their index + 1)
+def _db_target(kind: str, index: int) -> int:
+    return index if kind == "type" else index + 1
+
+
+def _model_target(kind: str, target: int) -> int:
+    return target if kind == "type" else target - 1
+
+
+def _variable_rows(g: M.TypeGraph):
+    for i, v in enumerate(g.variables):
+        yield (i + 1, v.name, v.type, v.linkage)
+
+
+def _datasec_rows(g: M.TypeGraph):
+    for i, d in enumerate(g.datasecs):
+        yield (i + 1, d.name, d.size)
+
+
+def _datasec_entry_rows(g: M.TypeGraph):
+    for i, d in enumerate(g.datasecs):
+        for j, (kind, index, offset, size) in enumerate(d.entries):
+            yield (i + 1, j, kind, _db_target(kind, index), offset, size)
+
+
+def _decl_tag_rows(g: M.TypeGraph):
+    for i, t in enumerate(g.decl_tags):
+        yield (i + 1, t.value, t.target_kind, _db_target(t.target_kind, t.target), t.component)
+
+
 # ---------------------------------------------------------------------------
 
 def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = False) -> dict:
@@ -83,6 +113,10 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
             _bulk(conn, S.KT_ENUMERATORS, _enum_rows(graph))
             _bulk(conn, S.KT_PARAMS, _param_rows(graph))
             _bulk(conn, S.KT_FUNCTIONS, _function_rows(graph))
+            _bulk(conn, S.KT_VARIABLES, _variable_rows(graph))
+            _bulk(conn, S.KT_DATASECS, _datasec_rows(graph))
+            _bulk(conn, S.KT_DATASEC_ENTRIES, _datasec_entry_rows(graph))
+            _bulk(conn, S.KT_DECL_TAGS, _decl_tag_rows(graph))
             for table, rows in zip(S.SURFTRACE_TABLES, surftrace.table_rows(graph, spell)):
                 _bulk(conn, table, rows)
             # indexes after the bulk load: building them once is faster
@@ -118,6 +152,13 @@ _SQL_PARAMS = S.select_sql(S.KT_PARAMS, ("proto_id", "name", "param_type"),
                            order="proto_id, idx")
 _SQL_FUNCTIONS = S.select_sql(S.KT_FUNCTIONS, ("name", "proto", "static", "file", "line",
                                                "module"), order="id")
+_SQL_VARIABLES = S.select_sql(S.KT_VARIABLES, ("name", "var_type", "linkage"), order="id")
+_SQL_DATASECS = S.select_sql(S.KT_DATASECS, ("id", "name", "size"), order="id")
+_SQL_DATASEC_ENTRIES = S.select_sql(S.KT_DATASEC_ENTRIES, ("sec_id", "target_kind", "target",
+                                                           "offset", "size"),
+                                    order="sec_id, idx")
+_SQL_DECL_TAGS = S.select_sql(S.KT_DECL_TAGS, ("value", "target_kind", "target", "component"),
+                              order="id")
 
 
 def load_graph(path: str) -> M.TypeGraph:
@@ -168,6 +209,17 @@ def _load(conn, meta: dict, path: str) -> M.TypeGraph:
             t.params = []
     for name, proto, static, file, line, module in conn.execute(_SQL_FUNCTIONS):
         g.functions.append(M.Function(name, proto, bool(static), file, line, module))
+    for name, vtype, linkage in conn.execute(_SQL_VARIABLES):
+        g.variables.append(M.Variable(name, vtype, linkage))
+    secs = {}
+    for sid, name, size in conn.execute(_SQL_DATASECS):
+        secs[sid] = M.DataSec(name, size)
+        g.datasecs.append(secs[sid])
+    for sid, kind, target, offset, size in conn.execute(_SQL_DATASEC_ENTRIES):
+        if sid in secs:
+            secs[sid].entries.append((kind, _model_target(kind, target), offset, size))
+    for value, kind, target, component in conn.execute(_SQL_DECL_TAGS):
+        g.decl_tags.append(M.DeclTag(value, kind, _model_target(kind, target), component))
     M.check_references(g, path)
     return g
 

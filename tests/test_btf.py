@@ -24,10 +24,15 @@ def check_against_bpftool(g: M.TypeGraph, path: str) -> int:
     """Compare every BTF record bpftool prints with our graph; returns records checked."""
     records = bpftool_dump(path)
     idmap = {0: 0}
+    others = {"FUNC": {}, "VAR": {}, "DATASEC": {}, "DECL_TAG": {}}   # btf id -> index
     for r in records:
         if r.kind not in NOT_TYPES:
             idmap[r.id] = len(idmap)
+        else:
+            others[r.kind][r.id] = len(others[r.kind])
     assert len(g.types) == len(idmap)
+    assert [len(g.functions), len(g.variables), len(g.datasecs), len(g.decl_tags)] == \
+        [len(others[k]) for k in ("FUNC", "VAR", "DATASEC", "DECL_TAG")]
     funcs = iter(g.functions)
     by_id = {r.id: r for r in records}
     for r in records:
@@ -37,7 +42,27 @@ def check_against_bpftool(g: M.TypeGraph, path: str) -> int:
             assert (f.name, f.proto, f.static) == (
                 r.name, idmap[int(a["type_id"])], a["linkage"] == "static"), r
             continue
-        if r.kind in NOT_TYPES:
+        if r.kind == "VAR":
+            v = g.variables[others["VAR"][r.id]]
+            assert (v.name, v.type, v.linkage) == (r.name, idmap[int(a["type_id"])],
+                                                    a["linkage"]), r
+            continue
+        if r.kind == "DATASEC":
+            d = g.datasecs[others["DATASEC"][r.id]]
+            assert (d.name, d.size) == (r.name, int(a["size"])), r
+            assert d.entries == [
+                ("var" if int(ea["type_id"]) in others["VAR"] else "func",
+                 others["VAR"].get(int(ea["type_id"]), others["FUNC"].get(int(ea["type_id"]))),
+                 int(ea["offset"]), int(ea["size"])) for _, ea in r.items], r
+            continue
+        if r.kind == "DECL_TAG":
+            tag = g.decl_tags[others["DECL_TAG"][r.id]]
+            target = int(a["type_id"])
+            want = (("func", others["FUNC"][target]) if target in others["FUNC"] else
+                    ("var", others["VAR"][target]) if target in others["VAR"] else
+                    ("type", idmap[target]))
+            assert (tag.value, tag.target_kind, tag.target, tag.component) == \
+                (r.name,) + want + (int(a["component_idx"]),), r
             continue
         t = g.types[idmap[r.id]]
         where = f"[{r.id}] {r.kind} {r.name}"
@@ -90,6 +115,7 @@ def test_running_kernel_btf_matches_bpftool(running_btf):
     with open(running_btf, "rb") as fh:
         g = btf.read_btf(fh.read(), running_btf)
     assert check_against_bpftool(g, running_btf) > 50000
+    assert g.variables and g.datasecs and g.decl_tags      # this kernel has all three
     names = {t.name for _, t in g.named()}
     assert {"task_struct", "sock", "file", "sk_buff"} <= names
 

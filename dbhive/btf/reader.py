@@ -2,8 +2,10 @@
 
 Layout (include/uapi/linux/btf.h): a 24-byte header, then a type section of variable-length
 records, then a string section.  Type ids start at 1 in record order (0 is void).
-Every kind current kernels emit is understood; VAR, DATASEC and DECL_TAG carry nothing the
-type DB needs and are read past.  FUNC records become `model.Function`s.
+Every kind current kernels emit is understood.  FUNC records become `model.Function`s, VAR,
+DATASEC and DECL_TAG records the graph's `variables`, `datasecs` and `decl_tags`, so what is
+read can be written back out whole (dbhive.btf.writer).  `read_btf_ids` also says which
+model object each BTF type id became (CO-RE relocations name BTF ids).
 """
 from __future__ import annotations
 
@@ -29,6 +31,8 @@ _PER_VLEN = {K_STRUCT: K.MEMBER_SIZE, K_UNION: K.MEMBER_SIZE, K_ENUM: K.ENUM_SIZ
 _SIMPLE_REF = {K_PTR: M.PTR, K_TYPEDEF: M.TYPEDEF, K_VOLATILE: M.VOLATILE, K_CONST: M.CONST,
                K_RESTRICT: M.RESTRICT, K_TYPE_TAG: M.TYPE_TAG}
 
+
+_LINKAGE = {0: "static", 1: "global", 2: "extern"}
 
 # Raw BTF larger than this is refused (a kernel's is 5-10 MB; with every module, tens).
 MAX_BTF_BYTES = 256 << 20
@@ -66,6 +70,12 @@ def read_btf_file(path: str, max_bytes: int = MAX_BTF_BYTES) -> bytes:
 
 def read_btf(data: bytes, source: str = "BTF") -> M.TypeGraph:
     """Parse raw BTF bytes.  `source` names the input in error messages."""
+    return read_btf_ids(data, source)[0]
+
+
+def read_btf_ids(data: bytes, source: str = "BTF") -> tuple:
+    """(graph, ids): `ids[btf_id]` is ('type', model type id), ('func', index into
+    graph.functions), ('var', ...), ('datasec', ...) or ('decl_tag', ...); ids[0] is void."""
     if len(data) < K.HEADER_SIZE:
         raise BtfError(f"{source}: too short for a BTF header ({len(data)} bytes)")
     magic_le = struct.unpack_from("<H", data, 0)[0]
@@ -86,7 +96,9 @@ def read_btf(data: bytes, source: str = "BTF") -> M.TypeGraph:
     if hdr_len < K.HEADER_SIZE or types_end > len(data) or strs_end > len(data):
         raise BtfError(f"{source}: truncated (header says {max(types_end, strs_end)} bytes, "
                        f"file has {len(data)})")
-    return _Parser(data, bo, types_start, types_end, strs_start, strs_end, source).parse()
+    p = _Parser(data, bo, types_start, types_end, strs_start, strs_end, source)
+    g = p.parse()
+    return g, p.btf_ids
 
 
 class _Parser:
@@ -141,6 +153,7 @@ class _Parser:
 
         # First pass builds records with BTF ids; model ids are assigned after, because
         # VAR/DATASEC/DECL_TAG/FUNC records are not types in the model.
+
         records: list = [None]          # btf id -> Type or ("func", name, proto, static) or None
         int_bits: dict = {}             # btf id of an INT -> (bit offset, bits) when partial
         pos = self.pos
@@ -210,6 +223,8 @@ class _Parser:
                 records.append(M.Type(M.FWD, name, encoding="union" if kflag else "struct"))
             elif kind == K_FUNC:
                 records.append(("func", name, size_type, vlen == FUNC_STATIC))
+                if vlen not in _LINKAGE:
+                    self.fail(f"FUNC with unknown linkage {vlen}", btf_id, rec_pos)
             elif kind == K_FUNC_PROTO:
                 params, variadic = [], False
                 for pname_off, ptype in pair.iter_unpack(data[pos:pos + 8 * vlen]):
@@ -221,16 +236,27 @@ class _Parser:
                 records.append(M.Type(M.FUNC_PROTO, None, ref=size_type, params=params,
                                       variadic=variadic))
             elif kind == K_VAR:
+                if pos + 4 > end:
+                    self.fail("record runs past the type section", btf_id, rec_pos)
+                (linkage,) = u32.unpack_from(data, pos)
                 pos += 4
-                records.append(None)
+                if linkage not in _LINKAGE:
+                    self.fail(f"VAR with unknown linkage {linkage}", btf_id, rec_pos)
+                records.append(("var", name, size_type, _LINKAGE[linkage]))
             elif kind == K_DATASEC:
+                if pos + 12 * vlen > end:
+                    self.fail("record runs past the type section", btf_id, rec_pos)
+                entries = list(arr.iter_unpack(data[pos:pos + 12 * vlen]))
                 pos += 12 * vlen
-                records.append(None)
+                records.append(("datasec", name, size_type, entries))
             elif kind == K_FLOAT:
                 records.append(M.Type(M.FLOAT, name, size_type))
             elif kind == K_DECL_TAG:
+                if pos + 4 > end:
+                    self.fail("record runs past the type section", btf_id, rec_pos)
+                (component,) = struct.unpack_from(bo + "i", data, pos)
                 pos += 4
-                records.append(None)
+                records.append(("decl_tag", name, size_type, component))
             else:
                 self.fail(f"unknown BTF kind {kind}", btf_id, rec_pos)
             if pos > end:
@@ -241,27 +267,52 @@ class _Parser:
 
     def _to_graph(self, records: list, int_bits: dict) -> M.TypeGraph:
         g = M.TypeGraph(source="btf")
-        model_id = [0] * len(records)
-        for btf_id in range(1, len(records)):
+        n = len(records)
+        model_id = [0] * n
+        ids: list = [("type", 0)] * n        # btf id -> (what it became, index)
+        counts = {"func": 0, "var": 0, "datasec": 0, "decl_tag": 0}
+        for btf_id in range(1, n):
             r = records[btf_id]
             if isinstance(r, M.Type):
                 model_id[btf_id] = g.add(r)
-        n = len(records)
+                ids[btf_id] = ("type", model_id[btf_id])
+            else:
+                ids[btf_id] = (r[0], counts[r[0]])
+                counts[r[0]] += 1
+        self.btf_ids = ids
 
         def remap(ref: Optional[int], btf_id: int) -> int:
             if ref is None or ref == 0:
                 return 0
-            if ref >= n or (ref and model_id[ref] == 0):
+            if ref >= n or ids[ref][0] != "type":
                 self.fail(f"reference to type id {ref}, which is not a type", btf_id, 0)
             return model_id[ref]
 
+        def target(ref: int, btf_id: int, allowed: tuple) -> tuple:
+            if not 0 < ref < n or ids[ref][0] not in allowed:
+                self.fail(f"reference to id {ref}, which is not a {' or '.join(allowed)}",
+                          btf_id, 0)
+            return ids[ref]
+
         for btf_id in range(1, n):
             r = records[btf_id]
-            if r is None:
-                continue
             if not isinstance(r, M.Type):
-                _, name, proto, static = r
-                g.functions.append(M.Function(name, remap(proto, btf_id), static=static))
+                what = r[0]
+                if what == "func":
+                    _, name, proto, static = r
+                    g.functions.append(M.Function(name, remap(proto, btf_id), static=static))
+                elif what == "var":
+                    _, name, vtype, linkage = r
+                    g.variables.append(M.Variable(name, remap(vtype, btf_id), linkage))
+                elif what == "datasec":
+                    _, name, size, entries = r
+                    g.datasecs.append(M.DataSec(name, size, [
+                        target(t, btf_id, ("var", "func")) + (off, sz)
+                        for t, off, sz in entries]))
+                else:
+                    _, value, ref, component = r
+                    kind, index = target(ref, btf_id, ("type", "func", "var"))
+                    g.decl_tags.append(M.DeclTag(value, kind, index, component))
                 continue
             k = r.kind
             if r.ref is not None:
@@ -276,4 +327,3 @@ class _Parser:
                 for p in r.params:
                     p.type = remap(p.type, btf_id)
         return g
-

@@ -12,7 +12,7 @@ from typing import Optional
 _HEAD = re.compile(r"^\[(\d+)\] (\w+) '(.*?)'(.*)$")
 _KV = re.compile(r"(\w+)=(\S+)")
 _MEMBER = re.compile(r"^\t'(.*?)'(.*)$")
-_SECINFO = re.compile(r"^\ttype_id=\d+ offset=\d+ size=\d+ \(\w+ '.*'\)$")   # DATASEC entry
+_SECINFO = re.compile(r"^\ttype_id=(\d+) offset=(\d+) size=(\d+) \(\w+ '.*'\)$")   # DATASEC entry
 
 
 @dataclass
@@ -25,7 +25,7 @@ class Record:
 
 
 def _attrs(text: str) -> dict:
-    return {k: v for k, v in _KV.findall(text)}
+    return {k: v.rstrip(",") for k, v in _KV.findall(text)}    # VAR: "type_id=5, linkage=..."
 
 
 def bpftool_dump(path: str) -> list:
@@ -43,7 +43,10 @@ def bpftool_dump(path: str) -> list:
             name = None if m.group(1) == "(anon)" else m.group(1)
             records[-1].items.append((name, _attrs(m.group(2))))
             continue
-        if _SECINFO.match(line) and records and records[-1].kind == "DATASEC":
+        m = _SECINFO.match(line)
+        if m and records and records[-1].kind == "DATASEC":
+            records[-1].items.append((None, {"type_id": m.group(1), "offset": m.group(2),
+                                             "size": m.group(3)}))
             continue
         raise ValueError(f"bpftool output line {lineno} not understood: {line!r}")
     return records
