@@ -49,8 +49,10 @@ def read_types(kernel_path: str, is_raw_btf: bool, source: str, progress: bool,
 
 def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None,
           distro: Optional[str] = None, source: Optional[str] = None, progress: bool = False,
-          jobs: Optional[int] = None, workdir: Optional[str] = None) -> BuildResult:
+          jobs: Optional[int] = None, workdir: Optional[str] = None,
+          modules=None) -> BuildResult:
     """Build the DB of the kernel in `input_path`; returns where it went and its meta.
+    `modules`: "all" or a list of module names of the package to add (dbhive/modules).
     Nothing is left behind on error (temp extraction dir and temp DB are removed)."""
     from . import identity
     if not os.path.exists(input_path):
@@ -62,7 +64,17 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
         src = "btf" if is_raw_btf else choose_source(ident.has_debug_info, ident.has_btf,
                                                      source, input_path)
         graph = read_types(ex.path, is_raw_btf, src, progress, jobs)
+        mod_meta = {}
+        if modules is not None:
+            if ex.kind not in ("rpm", "deb"):
+                raise BuildError(f"{input_path}: --modules needs a package (RPM, .deb) that "
+                                 f"holds the modules; for .ko files use `kobuild`")
+            from .modules import add_package_modules
+            graph, mod_meta = add_package_modules(graph, input_path, tmp,
+                                                  None if modules == "all" else modules,
+                                                  ident.release, jobs, progress)
         meta = ident.as_meta()
+        meta.update(mod_meta)
         meta.update({
             "distro": distro or hivemod.DEFAULT_DISTRO,
             "package_name": ex.package_name,

@@ -69,10 +69,12 @@ def main():
 @click.option("--source", type=click.Choice(["btf", "dwarf"]), default=None,
               help="Type source when the input has both (default: DWARF, the complete truth).")
 @click.option("--jobs", "-j", type=int, default=None, help="Processes for DWARF (default: cores).")
+@click.option("--modules", "modules", default=None, metavar="all|NAME,...",
+              help="Also the package's kernel modules (their DWARF), all or these.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def build(input_path, hive, out, distro, source, jobs, progress, as_json):
+def build(input_path, hive, out, distro, source, jobs, modules, progress, as_json):
     """Build the DB of one kernel from INPUT: an RPM/DEB/ddeb debuginfo package, a vmlinux
     ELF (DWARF and/or .BTF), raw BTF (/sys/kernel/btf/vmlinux, *.btf) or a btfhub
     *.btf.tar.xz archive.
@@ -82,8 +84,15 @@ def build(input_path, hive, out, distro, source, jobs, progress, as_json):
       dbhive build /sys/kernel/btf/vmlinux --hive ./hive
       dbhive build kernel-debuginfo-4.18.0-553.el8.x86_64.rpm --hive ./hive --distro centos
       dbhive build ./vmlinux --out ./info.db --source btf
+      dbhive build linux-image-6.1.0-47-cloud-amd64-dbg_6.1.170-3_amd64.deb --modules ext4,bridge
     """
     from .build import build as do_build
+    if modules is not None and modules.strip() != "all":
+        modules = [n.strip() for n in modules.split(",") if n.strip()]
+        if not modules:
+            fail("--modules: give `all` or module names separated by commas", 2)
+    elif modules is not None:
+        modules = "all"
     # SIGTERM unwinds like Ctrl-C, so temp files and the half-written DB are removed
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
@@ -92,7 +101,7 @@ def build(input_path, hive, out, distro, source, jobs, progress, as_json):
         progress = sys.stderr.isatty()
     try:
         res = do_build(input_path, hive=hive, out=out, distro=distro, source=source,
-                       progress=progress, jobs=jobs)
+                       progress=progress, jobs=jobs, modules=modules)
     except KeyboardInterrupt:
         fail("interrupted; nothing was written", EXIT_INTERRUPTED)
     except DbhiveError as e:
@@ -105,7 +114,8 @@ def build(input_path, hive, out, distro, source, jobs, progress, as_json):
     else:
         click.echo(f"{res.db}: {m.get('release')} {m.get('arch')} build-id {m.get('build_id') or '-'}"
                    f" ({m.get('type_source')}: {m.get('structs')} structs/unions,"
-                   f" {m.get('functions')} functions)")
+                   f" {m.get('functions')} functions"
+                   + (f", {m['module_count']} modules" if m.get("module_count") else "") + ")")
 
 
 LIST_COLUMNS = ("release", "arch", "flavour", "distro", "build_id", "type_source", "structs",

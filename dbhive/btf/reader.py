@@ -4,11 +4,19 @@ Layout (include/uapi/linux/btf.h): a 24-byte header, then a type section of vari
 records, then a string section.  Type ids start at 1 in record order (0 is void).
 Every kind current kernels emit is understood; VAR, DATASEC and DECL_TAG carry nothing the
 type DB needs and are read past.  FUNC records become `model.Function`s.
+
+Split BTF (a module's `.BTF`, /sys/kernel/btf/<module>) continues a base BTF (the kernel's):
+its type ids start after the base's last id and its string offsets after the base's string
+section, so ids and offsets below those name the base's types and strings.  Read the base
+once with `read_btf_base`, then each split with `read_btf(data, source, base=that)`: the
+graph holds the base's types (the same objects, ids as in `base.graph`) followed by the
+split's own, and only the split's functions.
 """
 from __future__ import annotations
 
 import struct
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 from .. import model as M
 from ..errors import BtfError
@@ -25,8 +33,37 @@ _SIMPLE_REF = {K_PTR: M.PTR, K_TYPEDEF: M.TYPEDEF, K_VOLATILE: M.VOLATILE, K_CON
                K_RESTRICT: M.RESTRICT, K_TYPE_TAG: M.TYPE_TAG}
 
 
-def read_btf(data: bytes, source: str = "BTF") -> M.TypeGraph:
-    """Parse raw BTF bytes.  `source` names the input in error messages."""
+@dataclass
+class BtfBase:
+    """A parsed base BTF that split BTF continues (see the module docstring)."""
+    graph: M.TypeGraph
+    model_id: list             # BTF id -> model id (0 for records that are not types)
+    int_bits: dict             # BTF id of a partial INT -> (bit offset, bits)
+    string: Callable           # string offset -> text
+    str_len: int
+    source: str
+
+    @property
+    def type_count(self) -> int:
+        """The first BTF id of a split BTF on this base."""
+        return len(self.model_id)
+
+
+def read_btf_base(data: bytes, source: str = "BTF") -> BtfBase:
+    """Parse a base BTF (a kernel's) for reading split BTF on top of it."""
+    parser = _parser(data, source, None)
+    graph = parser.parse()
+    return BtfBase(graph, parser.model_id, parser.int_bits, parser.string,
+                   parser.strs_end - parser.strs_start, source)
+
+
+def read_btf(data: bytes, source: str = "BTF", base: Optional[BtfBase] = None) -> M.TypeGraph:
+    """Parse raw BTF bytes.  `source` names the input in error messages; `base`: the base
+    BTF `data` is a split BTF of (ids and string offsets continue the base's)."""
+    return _parser(data, source, base).parse()
+
+
+def _parser(data: bytes, source: str, base: Optional[BtfBase]) -> "_Parser":
     if len(data) < K.HEADER_SIZE:
         raise BtfError(f"{source}: too short for a BTF header ({len(data)} bytes)")
     magic_le = struct.unpack_from("<H", data, 0)[0]
@@ -47,11 +84,14 @@ def read_btf(data: bytes, source: str = "BTF") -> M.TypeGraph:
     if hdr_len < K.HEADER_SIZE or types_end > len(data) or strs_end > len(data):
         raise BtfError(f"{source}: truncated (header says {max(types_end, strs_end)} bytes, "
                        f"file has {len(data)})")
-    return _Parser(data, bo, types_start, types_end, strs_start, strs_end, source).parse()
+    return _Parser(data, bo, types_start, types_end, strs_start, strs_end, source, base)
 
 
 class _Parser:
-    def __init__(self, data, bo, types_start, types_end, strs_start, strs_end, source):
+    def __init__(self, data, bo, types_start, types_end, strs_start, strs_end, source,
+                 base: Optional[BtfBase] = None):
+        self.base = base
+        self.str_base = base.str_len if base else 0
         self.data = data
         self.bo = bo
         self.pos = types_start
@@ -73,12 +113,17 @@ class _Parser:
     def string(self, off: int) -> Optional[str]:
         if off == 0:
             return None
+        if self.str_base:
+            if off < self.str_base:
+                return self.base.string(off)
+            off -= self.str_base
         s = self._str_cache.get(off)
         if s is None:
             start = self.strs_start + off
             end = self.data.find(b"\0", start, self.strs_end)
             if start >= self.strs_end or end < 0:
-                raise BtfError(f"{self.source}: string offset {off} outside the string section")
+                raise BtfError(f"{self.source}: string offset {off + self.str_base} outside "
+                               f"the string section")
             s = self.data[start:end].decode("utf-8", "replace")
             self._str_cache[off] = s
         return s
@@ -102,8 +147,10 @@ class _Parser:
 
         # First pass builds records with BTF ids; model ids are assigned after, because
         # VAR/DATASEC/DECL_TAG/FUNC records are not types in the model.
-        records: list = [None]          # btf id -> Type or ("func", name, proto, static) or None
-        int_bits: dict = {}             # btf id of an INT -> (bit offset, bits) when partial
+        # btf id -> Type or ("func", name, proto, static) or None; a split BTF's ids start
+        # after its base's (whose records are the base graph's, not repeated here)
+        records: list = [None] * (self.base.type_count if self.base else 1)
+        int_bits: dict = dict(self.base.int_bits) if self.base else {}
         pos = self.pos
         while pos < end:
             btf_id = len(records)
@@ -196,12 +243,20 @@ class _Parser:
 
     def _to_graph(self, records: list, int_bits: dict) -> M.TypeGraph:
         g = M.TypeGraph(source="btf")
+        base = self.base
+        first = 1
         model_id = [0] * len(records)
-        for btf_id in range(1, len(records)):
+        if base is not None:
+            g.types = list(base.graph.types)
+            g.ptr_size = base.graph.ptr_size
+            first = base.type_count
+            model_id[:first] = base.model_id
+        for btf_id in range(first, len(records)):
             r = records[btf_id]
             if isinstance(r, M.Type):
                 model_id[btf_id] = g.add(r)
         n = len(records)
+        self.model_id, self.int_bits = model_id, int_bits
 
         def remap(ref: Optional[int], btf_id: int) -> int:
             if ref is None or ref == 0:
@@ -210,7 +265,7 @@ class _Parser:
                 self.fail(f"reference to type id {ref}, which is not a type", btf_id, 0)
             return model_id[ref]
 
-        for btf_id in range(1, n):
+        for btf_id in range(first, n):
             r = records[btf_id]
             if r is None:
                 continue
