@@ -63,16 +63,19 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
         is_raw_btf = ident.source == "raw-btf"
         src = "btf" if is_raw_btf else choose_source(ident.has_debug_info, ident.has_btf,
                                                      source, input_path)
-        graph = read_types(ex.path, is_raw_btf, src, progress, jobs)
-        mod_meta = {}
-        if modules is not None:
+        extracted, mod_meta = None, {}
+        if modules is not None:          # first: a module name not in the package fails fast
             if ex.kind not in ("rpm", "deb"):
                 raise BuildError(f"{input_path}: --modules needs a package (RPM, .deb) that "
                                  f"holds the modules; for .ko files use `kobuild`")
+            from .modules import extract_package_modules
+            extracted = extract_package_modules(input_path, tmp,
+                                                None if modules == "all" else modules, progress)
+        graph = read_types(ex.path, is_raw_btf, src, progress, jobs)
+        if extracted is not None:
             from .modules import add_package_modules
-            graph, mod_meta = add_package_modules(graph, input_path, tmp,
-                                                  None if modules == "all" else modules,
-                                                  ident.release, jobs, progress)
+            graph, mod_meta = add_package_modules(graph, extracted, ident.release, jobs,
+                                                  progress)
         meta = ident.as_meta()
         meta.update(mod_meta)
         meta.update({

@@ -8,6 +8,8 @@ as `prev.db`) and `dbhive build --modules` (a package's modules into its kernel'
                merge, complete from a base kernel, write the DB
   cli.py       the `kobuild` command
 """
-from .kobuild import KobuildResult, add_package_modules, kobuild, read_module
+from .kobuild import (KobuildResult, add_package_modules, extract_package_modules, kobuild,
+                      read_module)
 
-__all__ = ["KobuildResult", "add_package_modules", "kobuild", "read_module"]
+__all__ = ["KobuildResult", "add_package_modules", "extract_package_modules", "kobuild",
+           "read_module"]

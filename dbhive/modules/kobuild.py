@@ -214,7 +214,7 @@ def _load_base(base: str) -> _Base:
 def _complete_from(merger: TypeMerger, g: M.TypeGraph, base: _Base) -> int:
     """Add the base's layouts of the structs/unions/enums the modules only declare
     (with what they contain by value).  Returns how many were added."""
-    wanted = {(t.encoding or M.STRUCT, t.name) for t in g.types if t.kind is M.FWD and t.name}
+    wanted = {(t.encoding or M.STRUCT, t.name) for t in g.types if t.kind == M.FWD and t.name}
     roots = []
     for tid, t in enumerate(base.graph.types):
         key = (t.kind, t.name)
@@ -329,12 +329,10 @@ def _load_btf_base(path: str):
 # ---------------------------------------------------------------------------------------
 # the modules of a distro package, into the kernel's DB (`dbhive build --modules`)
 
-def add_package_modules(kernel_graph: M.TypeGraph, package: str, workdir: str,
-                        wanted: Optional[list], release: str, jobs: Optional[int] = None,
-                        progress: bool = False) -> tuple:
-    """(graph, meta) of the kernel `kernel_graph` plus the modules of `package` (`wanted`:
-    module names, or None for all) read from their DWARF.  BuildError when a module asked
-    for is not in the package or is built for another release than the kernel's."""
+def extract_package_modules(package: str, workdir: str, wanted: Optional[list],
+                            progress: bool = False) -> list:
+    """The modules of `package` (`wanted`: module names, or None for all) extracted into
+    `workdir`, in member order.  BuildError when a module asked for is not there."""
     from ..archive import extract_modules, module_name
     names = None if wanted is None else [module_name(n) for n in wanted]
     extracted = extract_modules(package, workdir, names, progress=progress)
@@ -344,13 +342,21 @@ def add_package_modules(kernel_graph: M.TypeGraph, package: str, workdir: str,
             raise BuildError(f"{package}: no module {', '.join(missing)} in this package")
     if not extracted:
         raise BuildError(f"{package}: the package has no kernel modules")
-    extracted.sort(key=lambda e: e.member)
+    return sorted(extracted, key=lambda e: e.member)
+
+
+def add_package_modules(kernel_graph: M.TypeGraph, extracted: list, release: str,
+                        jobs: Optional[int] = None, progress: bool = False) -> tuple:
+    """(graph, meta) of the kernel `kernel_graph` plus the extracted package modules
+    (`extract_package_modules`), read from their DWARF; each module's temp file is removed
+    once read.  BuildError for a module built for another release than the kernel's."""
     files = [ModuleFile(e.path, e.name, compression_of(e.path)) for e in extracted]
     members = {e.path: e.member for e in extracted}
     merger = TypeMerger()
     merger.add(kernel_graph, "vm")
     checker = _Checker(release, f"the kernel ({release})")
     read = []
+    workdir = os.path.dirname(files[0].path)
     for rm in read_modules(files, "dwarf", workdir, None, jobs, progress):
         rm.member = members[rm.file.path]
         checker.check(rm, error=BuildError)

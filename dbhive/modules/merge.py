@@ -37,6 +37,8 @@ MAX_SCOPE_ROUNDS = 64
 
 _NAMED_TARGETS = (M.STRUCT, M.UNION, M.TYPEDEF)
 MAX_NESTING = 256
+# kind strings as the model's own objects (a graph from a worker process has unpickled copies)
+_KIND = {k: k for k in M.KINDS}
 
 
 def layout_signature(types: list, tid: int, spell) -> tuple:
@@ -44,7 +46,7 @@ def layout_signature(types: list, tid: int, spell) -> tuple:
     in-place anonymous structs/unions flattened) with its C spelling, bit offset and
     width.  Two layouts with one signature are the same layout to a user."""
     t = types[tid]
-    if t.kind is M.TYPEDEF:
+    if t.kind == M.TYPEDEF:
         ref = t.ref or 0
         target = types[ref]
         if target.kind in M.COMPOSITE and not target.name:
@@ -107,61 +109,61 @@ class _Keys:
     # ---- one type ---------------------------------------------------------------------
     def _deps(self, t: M.Type, vp: bool) -> tuple:
         """(type id, via pointer) pairs a type's key needs, or None for a placeholder."""
-        k = t.kind
-        if k is M.PTR:
+        k = _KIND.get(t.kind, t.kind)
+        if k == M.PTR:
             return ((t.ref or 0, True),)
         if k in M.QUALIFIERS:
             return ((t.ref or 0, vp),)
-        if k is M.ARRAY:
+        if k == M.ARRAY:
             return ((t.ref or 0, vp),)
-        if k is M.TYPEDEF:
+        if k == M.TYPEDEF:
             return None if vp and t.name else ((t.ref or 0, False),)
-        if k is M.STRUCT or k is M.UNION:
+        if k == M.STRUCT or k == M.UNION:
             if vp and t.name:
                 return None
             return tuple((m.type, False) for m in (t.members or ()))
-        if k is M.FUNC_PROTO:
+        if k == M.FUNC_PROTO:
             return ((t.ref or 0, True),) + tuple((p.type, True) for p in (t.params or ()))
         return ()
 
     def _key(self, tid: int, t: M.Type, vp: bool):
         """The key of a type whose dependencies are all converted; None means `void`."""
-        k = t.kind
-        if k is M.INT:
+        k = _KIND.get(t.kind, t.kind)
+        if k == M.INT:
             return (M.INT, t.name, t.size, t.signed, t.encoding)
-        if k is M.FLOAT:
+        if k == M.FLOAT:
             return (M.FLOAT, t.name, t.size)
-        if k is M.FWD:
-            return (M.FWD, t.encoding or M.STRUCT, t.name) if t.name else None
-        if k is M.ENUM:
+        if k == M.FWD:
+            return (M.FWD, _KIND.get(t.encoding, M.STRUCT), t.name) if t.name else None
+        if k == M.ENUM:
             if t.size is None:
                 return (M.FWD, M.ENUM, t.name) if t.name else None
             key = [M.ENUM, t.name, t.size, t.signed]
             for name, value in (t.enumerators or ()):
                 key += (name, value)
             return tuple(key)
-        if k is M.VOID:
+        if k == M.VOID:
             return None
         deps = self._deps(t, vp)
         if deps is None:
             return self._placeholder(tid, t)
         ids = [(self.viap if dvp else self.direct)[d] for d, dvp in deps]
-        if k is M.PTR:
+        if k == M.PTR:
             return (M.PTR, ids[0]) if t.size in (None, 8) else (M.PTR, ids[0], t.size)
         if k in M.QUALIFIERS:
             return (k, ids[0])
-        if k is M.ARRAY:
+        if k == M.ARRAY:
             return (M.ARRAY, ids[0], t.nelems or 0)
-        if k is M.TYPEDEF:
+        if k == M.TYPEDEF:
             return (M.TYPEDEF, t.name, ids[0])
-        if k is M.STRUCT or k is M.UNION:
+        if k == M.STRUCT or k == M.UNION:
             if t.size is None:
                 return (M.FWD, k, t.name) if t.name else None
             key = [k, t.name, t.size]
             for m, mid in zip(t.members or (), ids):
                 key += (m.name, mid, m.bit_offset, m.bit_size)
             return tuple(key)
-        if k is M.FUNC_PROTO:
+        if k == M.FUNC_PROTO:
             key = [M.FUNC_PROTO, ids[0], bool(t.variadic)]
             for p, pid in zip(t.params or (), ids[1:]):
                 key += (p.name, pid)
@@ -169,7 +171,7 @@ class _Keys:
         raise FormatError(f"type id {tid}: unknown kind {k!r}")
 
     def _placeholder(self, tid: int, t: M.Type):
-        k = t.kind
+        k = _KIND[t.kind]
         if (k, t.name) in self.scoped:
             key = (M.FWD, k, t.name, f"{self.scope}#{tid}")
         else:
@@ -214,7 +216,7 @@ class _Keys:
                 if t.name and t.kind in _NAMED_TARGETS:
                     if vp:                                          # a placeholder
                         self.placeholders.setdefault(lid, set()).add(tid)
-                    elif key[0] is not M.FWD:
+                    elif key[0] != M.FWD:
                         self.named.setdefault(lid, tid)
             memo[tid] = lid
             open_.discard((tid, vp))
@@ -296,7 +298,7 @@ class TypeMerger:
                 first = layout_signature(g, ftid, spell)
             for tid in tids:
                 t = g[tid]
-                if t.kind is M.FWD or (t.kind is not M.TYPEDEF and t.size is None):
+                if t.kind == M.FWD or (t.kind != M.TYPEDEF and t.size is None):
                     continue                  # a declaration: any layout of the name will do
                 if layout_signature(g, tid, spell) != first:
                     out.add((kind, name))
