@@ -339,6 +339,8 @@ def extract_package_modules(package: str, workdir: str, wanted: Optional[list],
     if names is not None:
         missing = sorted(set(names) - {e.name for e in extracted})
         if missing:
+            for e in extracted:
+                os.unlink(e.path)
             raise BuildError(f"{package}: no module {', '.join(missing)} in this package")
     if not extracted:
         raise BuildError(f"{package}: the package has no kernel modules")

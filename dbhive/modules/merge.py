@@ -95,16 +95,35 @@ class _Keys:
         for tid in roots:
             if self.direct[tid] is None:
                 self._walk(tid, False)
-        # the layouts scoped placeholders stand for are taken too (they are this graph's)
+        # The layouts scoped placeholders stand for are taken too (they are this graph's).
+        # A typedef has no declaration-only form: one reached only through a pointer or a
+        # prototype is taken with its own target as reached through a pointer (a
+        # `foo_t *` keeps `struct foo` as a placeholder).
+        done: set = set()
         while True:
-            todo = [tid for lid, tids in self.placeholders.items()
-                    if len(self.table.keys[lid]) == 4
-                    for tid in tids if self.direct[tid] is None]
-            if not todo:
+            todo, typedefs = [], []
+            for lid, tids in self.placeholders.items():
+                key = self.table.keys[lid]
+                for tid in tids:
+                    if self.direct[tid] is not None or tid in done:
+                        continue
+                    if len(key) == 4:
+                        todo.append(tid)
+                    elif key[1] == M.TYPEDEF:
+                        typedefs.append(tid)
+            if not todo and not typedefs:
                 return
             for tid in todo:
                 if self.direct[tid] is None:
                     self._walk(tid, False)
+            for tid in typedefs:
+                if tid not in done:
+                    done.add(tid)
+                    t = self.types[tid]
+                    ref = t.ref or 0
+                    if self.viap[ref] is None:
+                        self._walk(ref, True)
+                    self.table.intern((M.TYPEDEF, t.name, self.viap[ref]), t.origin)
 
     # ---- one type ---------------------------------------------------------------------
     def _deps(self, t: M.Type, vp: bool) -> tuple:
