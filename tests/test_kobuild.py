@@ -24,7 +24,7 @@ from dbhive import store
 from resolver import Resolver
 from resolver.errors import NoSuchFunction, NoSuchType
 from tests.support import need_tool
-from tests.support.pahole_compare import compare_with_pahole
+from tests.support.pahole_compare import compare_with_pahole, pahole_view
 from tests.support.pahole_oracle import pahole_layouts
 from tests.support.pfunct_oracle import check_functions
 from tests.support.surftrace_client import surftrace_run, surftrace_show, surftrace_show_remote
@@ -164,6 +164,31 @@ def test_module_own_layout_kept_beside_the_kernels(kotest, debian_vmlinux_btf, t
     targets = {g.types[g.strip(t.ref)].size for t in ptrs
                if t.kind == M.PTR and g.types[g.strip(t.ref)].name == "pid_entry"}
     assert targets == {40}
+
+
+def test_base_db_completes_declared_types(prev_db, kotest, debian_db, running_db, tmp_path):
+    """--base DB: the layouts of what the modules only declare come from the kernel's DB
+    (one level: what those layouts point to stays declared); the modules' own are kept."""
+    out = str(tmp_path / "b.db")
+    p = kobuild(*kotest.values(), "--base", debian_db, "-o", out)
+    assert "layouts from the base" in p.stdout
+    plain, based, base = store.load_graph(prev_db), store.load_graph(out), store.load_graph(debian_db)
+    declared = {(t.encoding, t.name) for t in plain.types if t.kind == M.FWD}
+    assert ("struct", "fs_context") in declared
+    complete = {(t.kind, t.name): tid for tid, t in based.named(M.COMPOSITE) if t.size}
+    base_ids = {(t.kind, t.name): tid for tid, t in base.named(M.COMPOSITE) if t.size}
+    filled = [key for key in declared if key in base_ids]
+    assert len(filled) >= 100 and all(key in complete for key in filled)
+    for key in filled:
+        assert pahole_view(based, complete[key]) == pahole_view(base, base_ids[key]), key
+    meta = store.read_meta(out)
+    base_all = {(t.kind, t.name) for _, t in base.named(M.COMPOSITE + (M.ENUM,)) if t.size}
+    assert meta["base"] == debian_db
+    assert int(meta["base_types"]) == len(declared & base_all) > len(filled)    # enums too
+    for name, ko in kotest.items():
+        assert compare_with_pahole(based, pahole_layouts(ko, "dwarf"))["problems"] == [], name
+    p = kobuild(*kotest.values(), "--base", running_db, "-o", out, check=False)
+    assert p.returncode == 1 and "but the base" in p.stderr and "is for" in p.stderr
 
 
 @pytest.fixture(scope="module")

@@ -33,7 +33,7 @@ from .. import __version__
 from .. import model as M
 from ..errors import BuildError, InputError, OutputError
 from .discover import ModuleFile, compression_of, find_modules, opened
-from .merge import TypeMerger
+from .merge import ModuleKeys, TypeMerger, module_keys, table_keys
 from .modinfo import ModInfo, read_modinfo
 
 SOURCES = ("dwarf", "btf")
@@ -43,14 +43,21 @@ _PARALLEL_MIN_MODULES = 4
 
 @dataclass
 class ReadModule:
-    """One module as read: its identity, its type graph and how long it took."""
+    """One module as read: its identity, its type graph (or, from a worker, the graph's
+    keys: they pickle much faster) and how long it took."""
     file: ModuleFile
     info: ModInfo
-    graph: M.TypeGraph
+    graph: Optional[M.TypeGraph]
     source: str
     split_start: int = 0          # split BTF: the first id that is the module's own
     seconds: float = 0.0
     member: str = ""              # the package member it came from (package modules)
+    keys: Optional[ModuleKeys] = None
+    functions: int = 0
+
+    def roots(self):
+        """The types that are the module's (split BTF: not the base's)."""
+        return range(self.split_start, len(self.graph.types)) if self.source == "btf" else None
 
 
 @dataclass
@@ -67,13 +74,16 @@ class KobuildResult:
 _worker_state: dict = {}
 
 
-def read_module(mf: ModuleFile, source: str, workdir: str, btf_base=None) -> ReadModule:
-    """Read one module file (decompressing it first if needed)."""
+def read_module(mf: ModuleFile, source: str, workdir: str, btf_base=None,
+                graph: bool = False) -> ReadModule:
+    """Read one module file (decompressing it first if needed): its keys for the merge
+    (`graph`: its TypeGraph instead)."""
     from ..elf import ElfFile
     t0 = time.perf_counter()
     with opened(mf, workdir) as path:
         with ElfFile(path) as elf:
             info = read_modinfo(elf, mf.name)
+            ptr_size = elf.ptr_size
             if source == "btf":
                 data = elf.section_data(".BTF")
                 if data is None:
@@ -82,17 +92,29 @@ def read_module(mf: ModuleFile, source: str, workdir: str, btf_base=None) -> Rea
                 raise InputError(f"{mf.path}: module {info.name} has no DWARF (.debug_info); "
                                  f"a stripped module's types can be read from its split .BTF: "
                                  f"--base-btf <the kernel's BTF>")
+        rm = ReadModule(mf, info, None, source)
         if source == "btf":
             from ..btf.reader import read_btf
             g = read_btf(data, f"{mf.path}:.BTF", base=btf_base)
-            split_start = len(btf_base.graph.types)
+            rm.split_start = len(btf_base.graph.types)
             for f in g.functions:
                 f.module = info.name
-        else:
+            rm.functions = len(g.functions)
+            if graph:
+                rm.graph = g
+            else:
+                rm.keys = module_keys(g, info.name, range(rm.split_start, len(g.types)))
+        elif graph:
             from ..dwarf import read_dwarf
-            g = read_dwarf(path, module=info.name, jobs=1)
-            split_start = 0
-    return ReadModule(mf, info, g, source, split_start, time.perf_counter() - t0)
+            rm.graph = read_dwarf(path, module=info.name, jobs=1)
+            rm.functions = len(rm.graph.functions)
+        else:
+            from ..dwarf import read_dwarf_keys
+            table, functions = read_dwarf_keys(path, jobs=1)
+            rm.keys = table_keys(table, functions, info.name, ptr_size=ptr_size)
+            rm.functions = len(functions)
+    rm.seconds = time.perf_counter() - t0
+    return rm
 
 
 def _worker_signals() -> None:
@@ -105,6 +127,19 @@ def _worker_signals() -> None:
 def _work(i: int) -> ReadModule:
     st = _worker_state
     return read_module(st["files"][i], st["source"], st["workdir"], st["btf_base"])
+
+
+def merge_module(merger: TypeMerger, rm: ReadModule, workdir: str, btf_base=None) -> None:
+    """Merge one module read by `read_modules`.  Keys from a worker that turn out to need
+    module-scoped placeholders (its own layout of a name already in the table) are set
+    aside and the module is read again here, as a graph (rare)."""
+    if rm.keys is not None:
+        if merger.add_keys(rm.keys):
+            rm.keys = None
+            return
+        rm = read_module(rm.file, rm.source, workdir, btf_base, graph=True)
+        merger.rereads += 1
+    merger.add(rm.graph, rm.info.name, roots=rm.roots())
 
 
 def read_modules(files: list, source: str, workdir: str, btf_base=None,
@@ -181,7 +216,7 @@ def _module_meta(rm: ReadModule) -> dict:
     d = rm.info.as_meta()
     d["file"] = rm.member or os.path.basename(rm.file.path)
     d["source"] = rm.source
-    d["functions"] = sum(1 for f in rm.graph.functions)
+    d["functions"] = rm.functions
     return d
 
 
@@ -264,11 +299,7 @@ def kobuild(inputs: Iterable[str], out: str = "prev.db", base: Optional[str] = N
                                      dir=os.path.dirname(os.path.abspath(out))) as tmp:
         for rm in read_modules(files, src, tmp, btf_base, jobs, progress):
             checker.check(rm)
-            if src == "btf":
-                merger.add(rm.graph, rm.info.name,
-                           roots=range(rm.split_start, len(rm.graph.types)))
-            else:
-                merger.add(rm.graph, rm.info.name)
+            merge_module(merger, rm, tmp, btf_base)
             read.append(_module_meta(rm))
             rm.graph = None                     # keep memory to the merged table
         g = merger.graph()
@@ -362,7 +393,7 @@ def add_package_modules(kernel_graph: M.TypeGraph, extracted: list, release: str
     for rm in read_modules(files, "dwarf", workdir, None, jobs, progress):
         rm.member = members[rm.file.path]
         checker.check(rm, error=BuildError)
-        merger.add(rm.graph, rm.info.name)
+        merge_module(merger, rm, workdir)
         read.append(_module_meta(rm))
         rm.graph = None
         os.unlink(rm.file.path)                   # disk too stays bounded
