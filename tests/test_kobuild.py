@@ -175,14 +175,17 @@ def test_base_db_completes_declared_types(prev_db, kotest, debian_db, running_db
     plain, based, base = store.load_graph(prev_db), store.load_graph(out), store.load_graph(debian_db)
     declared = {(t.encoding, t.name) for t in plain.types if t.kind == M.FWD}
     assert ("struct", "fs_context") in declared
-    complete = {(t.kind, t.name): tid for tid, t in based.named(M.COMPOSITE) if t.size}
-    base_ids = {(t.kind, t.name): tid for tid, t in base.named(M.COMPOSITE) if t.size}
+    complete = {(t.kind, t.name): tid for tid, t in based.named(M.COMPOSITE)
+                if t.size is not None}
+    base_ids = {(t.kind, t.name): tid for tid, t in base.named(M.COMPOSITE)
+                if t.size is not None}
     filled = [key for key in declared if key in base_ids]
     assert len(filled) >= 100 and all(key in complete for key in filled)
     for key in filled:
         assert pahole_view(based, complete[key]) == pahole_view(base, base_ids[key]), key
     meta = store.read_meta(out)
-    base_all = {(t.kind, t.name) for _, t in base.named(M.COMPOSITE + (M.ENUM,)) if t.size}
+    base_all = {(t.kind, t.name) for _, t in base.named(M.COMPOSITE + (M.ENUM,))
+                if t.size is not None}
     assert meta["base"] == debian_db
     assert int(meta["base_types"]) == len(declared & base_all) > len(filled)    # enums too
     for name, ko in kotest.items():
