@@ -226,7 +226,8 @@ def release_from_name(name: str) -> str:
     if not name:
         return ""
     base = os.path.basename(name)
-    for pattern in (r"vmlinux-(.+?)(?:\.debug)?", r"(?:vmlinux-)?(.+?)\.btf(?:\.tar\.\w+)?"):
+    # the .btf spelling first: `vmlinux-<rel>.btf` would otherwise keep `.btf` in <rel>
+    for pattern in (r"(?:vmlinux-)?(.+?)\.btf(?:\.tar\.\w+)?", r"vmlinux-(.+?)(?:\.debug)?"):
         m = re.fullmatch(pattern, base)
         if m:
             return m.group(1)

@@ -25,6 +25,7 @@ from resolver import Resolver
 from resolver.errors import NoSuchFunction, NoSuchType
 from tests.support import need_tool
 from tests.support.pahole_compare import compare_with_pahole, pahole_view
+from tests.support.db_dump import dump_tables
 from tests.support.pahole_oracle import pahole_layouts
 from tests.support.pfunct_oracle import check_functions
 from tests.support.surftrace_client import surftrace_run, surftrace_show, surftrace_show_remote
@@ -135,14 +136,19 @@ def test_module_own_layout_kept_beside_the_kernels(kotest, debian_vmlinux_btf, t
     """dbhive_kotest_peer has its own `struct pid_entry` (24 bytes); the kernel's is another
     (40 bytes).  Merged into one DB, each one's pointers keep reaching its own layout."""
     from dbhive.btf import read_btf
-    from dbhive.dwarf import read_dwarf
+    from dbhive.modules.discover import find_modules
+    from dbhive.modules.kobuild import merge_module, read_module
     from dbhive.modules.merge import TypeMerger
     with open(debian_vmlinux_btf, "rb") as fh:
         kernel = read_btf(fh.read(), debian_vmlinux_btf)
     m = TypeMerger()
     m.add(kernel, "vm")
-    m.add(read_dwarf(kotest["dbhive_kotest_peer"], module="dbhive_kotest_peer"),
-          "dbhive_kotest_peer")
+    kernel_scoped = m.scoped_names       # BTF pointers to non-first same-name layouts
+    mf, = find_modules([kotest["dbhive_kotest_peer"]])
+    rm = read_module(mf, "dwarf", str(tmp_path))          # keys, as a worker sends them
+    assert not m.add_keys(rm.keys)                         # pid_entry needs scoping
+    merge_module(m, rm, str(tmp_path))                     # so it is read again as a graph
+    assert (m.rereads, m.scoped_names - kernel_scoped) == (1, 1)
     db = str(tmp_path / "merged.db")
     store.write_db(m.graph(), {"release": "merged", "arch": "x86_64"}, db)
     peer_layouts = pahole_layouts(kotest["dbhive_kotest_peer"], "dwarf")
@@ -196,17 +202,7 @@ def test_base_db_completes_declared_types(prev_db, kotest, debian_db, running_db
 
 @pytest.fixture(scope="module")
 def plain_dump(prev_db):
-    return _dump(prev_db)
-
-
-def _dump(db: str) -> dict:
-    """Every table except meta, sorted (what two builds of the same modules must share)."""
-    conn = sqlite3.connect(db)
-    out = {}
-    for (table,) in conn.execute("SELECT name FROM sqlite_master WHERE type = 'table'"):
-        if table != "meta":
-            out[table] = sorted(map(repr, conn.execute(f"SELECT * FROM {table}")))
-    return out
+    return dump_tables(prev_db)
 
 
 @pytest.mark.parametrize("kind", ["xz", "zst", "gz"])
@@ -217,7 +213,7 @@ def test_compressed_modules_read_alike(kotest, plain_dump, tmp_path, kind):
     assert sorted(os.listdir(tmp_path / "ko")) == sorted(
         f"{os.path.basename(ko)}.{kind}" for ko in kotest.values())
     kobuild(str(tmp_path / "ko"), "-o", str(tmp_path / "c.db"))
-    assert _dump(str(tmp_path / "c.db")) == plain_dump
+    assert dump_tables(str(tmp_path / "c.db")) == plain_dump
     mods = json.loads(store.read_meta(str(tmp_path / "c.db"))["modules"])
     assert {m["file"] for m in mods} == {f"{os.path.basename(k)}.{kind}" for k in kotest.values()}
 

@@ -19,6 +19,7 @@ from dbhive import store
 from resolver import Resolver
 from resolver.errors import NoSuchType
 from scripts.realdata import DEBIAN_IMAGE_PKG, DEBIAN_RELEASE, deb_members, fetch_deb
+from tests.support.db_dump import dump_tables
 from tests.support.pahole_compare import compare_with_pahole, oracle_view, pahole_view
 from tests.support.pahole_oracle import pahole_layouts
 from tests.support.pfunct_oracle import check_functions, our_prototypes
@@ -160,6 +161,30 @@ def test_split_btf_equals_dwarf(image_kos, dbg_kos, distro_db, debian_vmlinux_bt
         fb, fd = our_prototypes(gb, name), our_prototypes(gd, name)
         assert len(fb) >= 0.9 * len(fd) > 5, name
         assert {n: p for n, p in fb.items() if not p <= fd.get(n, set())} == {}, name
+
+
+def test_raw_split_btf_and_wrong_bases(image_kos, debian_vmlinux_btf, running_btf, tmp_path):
+    """A module's raw split BTF (what /sys/kernel/btf/<module> holds) reads like its .ko;
+    without its base, or over another kernel's BTF, it is refused."""
+    from dbhive.btf import read_btf
+    from dbhive.errors import BtfError
+    ko = image_kos["mpls_router"]
+    raw = str(tmp_path / "mpls_router")
+    subprocess.run(["objcopy", "--dump-section", f".BTF={raw}", ko, str(tmp_path / "scratch")],
+                   check=True)
+    a, b = str(tmp_path / "a.db"), str(tmp_path / "b.db")
+    run("kobuild", ko, "--base-btf", debian_vmlinux_btf, "-o", a)
+    run("kobuild", raw, "--base-btf", debian_vmlinux_btf, "-o", b)
+    assert dump_tables(a) == dump_tables(b)
+    with open(raw, "rb") as fh:
+        with pytest.raises(BtfError, match="outside the string section|which is not a type"):
+            read_btf(fh.read(), raw)
+    for args, message in (([raw], "raw BTF, not a module with DWARF"),
+                          ([ko, "--base-btf", running_btf], "but the base BTF")):
+        p = subprocess.run([os.path.join(BIN, "kobuild"), *args, "-o", str(tmp_path / "c.db")],
+                           capture_output=True, text=True)
+        assert p.returncode == 1 and message in p.stderr, p.stderr
+        assert "Traceback" not in p.stderr and not os.path.exists(tmp_path / "c.db")
 
 
 NO_NETWORK = ("import errno, socket, sys\n"

@@ -5,7 +5,8 @@
 A directory is walked recursively (symlinked directories are not entered, so a
 /lib/modules/<release> tree's `build`/`source` links are left alone) for `*.ko`,
 `*.ko.debug`, `*.ko.xz`, `*.ko.zst` and `*.ko.gz`; a file named explicitly is taken
-whatever its name.  The same file reached twice (a symlink) counts once; two files that are
+whatever its name, and may also be a module's raw split BTF (`/sys/kernel/btf/<module>` on a
+kernel with modules; its name is the module's).  The same file reached twice (a symlink) counts once; two files that are
 the same module name are refused, naming both.
 
 Compressed modules (xz, zstd, gzip: recognised by their magic bytes, not by the name) are
@@ -27,6 +28,7 @@ from ..elf import ELF_MAGIC, open_regular
 from ..errors import ArchiveError, InputError
 
 MODULE_FILE = re.compile(r"(.+?)\.ko(?:\.debug|\.xz|\.zst|\.gz)?")
+BTF_MAGICS = (b"\x9f\xeb\x01", b"\xeb\x9f\x01")
 MAX_MODULE_BYTES = 4 << 30
 MAX_MODULES = 100_000
 COMPRESSION_MAGICS = {b"\xfd7zXZ\x00": "xz", b"\x28\xb5\x2f\xfd": "zst", b"\x1f\x8b": "gz"}
@@ -38,6 +40,7 @@ class ModuleFile:
     path: str                 # as found (absolute)
     name: str                 # module name from the file name (dashes as underscores)
     compression: Optional[str] = None     # 'xz', 'zst', 'gz' or None
+    raw_btf: bool = False     # a raw (split) BTF file, not an ELF module
 
 
 def compression_of(path: str) -> Optional[str]:
@@ -90,12 +93,15 @@ def _add(found: dict, path: str, explicit: bool = False) -> None:
     if not explicit and not os.path.isfile(real):
         return                          # a dangling link or a special file in a tree
     kind = compression_of(path)
+    raw_btf = False
     if kind is None and explicit:
         with open_regular(path, "kernel module") as fh:
-            if fh.read(4) != ELF_MAGIC:
-                raise InputError(f"{path}: not a kernel module (neither ELF nor xz, zstd "
-                                 f"or gzip compressed)")
-    found[real] = ModuleFile(os.path.abspath(path), _stem_name(path), kind)
+            head = fh.read(4)
+        raw_btf = head[:3] in BTF_MAGICS
+        if head != ELF_MAGIC and not raw_btf:
+            raise InputError(f"{path}: not a kernel module (neither ELF, raw BTF nor xz, "
+                             f"zstd or gzip compressed)")
+    found[real] = ModuleFile(os.path.abspath(path), _stem_name(path), kind, raw_btf)
 
 
 @contextmanager

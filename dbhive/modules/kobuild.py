@@ -32,7 +32,7 @@ from typing import Iterable, Iterator, Optional
 from .. import __version__
 from .. import model as M
 from ..errors import BuildError, InputError, OutputError
-from .discover import ModuleFile, compression_of, find_modules, opened
+from .discover import MAX_MODULE_BYTES, ModuleFile, compression_of, find_modules, opened
 from .merge import ModuleKeys, TypeMerger, module_keys, table_keys
 from .modinfo import ModInfo, read_modinfo
 
@@ -75,15 +75,32 @@ _worker_state: dict = {}
 
 
 def read_module(mf: ModuleFile, source: str, workdir: str, btf_base=None,
-                graph: bool = False) -> ReadModule:
+                graph: bool = False, base_release: str = "") -> ReadModule:
     """Read one module file (decompressing it first if needed): its keys for the merge
-    (`graph`: its TypeGraph instead)."""
-    from ..elf import ElfFile
+    (`graph`: its TypeGraph instead).  `base_release`: the release of the kernel BTF its
+    split BTF is read over; a module built for another is refused before it is read."""
+    from ..elf import ElfFile, open_regular
     t0 = time.perf_counter()
+    if mf.raw_btf:
+        if source != "btf":
+            raise InputError(f"{mf.path}: raw BTF, not a module with DWARF: read it with "
+                             f"--base-btf <the kernel's BTF>")
+        with open_regular(mf.path, "BTF file") as fh:
+            data = fh.read(MAX_MODULE_BYTES + 1)
+        if len(data) > MAX_MODULE_BYTES:
+            raise InputError(f"{mf.path}: more than {MAX_MODULE_BYTES} bytes of BTF: refused")
+        rm = ReadModule(mf, ModInfo(mf.name), None, source)
+        _read_split_btf(rm, data, btf_base, graph)
+        rm.seconds = time.perf_counter() - t0
+        return rm
     with opened(mf, workdir) as path:
         with ElfFile(path) as elf:
             info = read_modinfo(elf, mf.name)
             ptr_size = elf.ptr_size
+            if source == "btf" and base_release and info.release not in ("", base_release):
+                raise InputError(f"{mf.path}: module {info.name} was built for kernel "
+                                 f"{info.release}, but the base BTF is for {base_release}: "
+                                 f"its split BTF cannot be read over it")
             if source == "btf":
                 data = elf.section_data(".BTF")
                 if data is None:
@@ -94,16 +111,7 @@ def read_module(mf: ModuleFile, source: str, workdir: str, btf_base=None,
                                  f"--base-btf <the kernel's BTF>")
         rm = ReadModule(mf, info, None, source)
         if source == "btf":
-            from ..btf.reader import read_btf
-            g = read_btf(data, f"{mf.path}:.BTF", base=btf_base)
-            rm.split_start = len(btf_base.graph.types)
-            for f in g.functions:
-                f.module = info.name
-            rm.functions = len(g.functions)
-            if graph:
-                rm.graph = g
-            else:
-                rm.keys = module_keys(g, info.name, range(rm.split_start, len(g.types)))
+            _read_split_btf(rm, data, btf_base, graph, ":.BTF")
         elif graph:
             from ..dwarf import read_dwarf
             rm.graph = read_dwarf(path, module=info.name, jobs=1)
@@ -117,6 +125,19 @@ def read_module(mf: ModuleFile, source: str, workdir: str, btf_base=None,
     return rm
 
 
+def _read_split_btf(rm: ReadModule, data: bytes, btf_base, graph: bool, where: str = ""):
+    from ..btf.reader import read_btf
+    g = read_btf(data, f"{rm.file.path}{where}", base=btf_base)
+    rm.split_start = len(btf_base.graph.types)
+    for f in g.functions:
+        f.module = rm.info.name
+    rm.functions = len(g.functions)
+    if graph:
+        rm.graph = g
+    else:
+        rm.keys = module_keys(g, rm.info.name, range(rm.split_start, len(g.types)))
+
+
 def _worker_signals() -> None:
     """Workers leave interrupts to the parent, which terminates them (SIGTERM)."""
     import signal
@@ -126,7 +147,8 @@ def _worker_signals() -> None:
 
 def _work(i: int) -> ReadModule:
     st = _worker_state
-    return read_module(st["files"][i], st["source"], st["workdir"], st["btf_base"])
+    return read_module(st["files"][i], st["source"], st["workdir"], st["btf_base"],
+                       base_release=st["base_release"])
 
 
 def merge_module(merger: TypeMerger, rm: ReadModule, workdir: str, btf_base=None) -> None:
@@ -143,7 +165,8 @@ def merge_module(merger: TypeMerger, rm: ReadModule, workdir: str, btf_base=None
 
 
 def read_modules(files: list, source: str, workdir: str, btf_base=None,
-                 jobs: Optional[int] = None, progress: bool = False) -> Iterator[ReadModule]:
+                 jobs: Optional[int] = None, progress: bool = False,
+                 base_release: str = "") -> Iterator[ReadModule]:
     """Read `files` in order (forked workers for many; at most a few graphs in flight)."""
     if jobs is None:
         jobs = min(2, os.cpu_count() or 1) if len(files) >= _PARALLEL_MIN_MODULES else 1
@@ -155,12 +178,13 @@ def read_modules(files: list, source: str, workdir: str, btf_base=None,
     try:
         if jobs <= 1:
             for mf in files:
-                rm = read_module(mf, source, workdir, btf_base)
+                rm = read_module(mf, source, workdir, btf_base, base_release=base_release)
                 if bar is not None:
                     bar.update(1)
                 yield rm
             return
-        _worker_state.update(files=files, source=source, workdir=workdir, btf_base=btf_base)
+        _worker_state.update(files=files, source=source, workdir=workdir, btf_base=btf_base,
+                             base_release=base_release)
         ctx = multiprocessing.get_context("fork")
         window = 2 * jobs + 2
         with ctx.Pool(jobs, initializer=_worker_signals) as pool:
@@ -290,14 +314,21 @@ def kobuild(inputs: Iterable[str], out: str = "prev.db", base: Optional[str] = N
                          f"{', '.join(inputs)}")
     btf_base = _load_btf_base(base_btf) if src == "btf" else None
     base_info = _load_base(base) if base else None
-    checker = _Checker(base_info.release if base_info else "",
-                       ("the running kernel" if base == "running" else f"the base {base}")
-                       if base_info else "")
+    if base_info is not None:
+        checker = _Checker(base_info.release, "the running kernel" if base == "running"
+                           else f"the base {base}")
+    elif btf_base is not None:
+        # split BTF read over another kernel's BTF gives wrong types silently: refuse
+        # modules whose vermagic says another kernel than the base BTF's (when it is known)
+        checker = _Checker(_release_of(base_btf), f"the base BTF {base_btf}")
+    else:
+        checker = _Checker()
+    btf_release = checker.release if btf_base is not None else ""
     merger = TypeMerger()
     read: list = []
     with tempfile.TemporaryDirectory(prefix="kobuild-",
                                      dir=os.path.dirname(os.path.abspath(out))) as tmp:
-        for rm in read_modules(files, src, tmp, btf_base, jobs, progress):
+        for rm in read_modules(files, src, tmp, btf_base, jobs, progress, btf_release):
             checker.check(rm)
             merge_module(merger, rm, tmp, btf_base)
             read.append(_module_meta(rm))
@@ -339,6 +370,16 @@ def _check_out(out: str) -> None:
     d = os.path.dirname(os.path.abspath(out))
     if not os.path.isdir(d):
         raise OutputError(f"{out}: directory {d} does not exist")
+
+
+def _release_of(kernel_file: str) -> str:
+    """The release of a kernel file (vmlinux, /sys/kernel/btf/vmlinux, <release>.btf), or ''
+    when it does not say."""
+    from ..identity import kernel_identity
+    try:
+        return kernel_identity(kernel_file).release
+    except InputError:
+        return ""
 
 
 def _load_btf_base(path: str):
