@@ -36,7 +36,7 @@ def module_versions() -> dict:
     for mod, pkg in MODULE_PACKAGES.items():
         deb = tc.debian_package_version(pkg)
         if deb is None:
-            raise SystemExit(f"{pkg} is not installed (scripts/apt-packages.txt)")
+            raise SystemExit(f"{pkg} is not installed (scripts/apt-test.txt)")
         upstream = re.sub(r"^\d+:", "", deb).split("+")[0].split("-")[0]
         version = "v" + upstream
         if mod == GRPC:   # cross-check with the source's own constant

@@ -37,7 +37,9 @@ def read_dwarf(elf_path, progress: ProgressArg = False, jobs: Optional[int] = No
     graph."""
     with _bulk_mode():
         table, functions = _read_keys(elf_path, progress, jobs)
-        return finalize(table, functions, module)
+        graph = finalize(table, functions, module)
+        M.check_references(graph, os.fspath(elf_path))
+        return graph
 
 
 def read_dwarf_keys(elf_path, progress: ProgressArg = False, jobs: Optional[int] = None):

@@ -24,14 +24,14 @@ import datetime
 import json
 import multiprocessing
 import os
-import tempfile
+import shutil
 import time
 from dataclasses import dataclass, field
 from typing import Iterable, Iterator, Optional
 
-from .. import __version__
+from .. import __version__, output
 from .. import model as M
-from ..errors import BuildError, InputError, OutputError
+from ..errors import BuildError, InputError
 from .discover import MAX_MODULE_BYTES, ModuleFile, compression_of, find_modules, opened
 from .merge import ModuleKeys, TypeMerger, module_keys, table_keys
 from .modinfo import ModInfo, read_modinfo
@@ -307,7 +307,7 @@ def kobuild(inputs: Iterable[str], out: str = "prev.db", base: Optional[str] = N
     if src == "btf" and not base_btf:
         raise BuildError("split BTF needs the kernel's BTF it continues: --base-btf FILE "
                          "(/sys/kernel/btf/vmlinux, a vmlinux, or a .btf file)")
-    _check_out(out)
+    output.check_destination(out, must_exist_dir=True)      # before any work
     files = find_modules(inputs)
     if not files:
         raise InputError(f"no kernel modules (*.ko, *.ko.debug, *.ko.xz|zst|gz) in "
@@ -326,8 +326,10 @@ def kobuild(inputs: Iterable[str], out: str = "prev.db", base: Optional[str] = N
     btf_release = checker.release if btf_base is not None else ""
     merger = TypeMerger()
     read: list = []
-    with tempfile.TemporaryDirectory(prefix="kobuild-",
-                                     dir=os.path.dirname(os.path.abspath(out))) as tmp:
+    out_dir = output.check_destination(out, must_exist_dir=True)
+    output.sweep_stale_temps(out_dir)
+    tmp = output.temp_dir(out_dir)          # decompressed modules
+    try:
         for rm in read_modules(files, src, tmp, btf_base, jobs, progress, btf_release):
             checker.check(rm)
             merge_module(merger, rm, tmp, btf_base)
@@ -339,6 +341,8 @@ def kobuild(inputs: Iterable[str], out: str = "prev.db", base: Optional[str] = N
             completed = _complete_from(merger, g, base_info)
             if completed:
                 g = merger.graph()
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     release = checker.release
     from ..identity import kernel_flavour
     meta = {
@@ -360,16 +364,8 @@ def kobuild(inputs: Iterable[str], out: str = "prev.db", base: Optional[str] = N
         "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
     }
     from .. import store
-    meta = store.write_db(g, meta, out)
+    meta = store.write_db(g, meta, out, must_exist_dir=True)
     return KobuildResult(out, meta, read)
-
-
-def _check_out(out: str) -> None:
-    if os.path.isdir(out):
-        raise OutputError(f"{out}: is a directory; give the DB file to write (-o my.db)")
-    d = os.path.dirname(os.path.abspath(out))
-    if not os.path.isdir(d):
-        raise OutputError(f"{out}: directory {d} does not exist")
 
 
 def _release_of(kernel_file: str) -> str:

@@ -490,6 +490,7 @@ class TypeMerger:
         g = finalize(self.table, self.functions, targets=self.targets)
         g.ptr_size = self.ptr_size or 8
         g.source = "+".join(self.sources) if self.sources else "dwarf"
+        M.check_references(g, "the merged graphs")
         return g
 
 
