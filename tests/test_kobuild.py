@@ -421,6 +421,7 @@ def _bad_cases(kotest, tmp):
     xz = compressed(ko, f"{tmp}/xz", ("xz",))["xz"]
     with open(xz, "r+b") as fh:
         fh.truncate(os.path.getsize(xz) // 2)
+    big = compressed(ko, f"{tmp}/big", ("zst",))["zst"]
     open(f"{tmp}/short.ko", "wb").write(head)
     subprocess.run(["objcopy", "--strip-debug", ko, f"{tmp}/stripped.ko"], check=True)
     os.makedirs(f"{tmp}/outdir")
@@ -431,6 +432,7 @@ def _bad_cases(kotest, tmp):
         ([f"{tmp}/missing"], "no such file or directory", 1),
         (["/bin/true"], "not a kernel module", 1),
         ([xz], "damaged compressed module", 1),
+        ([big, "--max-module-bytes", "100000"], "decompresses to more than 100000 bytes", 1),
         ([f"{tmp}/short.ko"], "truncated", 1),
         ([f"{tmp}/stripped.ko"], "has no DWARF", 1),
         ([ko, "--source", "btf"], "needs the kernel's BTF", 1),

@@ -187,6 +187,36 @@ def test_raw_split_btf_and_wrong_bases(image_kos, debian_vmlinux_btf, running_bt
         assert "Traceback" not in p.stderr and not os.path.exists(tmp_path / "c.db")
 
 
+def test_crafted_split_btf(image_kos, debian_vmlinux_btf, tmp_path):
+    """A split BTF whose pointer points to itself, or past every type, is a one-line error
+    naming the type id, within bounded time and memory."""
+    from dbhive.btf import kinds as K
+    from scripts.make_hostile_inputs import Btf
+    from tests.support.bounded import run_bounded
+    ko = image_kos["isofs"]
+    raw = str(tmp_path / "isofs")
+    subprocess.run(["objcopy", "--dump-section", f".BTF={raw}", ko, str(tmp_path / "scratch")],
+                   check=True)
+    with open(debian_vmlinux_btf, "rb") as fh:
+        base_count = len(Btf(fh.read()).records)          # the split's ids start here
+    with open(raw, "rb") as fh:
+        split = Btf(fh.read())
+    local = split.ids(K.PTR)[0]
+    for name, ref, message in (("self", base_count - 1 + local, "is spelled through itself"),
+                               ("dangling", base_count + 10 ** 6, "not a type")):
+        bad = Btf(bytes(split.data))
+        bad.set_ref(local, ref)
+        path = str(tmp_path / f"isofs-{name}")
+        with open(path, "wb") as fh:
+            fh.write(bytes(bad.data))
+        out = str(tmp_path / f"{name}.db")
+        o = run_bounded([os.path.join(BIN, "kobuild"), path, "--base-btf", debian_vmlinux_btf,
+                         "-o", out], timeout=60, max_data_mb=1024)
+        assert o.one_line_error and o.returncode == 1, o.stderr
+        assert message in o.stderr and "type id" in o.stderr, o.stderr
+        assert not os.path.exists(out)
+
+
 NO_NETWORK = ("import errno, socket, sys\n"
               "s = socket.socket()\n"
               "try:\n"

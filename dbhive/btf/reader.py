@@ -283,7 +283,8 @@ class _Parser:
             if pos > end:
                 self.fail("record runs past the type section", btf_id, rec_pos)
         g = self._to_graph(records, int_bits)
-        M.check_references(g, self.source)
+        # a split BTF: only its own types are new (the base was checked when read)
+        M.check_references(g, self.source, len(self.base.graph.types) if self.base else 0)
         return g
 
     def _to_graph(self, records: list, int_bits: dict) -> M.TypeGraph:

@@ -30,12 +30,14 @@ def _interrupt(signum, frame):
                    "/sys/kernel/btf/vmlinux, or an ELF with .BTF) instead of their DWARF.")
 @click.option("--source", type=click.Choice(["dwarf", "btf"]), default=None,
               help="Type source (default: btf with --base-btf, else dwarf).")
+@click.option("--max-module-bytes", type=click.IntRange(min=1), default=None,
+              help="Largest decompressed module (or raw BTF file) accepted (default 4 GiB).")
 @click.option("--jobs", "-j", type=int, default=None,
               help="Worker processes (default: up to 2 for 4 modules or more).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bar (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def main(inputs, out, base, base_btf, source, jobs, progress, as_json):
+def main(inputs, out, base, base_btf, source, max_module_bytes, jobs, progress, as_json):
     """Build a DB of kernel modules' types and functions, locally and offline.
 
     MODULE_OR_DIR: .ko, .ko.debug, .ko.xz, .ko.zst or .ko.gz files, or directories walked
@@ -56,8 +58,9 @@ def main(inputs, out, base, base_btf, source, jobs, progress, as_json):
     if progress is None:
         progress = sys.stderr.isatty()
     try:
+        extra = {"max_module_bytes": max_module_bytes} if max_module_bytes else {}
         res = kobuild(inputs, out=out, base=base, base_btf=base_btf, source=source,
-                      jobs=jobs, progress=progress)
+                      jobs=jobs, progress=progress, **extra)
     except KeyboardInterrupt:
         cliutil.fail(PROG, "interrupted; nothing was written", EXIT_INTERRUPTED)
     except DbhiveError as e:

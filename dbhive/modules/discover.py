@@ -105,16 +105,16 @@ def _add(found: dict, path: str, explicit: bool = False) -> None:
 
 
 @contextmanager
-def opened(mf: ModuleFile, workdir: str) -> Iterator[str]:
+def opened(mf: ModuleFile, workdir: str, limit: int = MAX_MODULE_BYTES) -> Iterator[str]:
     """The path of `mf` as a plain ELF file: the file itself, or its decompressed copy in
-    `workdir` (removed on exit)."""
+    `workdir` (at most `limit` bytes; removed on exit)."""
     if mf.compression is None:
         yield mf.path
         return
     fd, tmp = tempfile.mkstemp(prefix=f"{mf.name}-", suffix=".ko", dir=workdir)
     try:
         with os.fdopen(fd, "wb") as out:
-            decompress(mf.path, out)
+            decompress(mf.path, out, limit)
         yield tmp
     finally:
         try:
@@ -136,7 +136,7 @@ def decompress(path: str, out, limit: int = MAX_MODULE_BYTES) -> int:
                     total += len(block)
                     if total > limit:
                         raise InputError(f"{path}: decompresses to more than {limit} bytes: "
-                                         f"refused")
+                                         f"refused (the limit is --max-module-bytes)")
                     out.write(block)
                 break
     except LibarchiveError as e:

@@ -75,25 +75,25 @@ _worker_state: dict = {}
 
 
 def read_module(mf: ModuleFile, source: str, workdir: str, btf_base=None,
-                graph: bool = False, base_release: str = "") -> ReadModule:
+                graph: bool = False, base_release: str = "",
+                limit: int = MAX_MODULE_BYTES) -> ReadModule:
     """Read one module file (decompressing it first if needed): its keys for the merge
     (`graph`: its TypeGraph instead).  `base_release`: the release of the kernel BTF its
-    split BTF is read over; a module built for another is refused before it is read."""
-    from ..elf import ElfFile, open_regular
+    split BTF is read over; a module built for another is refused before it is read.
+    `limit`: the most bytes a compressed module (or a raw BTF file) may have."""
+    from ..elf import ElfFile
     t0 = time.perf_counter()
     if mf.raw_btf:
         if source != "btf":
             raise InputError(f"{mf.path}: raw BTF, not a module with DWARF: read it with "
                              f"--base-btf <the kernel's BTF>")
-        with open_regular(mf.path, "BTF file") as fh:
-            data = fh.read(MAX_MODULE_BYTES + 1)
-        if len(data) > MAX_MODULE_BYTES:
-            raise InputError(f"{mf.path}: more than {MAX_MODULE_BYTES} bytes of BTF: refused")
+        from ..btf.reader import read_btf_file
+        data = read_btf_file(mf.path, limit)          # as much as its header declares
         rm = ReadModule(mf, ModInfo(mf.name), None, source)
         _read_split_btf(rm, data, btf_base, graph)
         rm.seconds = time.perf_counter() - t0
         return rm
-    with opened(mf, workdir) as path:
+    with opened(mf, workdir, limit) as path:
         with ElfFile(path) as elf:
             info = read_modinfo(elf, mf.name)
             ptr_size = elf.ptr_size
@@ -148,10 +148,11 @@ def _worker_signals() -> None:
 def _work(i: int) -> ReadModule:
     st = _worker_state
     return read_module(st["files"][i], st["source"], st["workdir"], st["btf_base"],
-                       base_release=st["base_release"])
+                       base_release=st["base_release"], limit=st["limit"])
 
 
-def merge_module(merger: TypeMerger, rm: ReadModule, workdir: str, btf_base=None) -> None:
+def merge_module(merger: TypeMerger, rm: ReadModule, workdir: str, btf_base=None,
+                 limit: int = MAX_MODULE_BYTES) -> None:
     """Merge one module read by `read_modules`.  Keys from a worker that turn out to need
     module-scoped placeholders (its own layout of a name already in the table) are set
     aside and the module is read again here, as a graph (rare)."""
@@ -159,14 +160,15 @@ def merge_module(merger: TypeMerger, rm: ReadModule, workdir: str, btf_base=None
         if merger.add_keys(rm.keys):
             rm.keys = None
             return
-        rm = read_module(rm.file, rm.source, workdir, btf_base, graph=True)
+        rm = read_module(rm.file, rm.source, workdir, btf_base, graph=True, limit=limit)
         merger.rereads += 1
     merger.add(rm.graph, rm.info.name, roots=rm.roots())
 
 
 def read_modules(files: list, source: str, workdir: str, btf_base=None,
                  jobs: Optional[int] = None, progress: bool = False,
-                 base_release: str = "") -> Iterator[ReadModule]:
+                 base_release: str = "", limit: int = MAX_MODULE_BYTES
+                 ) -> Iterator[ReadModule]:
     """Read `files` in order (forked workers for many; at most a few graphs in flight)."""
     if jobs is None:
         jobs = min(2, os.cpu_count() or 1) if len(files) >= _PARALLEL_MIN_MODULES else 1
@@ -178,13 +180,14 @@ def read_modules(files: list, source: str, workdir: str, btf_base=None,
     try:
         if jobs <= 1:
             for mf in files:
-                rm = read_module(mf, source, workdir, btf_base, base_release=base_release)
+                rm = read_module(mf, source, workdir, btf_base, base_release=base_release,
+                                 limit=limit)
                 if bar is not None:
                     bar.update(1)
                 yield rm
             return
         _worker_state.update(files=files, source=source, workdir=workdir, btf_base=btf_base,
-                             base_release=base_release)
+                             base_release=base_release, limit=limit)
         ctx = multiprocessing.get_context("fork")
         window = 2 * jobs + 2
         with ctx.Pool(jobs, initializer=_worker_signals) as pool:
@@ -290,7 +293,8 @@ def _complete_from(merger: TypeMerger, g: M.TypeGraph, base: _Base) -> int:
 
 def kobuild(inputs: Iterable[str], out: str = "prev.db", base: Optional[str] = None,
             base_btf: Optional[str] = None, source: Optional[str] = None,
-            jobs: Optional[int] = None, progress: bool = False) -> KobuildResult:
+            jobs: Optional[int] = None, progress: bool = False,
+            max_module_bytes: int = MAX_MODULE_BYTES) -> KobuildResult:
     """Build the DB of the modules in `inputs` (files and directories) at `out`.
 
     source: 'dwarf' (default) or 'btf' (the default with `base_btf`: the modules' split
@@ -330,9 +334,10 @@ def kobuild(inputs: Iterable[str], out: str = "prev.db", base: Optional[str] = N
     output.sweep_stale_temps(out_dir)
     tmp = output.temp_dir(out_dir)          # decompressed modules
     try:
-        for rm in read_modules(files, src, tmp, btf_base, jobs, progress, btf_release):
+        for rm in read_modules(files, src, tmp, btf_base, jobs, progress, btf_release,
+                               max_module_bytes):
             checker.check(rm)
-            merge_module(merger, rm, tmp, btf_base)
+            merge_module(merger, rm, tmp, btf_base, max_module_bytes)
             read.append(_module_meta(rm))
             rm.graph = None                     # keep memory to the merged table
         g = merger.graph()
