@@ -127,22 +127,27 @@ def check_every_module(db: str, root: str) -> None:
     """Each module of the DB against pahole and pfunct + nm on its .ko."""
     from dbhive import store
     from dbhive.archive import module_name
-    from tests.support.pahole_compare import compare_with_pahole
+    from tests.support.pahole_compare import compare_with_pahole, layout_index
     from tests.support.pahole_oracle import pahole_layouts
-    from tests.support.pfunct_oracle import check_functions
+    from tests.support.pfunct_oracle import check_functions, our_prototypes
     t0 = time.perf_counter()
     g = store.load_graph(db)
+    index = layout_index(g)
     files = ko_files(root)
-    in_db = {f.module for f in g.functions}
+    by_module: dict = {}
+    for f in g.functions:
+        by_module.setdefault(f.module, []).append(f)
     layouts = funcs = 0
     bad = []
     for f in files:
         name = module_name(os.path.basename(f)[:-3])
-        r = compare_with_pahole(g, pahole_layouts(f, "dwarf"))
+        r = compare_with_pahole(g, pahole_layouts(f, "dwarf"), index)
         layouts += r["checked"]
-        problems = r["problems"] + check_functions(g, f, name)
-        funcs += sum(1 for fn in g.functions if fn.module == name)
-        if problems or name not in in_db:
+        mine = by_module.get(name, [])
+        funcs += len(mine)
+        protos = our_prototypes(_Only(g, mine))
+        problems = r["problems"] + check_functions(g, f, name, protos)
+        if problems or not mine:
             bad.append((name, problems[:3] or ["no functions in the DB"]))
     print(f"checked {len(files)} modules against pahole and pfunct + nm on their .ko: "
           f"{layouts} layouts, {funcs} functions; {len(bad)} modules differ "
@@ -151,6 +156,13 @@ def check_every_module(db: str, root: str) -> None:
         print(f"  {name}: {problems}")
     if bad:
         sys.exit(1)
+
+
+class _Only:
+    """A graph's types with only some of its functions (our_prototypes walks .functions)."""
+
+    def __init__(self, g, functions):
+        self.types, self.functions, self.type_name = g.types, functions, g.type_name
 
 
 def main():

@@ -132,6 +132,32 @@ def test_meta_lists_modules(prev_db, kotest):
         ("x86_64", "modules", "dwarf", "2")
 
 
+def test_keys_path_equals_graph_path(kotest, tmp_path):
+    """What workers send (the DWARF reader's keys before finalize) merges into the same DB as
+    the finalized graphs themselves."""
+    from dbhive.dwarf import read_dwarf, read_dwarf_keys
+    from dbhive.modules.merge import TypeMerger, table_keys
+    by_keys, by_graphs = TypeMerger(), TypeMerger()
+    for name, ko in kotest.items():
+        table, functions = read_dwarf_keys(ko)
+        assert by_keys.add_keys(table_keys(table, functions, name))
+        by_graphs.add(read_dwarf(ko, module=name), name)
+    a, b = by_keys.graph(), by_graphs.graph()
+    assert len(a.types) == len(b.types) and _canonical(a) == _canonical(b)     # ids may differ
+
+
+def _canonical(g) -> tuple:
+    """A graph without its ids: every type and function as C spells it."""
+    spell = g.spelling_cache()
+    types = sorted(repr((t.kind, spell(tid), t.size, t.origin,
+                         [(m.name, spell(m.type), m.bit_offset, m.bit_size)
+                          for m in t.members or ()], t.enumerators))
+                   for tid, t in enumerate(g.types))
+    funcs = sorted((f.name, spell(f.proto), f.static, f.file, f.line, f.module)
+                   for f in g.functions)
+    return types, funcs
+
+
 def test_module_own_layout_kept_beside_the_kernels(kotest, debian_vmlinux_btf, tmp_path):
     """dbhive_kotest_peer has its own `struct pid_entry` (24 bytes); the kernel's is another
     (40 bytes).  Merged into one DB, each one's pointers keep reaching its own layout."""

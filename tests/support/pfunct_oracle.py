@@ -85,10 +85,11 @@ def our_prototypes(graph, module: str = None) -> dict:
     return out
 
 
-def check_functions(graph, path: str, module: str = None) -> list:
+def check_functions(graph, path: str, module: str = None, ours: dict = None) -> list:
     """What differs between the functions of `graph` (of `module`) and pfunct + nm on the
-    module file `path`; [] when they agree."""
-    ours = our_prototypes(graph, module)
+    module file `path`; [] when they agree.  `ours`: `our_prototypes(graph, module)` if
+    already made."""
+    ours = our_prototypes(graph, module) if ours is None else ours
     real, inline = pfunct_prototypes(path)
     problems = []
     for name, protos in sorted(ours.items()):
