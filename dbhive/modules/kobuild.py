@@ -3,14 +3,16 @@ of their types and functions, locally and offline.
 
     kobuild(["./ko/"], out="prev.db")                       # DWARF of custom modules
     kobuild(["./mods/"], base_btf="vmlinux.btf")            # the modules' split .BTF
-    add_package_modules(kernel_graph, "linux-image-...-dbg.deb", workdir, ["ext4"])
+    mods = extract_package_modules("linux-image-...-dbg.deb", workdir, ["ext4"])
+    graph, meta = add_package_modules(kernel_graph, mods, release)   # dbhive build --modules
 
-    modules --discover--> files --read (workers)--> graphs --merge--> TypeGraph --store--> DB
+    modules --discover--> files --read (workers)--> keys --merge--> TypeGraph --store--> DB
 
 Each module is read on its own (its DWARF with the project's DWARF reader, relocations of
-the ET_REL file applied; or its split BTF on top of the kernel's BTF) in worker processes,
-at most a few graphs in flight; the parent merges them in path order (so the result does
-not depend on the number of workers) into one graph (merge.py).  The DB has the shape of a
+the ET_REL file applied, as keys before finalize: `read_dwarf_keys`; or its split BTF on
+top of the kernel's BTF) in worker processes, at most a few modules in flight; the parent
+merges them in path order (so the result does not depend on the number of workers) into
+one graph and finalizes it once (merge.py).  The DB has the shape of a
 kernel DB (schema.py: normalized + surftrace tables); `funs.module` and `kt_functions.module`
 name each function's module, and `meta` lists the modules with their vermagic and
 srcversion (key `modules`, a JSON list).

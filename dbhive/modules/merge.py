@@ -74,6 +74,7 @@ class ModuleKeys:
     functions: list = field(default_factory=list)
     ptr_size: int = 8
     source: str = ""
+    dry: Optional[list] = field(default=None, repr=False)   # set by TypeMerger.differing
 
 
 class _Converter:
@@ -427,7 +428,7 @@ class TypeMerger:
         for lid in range(1, len(lkeys)):
             gid = ids.get(remap_key(lkeys[lid], dry))
             dry[lid] = gid if gid is not None else ~lid
-        mk._dry = dry
+        mk.dry = dry
         local_first: dict = {}
         for lid in sorted(mk.named):
             local_first.setdefault(mk.named[lid], lid)
@@ -465,10 +466,9 @@ class TypeMerger:
                               f"have {self.ptr_size}-byte ones")
         if mk.source and mk.source not in self.sources:
             self.sources.append(mk.source)
-        dry = getattr(mk, "_dry", None)
-        if dry is None:
+        if mk.dry is None:
             self.differing(mk)
-            dry = mk._dry
+        dry = mk.dry
         intern, first = self.table.intern, self.first
         lkeys, origins = mk.keys, mk.origins
         m = [0] * len(lkeys)
@@ -493,10 +493,3 @@ class TypeMerger:
         M.check_references(g, "the merged graphs")
         return g
 
-
-def merge_graphs(graphs: Iterable[tuple]) -> M.TypeGraph:
-    """[(graph, module name)] -> one graph."""
-    m = TypeMerger()
-    for g, module in graphs:
-        m.add(g, module)
-    return m.graph()
