@@ -54,14 +54,15 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
           jobs: Optional[int] = None, workdir: Optional[str] = None, force: bool = False,
           arch: Optional[str] = None, max_btf_bytes: int = MAX_BTF_BYTES,
           max_member_bytes: Optional[int] = None, with_btf: bool = False,
-          btf_dir: Optional[str] = None) -> BuildResult:
+          btf_dir: Optional[str] = None, modules=None) -> BuildResult:
     """Build the DB of the kernel in `input_path`; returns where it went and its meta.
     Nothing is left behind on error (temp extraction dir and temp DB are removed).
 
     `force`: replace a DB even when the new one has no types or fewer than half the types
     of the DB it replaces (both usually mean damaged input).  `arch`: the kernel's arch
     when the input cannot tell (raw BTF outside a btfhub `<arch>/` directory).
-    `with_btf` / `btf_dir`: also write BTF for the kernel (dbhive.btf.make.build_btf_files)."""
+    `with_btf` / `btf_dir`: also write BTF for the kernel (dbhive.btf.make.build_btf_files).
+    `modules`: "all" or a list of module names of the package to add (dbhive/modules)."""
     from . import identity
     if not os.path.exists(input_path):
         raise BuildError(f"{input_path}: no such file")
@@ -84,9 +85,23 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
             raise BuildError(f"{input_path}: cannot tell which architecture this kernel is "
                              f"for (a raw BTF file outside a btfhub <arch>/ directory): pass "
                              f"--arch, e.g. --arch x86_64")
+        extracted = None
+        if modules is not None:          # first: a module name not in the package fails fast
+            if ex.kind not in ("rpm", "deb"):
+                raise BuildError(f"{input_path}: --modules needs a package (RPM, .deb) that "
+                                 f"holds the modules; for .ko files use `kobuild`")
+            from .modules import extract_package_modules
+            extracted = extract_package_modules(input_path, tmp,
+                                                None if modules == "all" else modules, progress)
         with identity.about_member(ex, input_path):
             graph = read_types(ex.path, is_raw_btf, src, progress, jobs, max_btf_bytes)
         graph.ptr_size = identity.pointer_size(meta["arch"])
+        kernel_graph = graph                # the BTF written is the kernel's, without modules
+        if extracted is not None:
+            from .modules import add_package_modules
+            graph, mod_meta = add_package_modules(graph, extracted, ident.release, jobs,
+                                                  progress)
+            meta.update(mod_meta)
         meta.update({
             "distro": distro or hivemod.DEFAULT_DISTRO,
             "package_name": ex.package_name,
@@ -105,7 +120,7 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
         guard_replacement(graph, dest, input_path, force)
         from .btf.make import build_btf_files, write_files
         with identity.about_member(ex, input_path):
-            btf_files, btf_meta = build_btf_files(graph, meta, ex.path, is_raw_btf,
+            btf_files, btf_meta = build_btf_files(kernel_graph, meta, ex.path, is_raw_btf,
                                                   ident.has_btf, hive, dest, with_btf, btf_dir,
                                                   max_btf_bytes)
         meta.update(btf_meta)

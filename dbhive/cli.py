@@ -69,6 +69,8 @@ def main():
 @click.option("--source", type=click.Choice(["btf", "dwarf"]), default=None,
               help="Type source when the input has both (default: DWARF, the complete truth).")
 @click.option("--jobs", "-j", type=int, default=None, help="Processes for DWARF (default: cores).")
+@click.option("--modules", "modules", default=None, metavar="all|NAME,...",
+              help="Also the package's kernel modules (their DWARF), all or these.")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars (default: when stderr is a terminal).")
 @click.option("--arch", default=None,
@@ -86,8 +88,8 @@ def main():
 @click.option("--btf-dir", default=None, metavar="DIR",
               help="Also write DIR/vmlinux-<release>.btf (e.g. /usr/lib/btf); implies --with-btf.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def build(input_path, hive, out, distro, source, jobs, progress, arch, force, max_btf_bytes,
-          max_member_bytes, with_btf, btf_dir, as_json):
+def build(input_path, hive, out, distro, source, jobs, modules, progress, arch, force,
+          max_btf_bytes, max_member_bytes, with_btf, btf_dir, as_json):
     """Build the DB of one kernel from INPUT: an RPM/DEB/ddeb debuginfo package, a vmlinux
     ELF (DWARF and/or .BTF), raw BTF (/sys/kernel/btf/vmlinux, *.btf) or a btfhub
     *.btf.tar.xz archive.
@@ -98,8 +100,15 @@ def build(input_path, hive, out, distro, source, jobs, progress, arch, force, ma
       dbhive build kernel-debuginfo-4.18.0-553.el8.x86_64.rpm --hive ./hive --distro centos
       dbhive build ./vmlinux --out ./info.db --source btf
       dbhive build vmlinux-5.4.0-dbg --hive ./hive --with-btf --btf-dir /usr/lib/btf
+      dbhive build linux-image-6.1.0-47-cloud-amd64-dbg_6.1.170-3_amd64.deb --modules ext4,bridge
     """
     from .build import build as do_build
+    if modules is not None and modules.strip() != "all":
+        modules = [n.strip() for n in modules.split(",") if n.strip()]
+        if not modules:
+            fail("--modules: give `all` or module names separated by commas", 2)
+    elif modules is not None:
+        modules = "all"
     # SIGTERM unwinds like Ctrl-C, so temp files and the half-written DB are removed
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
@@ -112,7 +121,7 @@ def build(input_path, hive, out, distro, source, jobs, progress, arch, force, ma
             extra["max_member_bytes"] = max_member_bytes
         res = do_build(input_path, hive=hive, out=out, distro=distro, source=source,
                        progress=progress, jobs=jobs, arch=arch, force=force,
-                       with_btf=with_btf, btf_dir=btf_dir, **extra)
+                       with_btf=with_btf, btf_dir=btf_dir, modules=modules, **extra)
     except KeyboardInterrupt:
         fail("interrupted; nothing was written", EXIT_INTERRUPTED)
     except DbhiveError as e:
@@ -125,7 +134,8 @@ def build(input_path, hive, out, distro, source, jobs, progress, arch, force, ma
     else:
         click.echo(f"{res.db}: {m.get('release')} {m.get('arch')} build-id {m.get('build_id') or '-'}"
                    f" ({m.get('type_source')}: {m.get('structs')} structs/unions,"
-                   f" {m.get('functions')} functions)")
+                   f" {m.get('functions')} functions"
+                   + (f", {m['module_count']} modules" if m.get("module_count") else "") + ")")
 
 
 LIST_COLUMNS = ("release", "arch", "flavour", "distro", "build_id", "type_source", "structs",

@@ -221,7 +221,7 @@ class TypeGraph:
         return t.name or k
 
 
-def check_references(graph: "TypeGraph", source: str) -> None:
+def check_references(graph: "TypeGraph", source: str, first: int = 0) -> None:
     """Refuse a graph no C program could have: a reference to a missing type id, or a cycle
     that does not pass through a named type.  Real kernels have none; crafted BTF or DWARF
     would otherwise hang or overflow every walk (strip, sizeof, spelling, flattening).
@@ -231,12 +231,15 @@ def check_references(graph: "TypeGraph", source: str) -> None:
         (a struct containing itself, a typedef naming itself);
       * by spelling: pointer/array/qualifier -> target, function prototype -> return and
         parameter types (a pointer to itself); spelling stops at struct, union, enum and
-        typedef names, so `struct list_head *next` is no cycle."""
+        typedef names, so `struct list_head *next` is no cycle.
+    `first`: only the types from this id on are checked (a split BTF's own, over a base
+    checked already: base types never refer to them, so a cycle through them is theirs)."""
     types = graph.types
     n = len(types)
     by_value: list = [()] * n
     by_spelling: list = [()] * n
-    for tid, t in enumerate(types):
+    for tid in range(first, n):
+        t = types[tid]
         k = t.kind
         ref = t.ref
         if k in COMPOSITE:
@@ -280,8 +283,10 @@ def check_references(graph: "TypeGraph", source: str) -> None:
                               f"#{tag.target}, which does not exist")
     for what, edges in (("contains itself", by_value),
                         ("is spelled through itself", by_spelling)):
+        if first:                       # only the new types, renumbered from 0
+            edges = [[j - first for j in out if j >= first] for out in edges[first:]]
         if _has_cycle(edges):
-            cycle = _find_cycle(edges)
+            cycle = [i + first for i in _find_cycle(edges)]
             ids = " -> ".join(str(i) for i in cycle)
             raise TypeCycle(f"{source}: type id {cycle[0]} {what} (reference cycle through "
                             f"type ids {ids})")

@@ -474,9 +474,12 @@ class Resolver:
             pass
         if ref is not None:
             return ref.db.sizeof(ref.id)
+        kinds, base = ("typedef", "int", "float", "enum"), name.strip()
+        if base.startswith("enum "):
+            kinds, base = ("enum",), base[5:].strip()
         for src in self.sources:
-            for kind in ("typedef", "int", "float", "enum"):
-                for (tid, _k, _s, _r) in src.named(name, kind):
+            for kind in kinds:
+                for (tid, _k, _s, _r) in src.named(base, kind):
                     return src.sizeof(tid)
         return None
 

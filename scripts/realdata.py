@@ -74,3 +74,31 @@ def debian_vmlinux_btf() -> str:
         os.unlink(scratch)
         os.replace(tmp, out)
     return out
+
+
+DEBIAN_IMAGE_PKG = f"linux-image-{DEBIAN_RELEASE}"     # modules with split .BTF, no DWARF
+
+
+def deb_members(deb: str, members, out_name: str) -> dict:
+    """Several members of a .deb's data archive, extracted in one pass (dpkg-deb | tar)
+    into a cache directory named after `out_name` and the member list; {member: path}.  The directory appears complete or
+    not at all (extracted beside it, then renamed)."""
+    import hashlib
+    members = sorted(set(members))
+    key = hashlib.sha256("\n".join([deb] + members).encode()).hexdigest()[:12]
+    out = os.path.join(cache_dir(), f"{out_name}-{key}")
+    paths = {m: os.path.join(out, m.lstrip("/")) for m in members}
+    if all(os.path.exists(p) for p in paths.values()):
+        return paths
+    tmp = f"{out}.part-{os.getpid()}"
+    subprocess.run(["rm", "-rf", tmp], check=True)
+    os.makedirs(tmp)
+    p1 = subprocess.Popen(["dpkg-deb", "--fsys-tarfile", deb], stdout=subprocess.PIPE)
+    subprocess.run(["tar", "-x", "-C", tmp] + ["." + m for m in members], stdin=p1.stdout,
+                   check=True)
+    p1.stdout.close()
+    if p1.wait() != 0:
+        raise RuntimeError(f"dpkg-deb --fsys-tarfile {deb} failed")
+    subprocess.run(["rm", "-rf", out], check=True)
+    os.replace(tmp, out)
+    return paths

@@ -188,6 +188,7 @@ def test_release_from_name():
     assert release_from_name("usr/lib/debug/lib/modules/5.14.0-1.el9.x86_64/vmlinux") == \
         "5.14.0-1.el9.x86_64"
     assert release_from_name("ubuntu/20.04/x86_64/5.4.0-1009-aws.btf.tar.xz") == "5.4.0-1009-aws"
+    assert release_from_name("/cache/vmlinux-6.1.0-47-cloud-amd64.btf") == "6.1.0-47-cloud-amd64"
     assert release_from_name("/boot/vmlinuz") == ""
     # found by the tracer's tests: the .btf suffix is not part of the release
     assert release_from_name("/var/cache/vmlinux-6.1.0-47-cloud-amd64.btf") == \

@@ -49,6 +49,9 @@ def test_wheel_carries_its_data_and_runs_outside_the_checkout(wheel_venv, tmp_pa
     p = subprocess.run([str(bin_ / "resolver"), "--db", str(db), "offset", "task_struct.files",
                         "--json"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert p.returncode == 0 and '"offset"' in p.stdout, p.stderr
+    p = subprocess.run([str(bin_ / "kobuild"), "--help"], cwd=tmp_path, capture_output=True,
+                       text=True, env=env)
+    assert p.returncode == 0 and "Examples:" in p.stdout, p.stderr
     # a stripped Go binary: its offsets come from its type descriptors, checked against the
     # table shipped as package data
     exe = binary("1.24", "tlsapp", "strip")

@@ -6,11 +6,20 @@ Every kind current kernels emit is understood.  FUNC records become `model.Funct
 DATASEC and DECL_TAG records the graph's `variables`, `datasecs` and `decl_tags`, so what is
 read can be written back out whole (dbhive.btf.writer).  `read_btf_ids` also says which
 model object each BTF type id became (CO-RE relocations name BTF ids).
+
+Split BTF (a module's `.BTF`, /sys/kernel/btf/<module>) continues a base BTF (the kernel's):
+its type ids start after the base's last id and its string offsets after the base's string
+section, so ids and offsets below those name the base's types and strings.  Read the base
+once with `read_btf_base`, then each split with `read_btf(data, source, base=that)`: the
+graph holds the base's types (the same objects, ids as in `base.graph`) followed by the
+split's own, and only the split's functions (a split's DATASEC/DECL_TAG entries that name
+the base's functions or variables are not kept).
 """
 from __future__ import annotations
 
 import struct
-from typing import Optional
+from dataclasses import dataclass
+from typing import Callable, Optional
 
 from .. import model as M
 from ..errors import BtfError
@@ -68,14 +77,45 @@ def read_btf_file(path: str, max_bytes: int = MAX_BTF_BYTES) -> bytes:
         return head + fh.read(max(0, n - len(head)))
 
 
-def read_btf(data: bytes, source: str = "BTF") -> M.TypeGraph:
-    """Parse raw BTF bytes.  `source` names the input in error messages."""
-    return read_btf_ids(data, source)[0]
+@dataclass
+class BtfBase:
+    """A parsed base BTF that split BTF continues (see the module docstring)."""
+    graph: M.TypeGraph
+    model_id: list             # BTF id -> model id (0 for records that are not types)
+    int_bits: dict             # BTF id of a partial INT -> (bit offset, bits)
+    string: Callable           # string offset -> text
+    str_len: int
+    source: str
+
+    @property
+    def type_count(self) -> int:
+        """The first BTF id of a split BTF on this base."""
+        return len(self.model_id)
+
+
+def read_btf_base(data: bytes, source: str = "BTF") -> BtfBase:
+    """Parse a base BTF (a kernel's) for reading split BTF on top of it."""
+    parser = _parser(data, source, None)
+    graph = parser.parse()
+    return BtfBase(graph, parser.model_id, parser.int_bits, parser.string,
+                   parser.strs_end - parser.strs_start, source)
+
+
+def read_btf(data: bytes, source: str = "BTF", base: Optional[BtfBase] = None) -> M.TypeGraph:
+    """Parse raw BTF bytes.  `source` names the input in error messages; `base`: the base
+    BTF `data` is a split BTF of (ids and string offsets continue the base's)."""
+    return _parser(data, source, base).parse()
 
 
 def read_btf_ids(data: bytes, source: str = "BTF") -> tuple:
     """(graph, ids): `ids[btf_id]` is ('type', model type id), ('func', index into
     graph.functions), ('var', ...), ('datasec', ...) or ('decl_tag', ...); ids[0] is void."""
+    p = _parser(data, source, None)
+    g = p.parse()
+    return g, p.btf_ids
+
+
+def _parser(data: bytes, source: str, base: Optional[BtfBase]) -> "_Parser":
     if len(data) < K.HEADER_SIZE:
         raise BtfError(f"{source}: too short for a BTF header ({len(data)} bytes)")
     magic_le = struct.unpack_from("<H", data, 0)[0]
@@ -96,13 +136,14 @@ def read_btf_ids(data: bytes, source: str = "BTF") -> tuple:
     if hdr_len < K.HEADER_SIZE or types_end > len(data) or strs_end > len(data):
         raise BtfError(f"{source}: truncated (header says {max(types_end, strs_end)} bytes, "
                        f"file has {len(data)})")
-    p = _Parser(data, bo, types_start, types_end, strs_start, strs_end, source)
-    g = p.parse()
-    return g, p.btf_ids
+    return _Parser(data, bo, types_start, types_end, strs_start, strs_end, source, base)
 
 
 class _Parser:
-    def __init__(self, data, bo, types_start, types_end, strs_start, strs_end, source):
+    def __init__(self, data, bo, types_start, types_end, strs_start, strs_end, source,
+                 base: Optional[BtfBase] = None):
+        self.base = base
+        self.str_base = base.str_len if base else 0
         self.data = data
         self.bo = bo
         self.pos = types_start
@@ -124,12 +165,17 @@ class _Parser:
     def string(self, off: int) -> Optional[str]:
         if off == 0:
             return None
+        if self.str_base:
+            if off < self.str_base:
+                return self.base.string(off)
+            off -= self.str_base
         s = self._str_cache.get(off)
         if s is None:
             start = self.strs_start + off
             end = self.data.find(b"\0", start, self.strs_end)
             if start >= self.strs_end or end < 0:
-                raise BtfError(f"{self.source}: string offset {off} outside the string section")
+                raise BtfError(f"{self.source}: string offset {off + self.str_base} outside "
+                               f"the string section")
             s = self.data[start:end].decode("utf-8", "replace")
             self._str_cache[off] = s
         return s
@@ -154,8 +200,10 @@ class _Parser:
         # First pass builds records with BTF ids; model ids are assigned after, because
         # VAR/DATASEC/DECL_TAG/FUNC records are not types in the model.
 
-        records: list = [None]          # btf id -> Type or ("func", name, proto, static) or None
-        int_bits: dict = {}             # btf id of an INT -> (bit offset, bits) when partial
+        # btf id -> Type or ("func", name, proto, static) or None; a split BTF's ids start
+        # after its base's (whose records are the base graph's, not repeated here)
+        records: list = [None] * (self.base.type_count if self.base else 1)
+        int_bits: dict = dict(self.base.int_bits) if self.base else {}
         pos = self.pos
         while pos < end:
             btf_id = len(records)
@@ -262,16 +310,26 @@ class _Parser:
             if pos > end:
                 self.fail("record runs past the type section", btf_id, rec_pos)
         g = self._to_graph(records, int_bits)
-        M.check_references(g, self.source)
+        # a split BTF: only its own types are new (the base was checked when read)
+        M.check_references(g, self.source, len(self.base.graph.types) if self.base else 0)
         return g
 
     def _to_graph(self, records: list, int_bits: dict) -> M.TypeGraph:
         g = M.TypeGraph(source="btf")
         n = len(records)
+        base = self.base
+        first = 1
         model_id = [0] * n
         ids: list = [("type", 0)] * n        # btf id -> (what it became, index)
+        if base is not None:
+            g.types = list(base.graph.types)
+            g.ptr_size = base.graph.ptr_size
+            first = base.type_count
+            model_id[:first] = base.model_id
+            for btf_id in range(1, first):   # the base's functions/vars are not in this graph
+                ids[btf_id] = ("type", model_id[btf_id]) if model_id[btf_id] else ("base", 0)
         counts = {"func": 0, "var": 0, "datasec": 0, "decl_tag": 0}
-        for btf_id in range(1, n):
+        for btf_id in range(first, n):
             r = records[btf_id]
             if isinstance(r, M.Type):
                 model_id[btf_id] = g.add(r)
@@ -280,6 +338,7 @@ class _Parser:
                 ids[btf_id] = (r[0], counts[r[0]])
                 counts[r[0]] += 1
         self.btf_ids = ids
+        self.model_id, self.int_bits = model_id, int_bits
 
         def remap(ref: Optional[int], btf_id: int) -> int:
             if ref is None or ref == 0:
@@ -288,13 +347,15 @@ class _Parser:
                 self.fail(f"reference to type id {ref}, which is not a type", btf_id, 0)
             return model_id[ref]
 
-        def target(ref: int, btf_id: int, allowed: tuple) -> tuple:
+        def target(ref: int, btf_id: int, allowed: tuple) -> Optional[tuple]:
+            if 0 < ref < n and ids[ref][0] == "base":
+                return None
             if not 0 < ref < n or ids[ref][0] not in allowed:
                 self.fail(f"reference to id {ref}, which is not a {' or '.join(allowed)}",
                           btf_id, 0)
             return ids[ref]
 
-        for btf_id in range(1, n):
+        for btf_id in range(first, n):
             r = records[btf_id]
             if not isinstance(r, M.Type):
                 what = r[0]
@@ -306,13 +367,15 @@ class _Parser:
                     g.variables.append(M.Variable(name, remap(vtype, btf_id), linkage))
                 elif what == "datasec":
                     _, name, size, entries = r
+                    kept = ((target(t, btf_id, ("var", "func")), off, sz)
+                            for t, off, sz in entries)
                     g.datasecs.append(M.DataSec(name, size, [
-                        target(t, btf_id, ("var", "func")) + (off, sz)
-                        for t, off, sz in entries]))
+                        where + (off, sz) for where, off, sz in kept if where is not None]))
                 else:
                     _, value, ref, component = r
-                    kind, index = target(ref, btf_id, ("type", "func", "var"))
-                    g.decl_tags.append(M.DeclTag(value, kind, index, component))
+                    where = target(ref, btf_id, ("type", "func", "var"))
+                    if where is not None:
+                        g.decl_tags.append(M.DeclTag(value, where[0], where[1], component))
                 continue
             k = r.kind
             if r.ref is not None:

@@ -29,13 +29,13 @@ from __future__ import annotations
 
 from ..errors import DwarfError
 
-__all__ = ["DwarfError", "has_dwarf", "read_dwarf"]
+__all__ = ["DwarfError", "has_dwarf", "read_dwarf", "read_dwarf_keys"]
 
 
 def __getattr__(name):
     # the reader (multiprocessing, the decoders) is imported when first used, so that the
     # light parts (forms, units: the Go analyser reads a binary's DWARF with them) stay cheap
-    if name in ("read_dwarf", "has_dwarf"):
+    if name in ("read_dwarf", "read_dwarf_keys", "has_dwarf"):
         from . import api
         return getattr(api, name)
     raise AttributeError(f"module 'dbhive.dwarf' has no attribute {name!r}")

@@ -4,6 +4,7 @@ from __future__ import annotations
 import gc
 import os
 import sys
+from contextlib import contextmanager
 from typing import Callable, Optional, Union
 
 from .. import model as M
@@ -34,6 +35,38 @@ def read_dwarf(elf_path, progress: ProgressArg = False, jobs: Optional[int] = No
     module: the `Function.module` of the functions ('vm' for vmlinux, else a module name).
     Raises DwarfError (file, section and offset in the message); never returns a partial
     graph."""
+    with _bulk_mode():
+        table, functions = _read_keys(elf_path, progress, jobs)
+        graph = finalize(table, functions, module)
+        M.check_references(graph, os.fspath(elf_path))
+        return graph
+
+
+def read_dwarf_keys(elf_path, progress: ProgressArg = False, jobs: Optional[int] = None):
+    """What `read_dwarf` finalizes: (KeyTable, [(name, proto, static, file, line, rank)]),
+    the file's types as keys with their placeholders unresolved (keys.py).  For callers that
+    merge many files into one graph (dbhive/modules/merge.py) and finalize once."""
+    with _bulk_mode():
+        return _read_keys(elf_path, progress, jobs)
+
+
+@contextmanager
+def _bulk_mode():
+    # Millions of small tuples and no reference cycles: the cyclic GC would only rescan
+    # the growing heap over and over (a quarter of the time), so it is paused meanwhile.
+    gc_was_enabled = gc.isenabled()
+    gc.disable()
+    old_limit = sys.getrecursionlimit()
+    sys.setrecursionlimit(max(old_limit, 20000))
+    try:
+        yield
+    finally:
+        sys.setrecursionlimit(old_limit)
+        if gc_was_enabled:
+            gc.enable()
+
+
+def _read_keys(elf_path, progress: ProgressArg, jobs: Optional[int]):
     path = os.fspath(elf_path)
     try:
         reader = Reader(path)
@@ -54,27 +87,14 @@ def read_dwarf(elf_path, progress: ProgressArg = False, jobs: Optional[int] = No
         jobs = min(2, os.cpu_count() or 1) if size >= _PARALLEL_MIN_BYTES else 1
     jobs = max(1, min(jobs, len(units) or 1))
     tick, close = _progress(progress, len(units))
-    # Millions of small tuples and no reference cycles: the cyclic GC would only rescan
-    # the growing heap over and over (a quarter of the time), so it is paused meanwhile.
-    gc_was_enabled = gc.isenabled()
-    gc.disable()
-    old_limit = sys.getrecursionlimit()
-    sys.setrecursionlimit(max(old_limit, 20000))
     try:
         if jobs == 1:
             res = reader.process(units, tick=tick)
-            table, functions = res.t, res.function_list()
-        else:
-            table, functions = run_parallel(reader, units, jobs, tick)
-        graph = finalize(table, functions, module)
-        M.check_references(graph, path)
-        return graph
+            return res.t, res.function_list()
+        return run_parallel(reader, units, jobs, tick)
     except UnitError as e:
         raise DwarfError(str(e), e.path, e.section, e.offset) from None
     finally:
-        sys.setrecursionlimit(old_limit)
-        if gc_was_enabled:
-            gc.enable()
         close()
 
 

@@ -155,8 +155,9 @@ def fixed_size(form: int, addr_size: int, off_size: int, version: int):
 
 
 class Decoders:
-    """Compiled decoders, cached by abbreviation shape.  One instance per reader: the
-    generated code is bound to that reader's string tables (`env`)."""
+    """Compiled decoders, cached by abbreviation shape.  The generated code reaches a file's
+    string tables through the unit it is given (`env` holds only file-independent
+    helpers), so one instance serves every reader of a process (reader.py)."""
 
     def __init__(self, env: dict):
         self.env = dict(env)

@@ -338,8 +338,13 @@ class UnitInterner:
 
 # ---------------------------------------------------------------------------
 
-def finalize(table: KeyTable, functions, module: str = "vm") -> M.TypeGraph:
-    """Resolve placeholders, merge what became identical, and build the TypeGraph."""
+def finalize(table: KeyTable, functions, module: str = "vm",
+             targets: dict = None) -> M.TypeGraph:
+    """Resolve placeholders, merge what became identical, and build the TypeGraph.
+    `functions`: (name, proto, static, file, line, rank[, module]) tuples (`module` when a
+    function's differs from the default).  `targets`: {placeholder id: type id} for
+    placeholders that stand for one given layout rather than the first of their name
+    (dbhive/modules/merge.py: a module's own layout of a name the kernel also has)."""
     keys = table.keys
     n = len(keys)
     canon = list(range(n))
@@ -352,7 +357,9 @@ def finalize(table: KeyTable, functions, module: str = "vm") -> M.TypeGraph:
                 first.setdefault((k, key[1]), i)
     for i, key in enumerate(keys):
         if key[0] == M.FWD:
-            target = first.get((key[1], key[2]))
+            target = targets.get(i) if targets else None
+            if target is None:
+                target = first.get((key[1], key[2]))
             if target is not None:
                 canon[i] = target
             elif key[1] == M.TYPEDEF:
@@ -394,12 +401,13 @@ def finalize(table: KeyTable, functions, module: str = "vm") -> M.TypeGraph:
     # functions with code first (a name lookup finds the real definition before an inline
     # wrapper of the same name), otherwise in unit order
     seen_f = set()
-    for (name, proto, static, file, line, _rank) in sorted(functions, key=lambda f: f[5]):
-        fk = (name, new_id[proto], static, file, line)
+    for (name, proto, static, file, line, _rank, *mod) in sorted(functions, key=lambda f: f[5]):
+        fmod = mod[0] if mod else module
+        fk = (name, new_id[proto], static, file, line, fmod)
         if fk in seen_f:
             continue
         seen_f.add(fk)
-        g.functions.append(M.Function(name, new_id[proto], static, file, line, module))
+        g.functions.append(M.Function(name, new_id[proto], static, file, line, fmod))
     return g
 
 

@@ -64,6 +64,7 @@ class FileTables:
         self.str_offsets = s.get("str_offsets", b"")
         self.alt = alt
         self.is_dwo = df.is_dwo
+        self.sig: dict = {}          # type signature -> DIE offset (the reader's, shared)
 
 
 def _strp(cu, x):
@@ -79,6 +80,33 @@ def _alt_strp(cu, x):
     if alt is None:
         raise FormError("DW_FORM_GNU_strp_alt without a supplementary (.gnu_debugaltlink) file")
     return alt.str.get(x)
+
+
+def _strx(cu, idx):
+    ft = cu.file
+    base = cu.str_offsets_base
+    if base is None:
+        base = 8 if (ft.is_dwo and cu.version >= 5) else 0
+    osz = cu.off_size
+    p = base + idx * osz
+    so = ft.str_offsets
+    if p + osz > len(so):
+        raise FormError(f"string index {idx} outside .debug_str_offsets")
+    return ft.str.get(int.from_bytes(so[p:p + osz], "little"))
+
+
+def _sig(cu, sig):
+    off = cu.file.sig.get(sig)
+    if off is None:
+        raise FormError(f"no type unit with signature 0x{sig:016x}")
+    return off
+
+
+# The decoders reach everything file-specific through the unit (`cu.file`), so one set of
+# compiled decoders serves every file a process reads (a thousand kernel modules share
+# most abbreviation shapes: compiling them once per file was a fifth of the time).
+_DECODERS = Decoders(dict(STRP=_strp, LINE_STRP=_line_strp, ALT_STRP=_alt_strp, STRX=_strx,
+                          SIG=_sig, ALT_BASE=ALT_BASE))
 
 
 class Reader:
@@ -106,8 +134,10 @@ class Reader:
         self.func_symbols = df.func_symbols
         self.alt = alt
         self.sig: dict = {}
-        self.decoders = Decoders(dict(STRP=_strp, LINE_STRP=_line_strp, ALT_STRP=_alt_strp,
-                                      STRX=self._strx, SIG=self._sig, ALT_BASE=ALT_BASE))
+        self.main.sig = self.sig
+        if alt is not None:
+            alt.sig = self.sig
+        self.decoders = _DECODERS
         self.abbrev_cache: dict = {}
         self.plan_cache: dict = {}
         # units: (section name, file tables, bytes, virtual base, is .debug_types)
@@ -133,25 +163,6 @@ class Reader:
         self._other_recs: dict = {}
         self._other_done: set = set()
         self._importers = None
-
-    # ---- decoder environment ----------------------------------------------------
-    def _strx(self, cu, idx):
-        ft = cu.file
-        base = cu.str_offsets_base
-        if base is None:
-            base = 8 if (ft.is_dwo and cu.version >= 5) else 0
-        osz = cu.off_size
-        p = base + idx * osz
-        so = ft.str_offsets
-        if p + osz > len(so):
-            raise FormError(f"string index {idx} outside .debug_str_offsets")
-        return ft.str.get(int.from_bytes(so[p:p + osz], "little"))
-
-    def _sig(self, cu, sig):
-        off = self.sig.get(sig)
-        if off is None:
-            raise FormError(f"no type unit with signature 0x{sig:016x}")
-        return off
 
     # ---- units --------------------------------------------------------------------
     def is_compile_unit(self, u) -> bool:

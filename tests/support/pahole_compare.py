@@ -42,14 +42,21 @@ def oracle_view(layout) -> list:
              m.bit_size, list(m.array_dims)) for m in layout.members]
 
 
-def compare_with_pahole(g: M.TypeGraph, pahole: dict) -> dict:
-    """Check every pahole layout against ours.  Returns {'checked': n, 'problems': [...]}:
-    a problem names the struct and the first differing member."""
+def layout_index(g: M.TypeGraph) -> dict:
+    """{"struct NAME": [(size, pahole_view)]} of a graph (reusable across comparisons)."""
     ours: dict = {}
     for tid, t in g.named(M.COMPOSITE):
         if t.size is None:
             continue
         ours.setdefault(f"{t.kind} {t.name}", []).append((t.size, pahole_view(g, tid)))
+    return ours
+
+
+def compare_with_pahole(g: M.TypeGraph, pahole: dict, index: dict = None) -> dict:
+    """Check every pahole layout against ours.  Returns {'checked': n, 'problems': [...]}:
+    a problem names the struct and the first differing member.  `index`: `layout_index(g)`,
+    when many comparisons are made against one graph."""
+    ours = layout_index(g) if index is None else index
     problems, checked = [], 0
     for key, layouts in pahole.items():
         candidates = ours.get(key)

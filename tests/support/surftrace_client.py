@@ -53,11 +53,28 @@ def surftrace_bin() -> str:
     return exe
 
 
-def surftrace_show(db: str, exprs, tmp_path, arch=None) -> list:
-    """The dicts the real client prints in show mode, one per probe."""
+def surftrace_show(db: str, exprs, tmp_path, arch=None, env=None) -> list:
+    """The dicts the real client prints in show mode, one per probe.  `env`: variables to
+    set for the client (LBC_PREVDB, LBC_SERVER are otherwise removed)."""
+    p = surftrace_run(db, exprs, tmp_path, arch, env)
+    assert p.returncode == 0, p.stdout + p.stderr
+    out = [ast.literal_eval(line) for line in p.stdout.splitlines()
+           if line.startswith("{'type'")]
+    assert len(out) == len(exprs), p.stdout + p.stderr
+    return out
+
+
+def surftrace_show_remote(host: str, exprs, tmp_path, env=None) -> list:
+    """The dicts the real client prints in remote mode (LBC_SERVER=host, port 80)."""
+    return surftrace_show(None, exprs, tmp_path, env={**(env or {}), "LBC_SERVER": host})
+
+
+def surftrace_run(db, exprs, tmp_path, arch=None, env=None) -> subprocess.CompletedProcess:
+    """Run the real client's show mode (local mode on `db`, remote mode when `db` is None);
+    the completed process (text output)."""
     if os.geteuid() != 0 or not shutil.which("unshare"):
         pytest.fail("the surftrace client's show mode needs root (it mounts debugfs)")
-    cmd = [surftrace_bin(), "-m", "local", "-d", db, "-S"]
+    cmd = [surftrace_bin()] + (["-m", "local", "-d", db] if db else []) + ["-S"]
     if arch:
         cmd += ["-a", arch]
     cmd += list(exprs)
@@ -65,11 +82,7 @@ def surftrace_show(db: str, exprs, tmp_path, arch=None) -> list:
     script = ('mountpoint -q /sys/kernel/debug || mount -t debugfs none /sys/kernel/debug; '
               f'had=0; [ -d {inst} ] && had=1; "$@"; rc=$?; '
               f'[ $had = 0 ] && rmdir {inst} 2>/dev/null; exit $rc')
-    env = {k: v for k, v in os.environ.items() if k not in ("LBC_PREVDB", "LBC_SERVER")}
-    p = subprocess.run(["unshare", "-m", "sh", "-c", script, "sh"] + cmd, cwd=tmp_path,
-                       capture_output=True, text=True, env=env, timeout=120)
-    assert p.returncode == 0, p.stdout + p.stderr
-    out = [ast.literal_eval(line) for line in p.stdout.splitlines()
-           if line.startswith("{'type'")]
-    assert len(out) == len(exprs), p.stdout + p.stderr
-    return out
+    run_env = {k: v for k, v in os.environ.items() if k not in ("LBC_PREVDB", "LBC_SERVER")}
+    run_env.update(env or {})
+    return subprocess.run(["unshare", "-m", "sh", "-c", script, "sh"] + cmd, cwd=tmp_path,
+                          capture_output=True, text=True, env=run_env, timeout=120)

@@ -1,0 +1,495 @@
+"""Several type graphs (the kernel's, each module's) -> one TypeGraph, deduplicated.
+
+Every graph is turned into the DWARF reader's hash-consed keys (dbhive/dwarf/keys.py) and
+interned into one `KeyTable`, so a type that the kernel and a hundred modules all carry
+(`struct sk_buff`, `struct list_head`) is stored once; `keys.finalize` then builds the
+merged graph, exactly as it does for the units of one file.
+
+    m = TypeMerger()
+    m.add(kernel_graph, "vm")
+    m.add_keys(module_keys(read_dwarf("bridge.ko", module="bridge"), "bridge"))
+    g = m.graph()
+
+`module_keys` is the per-graph half (a worker process runs it: keys pickle much faster
+than graphs); `add_keys` the table half.
+
+Pointers.  As in the DWARF reader, a pointer (and a prototype's parameter or return type)
+reaching a named struct/union/typedef is keyed by a placeholder `(FWD, kind, name)`, which
+breaks the cycles C allows and makes `struct file *` one type whatever graph it comes from;
+finalize points a placeholder at the first complete layout of that name.  A module may have
+its own, different layout of a name an earlier graph already defined (two drivers'
+`struct priv`, a module's `struct pid_entry` beside the kernel's): then that module's
+pointers get a placeholder scoped to the module (and to the layout), and keep reaching the
+module's own layout.  Whether layouts are the same is decided on the keys, as finalize will
+see them: a declaration-only struct or enum equals any complete one of its name, a
+placeholder any other placeholder of its name (`_Equivalence`).  When scoping is needed the
+graph's keys are made again with those names scoped (`add` does it; `add_keys` says so and
+the caller reads the graph again: it is rare).
+
+A declaration-only struct of one graph (a FWD) is the same key as the placeholder, so it
+resolves to the complete layout another graph brings: a kernel pointer to `struct mpls_dev`
+reaches the mpls_router module's.
+
+Walks are iterative (no recursion limit) and a by-value reference cycle — impossible in C,
+so a damaged graph — is a `FormatError` naming the type ids.
+"""
+from __future__ import annotations
+
+from dataclasses import dataclass, field
+from typing import Iterable, Optional
+
+from .. import model as M
+from ..dwarf.keys import KeyTable, finalize, remap_key
+from ..errors import FormatError
+
+# rounds of "scope the names whose layout differs, recompute the keys" (each round scopes
+# at least one more name; real modules need one)
+MAX_SCOPE_ROUNDS = 64
+MAX_NESTING = 256
+
+_NAMED_TARGETS = (M.STRUCT, M.UNION, M.TYPEDEF)
+_FIRST_KINDS = (M.STRUCT, M.UNION, M.ENUM, M.TYPEDEF)
+# kind strings as the model's own objects (a graph from a worker process has unpickled copies)
+_KIND = {k: k for k in M.KINDS}
+_PTR, _ARRAY, _TYPEDEF, _STRUCT, _UNION, _PROTO = (M.PTR, M.ARRAY, M.TYPEDEF, M.STRUCT,
+                                                   M.UNION, M.FUNC_PROTO)
+_QUALS = frozenset(M.QUALIFIERS)
+
+
+@dataclass
+class ModuleKeys:
+    """One graph as keys of its own table (what `module_keys` returns).
+
+    placeholders  {local id of an unscoped placeholder: [local ids of the complete layouts
+                  it stands for in this graph]} (declarations and layouts not taken left out)
+    scoped        {local id of a scoped placeholder: local id of its layout}
+    named         {local id: (kind, name)} of the complete named structs/unions/typedefs
+    functions     [(name, proto local id, static, file, line, rank)] (rank 0: has code)"""
+    module: str
+    keys: list
+    origins: list
+    placeholders: dict = field(default_factory=dict)
+    scoped: dict = field(default_factory=dict)
+    named: dict = field(default_factory=dict)
+    functions: list = field(default_factory=list)
+    ptr_size: int = 8
+    source: str = ""
+    dry: Optional[list] = field(default=None, repr=False)   # set by TypeMerger.differing
+
+
+class _Converter:
+    """Keys of one graph's types, in a fresh (graph-local) KeyTable.  `scoped`: the
+    (kind, name) whose placeholders are scoped to `scope` and to the layout pointed to."""
+
+    def __init__(self, g: M.TypeGraph, scope: str, scoped: frozenset):
+        self.types = g.types
+        self.scope = scope
+        self.scoped = scoped
+        self.table = KeyTable()
+        n = len(g.types)
+        self.direct: list = [None] * n       # local id of each type as reached by value
+        self.viap: list = [None] * n         # ... as reached through a pointer
+        self.direct[0] = self.viap[0] = 0
+        self.targets: dict = {}              # placeholder local id -> {graph tid meant}
+        self.named: dict = {}                # local id -> graph tid of a complete named one
+
+    def convert(self, roots: Iterable[int]) -> None:
+        direct = self.direct
+        for tid in roots:
+            if direct[tid] is None:
+                self._walk(tid, False)
+        # The layouts scoped placeholders stand for are taken too (they are this graph's).
+        # A typedef has no declaration-only form: one reached only through a pointer or a
+        # prototype is taken with its own target as reached through a pointer (a `foo_t *`
+        # keeps `struct foo` a placeholder).
+        done: set = set()
+        while True:
+            todo, typedefs = [], []
+            for lid, tids in self.targets.items():
+                key = self.table.keys[lid]
+                for tid in tids:
+                    if direct[tid] is not None or tid in done:
+                        continue
+                    if len(key) == 4:
+                        todo.append(tid)
+                    elif key[1] is _TYPEDEF:
+                        typedefs.append(tid)
+            if not todo and not typedefs:
+                return
+            for tid in todo:
+                if direct[tid] is None:
+                    self._walk(tid, False)
+            for tid in typedefs:
+                if tid not in done:
+                    done.add(tid)
+                    t = self.types[tid]
+                    ref = t.ref or 0
+                    if self.viap[ref] is None:
+                        self._walk(ref, True)
+                    self.table.intern((_TYPEDEF, t.name, self.viap[ref]), t.origin)
+
+    def _deps(self, k: str, t: M.Type, vp: bool):
+        """(type id, via pointer) pairs a type's key needs, () for none, or None for a
+        placeholder."""
+        if k is _PTR:
+            return ((t.ref or 0, True),)
+        if k in _QUALS or k is _ARRAY:
+            return ((t.ref or 0, vp),)
+        if k is _TYPEDEF:
+            return None if vp and t.name else ((t.ref or 0, False),)
+        if k is _STRUCT or k is _UNION:
+            if vp and t.name:
+                return None
+            return [(m.type, False) for m in (t.members or ())]
+        if k is _PROTO:
+            return [(t.ref or 0, True)] + [(p.type, True) for p in (t.params or ())]
+        return ()
+
+    def _key(self, tid: int, k: str, t: M.Type, deps):
+        """The key of a type whose dependencies are all converted; None means `void`."""
+        if deps is None:
+            if (k, t.name) in self.scoped:
+                return (M.FWD, k, t.name, f"{self.scope}#{tid}")
+            return (M.FWD, k, t.name)
+        if not deps:
+            if k is M.INT:
+                return (M.INT, t.name, t.size, t.signed, t.encoding)
+            if k is M.FLOAT:
+                return (M.FLOAT, t.name, t.size)
+            if k is M.FWD:
+                return (M.FWD, _KIND.get(t.encoding, _STRUCT), t.name) if t.name else None
+            if k is M.ENUM:
+                if t.size is None:
+                    return (M.FWD, M.ENUM, t.name) if t.name else None
+                key = [M.ENUM, t.name, t.size, t.signed]
+                for name, value in (t.enumerators or ()):
+                    key += (name, value)
+                return tuple(key)
+            if k is M.VOID:
+                return None
+            if k is _STRUCT or k is _UNION:          # no members
+                if t.size is None:
+                    return (M.FWD, k, t.name) if t.name else None
+                return (k, t.name, t.size)
+            if k is _PROTO:
+                return (_PROTO, 0, bool(t.variadic))
+            raise FormatError(f"type id {tid}: unknown kind {k!r}")
+        ids = [(self.viap if dvp else self.direct)[d] for d, dvp in deps]
+        if k is _PTR:
+            return (_PTR, ids[0]) if t.size in (None, 8) else (_PTR, ids[0], t.size)
+        if k in _QUALS:
+            return (k, ids[0])
+        if k is _ARRAY:
+            return (_ARRAY, ids[0], t.nelems or 0)
+        if k is _TYPEDEF:
+            return (_TYPEDEF, t.name, ids[0])
+        if k is _STRUCT or k is _UNION:
+            if t.size is None:
+                return (M.FWD, k, t.name) if t.name else None
+            key = [k, t.name, t.size]
+            for m, mid in zip(t.members, ids):
+                key += (m.name, mid, m.bit_offset, m.bit_size)
+            return tuple(key)
+        if k is _PROTO:
+            key = [_PROTO, ids[0], bool(t.variadic)]
+            for p, pid in zip(t.params, ids[1:]):
+                key += (p.name, pid)
+            return tuple(key)
+        raise FormatError(f"type id {tid}: unknown kind {k!r}")
+
+    def _walk(self, root: int, root_vp: bool) -> None:
+        """Convert `root` and everything it needs, depth first, without recursion."""
+        types, table = self.types, self.table
+        direct, viap = self.direct, self.viap
+        intern = table.intern
+        n = len(types)
+        stack = [(root, root_vp, None)]
+        open_: set = set()
+        while stack:
+            tid, vp, deps = stack.pop()
+            memo = viap if vp else direct
+            if memo[tid] is not None:
+                continue
+            t = types[tid]
+            k = _KIND.get(t.kind, t.kind)
+            if deps is None:                       # first visit
+                deps = self._deps(k, t, vp)
+                if deps:
+                    missing = []
+                    for d, dvp in deps:
+                        if (viap if dvp else direct)[d] is None:
+                            if not 0 <= d < n:
+                                raise FormatError(f"type id {tid} refers to type id {d}, "
+                                                  f"which does not exist")
+                            missing.append((d, dvp, None))
+                    if missing:
+                        if (tid, vp) in open_:
+                            chain = sorted(x for x, _ in open_)
+                            raise FormatError(
+                                f"type id {tid} contains itself by value (a reference cycle "
+                                f"through type ids {', '.join(map(str, chain))})")
+                        open_.add((tid, vp))
+                        stack.append((tid, vp, deps))
+                        stack.extend(missing)
+                        continue
+            elif (tid, vp) in open_:
+                open_.discard((tid, vp))
+                for d, dvp in deps:
+                    if (viap if dvp else direct)[d] is None:
+                        raise FormatError(f"type id {tid} contains itself by value (a "
+                                          f"reference cycle through type id {d})")
+            key = self._key(tid, k, t, deps)
+            if key is None:
+                lid = 0
+            else:
+                lid = intern(key, t.origin)
+                if deps is None:                                   # a placeholder
+                    self.targets.setdefault(lid, set()).add(tid)
+                elif t.name and k in _NAMED_TARGETS and key[0] is not M.FWD:
+                    self.named.setdefault(lid, tid)
+            memo[tid] = lid
+
+    def result(self, g: M.TypeGraph, module: str, functions) -> ModuleKeys:
+        types, direct = self.types, self.direct
+        mk = ModuleKeys(module, self.table.keys, self.table.origins, ptr_size=g.ptr_size,
+                        source=g.source)
+        for lid, tids in self.targets.items():
+            if len(self.table.keys[lid]) == 4:
+                (tid,) = tids
+                mk.scoped[lid] = direct[tid]
+                continue
+            meant = []
+            for tid in tids:
+                t = types[tid]
+                if t.kind == M.FWD or (t.kind != M.TYPEDEF and t.size is None):
+                    continue                 # a declaration: any layout of the name will do
+                if direct[tid] is not None:
+                    meant.append(direct[tid])
+            if meant:
+                mk.placeholders[lid] = meant
+        mk.named = {lid: (types[tid].kind, types[tid].name) for lid, tid in self.named.items()}
+        mk.functions = [(f.name, direct[f.proto], bool(f.static), f.file, f.line, 0)
+                        for f in functions]
+        return mk
+
+
+def module_keys(g: M.TypeGraph, module: str, roots: Optional[Iterable[int]] = None,
+                functions: Optional[list] = None, scoped: frozenset = frozenset()) -> ModuleKeys:
+    """Graph `g` as keys (its functions tagged `module`).  `roots`: only these types and
+    what they contain are taken (default: all); `functions`: the functions to take (default:
+    all of `g`'s, their prototypes taken too); `scoped`: (kind, name) whose placeholders are
+    scoped to this graph."""
+    funcs = g.functions if functions is None else functions
+    conv = _Converter(g, module, frozenset(scoped))
+    conv.convert(list(range(len(g.types)) if roots is None else roots))
+    conv.convert([f.proto for f in funcs])
+    return conv.result(g, module, funcs)
+
+
+def table_keys(table: KeyTable, functions: list, module: str, source: str = "dwarf",
+               ptr_size: int = 8) -> ModuleKeys:
+    """The DWARF reader's own keys of a file (`dbhive.dwarf.read_dwarf_keys`, placeholders
+    unresolved) as ModuleKeys, without building the file's graph: a placeholder means the
+    first complete layout of its name in the file, as finalize would make it."""
+    keys = table.keys
+    first: dict = {}
+    named: dict = {}
+    for lid in range(1, len(keys)):
+        key = keys[lid]
+        if key[0] in _NAMED_TARGETS and key[1] is not None:
+            named[lid] = (key[0], key[1])
+            first.setdefault((key[0], key[1]), lid)
+    mk = ModuleKeys(module, keys, table.origins, named=named, ptr_size=ptr_size,
+                    source=source)
+    for lid in range(1, len(keys)):
+        key = keys[lid]
+        if key[0] == M.FWD and key[1] in _NAMED_TARGETS:
+            target = first.get((key[1], key[2]))
+            if target is not None:
+                mk.placeholders[lid] = [target]
+    mk.functions = list(functions)
+    return mk
+
+
+class _Equivalence:
+    """Whether two keys (each in its own key list) are the same type once finalize has run:
+    placeholders and declarations equal any complete type of their kind and name.  (Keys
+    may come from another process: kinds are compared by value, not identity.)"""
+
+    def __init__(self, a: list, b: list):
+        self.a, self.b = a, b
+        self.memo: dict = {}
+
+    def same(self, x: int, y: int, depth: int = 0) -> bool:
+        r = self.memo.get((x, y))
+        if r is not None:
+            return r
+        if depth > MAX_NESTING:
+            raise FormatError(f"type keys nested more than {MAX_NESTING} deep (a cycle)")
+        self.memo[(x, y)] = True           # assumed while the members are compared
+        verdict, children = self._shallow(self.a[x], self.b[y])
+        if verdict is None:
+            verdict = all(self.same(i, j, depth + 1) for i, j in children)
+        self.memo[(x, y)] = verdict
+        return verdict
+
+    @staticmethod
+    def _shallow(ka, kb):
+        """(True/False/None, [(child a, child b)]): None means "equal if the children are"."""
+        if ka is kb or ka == kb and not _has_ids(ka):
+            return True, ()
+        fa, fb = ka[0] == M.FWD, kb[0] == M.FWD
+        if fa or fb:
+            if len(ka) == 4 or len(kb) == 4:         # scoped: one given layout
+                return ka == kb, ()
+            name_a = (ka[1], ka[2]) if fa else (ka[0], ka[1])
+            name_b = (kb[1], kb[2]) if fb else (kb[0], kb[1])
+            return name_a == name_b, ()
+        k = ka[0]
+        if k != kb[0] or len(ka) != len(kb):
+            return False, ()
+        if k == _PTR or k in _QUALS:
+            return (None, [(ka[1], kb[1])]) if ka[2:] == kb[2:] else (False, ())
+        if k == _TYPEDEF:
+            return (None, [(ka[2], kb[2])]) if ka[1] == kb[1] else (False, ())
+        if k == _ARRAY:
+            return (None, [(ka[1], kb[1])]) if ka[2] == kb[2] else (False, ())
+        if k == _STRUCT or k == _UNION:
+            if ka[1:3] != kb[1:3]:
+                return False, ()
+            kids = []
+            for p in range(3, len(ka), 4):
+                if ka[p] != kb[p] or ka[p + 2] != kb[p + 2] or ka[p + 3] != kb[p + 3]:
+                    return False, ()
+                kids.append((ka[p + 1], kb[p + 1]))
+            return None, kids
+        if k == _PROTO:
+            if ka[2] != kb[2]:
+                return False, ()
+            kids = [(ka[1], kb[1])]
+            for p in range(3, len(ka), 2):
+                kids.append((ka[p + 1], kb[p + 1]))
+            return None, kids
+        # what BTF does not say is not a difference: pahole's encoder never marks an int
+        # as a char, and an enum's signedness is kept only by newer encoders
+        if k == M.INT:
+            return ka[:4] == kb[:4], ()
+        if k == M.ENUM:
+            return ka[1:3] == kb[1:3] and ka[4:] == kb[4:], ()
+        return ka == kb, ()
+
+
+def _has_ids(key) -> bool:
+    return key[0] in (_PTR, _ARRAY, _TYPEDEF, _STRUCT, _UNION, _PROTO) or key[0] in _QUALS
+
+
+class TypeMerger:
+    """Accumulates graphs; `graph()` returns the merged TypeGraph."""
+
+    def __init__(self):
+        self.table = KeyTable()
+        self.first: dict = {}          # (kind, name) -> global id of the first complete one
+        self.targets: dict = {}        # scoped placeholder's global id -> its layout's
+        self.functions: list = []      # (name, proto, static, file, line, rank, module)
+        self.ptr_size: Optional[int] = None
+        self.sources: list = []
+        self.scoped_names = 0          # how many names got module-scoped placeholders
+        self.rereads = 0               # graphs whose keys needed scoping (merged again)
+
+    def add(self, g: M.TypeGraph, module: str, roots: Optional[Iterable[int]] = None,
+            functions: Optional[list] = None) -> None:
+        """Merge graph `g` (see `module_keys`), scoping what needs it."""
+        roots = None if roots is None else list(roots)
+        scoped: frozenset = frozenset()
+        for _round in range(MAX_SCOPE_ROUNDS):
+            mk = module_keys(g, module, roots, functions, scoped)
+            more = self.differing(mk)
+            if more <= scoped:
+                break
+            scoped = scoped | more
+        self.scoped_names += len(scoped)
+        self._merge(mk)
+
+    def add_keys(self, mk: ModuleKeys) -> bool:
+        """Merge a graph's keys made without scoping; False (nothing merged) when some of
+        its names need scoping: then `add` the graph itself."""
+        if self.differing(mk):
+            return False
+        self._merge(mk)
+        return True
+
+    def differing(self, mk: ModuleKeys) -> set:
+        """(kind, name) of the placeholders of `mk` that would reach another layout than the
+        one they mean: the first of that name in the table, or (a name new to the table)
+        the graph's first."""
+        ids = self.table.ids
+        lkeys = mk.keys
+        dry: list = [0] * len(lkeys)          # local id -> global id if already there
+        for lid in range(1, len(lkeys)):
+            gid = ids.get(remap_key(lkeys[lid], dry))
+            dry[lid] = gid if gid is not None else ~lid
+        mk.dry = dry
+        local_first: dict = {}
+        for lid in sorted(mk.named):
+            local_first.setdefault(mk.named[lid], lid)
+        vs_table = vs_self = None
+        out = set()
+        for lid, meant in mk.placeholders.items():
+            key = lkeys[lid]
+            name = (key[1], key[2])
+            if key[1] not in _NAMED_TARGETS:
+                continue
+            first = self.first.get(name)
+            for target in meant:
+                if first is not None:
+                    if dry[target] == first:
+                        continue
+                    vs_table = vs_table or _Equivalence(lkeys, self.table.keys)
+                    if vs_table.same(target, first):
+                        continue
+                else:
+                    lf = local_first.get(name)
+                    if lf is None or lf == target:
+                        continue
+                    vs_self = vs_self or _Equivalence(lkeys, lkeys)
+                    if vs_self.same(target, lf):
+                        continue
+                out.add(name)
+                break
+        return out
+
+    def _merge(self, mk: ModuleKeys) -> None:
+        if self.ptr_size is None:
+            self.ptr_size = mk.ptr_size
+        elif mk.ptr_size != self.ptr_size:
+            raise FormatError(f"{mk.module}: {mk.ptr_size}-byte pointers, the other graphs "
+                              f"have {self.ptr_size}-byte ones")
+        if mk.source and mk.source not in self.sources:
+            self.sources.append(mk.source)
+        if mk.dry is None:
+            self.differing(mk)
+        dry = mk.dry
+        intern, first = self.table.intern, self.first
+        lkeys, origins = mk.keys, mk.origins
+        m = [0] * len(lkeys)
+        for lid in range(1, len(lkeys)):
+            gid = dry[lid]
+            if gid < 0:
+                key = remap_key(lkeys[lid], m)
+                gid = intern(key, origins[lid])
+                if key[0] in _FIRST_KINDS and key[1] is not None:
+                    first.setdefault((key[0], key[1]), gid)
+            m[lid] = gid
+        for lid, target in mk.scoped.items():
+            self.targets[m[lid]] = m[target]
+        module = mk.module
+        self.functions.extend((name, m[proto], static, file, line, rank, module)
+                              for (name, proto, static, file, line, rank) in mk.functions)
+
+    def graph(self) -> M.TypeGraph:
+        g = finalize(self.table, self.functions, targets=self.targets)
+        g.ptr_size = self.ptr_size or 8
+        g.source = "+".join(self.sources) if self.sources else "dwarf"
+        M.check_references(g, "the merged graphs")
+        return g
+
