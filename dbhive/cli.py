@@ -215,5 +215,11 @@ def show(db, as_json, names):
         fail(f"not in {os.path.basename(db)}: {', '.join(missing)}", 3)
 
 
+from .batch import cli as _batch  # noqa: E402  (the commands live in dbhive/batch/cli.py)
+main.add_command(_batch.batch)
+main.add_command(_batch.index)
+main.add_command(_batch.fetch)
+
+
 if __name__ == "__main__":
     main()

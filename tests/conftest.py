@@ -47,3 +47,13 @@ def debian_db(debian_vmlinux_btf) -> str:
     """A DB of the Debian 6.1 kernel's BTF (cached by tests/support/resolver_dbs.py)."""
     from tests.support.resolver_dbs import build_btf_db, debian_meta
     return build_btf_db(debian_vmlinux_btf, debian_meta())
+
+
+@pytest.fixture(scope="session")
+def batch_inputs(debian_dbg_deb, debian_vmlinux_btf, running_btf):
+    """The real inputs of the batch tests' mini-hive (tests/support/minihive.py)."""
+    from tests.support import minihive
+    from tests.support.rpms import make_rpms
+    return minihive.Inputs(deb47=debian_dbg_deb, deb50=minihive.fetch_second_deb()["path"],
+                           rpm=make_rpms("big")["big.zstd"], raw_btf=running_btf,
+                           btfhub=minihive.btfhub_archive(debian_vmlinux_btf))
