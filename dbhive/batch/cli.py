@@ -91,8 +91,12 @@ def batch(hive, jobs, workers, shard, shards, distros, arches, retry_failed, kee
     view = _BatchView(progress)
     signal.signal(signal.SIGTERM, _raise_interrupt)
     signal.signal(signal.SIGINT, _raise_interrupt)
-    result = run.run(opts, report=view.report, warn=lambda m: cliutil.warn("dbhive", m),
-                     started=view.start)
+    try:
+        result = run.run(opts, report=view.report, warn=lambda m: cliutil.warn("dbhive", m),
+                         started=view.start)
+    except KeyboardInterrupt:         # before any build started
+        view.close()
+        _fail("interrupted before any package was built", EXIT_INTERRUPTED)
     view.close()
     counts = result.counts()
     if as_json:

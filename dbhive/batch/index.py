@@ -54,7 +54,7 @@ def manifest(hive: str, verify: bool = False) -> dict:
             entries.append({"package": pkg.rel, "status": "failed", "reason": str(e)})
             continue
         entry = {"package": pkg.rel, "size": pkg.size, "sha256": sha}
-        db = _db_of(hive, rec, sha, by_sha, metas)
+        db = _db_of(hive, pkg, rec, sha, by_sha, metas)
         if db:
             entry["status"] = "built"
             _describe(entry, hive, db, metas[db], rec, verify)
@@ -88,14 +88,18 @@ def manifest(hive: str, verify: bool = False) -> dict:
             "counts": counts, "entries": entries}
 
 
-def _db_of(hive: str, rec: dict, sha: str, by_sha: dict, metas: dict) -> Optional[str]:
-    """The complete DB built from exactly this input, if any."""
-    if rec.get("db"):
+def _db_of(hive: str, pkg, rec: dict, sha: str, by_sha: dict,
+           metas: dict) -> Optional[str]:
+    """The complete DB built from exactly this input (this file, these bytes), if any."""
+    if rec.get("db") and rec.get("status") == records.BUILT:
         path = os.path.join(hive, rec["db"])
         meta = metas.get(path)
         if meta and meta.get("source_sha256") == sha:
             return path
-    return by_sha.get(sha)
+    path = by_sha.get(sha)
+    if path and records.built_from(metas[path], pkg):
+        return path
+    return None
 
 
 def _describe(entry: dict, hive: str, db: str, meta: dict, rec: dict, verify: bool) -> None:

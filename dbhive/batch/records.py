@@ -84,3 +84,9 @@ def complete_db(path: str, source_sha256: Optional[str] = None,
     if build_id is not None and meta.get("build_id", "") != build_id:
         return None
     return meta
+
+
+def built_from(meta: dict, pkg) -> bool:
+    """Whether a DB's meta names this package as its input (file name and distro)."""
+    return meta.get("source_file") == os.path.basename(pkg.rel) and \
+        meta.get("distro") == pkg.distro

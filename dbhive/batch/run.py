@@ -476,10 +476,11 @@ def _build_one(task: _Task, conn, opts: Options, hive: str, scratch: str, worker
         rec["sha256"] = sha
         if task.sha is None:
             # seen for the first time, or changed: its DB may be there (killed before the
-            # record was written), or it failed before with this very content
+            # record was written), or it failed before with this very content.  (The same
+            # bytes under another name are an alias: their identity question says so.)
             db = by_sha.get(sha)
             meta = records.complete_db(db, sha) if db else None
-            if meta:
+            if meta and records.built_from(meta, pkg):
                 rec.update(_from_meta(meta, hive, db), status=records.BUILT, at=records.now(),
                            seconds=round(time.monotonic() - t0, 2))
                 return SKIPPED, rec, {}
