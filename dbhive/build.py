@@ -82,7 +82,7 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
         meta = ident.as_meta()
         if arch:
             meta["arch"] = arch
-        if not meta["arch"]:
+        if not meta["arch"] and not out:       # the hive files DBs by arch
             raise BuildError(f"{input_path}: cannot tell which architecture this kernel is "
                              f"for (a raw BTF file outside a btfhub <arch>/ directory): pass "
                              f"--arch, e.g. --arch x86_64")

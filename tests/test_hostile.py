@@ -271,6 +271,33 @@ def test_a_damaged_db_in_a_hive_spoils_nothing_else(hostile, running_db, tmp_pat
     assert o.returncode == 0 and "good-release" in o.stdout, o.stderr
 
 
+def _rpm_sig_entry(data: bytearray, tag: int) -> int:
+    """Offset of the signature header's index entry for `tag` (after the 96-byte lead)."""
+    nindex = int.from_bytes(data[96 + 8:96 + 12], "big")
+    for i in range(nindex):
+        off = 96 + 16 + 16 * i
+        if int.from_bytes(data[off:off + 4], "big") == tag:
+            return off
+    raise AssertionError(f"no signature tag {tag}")
+
+
+def test_rpm_size_tag_with_no_value(tmp_path):
+    """Found by the fuzzer: a signature size tag with count 0 (IndexError)."""
+    from tests.support.rpms import make_rpms
+    data = bytearray(open(make_rpms("small")["small.xz"], "rb").read())
+    for tag in (270, 1000):
+        try:
+            off = _rpm_sig_entry(data, tag)
+        except AssertionError:
+            continue
+        data[off + 12:off + 16] = (0).to_bytes(4, "big")
+    bad = tmp_path / "bad.rpm"
+    bad.write_bytes(data)
+    o = run_bounded([DBHIVE, "build", str(bad), "--hive", str(tmp_path / "h")])
+    assert "Traceback" not in o.stderr, o.stderr
+    assert o.returncode == 0 or o.one_line_error, o.stderr
+
+
 def test_rpm_header_claiming_gigabytes(tmp_path):
     """Found by the fuzzer: an RPM whose signature header claims 2^31 index entries was
     read whole (MemoryError).  Made from a real RPM built by rpmbuild."""
@@ -284,3 +311,21 @@ def test_rpm_header_claiming_gigabytes(tmp_path):
                     max_data_mb=512)
     check(o, 1, "header claims")
     assert files_under(tmp_path) == ["bad.rpm"]
+
+
+def test_go_binary_with_a_damaged_pclntab(tmp_path):
+    """A real stripped Go binary whose pclntab header is damaged is an error, not a report
+    with every symbol 'absent'."""
+    from dbhive.elf import ElfFile
+    from tests.support.go_builds import binary
+    src = binary("1.24", "tlsapp", "strip")
+    with ElfFile(src) as elf:
+        off = elf.section(".gopclntab").offset
+    data = bytearray(open(src, "rb").read())
+    data[off + 7] = 3                                  # pointer size 3: no such pclntab
+    bad = tmp_path / "tlsapp"
+    bad.write_bytes(data)
+    o = run_bounded([RESOLVER, "go", str(bad)])
+    check(o, 1, "pclntab cannot be read")
+    o = run_bounded([RESOLVER, "go", src, "--json"])
+    assert o.returncode == 0 and json.loads(o.stdout)["pclntab"], o.stderr

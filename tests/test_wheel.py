@@ -49,7 +49,8 @@ def test_wheel_carries_its_data_and_runs_outside_the_checkout(wheel_venv, tmp_pa
     p = subprocess.run([str(bin_ / "resolver"), "--db", str(db), "offset", "task_struct.files",
                         "--json"], cwd=tmp_path, capture_output=True, text=True, env=env)
     assert p.returncode == 0 and '"offset"' in p.stdout, p.stderr
-    # a stripped Go binary: its offsets come from the table shipped as package data
+    # a stripped Go binary: its offsets come from its type descriptors, checked against the
+    # table shipped as package data
     exe = binary("1.24", "tlsapp", "strip")
     p = subprocess.run([str(bin_ / "resolver"), "go", exe, "--json"], cwd=tmp_path,
                        capture_output=True, text=True, env=env)
@@ -57,7 +58,8 @@ def test_wheel_carries_its_data_and_runs_outside_the_checkout(wheel_venv, tmp_pa
     goid = json.loads(p.stdout)["offsets"]["runtime.g.goid"]
     # oracle: the unstripped twin's DWARF, read with pyelftools
     want = dwarf_structs(binary("1.24", "tlsapp", "dwarf"), {"runtime.g"})["runtime.g"]["goid"]
-    assert goid["source"].startswith("table:") and goid["offset"] == want, goid
+    assert goid["source"] == "typeinfo" and goid["offset"] == want, goid
+    assert any(s.startswith("table:") for s in goid.get("checked", [])), goid
     # the tracer from the wheel: its BPF sources are package data too
     p = subprocess.run([str(bin_ / "tracer"), "offsets", "--db", str(db), "--json"],
                        cwd=tmp_path, capture_output=True, text=True, env=env)

@@ -51,7 +51,7 @@ def read_rpm_headers(path: str, file_size: int, normalise) -> RpmInfo:
         fh.seek(-fh.tell() % 8, os.SEEK_CUR)        # the main header is 8-aligned
         main_start = fh.tell()
         main = _header(fh, path, "main", file_size)
-    total = sig.get(SIGTAG_LONGSIZE, sig.get(SIGTAG_SIZE, [None]))[0]
+    total = (sig.get(SIGTAG_LONGSIZE) or sig.get(SIGTAG_SIZE) or [None])[0]
     if total is not None and main_start + total > file_size:
         raise ArchiveError(f"{path}: truncated RPM ({file_size} bytes, its header says "
                            f"{main_start + total})")
