@@ -459,3 +459,25 @@ def test_sigterm_stops_cleanly(tmp_path, batch_inputs):
     assert os.listdir(scratch) == []
     assert not os.path.exists(os.path.join(hive, "x86_64/state"))
     assert db_files(hive) == []
+
+
+def test_with_btf_passes_through_to_build(tmp_path, batch_inputs):
+    """--with-btf: each kernel's BTF and btfhub archive beside its DB, part of what makes a
+    package done (once `dbhive build --with-btf`, issue #11, is in this tree)."""
+    from dbhive.batch.cli import _build_writes_btf
+    hive = str(tmp_path / "hive")
+    hub = f"x86_64/pack/{BTFHUB_DIR}/{BTFHUB_RELEASE}.btf.tar.xz"
+    make_pack(hive, batch_inputs, only={hub})
+    if not _build_writes_btf():
+        proc = dbhive("batch", "--hive", hive, "--with-btf", check=False)
+        assert (proc.returncode, proc.stderr.strip()) == (1, "dbhive: error: --with-btf: this "
+                                                          "dbhive's build cannot write BTF yet "
+                                                          "(dbhive build --with-btf)")
+        return
+    dbhive("batch", "--hive", hive)                       # without: no btfhub archive
+    archive = os.path.join(hive, f"x86_64/btf/{BTFHUB_RELEASE}.btf.tar.xz")
+    assert not os.path.exists(archive)
+    out = by_package(json.loads(dbhive("batch", "--hive", hive, "--with-btf", "--json").stdout))
+    assert out[hub]["status"] == "built" and os.path.isfile(archive)
+    out = by_package(json.loads(dbhive("batch", "--hive", hive, "--with-btf", "--json").stdout))
+    assert out[hub]["status"] == "skipped"

@@ -45,6 +45,10 @@ def _raise_interrupt(signum, frame):
 @click.option("--distro", "distros", multiple=True, help="Only <hive>/<arch>/pack/DISTRO.")
 @click.option("--arch", "arches", multiple=True, help="Only <hive>/ARCH/pack.")
 @click.option("--retry-failed", is_flag=True, help="Build packages that failed before again.")
+@click.option("--with-btf", is_flag=True,
+              help="Also write each kernel's BTF (emitted from its types when it has none) and "
+                   "btfhub's <release>.btf.tar.xz into <hive>/<arch>/btf/ (as dbhive build "
+                   "--with-btf).")
 @click.option("--keep-vmlinux", is_flag=True,
               help="Keep each package's extracted vmlinux in <hive>/<arch>/vmlinux/.")
 @click.option("--memory", default=None, metavar="SIZE",
@@ -56,8 +60,8 @@ def _raise_interrupt(signum, frame):
               help="A progress bar (default: when stderr is a terminal).")
 @click.option("--json", "as_json", is_flag=True,
               help="Print the outcome of every package as JSON on stdout.")
-def batch(hive, jobs, workers, shard, shards, distros, arches, retry_failed, keep_vmlinux,
-          memory, scratch, progress, as_json):
+def batch(hive, jobs, workers, shard, shards, distros, arches, retry_failed, with_btf,
+          keep_vmlinux, memory, scratch, progress, as_json):
     """Build the DB of every package under <hive>/<arch>/pack/<distro>/ into
     <hive>/<arch>/db/<distro>/: resumable (what is complete is skipped), failures recorded
     per package, identical kernels built once, sharded for a job engine.
@@ -80,13 +84,15 @@ def batch(hive, jobs, workers, shard, shards, distros, arches, retry_failed, kee
         _fail(f"{hive}: no such hive directory")
     where = shard and pack.parse_shard(shard) or (pack.shard_from_env(shards) if shards
                                                    else None)
+    if with_btf and not _build_writes_btf():
+        _fail("--with-btf: this dbhive's build cannot write BTF yet (dbhive build --with-btf)")
     if scratch and not os.path.isdir(scratch):
         _fail(f"--scratch {scratch}: no such directory")
     if progress is None:
         progress = sys.stderr.isatty()
     opts = run.Options(hive=hive, jobs=jobs or cpu_count(), workers=workers, shard=where,
                        arches=arches, distros=distros, retry_failed=retry_failed,
-                       keep_vmlinux=keep_vmlinux, scratch=scratch,
+                       keep_vmlinux=keep_vmlinux, scratch=scratch, with_btf=with_btf,
                        memory=parse_size(memory) if memory else None)
     view = _BatchView(progress)
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -114,6 +120,13 @@ def batch(hive, jobs, workers, shard, shards, distros, arches, retry_failed, kee
     if failed:
         raise PackageFailures(f"{failed} of {result.packages} packages failed (reasons above; "
                               f"--retry-failed builds them again)")
+
+
+def _build_writes_btf() -> bool:
+    """Whether build() has BTF output (issue #11, `dbhive build --with-btf`)."""
+    import inspect
+    from ..build import build
+    return "with_btf" in inspect.signature(build).parameters
 
 
 class _BatchView:

@@ -25,7 +25,6 @@ import bz2
 import datetime
 import email.utils
 import fnmatch
-import gzip
 import hashlib
 import lzma
 import os
@@ -34,6 +33,7 @@ import subprocess
 import tempfile
 import urllib.error
 import urllib.request
+import zlib
 from dataclasses import asdict, dataclass
 from typing import Callable, Iterable, Optional
 
@@ -56,8 +56,24 @@ _BLOCK = 1 << 20
 
 _DBG = re.compile(r"linux-image-(?P<release>(?P<abi>\d+\.\d+\.\d+(?:-\d+|\+deb\d+(?:u\d+)?))"
                   r"-(?P<flavour>[a-z0-9][a-z0-9.-]*))-dbg")
-_INDEX_NAMES = (("Packages.xz", lzma.decompress), ("Packages.gz", gzip.decompress),
-                ("Packages.bz2", bz2.decompress), ("Packages", lambda b: b))
+_INDEX_NAMES = (("Packages.xz", lambda: lzma.LZMADecompressor()),
+                ("Packages.gz", lambda: zlib.decompressobj(wbits=zlib.MAX_WBITS | 16)),
+                ("Packages.bz2", lambda: bz2.BZ2Decompressor()),
+                ("Packages", None))
+
+
+def _decompress(data: bytes, make, limit: int) -> bytes:
+    """`data` decompressed, at most `limit` bytes (more is an error, not a memory blow-up)."""
+    if make is None:
+        out = data
+    else:
+        d = make()
+        out = d.decompress(data, limit + 1)
+        if len(out) <= limit and not d.eof:
+            raise ValueError("the compressed stream ends early")
+    if len(out) > limit:
+        raise ValueError(f"decompresses to more than {limit} bytes")
+    return out
 
 
 @dataclass
@@ -275,18 +291,16 @@ class Repository:
     def packages(self, component: str, arch: str,
                  wanted: Optional[Callable[[str], bool]] = None) -> list[dict]:
         files = self.release()
-        for name, decompress in _INDEX_NAMES:
+        for name, make in _INDEX_NAMES:
             path = f"{component}/binary-{arch}/{name}"
             if path in files:
                 sha, size = files[path]
                 data = self._index_file(f"dists/{self.suite}/{path}", sha, size)
                 try:
-                    text = decompress(data)
-                except (lzma.LZMAError, OSError, EOFError, ValueError) as e:
+                    text = _decompress(data, make, MAX_INDEX_TEXT)
+                except (lzma.LZMAError, zlib.error, OSError, EOFError, ValueError) as e:
                     raise FetchError(f"{self.url(path)}: verified, but cannot be "
                                      f"decompressed ({e})") from None
-                if len(text) > MAX_INDEX_TEXT:
-                    raise FetchError(f"{self.url(path)}: larger than {MAX_INDEX_TEXT} bytes")
                 return parse_stanzas(text.decode("utf-8", "replace"), wanted)
         raise FetchError(f"{self.url(f'dists/{self.suite}/InRelease')}: lists no "
                          f"{component}/binary-{arch}/Packages index")

@@ -20,7 +20,7 @@ import json
 import os
 from typing import Optional
 
-from .. import __version__, output, schema
+from .. import __version__, hive as hivemod, output, schema
 from ..errors import SchemaError
 
 BUILT, ALIAS, FAILED = "built", "alias", "failed"
@@ -90,3 +90,12 @@ def built_from(meta: dict, pkg) -> bool:
     """Whether a DB's meta names this package as its input (file name and distro)."""
     return meta.get("source_file") == os.path.basename(pkg.rel) and \
         meta.get("distro") == pkg.distro
+
+
+def outputs_complete(hive: str, meta: dict, with_btf: bool) -> bool:
+    """With --with-btf a kernel is done only when its BTF and btfhub archive are there too."""
+    if not with_btf:
+        return True
+    btf = hivemod.btf_path(hive, meta.get("arch", ""), meta.get("release", ""),
+                           meta.get("flavour"))
+    return os.path.isfile(btf) and os.path.isfile(btf[:-len(".btf")] + ".btf.tar.xz")

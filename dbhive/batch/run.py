@@ -22,6 +22,7 @@ and distro) are a conflict: the first in package order is built, the other fails
 """
 from __future__ import annotations
 
+import collections
 import contextlib
 import multiprocessing
 import multiprocessing.connection
@@ -57,6 +58,7 @@ class Options:
     keep_vmlinux: bool = False
     scratch: Optional[str] = None       # where packages are extracted (default: $TMPDIR)
     memory: Optional[int] = None        # bytes the builds may use (default: available now)
+    with_btf: bool = False              # also BTF for each kernel (`dbhive build --with-btf`)
 
 
 @dataclass
@@ -215,7 +217,8 @@ def _decided(hive: str, rec: dict, opts: Options) -> Optional[Outcome]:
     if rec.get("builder_version") != __version__:
         return None
     status, db = rec.get("status"), os.path.join(hive, rec.get("db") or "")
-    if status == records.BUILT and records.complete_db(db, rec["sha256"]):
+    meta = records.complete_db(db, rec["sha256"]) if status == records.BUILT else None
+    if meta and records.outputs_complete(hive, meta, opts.with_btf):
         outcome = Outcome.of(SKIPPED, rec)
     elif status == records.ALIAS and records.complete_db(db, build_id=rec.get("build_id")):
         outcome = Outcome.of(records.ALIAS, rec)
@@ -248,7 +251,7 @@ class _Scheduler:
         self.seq = 0
         self.run_id = f"{os.getpid()}-{time.time_ns()}"
         self.said_fewer = False
-        self.queue: list = []
+        self.queue: collections.deque = collections.deque()
 
     def say_fewer(self, wanted: int, why: str) -> None:
         if not self.said_fewer:
@@ -257,7 +260,7 @@ class _Scheduler:
 
     # -- main loop
     def loop(self, todo: list, limit: int) -> None:
-        self.queue = list(todo)
+        self.queue = collections.deque(todo)
         wanted = limit
         while self.queue or self.running:
             fit, why = self.budget.fits(wanted)
@@ -265,7 +268,7 @@ class _Scheduler:
                 limit = fit
                 self.say_fewer(wanted, why)
             while self.queue and len(self.running) < limit:
-                self._start(self.queue.pop(0))
+                self._start(self.queue.popleft())
             self._wait()
 
     def _start(self, task: _Task) -> None:
@@ -375,7 +378,7 @@ class _Scheduler:
             if any(o.task.seq == r.alias_of for o in self.running.values()):
                 self.deferred.setdefault(r.alias_of, []).append((r.task, outcome))
                 return
-            self.queue.insert(0, _Task(r.task.pkg, r.task.sha, None))
+            self.queue.appendleft(_Task(r.task.pkg, r.task.sha, None))
             return
         self.done(outcome)
         if r.kernel:
@@ -395,7 +398,7 @@ class _Scheduler:
         if self.db_claims.get(db, (None,))[0] == r.task.seq:
             del self.db_claims[db]
         for task, _ in reversed(waiting):
-            self.queue.insert(0, _Task(task.pkg, task.sha, None))
+            self.queue.appendleft(_Task(task.pkg, task.sha, None))
 
     def _crashed(self, r: _Running) -> Outcome:
         code = r.proc.exitcode
@@ -480,7 +483,8 @@ def _build_one(task: _Task, conn, opts: Options, hive: str, scratch: str, worker
             # bytes under another name are an alias: their identity question says so.)
             db = by_sha.get(sha)
             meta = records.complete_db(db, sha) if db else None
-            if meta and records.built_from(meta, pkg):
+            if meta and records.built_from(meta, pkg) and \
+                    records.outputs_complete(hive, meta, opts.with_btf):
                 rec.update(_from_meta(meta, hive, db), status=records.BUILT, at=records.now(),
                            seconds=round(time.monotonic() - t0, 2))
                 return SKIPPED, rec, {}
@@ -511,9 +515,10 @@ def _build_one(task: _Task, conn, opts: Options, hive: str, scratch: str, worker
                 if opts.keep_vmlinux and kernel_path != pkg.path and kind in ("rpm", "deb"):
                     _keep_vmlinux(keep, kernel_path, hive, meta)
 
+            extra = {"with_btf": True} if opts.with_btf else {}
             res = buildmod.build(pkg.path, hive=hive, distro=pkg.distro, progress=False,
                                  jobs=workers, workdir=scratch, arch=arch,
-                                 source_sha256=sha, on_identity=on_identity)
+                                 source_sha256=sha, on_identity=on_identity, **extra)
     except _Alias as a:
         rec.update(_from_meta(kernel, hive, None), status=records.ALIAS, alias_of=a.primary,
                    db=a.db, at=records.now(), seconds=round(time.monotonic() - t0, 2))
