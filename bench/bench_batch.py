@@ -9,7 +9,8 @@ Inputs: distinct real Debian cloud -dbg packages (281 MB .deb, 587 MB vmlinux ea
 into $DBHIVE_TEST_CACHE/batch/bench-pack.  Every run starts from an empty hive (packages
 linked), the packages are read once before timing (warm page cache), runs alternate between
 the anchor and each split, and medians are quoted.  These machines are shared with other
-work: the load average at the start is printed with the figures.
+work: the load average at the start is printed with the figures, and beside the measured
+kernels/hour the CPU-bound rate (what the CPU seconds used would give on cores of our own).
 """
 from __future__ import annotations
 
@@ -24,7 +25,7 @@ import tempfile
 
 from bench.measure import run_cmd
 from scripts.realdata import CACHE, cache_dir
-from tests.support.minihive import FETCH_HIVE, fetch_second_deb
+from tests.support.minihive import fetch_second_deb
 
 BIN = os.path.dirname(sys.executable)
 DBHIVE = os.path.join(BIN, "dbhive")
@@ -123,8 +124,9 @@ def main() -> int:
                 rows[f"batch {j}x{w}"].append((wall, cpu, rss, tree_peak(hive)))
                 print(f"round {r + 1}: batch {j}x{w} {wall:.1f} s", flush=True)
                 subprocess.run(["rm", "-rf", hive])
-    print(f"\n{'':22s} {'wall s':>8s} {'kernels/h':>10s} {'CPU s':>8s} {'peak RSS MB':>12s} "
-          f"{'build tree MB':>14s} {'vs anchor':>10s}")
+    print(f"\n{'':22s} {'wall s':>8s} {'kernels/h':>10s} {'CPU s':>8s} {'CPU-bound/h':>12s} "
+          f"{'peak RSS MB':>12s} {'build tree MB':>14s} {'vs anchor':>10s}")
+    # CPU-bound/h: kernels per hour if the cores were this run's alone (K * 3600 * cores / CPU s)
     base = statistics.median(x[0] for x in rows["anchor"])
     for label, samples in rows.items():
         wall = statistics.median(x[0] for x in samples)
@@ -133,7 +135,8 @@ def main() -> int:
         peak = max(x[3] for x in samples)
         name = ("anchor: build -j%d each" % cores) if label == "anchor" else \
             label + " (jobs x workers)"
-        print(f"{name:22s} {wall:8.1f} {len(pkgs) * 3600 / wall:10.0f} {cpu:8.1f} {rss:12.0f} "
+        print(f"{name:22s} {wall:8.1f} {len(pkgs) * 3600 / wall:10.0f} {cpu:8.1f} "
+              f"{len(pkgs) * 3600 * cores / cpu:12.0f} {rss:12.0f} "
               f"{peak if peak else float('nan'):14.0f} {base / wall:9.2f}x")
     return 0
 
