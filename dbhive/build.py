@@ -9,7 +9,7 @@ import os
 import shutil
 import tempfile
 from dataclasses import dataclass
-from typing import Optional
+from typing import Callable, Optional
 
 from . import __version__, hive as hivemod, output, schema, store
 from .btf.reader import MAX_BTF_BYTES
@@ -54,7 +54,8 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
           jobs: Optional[int] = None, workdir: Optional[str] = None, force: bool = False,
           arch: Optional[str] = None, max_btf_bytes: int = MAX_BTF_BYTES,
           max_member_bytes: Optional[int] = None, with_btf: bool = False,
-          btf_dir: Optional[str] = None, modules=None) -> BuildResult:
+          btf_dir: Optional[str] = None, modules=None, source_sha256: Optional[str] = None,
+          on_identity: Optional[Callable[[dict, str], None]] = None) -> BuildResult:
     """Build the DB of the kernel in `input_path`; returns where it went and its meta.
     Nothing is left behind on error (temp extraction dir and temp DB are removed).
 
@@ -62,7 +63,10 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
     of the DB it replaces (both usually mean damaged input).  `arch`: the kernel's arch
     when the input cannot tell (raw BTF outside a btfhub `<arch>/` directory).
     `with_btf` / `btf_dir`: also write BTF for the kernel (dbhive.btf.make.build_btf_files).
-    `modules`: "all" or a list of module names of the package to add (dbhive/modules)."""
+    `modules`: "all" or a list of module names of the package to add (dbhive/modules).
+    `source_sha256`: the input's sha256 when the caller has it already (batch).
+    `on_identity(meta, kernel_path)`: called once the kernel is identified, before its types
+    are read; an exception it raises stops the build (batch: identical kernels built once)."""
     from . import identity
     if not os.path.exists(input_path):
         raise BuildError(f"{input_path}: no such file")
@@ -85,6 +89,8 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
             raise BuildError(f"{input_path}: cannot tell which architecture this kernel is "
                              f"for (a raw BTF file outside a btfhub <arch>/ directory): pass "
                              f"--arch, e.g. --arch x86_64")
+        if on_identity:
+            on_identity(dict(meta), ex.path)
         extracted = None
         if modules is not None:          # first: a module name not in the package fails fast
             if ex.kind not in ("rpm", "deb"):
@@ -108,7 +114,7 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
             "package_version": ex.package_version,
             "source_file": os.path.basename(input_path),
             "source_member": ex.member or "",
-            "source_sha256": identity.file_sha256(input_path),
+            "source_sha256": source_sha256 or identity.file_sha256(input_path),
             "source_kind": ex.kind,
             "type_source": src,
             "builder_version": __version__,

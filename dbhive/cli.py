@@ -234,6 +234,10 @@ def show(db, as_json, names):
 
 from .btf.cli import btf as _btf_command  # noqa: E402  (the command lives in dbhive/btf/cli.py)
 main.add_command(_btf_command)
+from .batch import cli as _batch  # noqa: E402  (the commands live in dbhive/batch/cli.py)
+main.add_command(_batch.batch)
+main.add_command(_batch.index)
+main.add_command(_batch.fetch)
 
 
 if __name__ == "__main__":

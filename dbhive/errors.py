@@ -13,6 +13,9 @@ project and shows its traceback.
     │       ├── ElfError, BtfError, DwarfError, ArchiveError, GoFormatError
     ├── OutputError           a destination that cannot be written as asked
     ├── BuildError            a build that cannot be done as asked (no type source, ...)
+    │   └── PackageFailures   a batch in which some packages failed (each recorded)
+    ├── FetchError            a repository that cannot be reached, or whose files do not
+    │                         verify (signature, hash, size)
     ├── SchemaError           a DB that is not a dbhive DB, or of another schema version
     ├── SetupError            the machine cannot do it (root, BPF, tracefs); UnsupportedKernel
     └── LookupFailure         (also a LookupError) the question has no answer in this kernel
@@ -69,6 +72,15 @@ class OutputError(DbhiveError):
 
 class BuildError(DbhiveError):
     """A build that cannot be done as asked."""
+
+
+class PackageFailures(BuildError):
+    """`dbhive batch` ran to its end, but some packages failed (each is recorded with its
+    reason); its own exit code, so a job engine can tell it from a crash."""
+
+
+class FetchError(DbhiveError):
+    """A repository that cannot be reached, or an index or package that does not verify."""
 
 
 class SchemaError(DbhiveError):
@@ -137,6 +149,7 @@ EXIT_CODES = {
     CorruptDB: 7,
     UnsupportedKernel: 2,
     SetupError: 4,
+    PackageFailures: 8,
 }
 EXIT_INTERRUPTED = 130
 

@@ -89,3 +89,15 @@ def probe_115():
     golang-1.15, fetched by scripts/go_toolchains.py like every other toolchain."""
     from tests.support.go_builds import binary
     return binary("1.15", "tracerprobe", "dwarf")
+
+
+# ---- the batch's: the real mini-hive ------------------------------------------------------
+
+@pytest.fixture(scope="session")
+def batch_inputs(debian_dbg_deb, debian_vmlinux_btf, running_btf):
+    """The real inputs of the batch tests' mini-hive (tests/support/minihive.py)."""
+    from tests.support import minihive
+    from tests.support.rpms import make_rpms
+    return minihive.Inputs(deb47=debian_dbg_deb, deb50=minihive.fetch_second_deb()["path"],
+                           rpm=make_rpms("big")["big.zstd"], raw_btf=running_btf,
+                           btfhub=minihive.btfhub_archive(debian_vmlinux_btf))

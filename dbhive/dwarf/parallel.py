@@ -5,9 +5,11 @@ waited for forever."""
 from __future__ import annotations
 
 import multiprocessing
+import os
 import traceback
 
 from ..errors import DwarfError
+from ..procs import die_with_parent
 from .keys import KeyTable
 from .reader import UnitError
 
@@ -28,7 +30,8 @@ def _split(reader, units, jobs):
     return [p for p in parts if p]
 
 
-def _worker(reader, units, wid, queue):
+def _worker(reader, units, wid, queue, parent_pid):
+    die_with_parent(parent_pid)           # a killed parent must not leave us waiting forever
     try:
         step = max(1, len(units) // 100)
 
@@ -48,7 +51,8 @@ def run_parallel(reader, units, jobs, tick):
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     parts = _split(reader, units, jobs)
-    procs = [ctx.Process(target=_worker, args=(reader, part, wid, queue), daemon=True)
+    procs = [ctx.Process(target=_worker, args=(reader, part, wid, queue, os.getpid()),
+                         daemon=True)
              for wid, part in enumerate(parts)]
     for p in procs:
         p.start()
