@@ -1,0 +1,3 @@
+module example.com/tracerprobe
+
+go 1.19

@@ -1,0 +1,160 @@
+"""`tracer` command line: offsets, verify, start.
+
+User errors (no offsets source, unsupported kernel, no BPF) print one line on stderr and exit
+non-zero; anything else is a bug and keeps its traceback.
+"""
+from __future__ import annotations
+
+import json
+import os
+import sys
+from typing import Optional
+
+import click
+
+from .kernel import SYS_BTF, TracerError, bpf_available, check_supported, running, tracefs
+
+EXAMPLES = """
+\b
+Examples:
+  tracer offsets                                # from the kernel's BTF when it has one
+  tracer offsets --ignore-btf --hive ./hive --json
+  tracer verify --ignore-btf --db ./info.db     # prove a DB's offsets on this kernel
+  tracer verify --json --go-probe ./tracerprobe
+  tracer start --go-delay 0 --events            # follow Go processes, print events
+  tracer start --pid 1234 --pid 5678
+\b
+Offsets come from the kernel's BTF (/sys/kernel/btf/vmlinux, /usr/lib/btf/vmlinux-R.btf, or
+an ELF vmlinux with .BTF under /boot, /lib/modules/R, /usr/lib/debug whose build-id is the
+running kernel's) unless --ignore-btf; else from the hive DB of the running kernel (build-id
+match; a release-only match warns).  --db FILE uses that DB and nothing else.
+"""
+
+
+def _source_opts(f):
+    f = click.option("--ignore-btf", is_flag=True,
+                     help="Do not use the kernel's BTF (act as on a kernel without it).")(f)
+    f = click.option("--db", "db", metavar="FILE", help="Use this DB (and nothing else).")(f)
+    f = click.option("--hive", metavar="DIR",
+                     help="Hive to find the running kernel's DB in (default: $DBHIVE_HOME, "
+                          "else /var/lib/dbhive as root).")(f)
+    return f
+
+
+def _fail(e: TracerError):
+    click.echo(str(e), err=True)
+    sys.exit(e.exit_code)
+
+
+def _source(hive, db, ignore_btf, k):
+    from .offsets import open_source
+    if hive and db:
+        raise TracerError("tracer: give --hive or --db, not both", 2)
+    src = open_source(k, hive=hive, db=db, ignore_btf=ignore_btf)
+    if db and not ignore_btf and os.path.exists(SYS_BTF):
+        src.warnings.append(f"using --db {db}; the kernel's BTF ({SYS_BTF}) is not consulted "
+                            f"when a DB is named")
+    return src
+
+
+def _need_bpf():
+    why = bpf_available()
+    if why:
+        raise TracerError(f"tracer: {why}", 4)
+    tracefs()
+
+
+@click.group(epilog=EXAMPLES, context_settings={"help_option_names": ["-h", "--help"]})
+def main():
+    """bcc tracer for kernels without BTF: fills the members_offset and proc_info_map eBPF
+    maps from the resolver, follows Go processes, and proves the offsets on the live kernel."""
+
+
+@main.command(epilog=EXAMPLES)
+@_source_opts
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def offsets(hive, db, ignore_btf, as_json):
+    """What goes into members_offset, and where each value came from."""
+    from .offsets import resolve_all
+    try:
+        k = running()
+        check_supported(k)
+        src = _source(hive, db, ignore_btf, k)
+    except TracerError as e:
+        _fail(e)
+    vals = resolve_all(src.resolver, k.machine)
+    if as_json:
+        click.echo(json.dumps({"kernel": {"release": k.release, "arch": k.machine,
+                                          "build_id": k.build_id},
+                               "source": src.label, "db_kernel": src.resolver.kernel,
+                               "fields": [v.as_dict(src.label) for v in vals],
+                               "warnings": src.warnings}, indent=2))
+        return
+    for w in src.warnings:
+        click.echo(f"warning: {w}", err=True)
+    rows = [("field", "value", "path", "source")]
+    for v in vals:
+        rows.append((v.member.name, v.shown(), v.path or "/".join(v.member.paths),
+                     src.label if v.ok else f"absent: {v.absent}"))
+    w = [max(len(r[i]) for r in rows) for i in range(3)]
+    for r in rows:
+        click.echo(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
+
+
+@main.command(epilog=EXAMPLES)
+@_source_opts
+@click.option("--go-probe", metavar="PROGRAM", envvar="TRACER_GO_PROBE",
+              help="A build of data/go-src/tracerprobe: also prove the Go side (goid, fd, "
+                   "byte counts through proc_info_map).  Default: $TRACER_GO_PROBE.")
+@click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for an event.")
+@click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+def verify(hive, db, ignore_btf, go_probe, timeout, as_json):
+    """Prove the offsets on the live kernel: read known sockets, a file, this task and a Go
+    program through members_offset/proc_info_map and compare with what user space knows.
+    Exit 0 when every check passes, 1 when one fails."""
+    from .verify import Verifier, format_table
+    try:
+        k = running()
+        check_supported(k)
+        _need_bpf()
+        if go_probe and not os.access(go_probe, os.X_OK):
+            raise TracerError(f"tracer: --go-probe {go_probe}: not an executable file", 2)
+        src = _source(hive, db, ignore_btf, k)
+        res = Verifier(src, k, go_probe=go_probe, timeout=timeout).run()
+    except TracerError as e:
+        _fail(e)
+    if as_json:
+        click.echo(json.dumps(res.as_dict(), indent=2))
+    else:
+        for w in res.warnings:
+            click.echo(f"warning: {w}", err=True)
+        click.echo(format_table(res))
+    sys.exit(0 if res.ok else 1)
+
+
+@main.command(epilog=EXAMPLES)
+@_source_opts
+@click.option("--go-delay", default=60.0, show_default=True, metavar="S",
+              help="Seconds after exec before a new process is analysed (the Go runtime "
+                   "finishes starting).")
+@click.option("--pid", "pids", multiple=True, type=int,
+              help="Follow only these processes (and their forks); repeatable.")
+@click.option("--events", is_flag=True, help="Print one JSON line per TCP write/read and Go "
+                                             "TLS write/read (and attach/detach) on stdout.")
+def start(hive, db, ignore_btf, go_delay, pids, events):
+    """Fill the maps and follow Go processes until Ctrl-C / SIGTERM (then detach everything,
+    clear the maps, exit 0).  Status lines go to stderr."""
+    from .start import Tracer
+    try:
+        k = running()
+        check_supported(k)
+        _need_bpf()
+        src = _source(hive, db, ignore_btf, k)
+        code = Tracer(src, k, go_delay=go_delay, pids=pids or None, events=events).run()
+    except TracerError as e:
+        _fail(e)
+    sys.exit(code)
+
+
+if __name__ == "__main__":
+    main()
