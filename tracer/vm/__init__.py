@@ -20,4 +20,6 @@ from __future__ import annotations
 
 
 class VMError(Exception):
-    """A user-facing failure (missing package, no DB, guest did not finish): one line."""
+    """A user-facing failure (missing package, no DB, guest did not finish): one line, and
+    the exit code the commands use (4: the check could not be run; 1 is kept for FAIL)."""
+    exit_code = 4

@@ -169,9 +169,69 @@ def run_user(fn):
     try:
         return fn()
     except VMError as e:
-        fail(str(e))
+        fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", 130)
+
+
+@click.command("vm-verify", context_settings=CONTEXT)
+@kernel_options
+@boot_options
+@click.option("--hive", metavar="DIR",
+              help="Hive holding the kernel's DB: its DBs of that release are sent to the "
+                   "guest, where the tracer picks one by build-id.")
+@click.option("--db", metavar="FILE", help="Verify this DB file (instead of --hive).")
+@click.option("--build-missing", is_flag=True,
+              help="If the hive has no DB for the kernel, fetch its -dbg package and build "
+                   "one (DWARF) first.")
+@click.option("--go-probe", metavar="PROGRAM", envvar="TRACER_GO_PROBE",
+              help="A build of data/go-src/tracerprobe: the Go checks run in the guest too "
+                   "(default: $TRACER_GO_PROBE; without it they are skipped).")
+@click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
+def vm_verify(package, vmlinuz, modules, headers, offline, cache, accel, memory_mb, cpus,
+              timeout, keep, progress, hive, db, build_missing, go_probe, as_json):
+    """Boot a kernel under QEMU and prove a DB on it: `tracer verify --ignore-btf` runs
+    inside the booted kernel against the DB the hive holds for that kernel's build-id (or
+    --db), and the guest's own BTF, where it has one, is checked to give identical offsets
+    (`tracer offsets --ignore-btf` against `tracer offsets` from /sys/kernel/btf/vmlinux).
+
+    Exit status: 0 every check passed and the BTF agrees; 1 a check FAILED or the BTF
+    differs; 2 usage; 3 no DB for the kernel; 4 the check could not be run (fetch, image,
+    boot).
+
+    \b
+    Examples:
+      tracer vm-verify --kernel-package linux-image-5.10.0-32-cloud-amd64-unsigned --hive ./hive
+      tracer vm-verify --kernel-package linux-image-6.1.0-47-cloud-amd64 --hive ./hive \\
+          --go-probe ./tracerprobe --json
+      tracer vm-verify --kernel ./vmlinuz-5.10.0-32-cloud-amd64 \\
+          --modules ./lib/modules/5.10.0-32-cloud-amd64 --db ./info-5.10.0-32-cloud-amd64.db
+      tracer vm-verify --kernel-package ./linux-image-5.10.0-32-cloud-amd64-unsigned_5.10.223-1_amd64.deb \\
+          --offline --hive ./hive
+    """
+    run_user(lambda: _verify(package, vmlinuz, modules, headers, offline, cache, accel,
+                             memory_mb, cpus, timeout, keep, progress, hive, db,
+                             build_missing, go_probe, as_json))
+
+
+def _verify(package, vmlinuz, modules, headers, offline, cache, accel, memory_mb, cpus,
+            timeout, keep, progress, hive, db, build_missing, go_probe, as_json):
+    from . import image, qemu, verify
+    if bool(hive) == bool(db):
+        raise click.UsageError("give --hive DIR or --db FILE")
+    say = _progress(progress)
+    k = resolve_kernel(package, vmlinuz, modules, headers, offline, cache)
+    p = verify.plan(k, hive=hive, db=db, go_probe=go_probe, build_missing=build_missing,
+                    cache=cache, progress=say)
+    base = image.base_image(cache, progress=say)
+    run = qemu.run(k, base, p.job, memory_mb=memory_mb, cpus=cpus, timeout=timeout,
+                   accel=accel, cache=cache, progress=say, keep=keep)
+    rep = verify.report(p, run)
+    if as_json:
+        click.echo(json.dumps(rep.as_dict(), indent=2))
+    else:
+        click.echo(rep.text())
+    sys.exit(0 if rep.ok else 1)
 
 
 @click.group(context_settings=CONTEXT)
@@ -181,3 +241,4 @@ def main():
 
 main.add_command(vm_image)
 main.add_command(vm_run)
+main.add_command(vm_verify)

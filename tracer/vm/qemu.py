@@ -85,8 +85,9 @@ class Job:
     files: dict = field(default_factory=dict)     # job-relative path -> (host path | bytes, mode)
     steps: list = field(default_factory=list)     # (name, bash script, time limit s)
 
-    def add_file(self, rel: str, src, mode: int = 0o644) -> str:
-        """Put a host file (path) or bytes at /job/REL; returns the guest path."""
+    def add_file(self, rel: str, src, mode: Optional[int] = None) -> str:
+        """Put a host file or directory (path) or bytes at /job/REL; returns the guest path.
+        A file keeps its mode unless MODE is given (bytes: 0644)."""
         self._check(rel)
         self.files[rel] = (src, mode)
         return "/job/" + rel
@@ -249,7 +250,7 @@ def _make_job_disk(job: Job, tree: str, out: str) -> None:
             shutil.copytree(src, path, symlinks=True)
         else:
             shutil.copy(src, path)
-        if not os.path.isdir(path):
+        if mode is not None and not os.path.isdir(path):
             os.chmod(path, mode)
     make_ext4(tree, out, label="dbhive-job", spare_mb=64)
 
