@@ -86,11 +86,12 @@ def from_package(spec: str, cache: Optional[str] = None, offline: bool = False) 
         name = debs.control(image_deb).get("Package", "")
     else:
         name = spec
-        image_deb = _get(apt, name, None, offline)
     if name.endswith("-dbg"):
         raise VMError(f"{name} is the debuginfo package; give the image package "
                       f"({name[:-4]}, or {name[:-4]}-unsigned)")
     release = release_of_package(name)
+    if local_dir is None:
+        image_deb = _get(apt, name, None, offline)
     headers = [_get(apt, f"linux-headers-{release}", local_dir, offline)]
     for dep in debs.depends_names(debs.control(headers[0])):
         if dep.startswith("linux-headers-") or dep.startswith("linux-kbuild-"):
@@ -116,13 +117,13 @@ def from_files(vmlinuz: str, modules: str, headers: Optional[str] = None,
     release = os.path.basename(modules.rstrip(os.sep))
     if not _RELEASE.match(release) or not os.path.isdir(os.path.join(modules, "kernel")):
         raise VMError(f"{modules}: not a /lib/modules/<release> directory (no kernel/ in it)")
-    build = headers or os.path.join(modules, "build")
-    if not os.path.isdir(build):
+    root = _tree_root(modules, release)
+    build = headers or _link_target(os.path.join(modules, "build"), root)
+    if not build or not os.path.isdir(build):
         raise VMError(f"no kernel headers for {release}: {modules}/build does not lead to a "
                       f"headers tree; give --headers DIR (e.g. /usr/src/linux-headers-{release})")
     build = os.path.realpath(build)
-    source = os.path.join(modules, "source")
-    source = os.path.realpath(source) if os.path.isdir(source) else None
+    source = _link_target(os.path.join(modules, "source"), root)
     if source == build:
         source = None
     parts = [("vmlinuz", file_sha256(vmlinuz)), ("modules", _modules_digest(modules)),
@@ -138,6 +139,9 @@ def from_files(vmlinuz: str, modules: str, headers: Optional[str] = None,
                                                  and n in ("build", "source")])
         os.makedirs(os.path.join(tree, "boot"), exist_ok=True)
         shutil.copy(vmlinuz, os.path.join(tree, "boot", f"vmlinuz-{release}"))
+        config = os.path.join(root or "/", "boot", f"config-{release}")
+        if os.path.isfile(config):
+            shutil.copy(config, os.path.join(tree, "boot"))
         src_dir = os.path.join(tree, "usr", "src")
         shutil.copytree(build, os.path.join(src_dir, f"linux-headers-{release}"), symlinks=True)
         os.symlink(f"/usr/src/linux-headers-{release}", os.path.join(mod_dest, "build"))
@@ -147,6 +151,28 @@ def from_files(vmlinuz: str, modules: str, headers: Optional[str] = None,
             os.symlink(f"/usr/src/{os.path.basename(source)}", os.path.join(mod_dest, "source"))
 
     return _build(release, key, stage, os.path.abspath(vmlinuz), None, cache)
+
+
+def _tree_root(modules: str, release: str) -> Optional[str]:
+    """The root of the tree a .../lib/modules/R directory belongs to (an unpacked package or
+    an installed system), or None."""
+    tail = os.path.join("lib", "modules", release)
+    return modules[:-len(tail)] if modules.endswith(os.sep + tail) else None
+
+
+def _link_target(link: str, root: Optional[str]) -> Optional[str]:
+    """Where a modules directory's build/source link leads: an absolute target is looked for
+    under ROOT first (Debian's links name /usr/src/..., which in an unpacked package lives
+    next to lib/), then on this machine."""
+    if os.path.islink(link):
+        target = os.readlink(link)
+        if os.path.isabs(target) and root:
+            inside = os.path.join(root, target.lstrip("/"))
+            if os.path.isdir(inside):
+                return os.path.realpath(inside)
+    if os.path.isdir(link):
+        return os.path.realpath(link)
+    return None
 
 
 def _modules_digest(modules: str) -> str:

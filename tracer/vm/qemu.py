@@ -25,6 +25,7 @@ import compileall
 import importlib
 import importlib.metadata
 import os
+import re
 import shutil
 import signal
 import subprocess
@@ -45,7 +46,7 @@ from .kernel import Kernel
 
 GUEST_DIR = os.path.join(os.path.dirname(__file__), "guest")
 PROJECT_PACKAGES = ("dbhive", "resolver", "tracer")
-KVM_PROBE_S = 30
+KVM_PROBE_S = 20
 OUT_DISK_MB = 256
 KERNEL_ARGS = ("console=ttyS0", "panic=-1", "mitigations=off", "rdinit=/init",
                "loglevel=4")
@@ -93,8 +94,8 @@ class Job:
         return "/job/" + rel
 
     def add_step(self, name: str, script: str, timeout: int = 600) -> None:
-        self._check(name)
-        if "/" in name or any(n == name for n, _s, _t in self.steps):
+        if not re.fullmatch(r"[A-Za-z0-9][A-Za-z0-9._-]*", name) or any(
+                n == name for n, _s, _t in self.steps):
             raise ValueError(f"bad or duplicate step name {name!r}")
         self.steps.append((name, script, int(timeout)))
 

@@ -39,6 +39,13 @@ class Plan:
     db_label: str                  # what was given: hive DIR (N DBs) or the DB file
     source_args: str               # the tracer's source options inside the guest
     dbs: list = field(default_factory=list)     # host paths of the DBs sent
+    prefix: str = ""               # of the step names (several plans can share one boot)
+    reuse: Optional["Plan"] = None  # the plan whose identity and BTF steps this one shares
+
+    def step(self, name: str) -> str:
+        if self.reuse is not None and name in ("identity", "offsets-btf"):
+            return self.reuse.step(name)
+        return self.prefix + name
 
 
 def hive_dbs(hive: str, release: str) -> list:
@@ -71,16 +78,20 @@ def build_missing_db(kernel: Kernel, hive: str, cache: Optional[str], progress=N
 
 def plan(kernel: Kernel, *, hive: Optional[str] = None, db: Optional[str] = None,
          go_probe: Optional[str] = None, build_missing: bool = False,
-         cache: Optional[str] = None, progress=None) -> Plan:
+         cache: Optional[str] = None, progress=None, job: Optional[Job] = None,
+         prefix: str = "", reuse: Optional[Plan] = None) -> Plan:
+    """The steps of vm-verify, added to JOB (a new one by default), their names prefixed
+    with PREFIX.  With REUSE (a plan already in JOB), its identity and guest-BTF steps are
+    shared instead of run again."""
     if bool(hive) == bool(db):
         raise VMError("give --hive DIR or --db FILE (one of them)")
-    job = Job()
+    job = job if job is not None else Job()
     if db:
         if not os.path.isfile(db):
             raise NoDB(f"no such DB file: {db}")
-        name = os.path.basename(db)
-        job.add_file(f"db/{name}", os.path.abspath(db), 0o644)
-        source_args, label, sent = f"--db /job/db/{shlex.quote(name)}", db, [db]
+        rel = f"{prefix}db/{os.path.basename(db)}"
+        job.add_file(rel, os.path.abspath(db), 0o644)
+        source_args, label, sent = f"--db /job/{shlex.quote(rel)}", db, [db]
     else:
         found = hive_dbs(hive, kernel.release)
         if not found and build_missing:
@@ -102,13 +113,16 @@ def plan(kernel: Kernel, *, hive: Optional[str] = None, db: Optional[str] = None
             raise VMError(f"--go-probe {go_probe}: not an executable file")
         job.add_file("go-probe", os.path.abspath(go_probe), 0o755)
         go_arg = " --go-probe /job/go-probe"
-    job.add_step("identity", "python3 -m tracer.vm.guest.identity", timeout=120)
-    job.add_step("verify", f"tracer verify --ignore-btf {source_args}{go_arg} "
-                           f"--timeout {VERIFY_EVENT_TIMEOUT} --json", timeout=900)
-    job.add_step("offsets-db", f"tracer offsets --ignore-btf {source_args} --json", timeout=300)
-    job.add_step("offsets-btf", "[ -e /sys/kernel/btf/vmlinux ] || exit 0\n"
-                                "tracer offsets --json", timeout=300)
-    return Plan(job, kernel, label, source_args, sent)
+    if reuse is None:
+        job.add_step(prefix + "identity", "python3 -m tracer.vm.guest.identity", timeout=120)
+    job.add_step(prefix + "verify", f"tracer verify --ignore-btf {source_args}{go_arg} "
+                                    f"--timeout {VERIFY_EVENT_TIMEOUT} --json", timeout=900)
+    job.add_step(prefix + "offsets-db", f"tracer offsets --ignore-btf {source_args} --json",
+                 timeout=300)
+    if reuse is None:
+        job.add_step(prefix + "offsets-btf", "[ -e /sys/kernel/btf/vmlinux ] || exit 0\n"
+                                             "tracer offsets --json", timeout=300)
+    return Plan(job, kernel, label, source_args, sent, prefix, reuse)
 
 
 def _json_step(run: Run, name: str) -> Optional[dict]:
@@ -195,12 +209,12 @@ class Report:
 
 
 def report(p: Plan, run: Run) -> Report:
-    ident = _json_step(run, "identity") or {}
+    ident = _json_step(run, p.step("identity")) or {}
     errors = []
     kernel = {"release": ident.get("release", run.guest.get("release")),
               "build_id": ident.get("build_id"), "source": p.kernel.source}
-    verify = _json_step(run, "verify")
-    vstep = run.step("verify")
+    verify = _json_step(run, p.step("verify"))
+    vstep = run.step(p.step("verify"))
     if verify is None:
         errors.append(f"tracer verify gave no result (exit {vstep.rc}): "
                       f"{_last_line(vstep.stderr)}")
@@ -208,11 +222,12 @@ def report(p: Plan, run: Run) -> Report:
     if not ident.get("btf"):
         btf = {"available": False, "why": ident.get("btf_error", "no /sys/kernel/btf/vmlinux")}
     else:
-        off_db, off_btf = _json_step(run, "offsets-db"), _json_step(run, "offsets-btf")
+        off_db = _json_step(run, p.step("offsets-db"))
+        off_btf = _json_step(run, p.step("offsets-btf"))
         btf = {"available": True, "path": ident["btf"]["path"], "size": ident["btf"]["size"],
                "sha256": ident["btf"]["sha256"]}
         if off_db is None or off_btf is None:
-            bad = "offsets-db" if off_db is None else "offsets-btf"
+            bad = p.step("offsets-db" if off_db is None else "offsets-btf")
             errors.append(f"tracer offsets ({bad}) gave no result: "
                           f"{_last_line(run.step(bad).stderr)}")
         else:
@@ -222,7 +237,7 @@ def report(p: Plan, run: Run) -> Report:
             btf.update(compare_offsets(off_db, off_btf))
     timings = {"to_userspace": run.timings.get("to_userspace"),
                "boot_total": run.timings.get("total"),
-               **{f"{s}_step": run.step(s).seconds for s in STEPS}}
+               **{f"{s}_step": run.step(p.step(s)).seconds for s in STEPS}}
     if verify:
         timings.update({f"verify_{k}": v for k, v in verify.get("timings", {}).items()})
     return Report(kernel, run.accel, p.db_label, verify, btf, timings, errors)

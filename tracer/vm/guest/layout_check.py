@@ -1,11 +1,12 @@
 """In the guest: which DB the resolver picks for this kernel, and whether it agrees with the
 kernel's own BTF.
 
-    python3 layout_check.py --hive DIR [--db FILE] PATH...
+    python3 -m tracer.vm.guest.layout_check --hive DIR [--db FILE] [PATH...]
 
 The DB is chosen the way every tool chooses it on a machine without BTF (uname -r and the
 GNU build-id of /sys/kernel/notes, matched against the hive), or given with --db; each member
-path is then resolved from that DB and from /sys/kernel/btf/vmlinux, independently.  Prints
+path (default: every alternative path of the tracer's members_offset table) is then
+resolved from that DB and from /sys/kernel/btf/vmlinux, independently.  Prints
 one JSON object; exit 0 when every path gives the same answer from both (absent in both
 counts as the same), 1 otherwise, 2 when there is nothing to compare.
 """
@@ -43,8 +44,11 @@ def main():
     ap = argparse.ArgumentParser()
     ap.add_argument("--hive")
     ap.add_argument("--db")
-    ap.add_argument("paths", nargs="+")
+    ap.add_argument("paths", nargs="*")
     a = ap.parse_args()
+    if not a.paths:
+        from tracer.fields import MEMBERS
+        a.paths = sorted({p for m in MEMBERS for p in m.paths})
     ident = running_identity()
     out = {"identity": {"release": ident.release, "arch": ident.arch,
                         "build_id": ident.build_id}}
