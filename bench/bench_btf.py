@@ -1,6 +1,6 @@
 """BTF -> DB: ours (`dbhive build <btf> --out`) next to `pahole -F btf` on the same file.
 
-    .venv/bin/python bench/bench_btf.py [BTF_FILE] [--runs N]
+    .venv/bin/python -m bench.bench_btf [BTF_FILE] [--runs N]
 Default input: this machine's /sys/kernel/btf/vmlinux.  Median of N runs each, interleaved.
 """
 import argparse
@@ -9,8 +9,7 @@ import shutil
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import compare, median_sample, run_cmd  # noqa: E402
+from bench.measure import compare, median_sample, run_cmd
 
 
 def main():

@@ -1,7 +1,7 @@
 """DWARF -> types: ours next to `pahole -F dwarf`, back to back in one run, on the real
 Debian vmlinux; then the whole .deb -> DB next to `bsdtar -x` of the vmlinux + pahole.
 
-    .venv/bin/python bench/bench_dwarf.py [--vmlinux F] [--deb F] [--runs N] [--no-deb]
+    .venv/bin/python -m bench.bench_dwarf [--vmlinux F] [--deb F] [--runs N] [--no-deb]
 
 Rows (each a separate process; page cache warm):
   pahole -F dwarf             every struct/union to /dev/null (single-threaded)
@@ -27,8 +27,7 @@ import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-CACHE = os.environ.get("DBHIVE_TEST_CACHE", "/var/cache/dbhive-ci")
+from scripts.realdata import CACHE  # noqa: E402
 RELEASE = "6.1.0-47-cloud-amd64"
 READ = "import sys; from dbhive.dwarf import read_dwarf; read_dwarf(sys.argv[1], jobs={jobs})"
 
@@ -94,8 +93,8 @@ def count_dies(path: str) -> int:
     if os.path.exists(cache):
         with open(cache) as fh:
             return int(fh.read())
-    from dbhive.dwarf_forms import uleb
-    from dbhive.dwarf_reader import Reader
+    from dbhive.dwarf.forms import uleb
+    from dbhive.dwarf.reader import Reader
     r = Reader(path)
     n = 0
     for u in r.units:

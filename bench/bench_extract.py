@@ -1,6 +1,6 @@
 """Package -> vmlinux: ours (dbhive.archive.extract_kernel) next to bsdtar and dpkg-deb | tar.
 
-    .venv/bin/python bench/bench_extract.py [--deb DEB] [--rpm RPM] [--runs N]
+    .venv/bin/python -m bench.bench_extract [--deb DEB] [--rpm RPM] [--runs N]
 
 Defaults: the cached Debian debuginfo .deb (281 MB, data.tar.xz, 587 MB vmlinux) and the big
 zstd kernel-debuginfo RPM made by scripts/make_rpm_fixture.py big.  Each tool writes the
@@ -17,10 +17,9 @@ import shlex
 import sys
 import tempfile
 
-sys.path.insert(0, os.path.dirname(os.path.abspath(__file__)))
-from measure import compare, median_sample, run_cmd  # noqa: E402
+from bench.measure import compare, median_sample, run_cmd
 
-CACHE = os.environ.get("DBHIVE_TEST_CACHE", "/var/cache/dbhive-ci")
+from scripts.realdata import CACHE
 RELEASE = "6.1.0-47-cloud-amd64"
 OURS = ("import sys; from dbhive.archive import extract_kernel; "
         "extract_kernel(sys.argv[1], sys.argv[2])")

@@ -2,7 +2,7 @@
 """Benchmark: the full Go report (standard symbols with RETs, offsets, itabs) in-process,
 next to `go version -m` on the same ~10 MB binary.
 
-    .venv/bin/python bench/bench_go.py [BINARY ...] [--runs N]
+    .venv/bin/python -m bench.bench_go [BINARY ...] [--runs N]
 
 Without arguments it uses tlsapp built with Go 1.24 (with DWARF, and stripped) from the test
 cache, building it if needed.
@@ -13,12 +13,9 @@ import argparse
 import os
 import statistics
 import subprocess
-import sys
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 
 from resolver.golang.report import analyze_go_binary  # noqa: E402
 
@@ -29,7 +26,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=15)
     ap.add_argument("--go", default="1.24", help="toolchain whose `go version -m` is timed")
     args = ap.parse_args()
-    from go_builds import binary, tc
+    from tests.support.go_builds import binary, tc
     paths = args.binaries or [binary("1.24", "tlsapp", v) for v in ("dwarf", "strip", "pie")]
     gobin = tc.go_binary(args.go)
     print(f"{'binary':<58} {'MB':>5} {'ours median ms':>15} {'go version -m ms':>17} {'ratio':>6}")

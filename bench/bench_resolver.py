@@ -2,7 +2,7 @@
 """Resolver speed, in one run, against the real surftrace 0.7.16 client's local mode on the
 same DB.
 
-    .venv/bin/python bench/bench_resolver.py [--db FILE] [--json]
+    .venv/bin/python -m bench.bench_resolver [--db FILE] [--json]
 
 Without --db, the DB of the running kernel is built from /sys/kernel/btf/vmlinux into a
 temporary directory first (not timed).
@@ -31,7 +31,6 @@ import tempfile
 import time
 
 HERE = os.path.dirname(os.path.abspath(__file__))
-sys.path.insert(0, os.path.dirname(HERE))
 
 PATHS = [
     "task_struct.files", "files_struct.fdt", "fdtable.fd", "file.private_data", "file.f_pos",
@@ -59,7 +58,7 @@ def _stats(ns: list) -> dict:
 
 def build_running_db(dest: str) -> str:
     from dbhive import btf, store
-    from resolver.select import running_identity
+    from resolver.choose import running_identity
     ident = running_identity()
     with open("/sys/kernel/btf/vmlinux", "rb") as fh:
         g = btf.read_btf(fh.read())

@@ -39,12 +39,10 @@ def choose_source(has_dwarf: bool, has_btf: bool, forced: Optional[str], path: s
 
 def read_types(kernel_path: str, is_raw_btf: bool, source: str, progress: bool,
                jobs: Optional[int]):
-    from . import btf, elffile
-    if is_raw_btf:
-        with open(kernel_path, "rb") as fh:
-            return btf.read_btf(fh.read(), kernel_path)
-    if source == "btf":
-        return btf.read_btf(elffile.elf_section_bytes(kernel_path, ".BTF"), kernel_path + ":.BTF")
+    from . import btf
+    if source == "btf" or is_raw_btf:
+        return btf.read_btf(read_btf_bytes(kernel_path, is_raw_btf),
+                            kernel_path if is_raw_btf else kernel_path + ":.BTF")
     from . import dwarf
     return dwarf.read_dwarf(kernel_path, progress=progress, jobs=jobs)
 
@@ -87,14 +85,18 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
     return BuildResult(dest, meta)
 
 
+def read_btf_bytes(kernel_path: str, is_raw_btf: bool) -> bytes:
+    """The raw BTF of a kernel: the file itself, or an ELF's .BTF section."""
+    from .elf import elf_section_bytes, open_regular
+    if is_raw_btf:
+        with open_regular(kernel_path, "BTF file") as fh:
+            return fh.read()
+    return elf_section_bytes(kernel_path, ".BTF")
+
+
 def keep_btf(kernel_path: str, is_raw_btf: bool, dest: str) -> None:
     """Keep the kernel's raw BTF beside its DB (the lbc `btf` command serves it)."""
-    from . import elffile
-    if is_raw_btf:
-        with open(kernel_path, "rb") as fh:
-            data = fh.read()
-    else:
-        data = elffile.elf_section_bytes(kernel_path, ".BTF")
+    data = read_btf_bytes(kernel_path, is_raw_btf)
     os.makedirs(os.path.dirname(dest), exist_ok=True)
     fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".btf", dir=os.path.dirname(dest))
     try:

@@ -8,23 +8,17 @@ import sys
 
 import click
 
-from . import hive as hivemod
+from typing import Optional
+
+from . import cliutil, hive as hivemod
+from .errors import EXIT_INTERRUPTED, DbhiveError
 
 HIVE_HELP = "Hive directory (default: $DBHIVE_HOME, else /var/lib/dbhive as root, " \
             "~/.local/share/dbhive otherwise)."
 
 
-def user_errors():
-    """Exception types that are the user's input, printed as one line (no traceback)."""
-    from . import btf, errors
-    kinds = [errors.DbhiveError, btf.BtfError, OSError, ValueError]
-    for mod, name in (("archive", "InputError"), ("dwarf", "DwarfError"),
-                      ("identity", "IdentityError"), ("elffile", "ElfError")):
-        try:
-            kinds.append(getattr(__import__(f"dbhive.{mod}", fromlist=[name]), name))
-        except (ImportError, AttributeError):
-            pass
-    return tuple(kinds)
+# Errors a user can cause are DbhiveErrors (dbhive/errors.py) and print as one line;
+# anything else is a bug in this project and shows its traceback.
 
 
 _interrupted = False
@@ -44,12 +38,15 @@ def _quiet_interrupts(unraisable, _default=sys.unraisablehook):
         _default(unraisable)
 
 
-def fail(message: str, code: int = 1):
-    click.echo(f"dbhive: error: {message}", err=True)
-    sys.exit(code)
+def fail(message, code: Optional[int] = None):
+    cliutil.fail("dbhive", message, code)
 
 
-@click.group(context_settings={"help_option_names": ["-h", "--help"]})
+class _Group(cliutil.OneLineErrorGroup):
+    prog = "dbhive"
+
+
+@click.group(cls=_Group, context_settings={"help_option_names": ["-h", "--help"]})
 @click.version_option(package_name="dbhive")
 def main():
     """Build per-kernel type databases (structs, unions, enums, typedefs, functions) from
@@ -97,11 +94,11 @@ def build(input_path, hive, out, distro, source, jobs, progress, as_json):
         res = do_build(input_path, hive=hive, out=out, distro=distro, source=source,
                        progress=progress, jobs=jobs)
     except KeyboardInterrupt:
-        fail("interrupted; nothing was written", 130)
-    except user_errors() as e:
+        fail("interrupted; nothing was written", EXIT_INTERRUPTED)
+    except DbhiveError as e:
         if _interrupted:
-            fail("interrupted; nothing was written", 130)
-        fail(str(e))
+            fail("interrupted; nothing was written", EXIT_INTERRUPTED)
+        fail(e)
     m = res.meta
     if as_json:
         click.echo(json.dumps({"db": res.db, "meta": m}, indent=2))
@@ -125,14 +122,15 @@ def list_cmd(hive, as_json):
     Example:
       dbhive list --hive ./hive --json
     """
-    from . import store
+    from . import schema
     hive = hive or hivemod.default_hive()
     rows = []
     for entry in hivemod.iter_dbs(hive):
         try:
-            meta = store.read_meta(entry.path)
-        except Exception as e:      # a foreign or damaged file in the hive: say so, go on
-            meta = {"error": f"unreadable DB: {e}"}
+            meta = schema.read_meta(entry.path)
+            schema.check_version(meta, entry.path)
+        except DbhiveError as e:    # a foreign, damaged or other-version file: say so, go on
+            meta = {"error": str(e)}
         meta["db"] = entry.path
         rows.append(meta)
     if as_json:
@@ -166,14 +164,14 @@ def show(db, as_json, names):
     Example:
       dbhive show --db info-6.1.0-47-cloud-amd64.db task_struct sock
     """
-    from . import layout, store
+    from . import pahole_text, store
     from . import model as M
     if not os.path.isfile(db):
         fail(f"{db}: no such DB file")
     try:
         g = store.load_graph(db)
-    except Exception as e:
-        fail(f"{db}: not a dbhive DB ({e})")
+    except DbhiveError as e:
+        fail(e)
     wanted = {}
     for n in names:
         parts = n.split()
@@ -194,7 +192,8 @@ def show(db, as_json, names):
     out = []
     for n in names:
         for tid in found[n]:
-            out.append(layout.layout_json(g, tid) if as_json else layout.format_layout(g, tid))
+            out.append(pahole_text.layout_json(g, tid) if as_json else
+                       pahole_text.format_layout(g, tid))
     if as_json:
         click.echo(json.dumps(out, indent=2))
     else:

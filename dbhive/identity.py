@@ -34,14 +34,14 @@ import os
 import re
 import sys
 from dataclasses import asdict, dataclass
-from .archive import Extracted, detect_input, extract_kernel
-from .elffile import InputError, build_id_from_notes, gnu_build_id, open_elf, uname_machine
+from .archive.detect import detect_input
+from .elf import ElfFile, build_id_from_notes, open_regular
+from .errors import InputError
 
 SYS_BTF = "/sys/kernel/btf/vmlinux"
 SYS_NOTES = "/sys/kernel/notes"
 
 _BANNER = re.compile(rb"Linux version ([^\s%()]+) \(")
-_ELF_TYPES = {"ET_EXEC": "EXEC", "ET_DYN": "DYN", "ET_REL": "REL", "ET_CORE": "CORE"}
 _BTFHUB_ARCH = {"x86_64": "x86_64", "amd64": "x86_64", "arm64": "aarch64",
                 "aarch64": "aarch64", "s390x": "s390x", "ppc64le": "ppc64le"}
 _RELEASE_ARCH = re.compile(r"\.(x86_64|aarch64|ppc64le|s390x|i686)(?:\+\w+)?$")
@@ -82,8 +82,8 @@ def kernel_identity(path: str, name_hint: str = "", package_name: str = "") -> K
     if kind != "elf":
         raise InputError(f"{path}: a {kind} input, not a kernel file: extract it first "
                          f"(dbhive.archive.extract_kernel)")
-    with open_elf(path) as elf:
-        names = {s.name for s in elf.iter_sections()}
+    with ElfFile(path) as elf:
+        names = {s.name for s in elf.sections}
         release, how = _release_from_elf(elf, path)
         if not release:
             if ".gnu.linkonce.this_module" in names or ".modinfo" in names:
@@ -98,10 +98,10 @@ def kernel_identity(path: str, name_hint: str = "", package_name: str = "") -> K
                                  f"sections stripped) and no vmlinux-<release> file name")
         return KernelIdentity(
             release=release,
-            arch=uname_machine(elf),
-            build_id=gnu_build_id(elf),
+            arch=elf.uname_machine,
+            build_id=elf.build_id,
             flavour=kernel_flavour(release, package_name),
-            elf_type=_ELF_TYPES.get(elf["e_type"], str(elf["e_type"])),
+            elf_type=elf.elf_type,
             has_btf=".BTF" in names,
             has_debug_info=".debug_info" in names,
             source="elf",
@@ -109,9 +109,10 @@ def kernel_identity(path: str, name_hint: str = "", package_name: str = "") -> K
         )
 
 
-def identify(path: str, workdir: str, progress: bool = False
-             ) -> tuple[Extracted, KernelIdentity]:
-    """extract_kernel + kernel_identity, removing the extracted file if it is no kernel."""
+def identify(path: str, workdir: str, progress: bool = False):
+    """extract_kernel + kernel_identity, removing the extracted file if it is no kernel.
+    Returns (dbhive.archive.Extracted, KernelIdentity)."""
+    from .archive import extract_kernel
     ex = extract_kernel(path, workdir, progress)
     hint = ex.member or ""
     if ex.kind == "btf-archive":        # btfhub: the arch is the archive's directory name
@@ -157,6 +158,15 @@ def raw_btf_identity(path: str, name_hint: str = "") -> KernelIdentity:
                           btf_sha256=sha)
 
 
+# `uname -m` spellings of 32-bit machines; every other arch has 8-byte pointers
+_ARCH_32 = ("i386", "i686", "x86", "arm", "armv7l", "mips", "ppc", "s390", "riscv32")
+
+
+def pointer_size(arch: str) -> int:
+    """Bytes of a pointer on a kernel of this arch (`uname -m` spelling; 8 when unknown)."""
+    return 4 if arch in _ARCH_32 else 8
+
+
 def kernel_flavour(release: str, package_name: str = "") -> str:
     """See the module doc for the rule."""
     if "debug" in package_name.split("-") or release.endswith(("+debug", ".debug")):
@@ -170,7 +180,7 @@ def kernel_flavour(release: str, package_name: str = "") -> str:
 def file_sha256(path: str) -> str:
     """sha256 (hex) of a file, read in 1 MiB blocks."""
     digest = hashlib.sha256()
-    with open(path, "rb") as fh:
+    with open_regular(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):
             digest.update(block)
     return digest.hexdigest()
@@ -178,36 +188,35 @@ def file_sha256(path: str) -> str:
 
 # --------------------------------------------------------------------------- internals
 
-def _release_from_elf(elf, path: str) -> tuple[str, str]:
-    rodata = elf.get_section_by_name(".rodata")
-    if rodata is not None and rodata["sh_type"] != "SHT_NOBITS":
-        m = _BANNER.search(rodata.data())
+def _release_from_elf(elf: ElfFile, path: str) -> tuple[str, str]:
+    rodata = elf.section(".rodata")
+    if rodata is not None:
+        try:
+            data = elf.section_data(".rodata")
+        except InputError:              # SHT_NOBITS: a debug-only file
+            data = None
+        m = _BANNER.search(data) if data else None
         if m:
             return m.group(1).decode("ascii", "replace"), "banner"
     release = _release_from_uts(elf)
     return (release, "init_uts_ns") if release else ("", "")
 
 
-def _release_from_uts(elf) -> str:
-    """init_uts_ns.name.release: struct new_utsname is six char[65] fields (sysname
-    "Linux", nodename, release, ...); it starts the struct (5.x+) or follows a 4-byte kref."""
-    symtab = elf.get_section_by_name(".symtab")
-    if symtab is None:
+# struct new_utsname: six char[65] fields (sysname "Linux", nodename, release, ...)
+_UTS_FIELD = 65
+_UTS_RELEASE = 2 * _UTS_FIELD
+
+
+def _release_from_uts(elf: ElfFile) -> str:
+    """init_uts_ns.name.release: the utsname starts the struct (5.x+) or follows a 4-byte
+    kref (older kernels; 8 with padding)."""
+    sym = elf.symbols(["init_uts_ns"], tables=(".symtab",)).get("init_uts_ns")
+    raw = elf.symbol_bytes(sym) if sym is not None else None
+    if not raw:
         return ""
-    syms = symtab.get_symbol_by_name("init_uts_ns")
-    if not syms:
-        return ""
-    sym = syms[0]
-    if not isinstance(sym["st_shndx"], int):
-        return ""
-    sec = elf.get_section(sym["st_shndx"])
-    if sec["sh_type"] == "SHT_NOBITS":
-        return ""
-    start = sym["st_value"] - sec["sh_addr"]
-    raw = sec.data()[start:start + sym["st_size"]]
     for base in (0, 4, 8):
         if raw[base:base + 6] == b"Linux\0":
-            field = raw[base + 130:base + 195]
+            field = raw[base + _UTS_RELEASE:base + _UTS_RELEASE + _UTS_FIELD]
             return field.split(b"\0", 1)[0].decode("ascii", "replace")
     return ""
 

@@ -80,11 +80,21 @@ class Function:
     module: str = "vm"         # 'vm' for vmlinux, else the module name (surftrace convention)
 
 
+# A chain of typedefs/qualifiers/arrays longer than this is a reference cycle (damaged or
+# hostile input); real kernels stay below 20.
+MAX_CHAIN = 1 << 16
+
+
+class TypeCycle(ValueError):
+    """A typedef/qualifier/array chain that loops (the graph is damaged)."""
+
+
 @dataclass
 class TypeGraph:
     types: list = field(default_factory=lambda: [Type(VOID, "void")])
     functions: list = field(default_factory=list)
     source: str = ""           # 'btf' or 'dwarf'
+    ptr_size: int = 8          # bytes of a pointer on the target (DWARF says; BTF: the arch)
 
     def add(self, t: Type) -> int:
         self.types.append(t)
@@ -106,34 +116,41 @@ class TypeGraph:
     def strip(self, tid: int) -> int:
         """Follow typedefs and qualifiers to the underlying type id."""
         types = self.types
-        while types[tid].kind in TRANSPARENT:
-            tid = types[tid].ref
-        return tid
+        start = tid
+        for _ in range(MAX_CHAIN):
+            t = types[tid]
+            if t.kind not in TRANSPARENT or t.ref is None:
+                return tid
+            tid = t.ref
+        raise TypeCycle(f"type id {start}: typedef/qualifier chain loops")
 
     def sizeof(self, tid: int) -> Optional[int]:
         types = self.types
         t = types[tid]
-        while True:
+        mult = 1
+        for _ in range(MAX_CHAIN):
             if t.size is not None:
-                return t.size
-            if t.kind in TRANSPARENT:
+                return mult * t.size
+            if t.kind in TRANSPARENT and t.ref is not None:
                 t = types[t.ref]
-            elif t.kind == ARRAY:
-                n = t.nelems or 0
-                es = self.sizeof(t.ref)
-                return None if es is None else n * es
+            elif t.kind == ARRAY and t.ref is not None:
+                mult *= t.nelems or 0
+                t = types[t.ref]
             elif t.kind == PTR:
-                return 8
+                return mult * self.ptr_size
             else:
                 return None
+        raise TypeCycle(f"type id {tid}: typedef/qualifier/array chain loops")
 
     def strip_cv_kind(self, tid: int) -> str:
         """Kind of a type once const/volatile/restrict/type_tag are peeled off."""
         types = self.types
         t = types[tid]
-        while t.kind in QUALIFIERS:
+        for _ in range(MAX_CHAIN):
+            if t.kind not in QUALIFIERS:
+                return t.kind
             t = types[t.ref] if t.ref is not None else types[0]
-        return t.kind
+        raise TypeCycle(f"type id {tid}: qualifier chain loops")
 
     # ---- C spelling ------------------------------------------------------
     def spelling_cache(self):
@@ -164,9 +181,17 @@ class TypeGraph:
         return t.name or k
 
 
-def c_decl(graph: TypeGraph, tid: int, declarator: str) -> str:
+# Declarator nesting deeper than this is a reference cycle (`T *` whose target is itself).
+MAX_DECL_DEPTH = 256
+
+
+def c_decl(graph: TypeGraph, tid: int, declarator: str, depth: int = 0) -> str:
     """Render a C declaration of `declarator` with type `tid` (pahole/gdb spelling,
     qualifiers before the base type: `const char *`)."""
+    if depth > MAX_DECL_DEPTH:
+        raise TypeCycle(f"type id {tid}: declarator nests more than {MAX_DECL_DEPTH} deep "
+                        f"(a reference cycle)")
+    depth += 1
     types = graph.types
     t = types[tid]
     k = t.kind
@@ -176,25 +201,25 @@ def c_decl(graph: TypeGraph, tid: int, declarator: str) -> str:
         # pointer to array / function needs parentheses
         if target is not None and graph.strip_cv_kind(t.ref) in (ARRAY, FUNC_PROTO):
             inner = "(" + inner + ")"
-        return c_decl(graph, t.ref if t.ref is not None else 0, inner)
+        return c_decl(graph, t.ref if t.ref is not None else 0, inner, depth)
     if k == ARRAY:
         n = t.nelems if t.nelems else ""
-        return c_decl(graph, t.ref, f"{declarator}[{n}]")
+        return c_decl(graph, t.ref, f"{declarator}[{n}]", depth)
     if k == FUNC_PROTO:
-        ps = [graph.type_name(p.type) for p in (t.params or [])]
+        ps = [c_decl(graph, p.type, "", depth) for p in (t.params or [])]
         if t.variadic:
             ps.append("...")
         if not ps:
             ps = ["void"]
         return c_decl(graph, t.ref if t.ref is not None else 0,
-                      f"{declarator}({', '.join(ps)})")
+                      f"{declarator}({', '.join(ps)})", depth)
     if k in (CONST, VOLATILE, RESTRICT):
         target = types[t.ref] if t.ref is not None else types[0]
         if target.kind == PTR:          # `char * const p`
-            return c_decl(graph, t.ref, f"{k} {declarator}".rstrip())
-        head = c_decl(graph, t.ref if t.ref is not None else 0, declarator)
+            return c_decl(graph, t.ref, f"{k} {declarator}".rstrip(), depth)
+        head = c_decl(graph, t.ref if t.ref is not None else 0, declarator, depth)
         return f"{k} {head}"
     if k == TYPE_TAG:
-        return c_decl(graph, t.ref, declarator)
+        return c_decl(graph, t.ref, declarator, depth)
     head = graph.base_name(tid)
     return f"{head} {declarator}" if declarator else head

@@ -16,7 +16,9 @@ from __future__ import annotations
 from dataclasses import asdict, dataclass
 from typing import Iterator, NamedTuple, Optional
 
-from . import paths, select
+from dbhive.surftrace import TypeAccess, flat_members, signature
+
+from . import choose, paths
 from .errors import AbsentMember, NoSuchFunction, NoSuchType, NotAPointer
 from .kernel import ARRAY, COMPOSITE, ENUM, FWD, PTR, KernelDB, TypeSource
 
@@ -151,10 +153,10 @@ class Resolver:
         """Open an explicit DB file, or the hive's DB for (release, arch[, build_id]), or —
         with neither — the DB of the running kernel.  `overlay`: a prev.db path, None for
         none, or "auto" ($LBC_PREVDB, else ./prev.db when it exists)."""
-        choice = select.choose_db(db=db, hive=hive, release=release, arch=arch,
+        choice = choose.choose_db(db=db, hive=hive, release=release, arch=arch,
                                   build_id=build_id)
         kdb = KernelDB(choice.path)
-        overlays = tuple(KernelDB(p) for p in select.overlay_paths(overlay))
+        overlays = tuple(KernelDB(p) for p in choose.overlay_paths(overlay))
         return cls(kdb, overlays, choice.warnings)
 
     @classmethod
@@ -170,7 +172,7 @@ class Resolver:
         (default: the running kernel's for /sys/kernel/btf/vmlinux, else the path only)."""
         from .btfsource import btf_source
         src = btf_source(path, meta)
-        overlays = tuple(KernelDB(p) for p in select.overlay_paths(overlay))
+        overlays = tuple(KernelDB(p) for p in choose.overlay_paths(overlay))
         return cls(src, overlays)
 
     def close(self) -> None:
@@ -390,6 +392,67 @@ class Resolver:
                 return out
         raise NoSuchFunction(f"{name}: no such function in this kernel ({self._kernel_label()})")
 
+    # ---- the surftrace view (the lbc protocol's struct/type/func answers) ----------
+    # What the surftrace client's tables hold, computed by the same code that fills those
+    # tables (dbhive.surftrace), so remote answers equal local ones.  Overlays first.
+
+    def surftrace_struct(self, name: str) -> Optional[dict]:
+        """{"name", "members", "size", "cell": [{"type", "offset", "size", "bits", "name"}]}
+        for a surftrace struct name (`struct X`, `union X`, an anonymous struct's typedef
+        name), or None."""
+        for src in self.sources:
+            tid = src.surftrace_struct(name)
+            if tid is not None:
+                cells = [{"type": t, "offset": o, "size": b, "bits": bits, "name": n}
+                         for (n, t, o, b, bits) in flat_members(_access(src), tid)]
+                return {"name": name, "members": len(cells), "size": src.type(tid).size,
+                        "cell": cells}
+        return None
+
+    def surftrace_structs_like(self, pattern: str, limit: int = 10) -> list:
+        """[{"name", "members", "size"}] of struct names matching a LIKE pattern (`%`)."""
+        out, seen = [], set()
+        for src in self.sources:
+            for name, tid in src.surftrace_structs_like(pattern, limit):
+                if name not in seen and len(out) < limit:
+                    seen.add(name)
+                    n = sum(1 for _ in flat_members(_access(src), tid))
+                    out.append({"name": name, "members": n, "size": src.type(tid).size})
+        return out
+
+    def surftrace_type(self, name: str) -> Optional[dict]:
+        """{"name", "type" (what it resolves to), "size"} of a type spelling, or None."""
+        for src in self.sources:
+            tid = src.type_by_spelling(name)
+            if tid is not None:
+                return {"name": name, "type": src.spelling(src.strip(tid)),
+                        "size": src.sizeof(tid) or 0}
+        if name == "void *":
+            return {"name": name, "type": name, "size": self.db.ptr_size}
+        return None
+
+    def surftrace_funcs(self, pattern: str, ret: Optional[str] = None,
+                        arg: Optional[str] = None, limit: int = 20) -> list:
+        """[{"func", "args", "ret", "line", "file"}] of the functions named `pattern`
+        (exact, or a LIKE pattern with `%`), optionally only those returning `ret` or
+        taking an `arg`; in the kernel's order, at most `limit`."""
+        for src in self.sources:
+            rows = src.functions_like(pattern) if "%" in pattern else src.functions(pattern)
+            out = []
+            for (fname, proto, static, file, line, _module) in rows:
+                args, fret = _surftrace_signature(src, proto, bool(static))
+                if ret is not None and fret not in (ret, "static " + ret):
+                    continue
+                if arg is not None and arg not in args:
+                    continue
+                out.append({"func": fname, "args": args, "ret": fret, "line": line,
+                            "file": file or ""})
+                if len(out) >= limit:
+                    break
+            if out:
+                return out
+        return []
+
     # ---- plain type facts (used by expr) -----------------------------------------
     def sizeof_name(self, name: str) -> Optional[int]:
         """sizeof a named type (`struct iphdr`, `u32`, `int`), or None."""
@@ -405,6 +468,17 @@ class Resolver:
                 for (tid, _k, _s, _r) in src.named(name, kind):
                     return src.sizeof(tid)
         return None
+
+
+def _access(src: TypeSource) -> TypeAccess:
+    return TypeAccess(src.type, src.members, src.sizeof, src.spelling)
+
+
+def _surftrace_signature(src: TypeSource, proto: int, static: bool) -> tuple:
+    """(args, ret) as the surftrace `funs` table spells them."""
+    ref = src.type(proto).ref
+    return signature([src.spelling(t) for (_n, t) in src.params(proto)], src.variadic(proto),
+                     src.spelling(ref if ref is not None else 0), static)
 
 
 __all__ = ["Resolver", "Offset", "StructInfo", "MemberInfo", "FuncInfo", "Param",

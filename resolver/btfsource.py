@@ -18,21 +18,16 @@ SYS_BTF = "/sys/kernel/btf/vmlinux"
 def btf_source(path: str = SYS_BTF, meta: Optional[dict] = None) -> GraphSource:
     """Raw BTF, or an ELF file's .BTF section, as a GraphSource.  NoKernelDB (one line)
     when the file is missing or is not BTF."""
-    from dbhive.btf import BtfError, read_btf
-    from dbhive.elffile import InputError, elf_section_bytes, is_elf
+    from dbhive.btf import read_btf
+    from dbhive.build import read_btf_bytes
+    from dbhive.elf import is_elf
+    from dbhive.errors import InputError
     if not os.path.exists(path):
         raise NoKernelDB(f"no such BTF file: {path}")
     try:
-        if is_elf(path):
-            data = elf_section_bytes(path, ".BTF")
-        else:
-            with open(path, "rb") as fh:
-                data = fh.read()
-        graph = read_btf(data, path)
-    except (BtfError, InputError) as e:
+        graph = read_btf(read_btf_bytes(path, is_raw_btf=not is_elf(path)), path)
+    except InputError as e:
         raise NoKernelDB(str(e)) from None
-    except OSError as e:
-        raise NoKernelDB(f"{path}: cannot read: {e.strerror or e}") from None
     if meta is None:
         meta = _meta_for(path)
     meta = {**meta, "type_source": "btf", "source_file": path}
@@ -43,10 +38,10 @@ def _meta_for(path: str) -> dict:
     """The kernel identity of a BTF file: the running kernel's for /sys/kernel/btf/vmlinux,
     the ELF's own for a vmlinux, else nothing beyond the file name."""
     if os.path.realpath(path) == SYS_BTF:
-        from .select import running_identity
+        from .choose import running_identity
         ident = running_identity()
         return {"release": ident.release, "arch": ident.arch, "build_id": ident.build_id or ""}
-    from dbhive.elffile import is_elf
+    from dbhive.elf import is_elf
     if is_elf(path):
         try:
             from dbhive.identity import kernel_identity

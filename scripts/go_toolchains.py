@@ -12,7 +12,8 @@ import subprocess
 import sys
 from typing import Dict, List, Optional
 
-CACHE = os.environ.get("DBHIVE_TEST_CACHE", "/var/cache/dbhive-ci")
+from scripts.realdata import CACHE
+
 GOPATH = "/usr/share/gocode"
 DEBIAN_GO = {"1.19": "/usr/lib/go-1.19/bin/go"}
 PYPI_GO = {"1.21": "1.21.13", "1.22": "1.22.10", "1.23": "1.23.9", "1.24": "1.24.11",

@@ -27,9 +27,8 @@ import subprocess
 import sys
 import tempfile
 
-CACHE = os.environ.get("DBHIVE_TEST_CACHE", "/var/cache/dbhive-ci")
-RELEASE = "6.1.0-47-cloud-amd64"
-DEB = f"linux-image-{RELEASE}-dbg"
+from scripts.realdata import CACHE, DEBIAN_DBG_PKG as DEB, DEBIAN_RELEASE as RELEASE
+
 MODDIR = f"usr/lib/debug/lib/modules/{RELEASE}"
 # two small real modules (DWARF included) near the start of the Debian package's data.tar
 KO_MEMBERS = (f"{MODDIR}/kernel/arch/x86/crypto/aegis128-aesni.ko",

@@ -12,33 +12,17 @@ from __future__ import annotations
 import os
 import shutil
 import subprocess
-import sys
 import tarfile
 
 import pytest
 
-from conftest import CACHE, DEBIAN_RELEASE, fetch_deb, need_tool
+from scripts.realdata import CACHE, DEBIAN_RELEASE, fetch_deb
+from tests.support.rpms import KO, MODDIR, make_rpms
 from dbhive.archive import (InputError, detect_input, extract_kernel, extract_modules,
                             iter_modules)
 from dbhive.identity import file_sha256, identify
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-SCRIPT = os.path.join(HERE, "..", "scripts", "make_rpm_fixture.py")
-MODDIR = f"usr/lib/debug/lib/modules/{DEBIAN_RELEASE}"
-KO = {"aegis128_aesni": f"{MODDIR}/kernel/arch/x86/crypto/aegis128-aesni.ko",
-      "crc32c_intel": f"{MODDIR}/kernel/arch/x86/crypto/crc32c-intel.ko"}
 COMPRESSIONS = ("xz", "zstd", "gzip", "bzip2")
-
-
-def make_rpms(which: str) -> dict[str, str]:
-    """Run the fixture script; {label: path}, the label of kernel-debuginfo-6.1.0-47.X.x86_64.rpm
-    being X, of other packages their whole NAME-VERSION-RELEASE."""
-    need_tool("rpmbuild")
-    out = subprocess.run([sys.executable, SCRIPT, which], check=True, capture_output=True,
-                         text=True).stdout.split()
-    label = lambda p: os.path.basename(p)[:-len(".x86_64.rpm")].replace(   # noqa: E731
-        "kernel-debuginfo-6.1.0-47.", "")
-    return {label(p): p for p in out}
 
 
 @pytest.fixture(scope="session")

@@ -6,8 +6,8 @@ import pytest
 from dbhive import btf
 from dbhive import model as M
 
-from bpftool_oracle import bpftool_dump
-from conftest import need_tool
+from tests.support.bpftool_oracle import bpftool_dump
+from tests.support import need_tool
 
 NOT_TYPES = {"FUNC", "VAR", "DATASEC", "DECL_TAG"}
 KIND = {"INT": M.INT, "PTR": M.PTR, "ARRAY": M.ARRAY, "STRUCT": M.STRUCT, "UNION": M.UNION,

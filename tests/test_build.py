@@ -13,10 +13,10 @@ import time
 import pytest
 
 from dbhive import store
-from pahole_compare import compare_with_pahole
-from pahole_oracle import pahole_layouts
+from tests.support.pahole_compare import compare_with_pahole
+from tests.support.pahole_oracle import pahole_layouts
 
-from conftest import DEBIAN_RELEASE
+from scripts.realdata import DEBIAN_RELEASE
 
 DBHIVE = os.path.join(os.path.dirname(sys.executable), "dbhive")
 
@@ -176,9 +176,8 @@ def test_interrupted_build_leaves_nothing(tmp_path, debian_dbg_deb, delay):
 def test_rpm_normal_and_debug_flavours_never_collide(tmp_path, debian_vmlinux):
     """Real RPMs made by rpmbuild around the real vmlinux: a kernel-debuginfo and a
     kernel-debug-debuginfo of the same release land as two DBs, the debug one marked."""
-    script = os.path.join(os.path.dirname(__file__), "..", "scripts", "make_rpm_fixture.py")
-    paths = subprocess.run([sys.executable, script, "big"], check=True, capture_output=True,
-                           text=True).stdout.split()
+    from tests.support.rpms import make_rpms
+    paths = list(make_rpms("big").values())
     normal = next(p for p in paths if os.path.basename(p).startswith("kernel-debuginfo-"))
     debug = next(p for p in paths if os.path.basename(p).startswith("kernel-debug-debuginfo-"))
     hive = str(tmp_path / "hive")

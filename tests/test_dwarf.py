@@ -5,7 +5,6 @@ Fixtures are compiled from data/dwarf-src/ by scripts/make_dwarf_fixtures.py; th
 pahole (tests/pahole_oracle.py).  The whole-vmlinux checks are in test_dwarf_vmlinux.py."""
 from __future__ import annotations
 
-import importlib.util
 import os
 import shutil
 import signal
@@ -18,9 +17,10 @@ from hypothesis import strategies as st
 
 from dbhive import model as M
 from dbhive.dwarf import DwarfError, has_dwarf, read_dwarf
-from conftest import DEBIAN_RELEASE, deb_member, need_tool
-from pahole_compare import compare_with_pahole, pahole_view
-from pahole_oracle import pahole_layouts
+from scripts.realdata import DEBIAN_RELEASE, deb_member
+from tests.support import need_tool
+from tests.support.pahole_compare import compare_with_pahole, pahole_view
+from tests.support.pahole_oracle import pahole_layouts
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 KO_MEMBER = f"/usr/lib/debug/lib/modules/{DEBIAN_RELEASE}/kernel/net/bridge/bridge.ko"
@@ -40,11 +40,8 @@ FIXTURES = ["user-dwarf2", "user-dwarf4", "user-dwarf5", "user-dwarf4-types", "u
 def dwarf_fixtures() -> dict:
     for tool in ("gcc", "clang", "dwz", "pahole", "make"):
         need_tool(tool)
-    spec = importlib.util.spec_from_file_location(
-        "make_dwarf_fixtures", os.path.join(ROOT, "scripts", "make_dwarf_fixtures.py"))
-    mod = importlib.util.module_from_spec(spec)
-    spec.loader.exec_module(mod)
-    return mod.build()
+    from scripts import make_dwarf_fixtures
+    return make_dwarf_fixtures.build()
 
 
 @pytest.fixture(scope="session")

@@ -16,10 +16,10 @@ from dbhive import model as M
 from dbhive import store
 from dbhive.btf import read_btf
 from dbhive.dwarf import read_dwarf
-from dbhive.dwarf_reader import Reader
-from conftest import need_tool
-from pahole_compare import compare_with_pahole
-from pahole_oracle import pahole_layouts
+from dbhive.dwarf.reader import Reader
+from tests.support import need_tool
+from tests.support.pahole_compare import compare_with_pahole
+from tests.support.pahole_oracle import pahole_layouts
 
 pytestmark = pytest.mark.slow
 

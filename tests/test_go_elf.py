@@ -9,11 +9,12 @@ import subprocess
 import pytest
 from click.testing import CliRunner
 
-from resolver.elfsyms import ElfImage, openssl_version, resolve_symbols
+from dbhive.elf import ElfFile as ElfImage
+from resolver.elfsyms import openssl_version, resolve_symbols
 from resolver.golang.cli import elf_command
+from scripts.realdata import CACHE
 
 LIBSSL = "/usr/lib/x86_64-linux-gnu/libssl.so.3"
-CACHE = os.environ.get("DBHIVE_TEST_CACHE", "/var/cache/dbhive-ci")
 C_SRC = r"""
 #include <openssl/ssl.h>
 #include <stdio.h>

@@ -9,8 +9,8 @@ import struct
 from click.testing import CliRunner
 from hypothesis import given, settings, strategies as st
 
-from go_builds import binary
-from resolver.elfsyms import ElfImage
+from tests.support.go_builds import binary
+from dbhive.elf import ElfFile as ElfImage
 from resolver.golang.buildinfo import MAGIC, read_buildinfo
 from resolver.golang.cli import go_command
 from resolver.golang.report import analyze_go_binary

@@ -5,18 +5,15 @@ pyelftools over the twin's DWARF (offsets)."""
 from __future__ import annotations
 
 import functools
-import os
 import re
-import sys
 
 import pytest
 
-from go_builds import ROOT, VARIANTS, binary, go_tool, go_version, twin, tc
+from tests.support.go_builds import VARIANTS, binary, go_tool, go_version, twin, tc
 from resolver.golang.offsets import STANDARD_OFFSETS, module_of, split_key
 from resolver.golang.report import STANDARD_ITABS, STANDARD_SYMBOLS, analyze_go_binary
 
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
-from gen_go_offsets import dwarf_structs  # noqa: E402
+from scripts.gen_go_offsets import dwarf_structs
 
 CASES = [(m, "tlsapp", v) for m in tc.ALL_MINORS for v in VARIANTS]
 CASES += [(m, p, v) for m in ("1.19", "1.24", "1.27") for p in ("grpcapp", "xnetapp")

@@ -9,7 +9,7 @@ import time
 
 import pytest
 
-from go_builds import binary
+from tests.support.go_builds import binary
 from resolver.golang.report import analyze_go_binary
 
 BPF_TEXT = b"""

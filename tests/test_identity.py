@@ -1,4 +1,4 @@
-"""dbhive.identity and dbhive.elffile on real kernels: the Debian vmlinux (directly and through
+"""dbhive.identity and dbhive.elf on real kernels: the Debian vmlinux (directly and through
 a real kernel-debuginfo / kernel-debug-debuginfo RPM made by scripts/make_rpm_fixture.py),
 this machine's running kernel and its BTF.  Oracles: readelf, uname, sha256sum, objcopy."""
 from __future__ import annotations
@@ -10,11 +10,13 @@ import subprocess
 
 import pytest
 
-from conftest import DEBIAN_RELEASE, need_tool
-from dbhive.elffile import InputError, elf_section_bytes, has_section, parse_notes
+from scripts.realdata import DEBIAN_RELEASE
+from tests.support import need_tool
+from dbhive.elf import elf_section_bytes, has_section, parse_notes
+from dbhive.errors import InputError
 from dbhive.identity import (file_sha256, identify, kernel_flavour, kernel_identity,
                              raw_btf_identity, release_from_name, running_kernel_identity)
-from test_archive import make_rpms
+from tests.support.rpms import make_rpms
 
 SMALL_KO = "aegis128-aesni.ko"
 
@@ -57,9 +59,9 @@ def test_debian_vmlinux_identity(debian_vmlinux):
 @pytest.mark.slow
 def test_release_from_init_uts_ns(debian_vmlinux):
     """The fallback when there is no banner: init_uts_ns via the symbol table (~5 s)."""
-    from dbhive.elffile import open_elf
+    from dbhive.elf import ElfFile
     from dbhive.identity import _release_from_uts
-    with open_elf(debian_vmlinux) as elf:
+    with ElfFile(debian_vmlinux) as elf:
         assert _release_from_uts(elf) == DEBIAN_RELEASE
 
 

@@ -19,8 +19,8 @@ import subprocess
 
 import pytest
 
-from conftest import need_tool
-from pahole_oracle import (Layout, PaholeParseError, pahole_layouts,
+from tests.support import need_tool
+from tests.support.pahole_oracle import (Layout, PaholeParseError, pahole_layouts,
                            parse_pahole_output)
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "data", "oracle-src")

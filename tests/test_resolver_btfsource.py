@@ -37,7 +37,7 @@ def test_from_btf_equals_db(which, running_btf, running_db, debian_vmlinux_btf, 
 
 
 def test_from_btf_running_kernel_identity(running_btf):
-    from resolver.select import running_identity
+    from resolver.choose import running_identity
     r = Resolver.from_btf()
     ident = running_identity()
     assert r.kernel["release"] == ident.release and r.kernel["build_id"] == ident.build_id

@@ -10,11 +10,12 @@ import sys
 
 import pytest
 
-from conftest import DEBIAN_RELEASE
+from scripts.realdata import DEBIAN_RELEASE
 from dbhive import model as M
 from dbhive import store
-from resolver import NoKernelDB, Resolver, select
-from resolver_support import running_meta
+from resolver import NoKernelDB, Resolver
+from resolver import choose as select
+from tests.support.resolver_dbs import running_meta
 
 RESOLVER = [sys.executable, "-m", "resolver.cli"]
 

@@ -9,12 +9,13 @@ import sys
 
 import pytest
 
-from conftest import CACHE, DEBIAN_RELEASE, need_tool
+from scripts.realdata import CACHE, DEBIAN_RELEASE
+from tests.support import need_tool
 from resolver import Resolver
 from resolver.expr import translate
-from resolver_support import PaholeOffsets, _key
-from test_resolver_expr import CONTRACT, MORE, surftrace_show
-from test_resolver_offsets import PATHS, _check
+from tests.support.resolver_dbs import PaholeOffsets, _key
+from tests.support.surftrace_client import CONTRACT, MORE, surftrace_show
+from tests.support.offset_oracle import PATHS, check_paths as _check
 
 pytestmark = pytest.mark.slow
 

@@ -16,10 +16,10 @@ import urllib.request
 import pytest
 
 from resolver.server import MAX_BODY, make_server
-from resolver_support import debian_meta, running_meta
-from test_resolver_expr import CONTRACT, surftrace_show
+from tests.support.resolver_dbs import debian_meta, running_meta
+from tests.support.surftrace_client import CONTRACT, surftrace_show
 
-from conftest import DEBIAN_RELEASE
+from scripts.realdata import DEBIAN_RELEASE
 
 
 @pytest.fixture(scope="module")

@@ -2,13 +2,10 @@
 (short rounds here; run the bench itself for the full table)."""
 from __future__ import annotations
 
-import os
-import sys
 
-from resolver_support import build_btf_db, running_meta
+from tests.support.resolver_dbs import build_btf_db, running_meta
 
-sys.path.insert(0, os.path.join(os.path.dirname(__file__), "..", "bench"))
-import bench_resolver  # noqa: E402
+from bench import bench_resolver
 
 
 def test_speed_targets_and_same_offsets_as_the_client(running_btf):

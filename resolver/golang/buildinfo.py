@@ -12,7 +12,8 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, Optional, Tuple
 
-from ..elfsyms import ElfImage, PF_W, PF_X
+from dbhive.elf import PF_W, PF_X, ElfFile
+from dbhive.leb128 import uleb128
 
 MAGIC = b"\xff Go buildinf:"
 SEARCH_LIMIT = 64 * 1024
@@ -38,21 +39,7 @@ class BuildInfo:
                 "replaced": dict(self.replaced), "build": dict(self.settings)}
 
 
-def uvarint(buf, pos: int) -> Tuple[int, int]:
-    """Go's unsigned varint at `pos`: (value, position after it); ValueError if malformed."""
-    value = shift = 0
-    while True:
-        if pos >= len(buf) or shift > 63:
-            raise ValueError("bad uvarint")
-        b = buf[pos]
-        pos += 1
-        value |= (b & 0x7F) << shift
-        if b < 0x80:
-            return value, pos
-        shift += 7
-
-
-def _find_blob(img: ElfImage) -> Optional[memoryview]:
+def _find_blob(img: ElfFile) -> Optional[memoryview]:
     """The build info header and what follows it, or None."""
     sec = img.section(".go.buildinfo")
     if sec is not None:
@@ -64,7 +51,7 @@ def _find_blob(img: ElfImage) -> Optional[memoryview]:
         regions = []
         for p in img.loads:
             if p.flags & PF_W and not p.flags & PF_X and p.filesz:
-                regions.append(memoryview(img.data)[p.offset:p.offset + p.filesz])
+                regions.append(img.segment_bytes(p))
                 break
     for region in regions:
         limit = min(len(region), SEARCH_LIMIT)
@@ -76,7 +63,7 @@ def _find_blob(img: ElfImage) -> Optional[memoryview]:
     return None
 
 
-def _read_go_string(img: ElfImage, addr: int, ptr_size: int, endian: str) -> Optional[str]:
+def _read_go_string(img: ElfFile, addr: int, ptr_size: int, endian: str) -> Optional[str]:
     hdr = img.read(addr, 2 * ptr_size)
     if hdr is None:
         return None
@@ -90,7 +77,7 @@ def _read_go_string(img: ElfImage, addr: int, ptr_size: int, endian: str) -> Opt
     return None if raw is None else raw.decode("utf-8", "replace")
 
 
-def read_buildinfo(img: ElfImage) -> Optional[BuildInfo]:
+def read_buildinfo(img: ElfFile) -> Optional[BuildInfo]:
     """Parse the build info, or None when the binary carries none."""
     blob = _find_blob(img)
     if blob is None:
@@ -102,11 +89,11 @@ def read_buildinfo(img: ElfImage) -> Optional[BuildInfo]:
     endian = ">" if big else "<"
     if flags & FLAG_INLINE:
         try:
-            n, pos = uvarint(blob, 32)
+            n, pos = uleb128(blob, 32)      # Go's uvarint
             version = bytes(blob[pos:pos + n]).decode("utf-8", "replace")
-            n, pos = uvarint(blob, pos + n)
+            n, pos = uleb128(blob, pos + n)
             modinfo = bytes(blob[pos:pos + n]).decode("utf-8", "replace")
-        except ValueError:
+        except IndexError:              # cut short
             return None
         inline = True
     else:

@@ -11,19 +11,28 @@ from typing import List, Optional
 
 import click
 
-from ..elfsyms import ElfError, ElfImage, openssl_version, resolve_symbols
-from .report import GoReport, NotGoBinary, analyze_go_binary, analyze_pid
+from dbhive.cliutil import one_line_errors
+from dbhive.elf import ElfFile, open_regular
+from dbhive.errors import InputError
+
+from ..elfsyms import openssl_version, resolve_symbols
+from .report import GoReport, analyze_go_binary, analyze_pid
+
+MAX_LIST_BYTES = 1 << 20        # a --symbols/--offsets list file
 
 
 def _read_list(path: Optional[str]) -> Optional[List[str]]:
     """Names one per line (or comma separated); '#' starts a comment."""
     if path is None:
         return None
+    with open_regular(path, "list file") as fh:
+        raw = fh.read(MAX_LIST_BYTES + 1)
+    if len(raw) > MAX_LIST_BYTES:
+        raise InputError(f"{path}: larger than {MAX_LIST_BYTES} bytes: not a list of names")
     try:
-        with open(path) as fh:
-            text = fh.read()
-    except OSError as exc:
-        raise click.UsageError(f"{path}: {exc.strerror}")
+        text = raw.decode("utf-8")
+    except UnicodeDecodeError:
+        raise InputError(f"{path}: not a text file (a list of names, one per line)") from None
     names = []
     for line in text.splitlines():
         line = line.split("#", 1)[0]
@@ -81,6 +90,7 @@ def _print_report(r: GoReport) -> None:
               help="File of function names (one a line) instead of the standard list.")
 @click.option("--offsets", "offsets_file", type=click.Path(dir_okay=False),
               help="File of pkg.Struct.field keys instead of the standard list.")
+@one_line_errors("resolver")
 def go_command(binary, pid, as_json, symbols_file, offsets_file):
     """Go version, probe offsets, RET offsets, struct offsets and itabs of a Go executable.
 
@@ -97,13 +107,10 @@ def go_command(binary, pid, as_json, symbols_file, offsets_file):
     if (binary is None) == (pid is None):
         raise click.UsageError("give either a BINARY or --pid PID")
     symbols, offsets = _read_list(symbols_file), _read_list(offsets_file)
-    try:
-        if pid is not None:
-            report = analyze_pid(pid, symbols, offsets)
-        else:
-            report = analyze_go_binary(binary, symbols, offsets)
-    except (NotGoBinary, ElfError, ValueError) as exc:
-        raise click.ClickException(str(exc))
+    if pid is not None:
+        report = analyze_pid(pid, symbols, offsets)
+    else:
+        report = analyze_go_binary(binary, symbols, offsets)
     if as_json:
         click.echo(report.to_json(indent=2))
     else:
@@ -114,6 +121,7 @@ def go_command(binary, pid, as_json, symbols_file, offsets_file):
 @click.argument("path", type=click.Path(dir_okay=False))
 @click.option("--symbols", "names", default="", help="Comma-separated symbol names.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
+@one_line_errors("resolver")
 def elf_command(path, names, as_json):
     """File offsets of symbols of any ELF, and OpenSSL's version when it is OpenSSL.
 
@@ -122,10 +130,7 @@ def elf_command(path, names, as_json):
       resolver elf /usr/lib/x86_64-linux-gnu/libssl.so.3 --symbols SSL_write,SSL_read
       resolver elf ./static-app --symbols SSL_write --json
     """
-    try:
-        img = ElfImage(path)
-    except ElfError as exc:
-        raise click.ClickException(str(exc))
+    img = ElfFile(path)
     wanted = [n.strip() for n in names.split(",") if n.strip()]
     out = {"path": path, "arch": img.arch, "symbols": resolve_symbols(img, wanted),
            "openssl": openssl_version(img)}

@@ -4,46 +4,35 @@ Go names its struct DIEs with the full package path ("crypto/tls.Conn") as an in
 DW_FORM_string right after the abbreviation code.  So instead of walking every DIE (seconds
 for a 10 MB binary), the name is searched for in .debug_info, the DIE that holds it is decoded
 with its unit's abbreviation table, and only its children are read.
-Sections may be compressed (SHF_COMPRESSED with an Elf_Chdr, or the older `.zdebug_*` with a
-"ZLIB" + 8-byte big-endian size header).
+
+The ELF side (sections, compressed or not) is the project's ELF layer; unit headers,
+abbreviation tables and forms are the kernel-side DWARF reader's own pieces.
 """
 from __future__ import annotations
 
+import bisect
 import struct
-import zlib
-from typing import Dict, Iterable, List, Optional, Tuple
+from typing import Dict, Iterable, List, Optional
 
-from dbhive.dwarf_forms import F, expr_offset, fixed_size, parse_abbrev_table, sleb, uleb
+from dbhive.dwarf.forms import FORM as F, FormError, expr_offset, fixed_size, parse_abbrev_table
+from dbhive.dwarf.units import iter_unit_headers
+from dbhive.elf import ElfFile
+from dbhive.errors import InputError
+from dbhive.leb128 import sleb128 as sleb, uleb128 as uleb
 
-from ..elfsyms import ElfImage
-
-SHF_COMPRESSED = 0x800
 TAG_MEMBER, TAG_STRUCT, TAG_TYPEDEF = 0x0D, 0x13, 0x16
 AT_NAME, AT_TYPE, AT_MEMBER_LOCATION = 0x03, 0x49, 0x38
 
 
 class DwarfUnavailable(Exception):
-    pass
+    """No usable DWARF in this binary (the caller falls back to other sources)."""
 
 
-def section_data(img: ElfImage, name: str) -> Optional[bytes]:
-    sec = img.section(name)
-    if sec is not None:
-        raw = bytes(img.section_bytes(sec))
-        if sec.flags & SHF_COMPRESSED:
-            hdr = 24 if img.is64 else 12
-            ch_type = struct.unpack_from(img.endian + "I", raw, 0)[0]
-            if ch_type != 1:
-                raise DwarfUnavailable(f"{name}: unsupported compression type {ch_type}")
-            return zlib.decompress(raw[hdr:])
-        return raw
-    zsec = img.section(".z" + name[1:])
-    if zsec is not None:
-        raw = bytes(img.section_bytes(zsec))
-        if raw[:4] == b"ZLIB":
-            return zlib.decompress(raw[12:])
-        return raw
-    return None
+def section_data(img: ElfFile, name: str) -> Optional[bytes]:
+    try:
+        return img.section_data(name)
+    except InputError as e:
+        raise DwarfUnavailable(str(e)) from None
 
 
 class Unit:
@@ -51,7 +40,7 @@ class Unit:
 
 
 class GoDwarf:
-    def __init__(self, img: ElfImage):
+    def __init__(self, img: ElfFile):
         info = section_data(img, ".debug_info")
         abbrev = section_data(img, ".debug_abbrev")
         if not info or not abbrev:
@@ -62,7 +51,8 @@ class GoDwarf:
         self._line_strs: Optional[bytes] = None
         self._candidates: Dict[str, List[int]] = {}
         self.endian = img.endian
-        self._units: Optional[List[Tuple[int, int]]] = None
+        self._starts: Optional[List[int]] = None
+        self._headers: list = []
         self._abbrev_cache: Dict[int, dict] = {}
         self._struct_cache: Dict[str, Optional[Dict[str, int]]] = {}
 
@@ -93,46 +83,24 @@ class GoDwarf:
 
     # --- units ---------------------------------------------------------------------------
     def _unit_at(self, pos: int) -> Unit:
-        if self._units is None:
-            self._units = []
-            o = 0
-            while o + 11 <= len(self.info):
-                length = struct.unpack_from(self.endian + "I", self.info, o)[0]
-                hdr = 4
-                if length == 0xFFFFFFFF:
-                    length = struct.unpack_from(self.endian + "Q", self.info, o + 4)[0]
-                    hdr = 12
-                self._units.append((o, o + hdr + length))
-                o += hdr + length
-        for start, end in self._units:
-            if start <= pos < end:
-                return self._parse_unit(start, end)
-        raise DwarfUnavailable("offset outside every unit")
-
-    def _parse_unit(self, start: int, end: int) -> Unit:
-        e, d = self.endian, self.info
+        if self._starts is None:
+            try:
+                self._headers = list(iter_unit_headers(self.info, ".debug_info", 0,
+                                                       endian=self.endian))
+            except (FormError, struct.error, IndexError) as e:
+                raise DwarfUnavailable(f"bad unit header ({e})") from None
+            self._starts = [h.offset for h in self._headers]
+        i = bisect.bisect_right(self._starts, pos) - 1
+        if i < 0 or pos >= self._headers[i].end:
+            raise DwarfUnavailable("offset outside every unit")
+        h = self._headers[i]
         u = Unit()
-        u.offset, u.end = start, end
-        length = struct.unpack_from(e + "I", d, start)[0]
-        o = start + 4
-        u.off_size = 4
-        if length == 0xFFFFFFFF:
-            o, u.off_size = start + 12, 8
-        u.version = struct.unpack_from(e + "H", d, o)[0]
-        o += 2
-        off_fmt = e + ("I" if u.off_size == 4 else "Q")
-        if u.version >= 5:
-            u.addr_size = d[o + 1]      # d[o] is the unit type
-            abbrev_off = struct.unpack_from(off_fmt, d, o + 2)[0]
-            o += 2 + u.off_size
-        else:
-            abbrev_off = struct.unpack_from(off_fmt, d, o)[0]
-            u.addr_size = d[o + u.off_size]
-            o += u.off_size + 1
-        u.die_start = o
-        if abbrev_off not in self._abbrev_cache:
-            self._abbrev_cache[abbrev_off] = parse_abbrev_table(self.abbrev, abbrev_off, len(self.abbrev))
-        u.abbrevs = self._abbrev_cache[abbrev_off]
+        u.offset, u.end, u.version = h.offset, h.end, h.version
+        u.addr_size, u.off_size, u.die_start = h.addr_size, h.off_size, h.die_offset
+        if h.abbrev_offset not in self._abbrev_cache:
+            self._abbrev_cache[h.abbrev_offset] = parse_abbrev_table(
+                self.abbrev, h.abbrev_offset, len(self.abbrev))
+        u.abbrevs = self._abbrev_cache[h.abbrev_offset]
         return u
 
     # --- DIEs ----------------------------------------------------------------------------

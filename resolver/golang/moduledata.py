@@ -22,13 +22,15 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from ..elfsyms import ElfImage, PF_W
+from dbhive.elf import PF_W, ElfFile, find_all
+from dbhive.leb128 import uleb128
 from .pclntab import MAGIC_12, MAGIC_116, MAGIC_118, MAGIC_120, Pclntab
 
 TFLAG_UNCOMMON, TFLAG_EXTRA_STAR, TFLAG_NAMED = 1, 2, 4
 KIND_ARRAY, KIND_CHAN, KIND_FUNC, KIND_INTERFACE = 17, 18, 19, 20
 KIND_MAP, KIND_PTR, KIND_SLICE, KIND_STRUCT = 21, 22, 23, 25
 TYPES_WORD = {MAGIC_12: 25, MAGIC_116: 35, MAGIC_118: 35, MAGIC_120: 37}
+MAX_NAME_LEN_BYTES = 10        # a uvarint length is at most 10 bytes
 
 
 @dataclass
@@ -39,39 +41,32 @@ class ModuleData:
     itablinks: List[int] = field(default_factory=list)
 
 
-def _words(img: ElfImage, addr: int, n: int) -> Optional[List[int]]:
+def _words(img: ElfFile, addr: int, n: int) -> Optional[List[int]]:
     raw = img.read(addr, n * img.ptr_size)
     if raw is None:
         return None
     return list(struct.unpack(img.endian + ("Q" if img.is64 else "I") * n, raw))
 
 
-def find_moduledata(img: ElfImage, tab: Pclntab) -> Optional[ModuleData]:
+def find_moduledata(img: ElfFile, tab: Pclntab) -> Optional[ModuleData]:
     needle = struct.pack(img.endian + ("Q" if img.is64 else "I"), tab.vaddr)
     tw = TYPES_WORD[tab.magic]
     for p in img.loads:
         if not p.flags & PF_W:
             continue
-        seg = bytes(img.data[p.offset:p.offset + p.filesz])
-        start = 0
-        while True:
-            i = seg.find(needle, start)
-            if i < 0:
-                break
-            start = i + 1
-            if i % img.ptr_size:
-                continue
+        seg = bytes(img.segment_bytes(p))
+        for i in find_all(seg, needle, img.ptr_size):
             md = _check(img, p.vaddr + i, tw)
             if md is not None:
                 return md
     return None
 
 
-def _in_ro(img: ElfImage, addr: int) -> bool:
+def _in_ro(img: ElfFile, addr: int) -> bool:
     return img.segment_for_vaddr(addr) is not None
 
 
-def _check(img: ElfImage, addr: int, types_word: int) -> Optional[ModuleData]:
+def _check(img: ElfFile, addr: int, types_word: int) -> Optional[ModuleData]:
     words = _words(img, addr, types_word + 40)
     if words is None:
         return None
@@ -109,7 +104,7 @@ def _check(img: ElfImage, addr: int, types_word: int) -> Optional[ModuleData]:
     return md
 
 
-def _walk_itabs(img: ElfImage, start: int, end: int, types: int, etypes: int) -> List[int]:
+def _walk_itabs(img: ElfFile, start: int, end: int, types: int, etypes: int) -> List[int]:
     """Addresses of the itabs laid back to back in [start, end) (Go 1.27); [] if they do not
     parse as itabs."""
     p = img.ptr_size
@@ -137,7 +132,7 @@ def _walk_itabs(img: ElfImage, start: int, end: int, types: int, etypes: int) ->
 class TypeReader:
     """Names of runtime type records (for naming itabs)."""
 
-    def __init__(self, img: ElfImage, md: ModuleData, varint_names: bool):
+    def __init__(self, img: ElfFile, md: ModuleData, varint_names: bool):
         self.img = img
         self.md = md
         self.varint_names = varint_names
@@ -149,16 +144,11 @@ class TypeReader:
         if raw is None:
             return None
         if self.varint_names:
-            n, shift, pos = 0, 0, 1
-            while True:
-                b = self.img.read(addr + pos, 1)
-                if b is None:
-                    return None
-                n |= (b[0] & 0x7F) << shift
-                pos += 1
-                if b[0] < 0x80:
-                    break
-                shift += 7
+            head = self.img.read(addr, 1 + MAX_NAME_LEN_BYTES) or raw
+            try:
+                n, pos = uleb128(head, 1)       # Go's uvarint
+            except IndexError:
+                return None
         else:
             n, pos = (raw[1] << 8) | raw[2], 3
         data = self.img.read(addr + pos, n)
@@ -223,7 +213,7 @@ def _short(full: str) -> str:
     return star + full.lstrip("*").rsplit("/", 1)[-1]
 
 
-def itab_addresses(img: ElfImage, tab: Pclntab, md: ModuleData,
+def itab_addresses(img: ElfFile, tab: Pclntab, md: ModuleData,
                    wanted: Optional[List[str]] = None) -> Dict[str, int]:
     """{"*net.TCPConn,net.Conn": itab address} for the itabs the module links (all of them,
     or those named in `wanted`)."""
@@ -248,7 +238,7 @@ def itab_addresses(img: ElfImage, tab: Pclntab, md: ModuleData,
     return out
 
 
-def _probe_varint_names(img: ElfImage, md: ModuleData) -> bool:
+def _probe_varint_names(img: ElfFile, md: ModuleData) -> bool:
     """Go 1.16 and 1.17 share a pclntab magic but not the name encoding: try both."""
     if not md.itablinks:
         return True

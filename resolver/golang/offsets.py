@@ -8,10 +8,10 @@ binary's build info names); otherwise `unknown`.  Nothing is ever defaulted.
 from __future__ import annotations
 
 import json
-import os
 from functools import lru_cache
-from pathlib import Path
 from typing import Dict, Iterable, List, Optional, Tuple
+
+from dbhive.errors import BadPath
 
 from .buildinfo import parse_version
 
@@ -57,7 +57,7 @@ def split_key(key: str) -> Tuple[str, str]:
     """'net/http.http2ClientConn.tconn' -> ('net/http.http2ClientConn', 'tconn')."""
     struct_name, dot, field = key.rpartition(".")
     if not dot or "." not in struct_name.rsplit("/", 1)[-1]:
-        raise ValueError(f"offset key {key!r} is not <package>.<Struct>.<field>")
+        raise BadPath(f"offset key {key!r} is not <package>.<Struct>.<field>")
     return struct_name, field
 
 
@@ -69,24 +69,15 @@ def module_of(struct_name: str) -> Optional[str]:
     return None
 
 
-def table_path() -> Path:
-    env = os.environ.get("DBHIVE_DATA")
-    if env:
-        return Path(env) / "go" / "offsets.json"
-    return Path(__file__).resolve().parents[2] / "data" / "go" / "offsets.json"
+TABLE_RESOURCE = ("resolver.golang", "data/offsets.json")     # package data
 
 
-@lru_cache(maxsize=4)
-def _load_table(path: str) -> Optional[dict]:
-    try:
-        with open(path) as fh:
-            return json.load(fh)
-    except (OSError, ValueError):
-        return None
-
-
-def load_table() -> Optional[dict]:
-    return _load_table(str(table_path()))
+@lru_cache(maxsize=1)
+def load_table() -> dict:
+    """The generated table (package data, so a wheel install carries it)."""
+    from importlib.resources import files
+    pkg, name = TABLE_RESOURCE
+    return json.loads(files(pkg).joinpath(name).read_text())
 
 
 def _minor(version: Optional[str]) -> Optional[Tuple[int, int]]:

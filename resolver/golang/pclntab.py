@@ -17,8 +17,9 @@ import struct
 from dataclasses import dataclass
 from typing import Dict, Iterable, Iterator, Optional, Tuple
 
-from ..elfsyms import ElfImage, string_offsets
-from .buildinfo import uvarint
+from dbhive.elf import PF_X, ElfFile, find_all, string_offsets
+from dbhive.errors import GoFormatError
+from dbhive.leb128 import uleb128
 
 MAGIC_12 = 0xFFFFFFFB
 MAGIC_116 = 0xFFFFFFFA
@@ -33,7 +34,7 @@ MAGIC_GO_RANGE = {
 SECTION_NAMES = (".gopclntab", ".data.rel.ro.gopclntab")
 
 
-class PclntabError(ValueError):
+class PclntabError(GoFormatError):
     """No usable pclntab (one-line message)."""
 
 
@@ -45,7 +46,7 @@ class Func:
 
 
 class Pclntab:
-    def __init__(self, img: ElfImage, data: memoryview, vaddr: int, text_start: Optional[int]):
+    def __init__(self, img: ElfFile, data: memoryview, vaddr: int, text_start: Optional[int]):
         self.img = img
         self.data = data
         self.vaddr = vaddr           # address of the table (moduledata points here)
@@ -117,11 +118,11 @@ class Pclntab:
         size, first = 0, True
         try:
             while True:
-                uv, pos = uvarint(rec, pos)
+                uv, pos = uleb128(rec, pos)      # Go's uvarint
                 if uv == 0 and not first:
                     break
                 first = False
-                delta, pos = uvarint(rec, pos)
+                delta, pos = uleb128(rec, pos)
                 size += delta * self.quantum
         except (IndexError, ValueError):     # a malformed pc table: fall back to the gap
             return gap
@@ -180,7 +181,7 @@ class Pclntab:
         return self._entry(self.nfunc)[0]
 
 
-def _text_start_guess(img: ElfImage) -> Optional[int]:
+def _text_start_guess(img: ElfFile) -> Optional[int]:
     sec = img.section(".text")
     if sec is not None:
         return sec.addr
@@ -190,7 +191,7 @@ def _text_start_guess(img: ElfImage) -> Optional[int]:
     return None
 
 
-def find_pclntab(img: ElfImage) -> Pclntab:
+def find_pclntab(img: ElfFile) -> Pclntab:
     """The pclntab by section name, or by scanning the read-only segments for its header."""
     text_start = _text_start_guess(img)
     for name in SECTION_NAMES:
@@ -201,18 +202,13 @@ def find_pclntab(img: ElfImage) -> Pclntab:
     magics = [struct.pack(img.endian + "I", m) + b"\0\0" for m in MAGIC_GO_RANGE]
     last_error = None
     for p in img.loads:
-        if p.flags & 1:
+        if p.flags & PF_X:
             continue
-        seg = memoryview(img.data)[p.offset:p.offset + p.filesz]
+        seg = img.segment_bytes(p)
         raw = bytes(seg)
         for needle in magics:
-            start = 0
-            while True:
-                i = raw.find(needle, start)
-                if i < 0:
-                    break
-                start = i + 1
-                if i % 4 or raw[i + 7] != img.ptr_size or raw[i + 6] not in (1, 2, 4):
+            for i in find_all(raw, needle, 4):
+                if i + 8 > len(raw) or raw[i + 7] != img.ptr_size or raw[i + 6] not in (1, 2, 4):
                     continue
                 try:
                     tab = Pclntab(img, seg[i:], p.vaddr + i, text_start)

@@ -12,7 +12,10 @@ import struct
 from dataclasses import asdict, dataclass, field
 from typing import Dict, Iterable, List, Optional
 
-from ..elfsyms import ElfError, ElfImage, PF_W, openssl_version, resolve_symbols
+from dbhive.elf import PF_W, ElfFile, find_all
+from dbhive.errors import ElfError, InputError
+
+from ..elfsyms import openssl_version, resolve_symbols
 from . import buildinfo as bi
 from .dwarf import DwarfUnavailable, GoDwarf
 from .moduledata import find_moduledata, itab_addresses
@@ -21,7 +24,7 @@ from .pclntab import MAGIC_118, MAGIC_120, MAGIC_116, MAGIC_12, PclntabError, fi
 from .returns import ReturnsError, find_returns
 
 
-class NotGoBinary(ValueError):
+class NotGoBinary(InputError):
     """The file is not a Go executable we can read (one-line message)."""
 
 
@@ -98,7 +101,7 @@ class GoReport:
 
 # --- version ----------------------------------------------------------------------------------
 
-def _version_from_symtab(img: ElfImage) -> Optional[str]:
+def _version_from_symtab(img: ElfFile) -> Optional[str]:
     sym = img.symbols(["runtime.buildVersion"], tables=(".symtab",)).get("runtime.buildVersion")
     if sym is None:
         return None
@@ -113,7 +116,7 @@ def _version_from_symtab(img: ElfImage) -> Optional[str]:
     return text if bi.parse_version(text) else None
 
 
-def _version_by_scan(img: ElfImage) -> Optional[str]:
+def _version_by_scan(img: ElfFile) -> Optional[str]:
     """runtime.buildVersion without symbols: a Go string header (ptr, len) in a writable
     segment that points at a complete `go1.N[.P]` string in a read-only one."""
     word = "Q" if img.is64 else "I"
@@ -121,21 +124,16 @@ def _version_by_scan(img: ElfImage) -> Optional[str]:
     for p in img.loads:
         if p.flags & PF_W:
             continue
-        seg = bytes(img.data[p.offset:p.offset + p.filesz])
+        seg = bytes(img.segment_bytes(p))
         for m in _VERSION_RE.finditer(seg):
             candidates.append((p.vaddr + m.start(), m.group(0)))
-    writable = [bytes(img.data[p.offset:p.offset + p.filesz]) for p in img.loads if p.flags & PF_W]
+    writable = [bytes(img.segment_bytes(p)) for p in img.loads if p.flags & PF_W]
     found = set()
     for addr, text in candidates:
         needle = struct.pack(img.endian + word, addr)
         for seg in writable:
-            start = 0
-            while True:
-                i = seg.find(needle, start)
-                if i < 0:
-                    break
-                start = i + 1
-                if i % img.ptr_size or i + 2 * img.ptr_size > len(seg):
+            for i in find_all(seg, needle, img.ptr_size):
+                if i + 2 * img.ptr_size > len(seg):
                     continue
                 n = struct.unpack_from(img.endian + word, seg, i + img.ptr_size)[0]
                 if 4 <= n <= len(text):
@@ -153,7 +151,7 @@ def _consistent(version: str, magic: int) -> bool:
 
 # --- the report -------------------------------------------------------------------------------
 
-def _func_table(img: ElfImage, tab, names: List[str]) -> Dict[str, tuple]:
+def _func_table(img: ElfFile, tab, names: List[str]) -> Dict[str, tuple]:
     """{name: (entry, size, source)} from .symtab when present, else the pclntab."""
     out = {}
     # Assembly functions carry an ABI suffix in .symtab ("runtime.goexit.abi0"), not in the
@@ -175,7 +173,7 @@ def analyze_go_binary(path: str, symbols: Optional[Iterable[str]] = None,
                       itabs: Optional[Iterable[str]] = None) -> GoReport:
     """Everything the tracer needs about one Go executable.  Raises NotGoBinary or ElfError
     with a one-line message for files it cannot use."""
-    img = ElfImage(path)
+    img = ElfFile(path)
     warnings: List[str] = []
     try:
         tab = find_pclntab(img)
@@ -255,7 +253,7 @@ def _strip_itab_prefix(name: str) -> str:
     return name
 
 
-def _itabs(img: ElfImage, tab, wanted: List[str], warnings: List[str]) -> Dict[str, Optional[int]]:
+def _itabs(img: ElfFile, tab, wanted: List[str], warnings: List[str]) -> Dict[str, Optional[int]]:
     out: Dict[str, Optional[int]] = {}
     spelled = [p + w for w in wanted for p in ITAB_PREFIXES]
     syms = img.symbols(spelled, tables=(".symtab",))
@@ -269,7 +267,7 @@ def _itabs(img: ElfImage, tab, wanted: List[str], warnings: List[str]) -> Dict[s
     symtab = img.section(".symtab")
     if symtab is not None and symtab.link < len(img.sections):
         strtab = img.sections[symtab.link]
-        names = img.data[strtab.offset:strtab.offset + strtab.size]
+        names = bytes(img.section_bytes(strtab))
         if names.find(b"\0go:itab.") >= 0 or names.find(b"\0go.itab.") >= 0:
             missing = []        # the linker named every itab: absence is authoritative
     if missing and tab is not None:
@@ -314,7 +312,7 @@ def analyze_pid(pid: int, symbols: Optional[Iterable[str]] = None,
     report = analyze_go_binary(path, symbols, offsets)
     report.pid = pid
     maps = _maps(pid)
-    img = ElfImage(path)
+    img = ElfFile(path)
     first_load = img.loads[0] if img.loads else None
     exe_maps = [m for m in maps if m["path"] in (exe, exe.replace(" (deleted)", ""))]
     if first_load is not None and exe_maps:
@@ -337,7 +335,7 @@ def analyze_pid(pid: int, symbols: Optional[Iterable[str]] = None,
 
 def _openssl_entry(path: str, shown: str, static: bool = False) -> dict:
     try:
-        img = ElfImage(path)
+        img = ElfFile(path)
     except ElfError as exc:
         return {"path": shown, "error": str(exc)}
     return {"path": shown, "static": static, "version": openssl_version(img),

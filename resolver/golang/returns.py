@@ -12,11 +12,13 @@ from typing import List
 
 import capstone
 
+from dbhive.errors import GoFormatError
+
 X86_RET_MNEMONICS = frozenset({"ret", "retq", "retn"})
 ARM64_RET_MASK, ARM64_RET = 0xFFFFFC1F, 0xD65F0000
 
 
-class ReturnsError(ValueError):
+class ReturnsError(GoFormatError):
     """No return finder for this architecture."""
 
 

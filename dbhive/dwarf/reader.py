@@ -5,12 +5,12 @@ from __future__ import annotations
 import bisect
 import struct
 
-from .dwarf_build import KeyTable, Resolver
-from .dwarf_elf import DebugFile, SectionError, find_altfile
-from .dwarf_forms import (ALT_BASE, TAG, TYPES_BASE, WANT_IMPORT, WANT_UNIT, Decoders,
+from .keys import KeyTable, UnitInterner
+from .sections import DebugFile, SectionError, find_altfile
+from .forms import (ALT_BASE, TAG, TYPES_BASE, WANT_IMPORT, WANT_UNIT, Decoders,
                           FormError, parse_abbrev_table, uleb)
-from .dwarf_scan import UnitScan, make_plans
-from .dwarf_units import (DW_UT_partial, DW_UT_split_type, DW_UT_type, iter_unit_headers,
+from .scan import UnitScan, make_plans
+from .units import (DW_UT_partial, DW_UT_split_type, DW_UT_type, iter_unit_headers,
                           line_file_names)
 
 
@@ -352,9 +352,9 @@ class Reader:
 
     # ---- the per-worker job -------------------------------------------------------
     def process(self, unit_indexes, table: KeyTable = None, tick=None):
-        """Scan and resolve the given units; returns the Resolver (keys in its table)."""
+        """Scan and resolve the given units; returns the UnitInterner (keys in its table)."""
         table = table or KeyTable()
-        res = Resolver(table, self.other_record, self.func_symbols)
+        res = UnitInterner(table, self.other_record, self.func_symbols)
         for n, i in enumerate(unit_indexes):
             u = self.units[i]
             s = self.scan(u)

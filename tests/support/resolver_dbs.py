@@ -11,10 +11,10 @@ import os
 import re
 from typing import Optional
 
-from conftest import CACHE, DEBIAN_RELEASE
+from scripts.realdata import CACHE, DEBIAN_RELEASE
 
-from bpftool_oracle import bpftool_dump
-from pahole_oracle import pahole_layouts
+from tests.support.bpftool_oracle import bpftool_dump
+from tests.support.pahole_oracle import pahole_layouts
 
 DB_CACHE_VERSION = "2"
 
@@ -22,9 +22,10 @@ DB_CACHE_VERSION = "2"
 def _key(path: str, extra: str = "") -> str:
     st = os.stat(path)
     raw = f"{os.path.abspath(path)}|{st.st_size}|{st.st_mtime_ns}|{extra}|{DB_CACHE_VERSION}"
-    src = os.path.join(os.path.dirname(__file__), "..", "dbhive", "store.py")
-    with open(src, "rb") as fh:                       # store changes invalidate the DBs
-        raw += hashlib.sha256(fh.read()).hexdigest()
+    root = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+    for name in ("store.py", "schema.py", "surftrace.py", "model.py"):
+        with open(os.path.join(root, "dbhive", name), "rb") as fh:   # changes invalidate DBs
+            raw += hashlib.sha256(fh.read()).hexdigest()
     return hashlib.sha256(raw.encode()).hexdigest()[:16]
 
 
@@ -47,7 +48,7 @@ def build_btf_db(btf_path: str, meta: dict, dest: Optional[str] = None) -> str:
 
 
 def running_meta() -> dict:
-    from resolver.select import running_identity
+    from resolver.choose import running_identity
     ident = running_identity()
     return {"release": ident.release, "arch": ident.arch, "build_id": ident.build_id or "",
             "flavour": "normal", "distro": "local"}

@@ -17,6 +17,8 @@ from typing import Optional
 
 from elftools.dwarf import enums as _E
 
+from ..leb128 import skip_leb128 as skip_leb, sleb128 as sleb, uleb128 as uleb  # noqa: F401
+
 TAG = {k[7:]: v for k, v in _E.ENUM_DW_TAG.items() if k.startswith("DW_TAG_")}
 AT = {k[6:]: v for k, v in _E.ENUM_DW_AT.items() if k.startswith("DW_AT_")}
 FORM = {k[8:]: v for k, v in _E.ENUM_DW_FORM.items() if k.startswith("DW_FORM_")}
@@ -34,45 +36,6 @@ class FormError(Exception):
     def __init__(self, msg: str, offset: Optional[int] = None):
         super().__init__(msg)
         self.offset = offset
-
-
-# ---------------------------------------------------------------------------
-# LEB128
-
-def uleb(d, o: int):
-    """(value, next offset)."""
-    b = d[o]
-    if b < 0x80:
-        return b, o + 1
-    v = b & 0x7F
-    shift = 7
-    while True:
-        o += 1
-        b = d[o]
-        v |= (b & 0x7F) << shift
-        if b < 0x80:
-            return v, o + 1
-        shift += 7
-
-
-def sleb(d, o: int):
-    v = 0
-    shift = 0
-    while True:
-        b = d[o]
-        o += 1
-        v |= (b & 0x7F) << shift
-        shift += 7
-        if b < 0x80:
-            if b & 0x40:
-                v -= 1 << shift
-            return v, o
-
-
-def skip_leb(d, o: int) -> int:
-    while d[o] & 0x80:
-        o += 1
-    return o + 1
 
 
 # ---------------------------------------------------------------------------
@@ -219,7 +182,7 @@ class Decoders:
         self.structs: dict = {}
         self._want_ats: dict = {}
         self.by_specs: dict = {}
-        self.plans: dict = {}        # dwarf_scan.Plan by abbreviation shape
+        self.plans: dict = {}        # scan.Plan by abbreviation shape
 
     def get(self, ab: Abbrev, want: tuple, addr_size: int, off_size: int, version: int,
             finish=None):
@@ -457,7 +420,7 @@ _STORE_FINISHERS: dict = {}
 def finish_store(kind: int, extra=None):
     """A record builder for a childless simple type DIE: `dec(d, o, cu, records, off)`
     stores the record tuple `(kind, [extra,] ...)` at `records[off]`.  `kind` is a
-    dwarf_scan R_* number; the fields follow dwarf_scan's record layouts."""
+    scan.py R_* number; the fields follow scan.py's record layouts."""
     key = (kind, extra)
     fn = _STORE_FINISHERS.get(key)
     if fn is None:

@@ -21,9 +21,9 @@ Key layouts (ids of referenced types marked *):
 """
 from __future__ import annotations
 
-from . import model as M
-from .dwarf_forms import FormError
-from .dwarf_scan import (R_ALIAS, R_ARRAY, R_BASE, R_ENUM, R_PROTO, R_PTR, R_QUAL, R_STRUCT,
+from .. import model as M
+from .forms import FormError
+from .scan import (R_ALIAS, R_ARRAY, R_BASE, R_ENUM, R_PROTO, R_PTR, R_QUAL, R_STRUCT,
                          R_SUB, R_TYPEDEF, R_UNSPEC)
 
 VOID_KEY = (M.VOID,)
@@ -95,7 +95,7 @@ def remap_key(key, m):
     return key
 
 
-class Resolver:
+class UnitInterner:
     """Turns the records of one unit at a time into interned keys.
 
     `other(off)` returns the record at a virtual offset outside the current unit (type

@@ -1,4 +1,4 @@
-"""Choosing the DB to answer from.
+"""Choosing the DB to answer from (`resolver --db/--hive/--release`, the server, the tracer).
 
 * `--db FILE`: that file.
 * `--release R [--arch A]`: the hive's DB for that kernel (a build-id, if given, must match).
@@ -13,17 +13,14 @@ from __future__ import annotations
 
 import os
 import re
-import sqlite3
-import struct
 from dataclasses import dataclass, field
 from typing import Optional
 
+from dbhive.errors import SchemaError
 from dbhive.hive import default_hive, iter_dbs  # noqa: F401 (default_hive re-exported)
+from dbhive.schema import check_version, read_meta as _read_meta
 
 from .errors import NoKernelDB
-
-NOTES = "/sys/kernel/notes"
-NT_GNU_BUILD_ID = 3
 
 
 @dataclass
@@ -41,65 +38,33 @@ class Choice:
     warnings: list = field(default_factory=list)
 
 
-def _iter_hive(hive: str):
-    """(path, arch_dir) of every DB in the hive, stable order."""
-    for e in iter_dbs(hive):
-        yield e.path, e.arch
-
-
 def read_meta(path: str) -> Optional[dict]:
+    """The meta of a DB this code can read, or None (not a DB, another schema version)."""
     try:
-        import urllib.parse
-        uri = "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
-        conn = sqlite3.connect(uri, uri=True)
-        try:
-            return dict(conn.execute("SELECT key, value FROM meta").fetchall())
-        finally:
-            conn.close()
-    except sqlite3.DatabaseError:
+        meta = _read_meta(path)
+        check_version(meta, path)
+        return meta
+    except SchemaError:
         return None
 
 
 def hive_entries(hive: str, arch: Optional[str] = None) -> list:
     """[(path, meta)] of the hive's readable DBs (optionally of one arch)."""
     out = []
-    for path, arch_dir in _iter_hive(hive):
-        if arch and arch_dir != arch:
+    for e in iter_dbs(hive):
+        if arch and e.arch != arch:
             continue
-        meta = read_meta(path)
+        meta = read_meta(e.path)
         if meta is not None:
-            out.append((path, meta))
+            out.append((e.path, meta))
     return out
 
 
-def gnu_build_id(notes: bytes) -> Optional[str]:
-    """The GNU build-id in an ELF note blob (/sys/kernel/notes), hex, or None."""
-    pos = 0
-    while pos + 12 <= len(notes):
-        namesz, descsz, ntype = struct.unpack_from("<III", notes, pos)
-        pos += 12
-        name = notes[pos:pos + namesz]
-        pos += (namesz + 3) & ~3
-        desc = notes[pos:pos + descsz]
-        pos += (descsz + 3) & ~3
-        if ntype == NT_GNU_BUILD_ID and name.rstrip(b"\0") == b"GNU":
-            return desc.hex()
-    return None
-
-
 def running_identity() -> Identity:
-    """release/arch/build-id of the running kernel: uname and /sys/kernel/notes.
-
-    Read here directly rather than through dbhive.identity, whose imports (ELF and archive
-    readers) would cost more than the whole lookup; tests check both agree."""
-    u = os.uname()
-    bid = None
-    try:
-        with open(NOTES, "rb") as fh:
-            bid = gnu_build_id(fh.read())
-    except OSError:
-        pass
-    return Identity(u.release, u.machine, bid)
+    """release/arch/build-id of the running kernel (uname and /sys/kernel/notes)."""
+    from dbhive.identity import running_kernel_identity
+    k = running_kernel_identity()
+    return Identity(k.release, k.arch, k.build_id or None)
 
 
 _DEBUG_RE = re.compile(r"(^|[+._-])debug($|[+._-])")
@@ -128,9 +93,8 @@ def choose_db(db: Optional[str] = None, hive: Optional[str] = None,
     if db:
         if not os.path.isfile(db):
             raise NoKernelDB(f"no such DB file: {db}")
-        meta = read_meta(db)
-        if meta is None:
-            raise NoKernelDB(f"{db} is not a dbhive kernel DB (no readable meta table)")
+        meta = _read_meta(db)
+        check_version(meta, db)
         return Choice(db, meta)
     hive = hive or default_hive()
     warnings = []

@@ -10,46 +10,41 @@ from __future__ import annotations
 import struct
 from typing import Optional
 
-from . import model as M
-
-BTF_MAGIC = 0xEB9F
-
-# kinds
-K_INT, K_PTR, K_ARRAY, K_STRUCT, K_UNION, K_ENUM, K_FWD, K_TYPEDEF = 1, 2, 3, 4, 5, 6, 7, 8
-K_VOLATILE, K_CONST, K_RESTRICT, K_FUNC, K_FUNC_PROTO, K_VAR, K_DATASEC = 9, 10, 11, 12, 13, 14, 15
-K_FLOAT, K_DECL_TAG, K_TYPE_TAG, K_ENUM64 = 16, 17, 18, 19
+from .. import model as M
+from ..errors import BtfError
+from . import kinds as K
+from .kinds import (ARRAY as K_ARRAY, CONST as K_CONST, DATASEC as K_DATASEC,
+                    DECL_TAG as K_DECL_TAG, ENUM as K_ENUM, ENUM64 as K_ENUM64, FLOAT as K_FLOAT,
+                    FUNC as K_FUNC, FUNC_PROTO as K_FUNC_PROTO, FUNC_STATIC, FWD as K_FWD,
+                    INT as K_INT, INT_BOOL, INT_CHAR, INT_SIGNED, PTR as K_PTR,
+                    RESTRICT as K_RESTRICT, STRUCT as K_STRUCT, TYPE_TAG as K_TYPE_TAG,
+                    TYPEDEF as K_TYPEDEF, UNION as K_UNION, VAR as K_VAR,
+                    VOLATILE as K_VOLATILE)
 
 _SIMPLE_REF = {K_PTR: M.PTR, K_TYPEDEF: M.TYPEDEF, K_VOLATILE: M.VOLATILE, K_CONST: M.CONST,
                K_RESTRICT: M.RESTRICT, K_TYPE_TAG: M.TYPE_TAG}
 
-INT_SIGNED, INT_CHAR, INT_BOOL = 1, 2, 4
-FUNC_STATIC = 0
-
-
-class BtfError(ValueError):
-    pass
-
 
 def read_btf(data: bytes, source: str = "BTF") -> M.TypeGraph:
     """Parse raw BTF bytes.  `source` names the input in error messages."""
-    if len(data) < 24:
+    if len(data) < K.HEADER_SIZE:
         raise BtfError(f"{source}: too short for a BTF header ({len(data)} bytes)")
     magic_le = struct.unpack_from("<H", data, 0)[0]
-    if magic_le == BTF_MAGIC:
+    if magic_le == K.MAGIC:
         bo = "<"
-    elif struct.unpack_from(">H", data, 0)[0] == BTF_MAGIC:
+    elif struct.unpack_from(">H", data, 0)[0] == K.MAGIC:
         bo = ">"
     else:
         raise BtfError(f"{source}: not BTF (magic 0x{magic_le:04x}, expected 0xeb9f)")
     version, _flags, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
         bo + "BBIIIII", data, 2)
-    if version != 1:
+    if version != K.VERSION:
         raise BtfError(f"{source}: unsupported BTF version {version}")
     types_start = hdr_len + type_off
     types_end = types_start + type_len
     strs_start = hdr_len + str_off
     strs_end = strs_start + str_len
-    if hdr_len < 24 or types_end > len(data) or strs_end > len(data):
+    if hdr_len < K.HEADER_SIZE or types_end > len(data) or strs_end > len(data):
         raise BtfError(f"{source}: truncated (header says {max(types_end, strs_end)} bytes, "
                        f"file has {len(data)})")
     return _Parser(data, bo, types_start, types_end, strs_start, strs_end, source).parse()
@@ -101,6 +96,9 @@ class _Parser:
         enum32u = struct.Struct(bo + "II")
         enum64 = struct.Struct(bo + "III")
         string = self.string
+        KIND_SHIFT, KIND_MASK, VLEN_MASK, KFLAG_SHIFT = (K.KIND_SHIFT, K.KIND_MASK, K.VLEN_MASK,
+                                                         K.KFLAG_SHIFT)
+        BF_SHIFT, OFF_MASK = K.MEMBER_BITFIELD_SHIFT, K.MEMBER_OFFSET_MASK
 
         # First pass builds records with BTF ids; model ids are assigned after, because
         # VAR/DATASEC/DECL_TAG/FUNC records are not types in the model.
@@ -114,21 +112,21 @@ class _Parser:
             name_off, info, size_type = hdr.unpack_from(data, pos)
             rec_pos = pos
             pos += 12
-            kind = (info >> 24) & 0x1F
-            vlen = info & 0xFFFF
-            kflag = info >> 31
+            kind = (info >> KIND_SHIFT) & KIND_MASK
+            vlen = info & VLEN_MASK
+            kflag = info >> KFLAG_SHIFT
             name = string(name_off)
             if kind == K_INT:
                 (enc,) = u32.unpack_from(data, pos)
                 pos += 4
-                encoding = (enc >> 24) & 0xF
+                encoding = (enc >> K.INT_ENCODING_SHIFT) & 0xF
                 signed = bool(encoding & INT_SIGNED)
                 t = M.Type(M.INT, name, size_type, signed=signed,
                            encoding="bool" if encoding & INT_BOOL else
                            "char" if encoding & INT_CHAR else
                            "signed" if signed else "unsigned")
                 # without kind_flag a bitfield's width/extra offset live in its INT type
-                bits, bit_off = enc & 0xFF, (enc >> 16) & 0xFF
+                bits, bit_off = enc & 0xFF, (enc >> K.INT_OFFSET_SHIFT) & 0xFF
                 if bits != size_type * 8 or bit_off:
                     int_bits[btf_id] = (bit_off, bits)
                 records.append(t)
@@ -142,8 +140,8 @@ class _Parser:
                 members = []
                 for mname_off, mtype, moff in arr.iter_unpack(data[pos:pos + 12 * vlen]):
                     if kflag:
-                        members.append(M.Member(string(mname_off), mtype, moff & 0xFFFFFF,
-                                                moff >> 24))
+                        members.append(M.Member(string(mname_off), mtype, moff & OFF_MASK,
+                                                moff >> BF_SHIFT))
                     else:
                         members.append(M.Member(string(mname_off), mtype, moff, 0))
                 pos += 12 * vlen

@@ -14,13 +14,10 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
-import sys
 
-HERE = os.path.dirname(os.path.abspath(__file__))
-ROOT = os.path.dirname(HERE)
-sys.path.insert(0, os.path.join(ROOT, "scripts"))
+from scripts import go_toolchains as tc
 
-import go_toolchains as tc  # noqa: E402
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 SRC = os.path.join(ROOT, "data", "go-src")
 GOPATH_PROGRAMS = {"grpcapp", "xnetapp", "offsetprobe"}

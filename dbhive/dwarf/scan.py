@@ -11,7 +11,7 @@ Records (tuples; first element is the record kind, offsets are virtual DIE offse
   (R_BASE, name, size, dw_encoding)        (R_UNSPEC, name)
   (R_PTR, target, size)    (R_QUAL, model_kind, target)    (R_TYPEDEF, name, target)
   (R_STRUCT, model_kind, name, size, declaration, members)
-        members: flat [name, type, bit_offset, bit_size, ...] (see dwarf_forms.FINISH_MEMBER)
+        members: flat [name, type, bit_offset, bit_size, ...] (see forms.FINISH_MEMBER)
   (R_ENUM, name, size, declaration, flat [name, value, ...], underlying type)
   (R_ARRAY, element, [nelems per dimension])
   (R_PROTO, return, flat [name, type, abstract_origin, ...], variadic)
@@ -21,8 +21,8 @@ Records (tuples; first element is the record kind, offsets are virtual DIE offse
 """
 from __future__ import annotations
 
-from . import model as M
-from .dwarf_forms import (AT, FINISH_ENUMERATOR, FINISH_MEMBER, FINISH_PARAM, TAG, finish_store,
+from .. import model as M
+from .forms import (AT, FINISH_ENUMERATOR, FINISH_MEMBER, FINISH_PARAM, TAG, finish_store,
                           WANT_ENUMERATOR, WANT_MEMBER, WANT_PARAM, WANT_SIBLING,
                           WANT_SUBPROGRAM, WANT_SUBRANGE, WANT_TYPE, FormError, uleb)
 

@@ -6,7 +6,7 @@ import os
 import struct
 from typing import Optional
 
-from .dwarf_forms import FormError, sleb, uleb
+from .forms import FormError, sleb, uleb
 
 DW_UT_compile, DW_UT_type, DW_UT_partial, DW_UT_skeleton = 1, 2, 3, 4
 DW_UT_split_compile, DW_UT_split_type = 5, 6
@@ -25,8 +25,8 @@ class Unit:
         return f"<Unit {self.sec}+0x{self.offset:x} v{self.version} {self.name!r}>"
 
 
-def iter_unit_headers(d, sec: str, space: int, is_types: bool = False):
-    """Yield a Unit for every unit header in section bytes `d`."""
+def iter_unit_headers(d, sec: str, space: int, is_types: bool = False, endian: str = "<"):
+    """Yield a Unit for every unit header in section bytes `d` (`endian`: "<" or ">")."""
     o = 0
     n = len(d)
     while o < n:
@@ -34,9 +34,9 @@ def iter_unit_headers(d, sec: str, space: int, is_types: bool = False):
         u.sec, u.space, u.offset = sec, space, o
         if o + 11 > n:
             raise FormError("truncated unit header", o)
-        length, = struct.unpack_from("<I", d, o)
+        length, = struct.unpack_from(endian + "I", d, o)
         if length == 0xFFFFFFFF:
-            length, = struct.unpack_from("<Q", d, o + 4)
+            length, = struct.unpack_from(endian + "Q", d, o + 4)
             u.off_size, p = 8, o + 12
         elif length >= 0xFFFFFFF0:
             raise FormError(f"reserved unit length 0x{length:x}", o)
@@ -45,9 +45,9 @@ def iter_unit_headers(d, sec: str, space: int, is_types: bool = False):
         u.end = p + length
         if u.end > n:
             raise FormError("unit runs past the end of the section", o)
-        u.version, = struct.unpack_from("<H", d, p)
+        u.version, = struct.unpack_from(endian + "H", d, p)
         p += 2
-        osz = "<I" if u.off_size == 4 else "<Q"
+        osz = endian + ("I" if u.off_size == 4 else "Q")
         u.type_sig = u.type_offset = None
         if u.version >= 5:
             u.unit_type, u.addr_size = d[p], d[p + 1]
@@ -56,7 +56,7 @@ def iter_unit_headers(d, sec: str, space: int, is_types: bool = False):
             if u.unit_type in (DW_UT_skeleton, DW_UT_split_compile):
                 p += 8
             elif u.unit_type in (DW_UT_type, DW_UT_split_type):
-                u.type_sig, = struct.unpack_from("<Q", d, p)
+                u.type_sig, = struct.unpack_from(endian + "Q", d, p)
                 u.type_offset, = struct.unpack_from(osz, d, p + 8)
                 p += 8 + u.off_size
         elif 2 <= u.version <= 4:
@@ -66,7 +66,7 @@ def iter_unit_headers(d, sec: str, space: int, is_types: bool = False):
             u.unit_type = DW_UT_compile
             if is_types:
                 u.unit_type = DW_UT_type
-                u.type_sig, = struct.unpack_from("<Q", d, p)
+                u.type_sig, = struct.unpack_from(endian + "Q", d, p)
                 u.type_offset, = struct.unpack_from(osz, d, p + 8)
                 p += 8 + u.off_size
         else:

@@ -1,0 +1,188 @@
+"""The kernel DB's schema, declared once: the writer (store.py) creates tables and inserts
+rows from these declarations, and every reader (the resolver, `dbhive show/list`, the
+server, tests) selects the columns named here and opens DBs through `open_db`, which checks
+the schema version.
+
+Two faces in one DB:
+  * `meta` and our normalized tables (`kt_*`), holding the type graph exactly;
+  * the five surftrace tables (`files`, `funs`, `structs`, `members`, `types`) described in
+    shared/docs/surftrace-db-contract.md, which the unmodified surftrace client reads.
+
+Plain data rather than an ORM: the resolver must open a DB and answer its first query in a
+millisecond or so, and every statement here is constant text with `?` parameters.
+"""
+from __future__ import annotations
+
+import os
+import sqlite3
+import urllib.parse
+from typing import NamedTuple
+
+from .errors import SchemaError
+
+# Bump when a table or a column changes meaning; readers refuse other versions.
+SCHEMA_VERSION = "1"
+
+
+class Table(NamedTuple):
+    name: str
+    columns: tuple              # ((name, SQL type and constraints), ...)
+    primary_key: tuple = ()     # composite primary key (column names), if any
+    without_rowid: bool = False
+    indexes: tuple = ()         # ((index name, (column, ...)), ...)
+
+    @property
+    def column_names(self) -> tuple:
+        return tuple(c for c, _ in self.columns)
+
+
+META = Table("meta", (("key", "TEXT PRIMARY KEY"), ("value", "TEXT")))
+KT_TYPES = Table("kt_types", (
+    ("id", "INTEGER PRIMARY KEY"), ("kind", "TEXT NOT NULL"), ("name", "TEXT"),
+    ("size", "INTEGER"), ("ref", "INTEGER"), ("nelems", "INTEGER"), ("variadic", "INTEGER"),
+    ("signed", "INTEGER"), ("encoding", "TEXT"), ("origin", "TEXT"), ("spelling", "TEXT")),
+    indexes=(("kt_types_name", ("name", "kind")),))
+KT_MEMBERS = Table("kt_members", (
+    ("type_id", "INTEGER NOT NULL"), ("idx", "INTEGER NOT NULL"), ("name", "TEXT"),
+    ("member_type", "INTEGER NOT NULL"), ("bit_offset", "INTEGER NOT NULL"),
+    ("bit_size", "INTEGER NOT NULL")),
+    primary_key=("type_id", "idx"), without_rowid=True)
+KT_ENUMERATORS = Table("kt_enumerators", (
+    ("type_id", "INTEGER NOT NULL"), ("idx", "INTEGER NOT NULL"), ("name", "TEXT"),
+    ("value", "TEXT")),          # decimal text: enum64 values exceed SQLite's INTEGER
+    primary_key=("type_id", "idx"), without_rowid=True)
+KT_PARAMS = Table("kt_params", (
+    ("proto_id", "INTEGER NOT NULL"), ("idx", "INTEGER NOT NULL"), ("name", "TEXT"),
+    ("param_type", "INTEGER NOT NULL")),
+    primary_key=("proto_id", "idx"), without_rowid=True)
+KT_FUNCTIONS = Table("kt_functions", (
+    ("id", "INTEGER PRIMARY KEY"), ("name", "TEXT NOT NULL"), ("proto", "INTEGER NOT NULL"),
+    ("static", "INTEGER NOT NULL"), ("file", "TEXT"), ("line", "INTEGER"), ("module", "TEXT")),
+    indexes=(("kt_functions_name", ("name",)),))
+# ---- the surftrace contract ----
+FILES = Table("files", (("id", "INTEGER PRIMARY KEY"), ("file", "TEXT")))
+FUNS = Table("funs", (
+    ("func", "TEXT"), ("args", "TEXT"), ("ret", "TEXT"), ("line", "INTEGER"),
+    ("fid", "INTEGER"), ("module", "TEXT")),
+    indexes=(("funs_func", ("func",)),))
+STRUCTS = Table("structs", (
+    ("id", "INTEGER PRIMARY KEY"), ("name", "TEXT"), ("members", "INTEGER"),
+    ("bytes", "INTEGER")),
+    indexes=(("structs_name", ("name",)),))
+MEMBERS = Table("members", (
+    ("fid", "INTEGER"), ("types", "TEXT"), ("name", "TEXT"), ("offset", "INTEGER"),
+    ("bytes", "INTEGER"), ("bits", "TEXT")),
+    indexes=(("members_fid", ("fid",)),))
+TYPES = Table("types", (
+    ("id", "INTEGER PRIMARY KEY"), ("name", "TEXT"), ("alias", "TEXT"), ("bytes", "INTEGER")),
+    indexes=(("types_name", ("name",)),))
+
+TABLES = (META, KT_TYPES, KT_MEMBERS, KT_ENUMERATORS, KT_PARAMS, KT_FUNCTIONS,
+          FILES, FUNS, STRUCTS, MEMBERS, TYPES)
+SURFTRACE_TABLES = (FILES, FUNS, STRUCTS, MEMBERS, TYPES)
+BY_NAME = {t.name: t for t in TABLES}
+
+
+# ---- statements ---------------------------------------------------------------------------
+
+def create_table_sql(t: Table) -> str:
+    cols = [f"{c} {decl}" for c, decl in t.columns]
+    if t.primary_key:
+        cols.append(f"PRIMARY KEY ({', '.join(t.primary_key)})")
+    return (f"CREATE TABLE {t.name} ({', '.join(cols)})"
+            + (" WITHOUT ROWID" if t.without_rowid else ""))
+
+
+def create_index_sql(t: Table) -> list:
+    return [f"CREATE INDEX {name} ON {t.name} ({', '.join(cols)})" for name, cols in t.indexes]
+
+
+def insert_sql(t: Table) -> str:
+    """Positional INSERT: rows are tuples in the table's column order."""
+    return (f"INSERT INTO {t.name} ({', '.join(t.column_names)}) "
+            f"VALUES ({', '.join('?' * len(t.columns))})")
+
+
+def select_sql(t: Table, columns=None, where: str = "", order: str = "") -> str:
+    """`SELECT <columns> FROM <table> [WHERE ...] [ORDER BY ...]`; `where` uses `?`
+    placeholders only (values are never formatted into SQL).  Unknown columns are a bug."""
+    cols = tuple(columns) if columns else t.column_names
+    unknown = [c for c in cols if c.split()[0] not in t.column_names]
+    if unknown:
+        raise AssertionError(f"{t.name} has no column {unknown[0]!r}")
+    sql = f"SELECT {', '.join(cols)} FROM {t.name}"
+    if where:
+        sql += f" WHERE {where}"
+    if order:
+        sql += f" ORDER BY {order}"
+    return sql
+
+
+# ---- opening ------------------------------------------------------------------------------
+
+def ro_uri(path: str) -> str:
+    return "file:" + urllib.parse.quote(os.path.abspath(path)) + "?mode=ro"
+
+
+def connect_ro(path: str, threads: bool = False) -> sqlite3.Connection:
+    """A read-only connection (SchemaError if the file is not an SQLite DB)."""
+    try:
+        conn = sqlite3.connect(ro_uri(path), uri=True, check_same_thread=not threads)
+        conn.execute("SELECT 1 FROM sqlite_master LIMIT 1").fetchall()
+    except sqlite3.DatabaseError as e:
+        raise SchemaError(f"{path} is not a dbhive kernel DB ({e})") from None
+    return conn
+
+
+_SQL_META = select_sql(META, ("key", "value"))
+
+
+def read_meta_conn(conn: sqlite3.Connection, path: str) -> dict:
+    try:
+        return dict(conn.execute(_SQL_META).fetchall())
+    except sqlite3.DatabaseError as e:
+        raise SchemaError(f"{path} is not a dbhive kernel DB ({e})") from None
+
+
+def check_version(meta: dict, path: str) -> None:
+    """SchemaError unless the DB was written with this schema version."""
+    v = meta.get("schema_version")
+    if v is None:
+        raise SchemaError(f"{path} is not a dbhive kernel DB (its meta table has no "
+                          f"schema_version)")
+    if v != SCHEMA_VERSION:
+        raise SchemaError(f"{path} has schema version {v}; this dbhive reads version "
+                          f"{SCHEMA_VERSION}: rebuild it with `dbhive build`")
+
+
+def open_db(path: str, threads: bool = False) -> tuple:
+    """(read-only connection, meta) of a dbhive DB whose schema version this code reads.
+    SchemaError (one line naming the file) for anything else."""
+    conn = connect_ro(path, threads)
+    try:
+        meta = read_meta_conn(conn, path)
+        check_version(meta, path)
+        missing = [t.name for t in TABLES if t is not META and t.name not in _table_names(conn)]
+        if missing:
+            raise SchemaError(f"{path} is damaged or incomplete (no table {missing[0]})")
+    except BaseException:
+        conn.close()
+        raise
+    return conn, meta
+
+
+def _table_names(conn: sqlite3.Connection) -> set:
+    try:
+        return {r[0] for r in conn.execute(
+            "SELECT name FROM sqlite_master WHERE type = 'table'")}
+    except sqlite3.DatabaseError:
+        return set()
+
+
+def read_meta(path: str) -> dict:
+    """The meta table of a DB file (any schema version).  SchemaError if unreadable."""
+    conn = connect_ro(path)
+    try:
+        return read_meta_conn(conn, path)
+    finally:
+        conn.close()
