@@ -1,7 +1,7 @@
 #!/usr/bin/env python3
 """Benchmark: `tracer vm-verify` on Debian's 5.10 and 6.1 cloud kernels under QEMU (TCG).
 
-    .venv/bin/python bench/bench_vm.py [--runs N] [--kernels 5.10,6.1] [--cold] [--initramfs]
+    .venv/bin/python -m bench.bench_vm [--runs N] [--kernels 5.10,6.1] [--cold] [--initramfs]
 
 Reports, for a cached run of each kernel (median of N, the kernels alternating): boot to the
 initramfs's busybox shell (the anchor: the bare boot the issue measured at ~3 s) and to the
@@ -27,12 +27,8 @@ import sys
 import tempfile
 import time
 
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
-
-import vm_support as S  # noqa: E402
-from tracer.vm import image, kernel, qemu, verify  # noqa: E402
+from tests.support import vm as S
+from tracer.vm import image, kernel, qemu, verify
 
 NAMES = {"5.10": S.R510, "6.1": S.R61}
 
@@ -179,7 +175,7 @@ def main() -> None:
     ap.add_argument("--initramfs", action="store_true")
     a = ap.parse_args()
     names = a.kernels.split(",")
-    from go_builds import binary
+    from tests.support.go_builds import binary
     go_probe = binary("1.24", "tracerprobe", "dwarf")
     hive = S.hive()
     ks = kernels_for(names)

@@ -3,7 +3,7 @@ QEMU (TCG here), each DB built by `dbhive build <-dbg .deb> --source dwarf`, the
 inside the booted kernel with its BTF ignored.
 
 One boot per kernel: every in-guest check of this file is a step of that boot (see
-vm_support.boot_job).  5.10 is booted from local files (vmlinuz + unpacked modules and
+tests/support/vm.py's boot_job).  5.10 is booted from local files (vmlinuz + unpacked modules and
 headers), 6.1 from its package name, so both user forms boot for real.
 
 Oracles: the guest kernel's own BTF (/sys/kernel/btf/vmlinux, read in the guest), the .BTF
@@ -23,9 +23,8 @@ import time
 
 import pytest
 
-from conftest import need_tool
-
-import vm_support as S
+from tests.support import need_tool
+from tests.support import vm as S
 from tracer.vm import VMError, image, kernel, qemu, verify
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
@@ -44,7 +43,7 @@ def vm_hive():
 
 @pytest.fixture(scope="session")
 def go_probe():
-    from go_builds import binary
+    from tests.support.go_builds import binary
     return binary("1.24", "tracerprobe", "dwarf")
 
 

@@ -52,7 +52,7 @@ def hive_dbs(hive: str, release: str) -> list:
     """(path, path relative to the hive) of the hive's DBs for RELEASE (every build of it:
     the guest's tracer picks among them by build-id)."""
     from dbhive.hive import iter_dbs
-    from resolver.select import read_meta
+    from resolver.choose import read_meta
     if not os.path.isdir(hive):
         raise NoDB(f"no such hive directory: {hive}")
     out = []

@@ -17,7 +17,7 @@ import os
 import sys
 
 from resolver import Resolver, ResolverError
-from resolver.select import running_identity
+from resolver.choose import running_identity
 
 BTF = "/sys/kernel/btf/vmlinux"
 

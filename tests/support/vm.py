@@ -15,13 +15,13 @@ import sqlite3
 import subprocess
 import sys
 
-from conftest import CACHE, deb_member, fetch_deb
+from scripts.realdata import CACHE, deb_member, fetch_deb
 
 from tracer.vm import debs, image, kernel, qemu, verify
 from tracer.vm.cache import build_once, key_of
 
 VM_CACHE = os.path.join(CACHE, "vm")
-ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DBHIVE = os.path.join(os.path.dirname(sys.executable), "dbhive")
 
 R510 = "5.10.0-32-cloud-amd64"
@@ -61,7 +61,7 @@ def dbg_btf(release: str) -> str:
 def _dbhive_digest() -> str:
     """The builder's sources: a change to them rebuilds the cached hive."""
     h = hashlib.sha256()
-    for path in sorted(glob.glob(os.path.join(ROOT, "dbhive", "*.py"))):
+    for path in sorted(glob.glob(os.path.join(ROOT, "dbhive", "**", "*.py"), recursive=True)):
         with open(path, "rb") as fh:
             h.update(fh.read())
     return h.hexdigest()
