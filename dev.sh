@@ -1,6 +1,7 @@
 #!/usr/bin/env bash
 # Set up everything on a fresh Debian machine (root) and run a job:
-#   ./dev.sh demo   build the DB of the running kernel from its own BTF, show some offsets
+#   ./dev.sh demo   build the DB of the running kernel from its own BTF, show some offsets, and
+#                   (root + bcc) prove that DB on the live kernel: tracer verify --ignore-btf
 #   ./dev.sh test   run the whole test suite (downloads and caches real packages)
 set -euo pipefail
 cd "$(dirname "$0")"
@@ -23,6 +24,26 @@ setup() {
     echo "$want" > "$stamp"
 }
 
+# bcc compiles against the kernel headers at /lib/modules/$(uname -r)/build.  A kernel with no
+# headers package of its own (this project's CI kernel) gets Debian's 6.1 headers, which
+# scripts/apt-packages.txt installs: the tracer's programs include no kernel struct headers,
+# only what bcc's own helpers need.
+kernel_headers() {
+    local base="/lib/modules/$(uname -r)"
+    local hdr=/usr/src/linux-headers-6.1.0-47-cloud-amd64 common=/usr/src/linux-headers-6.1.0-47-common
+    [ -e "$base/build" ] && return 0
+    if [ "$(id -u)" != 0 ] || [ ! -d "$hdr" ]; then return 0; fi
+    mkdir -p "$base"
+    ln -sfn "$hdr" "$base/build"
+    [ -e "$base/source" ] || ln -sfn "$common" "$base/source"
+    echo "dev.sh: $base/build was missing: linked it to $hdr (and source to $common) for bcc" >&2
+}
+
+# why the tracer cannot run here (empty when it can)
+tracer_unavailable() {
+    .venv/bin/python -c 'from tracer.kernel import bpf_available as b; print(b() or "")'
+}
+
 setup
 case "$job" in
     demo)
@@ -31,8 +52,21 @@ case "$job" in
         .venv/bin/dbhive list --hive "$hive"
         .venv/bin/resolver offset --hive "$hive" task_struct.files sock.__sk_common.skc_family \
             file.f_path.dentry dentry.d_name.name
+        # BTF -> DB -> maps -> proof: the tracer fills its maps from the DB just built (as on a
+        # kernel without BTF) and checks every offset on the live kernel, Go side included.
+        why=$(tracer_unavailable)
+        if [ -n "$why" ]; then
+            echo "dev.sh: skipping 'tracer verify --ignore-btf': $why"
+        else
+            kernel_headers
+            probe=$(.venv/bin/python -c 'import sys; sys.path[:0] = ["tests", "scripts"]
+from go_builds import binary; print(binary("1.19", "tracerprobe", "strip"))' 2>/dev/null) || probe=""
+            [ -n "$probe" ] || echo "dev.sh: no Go toolchain: tracer verify runs without its Go checks"
+            .venv/bin/tracer verify --ignore-btf --hive "$hive" ${probe:+--go-probe "$probe"}
+        fi
         ;;
     test)
+        kernel_headers
         exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
         ;;
     *)

@@ -8,8 +8,6 @@ from __future__ import annotations
 import json
 import os
 import sys
-from typing import Optional
-
 import click
 
 from .kernel import SYS_BTF, TracerError, bpf_available, check_supported, running, tracefs

@@ -43,11 +43,11 @@ class EventReader:
 
     def __init__(self, b, on_event: Optional[Callable[[dict], None]] = None, pages: int = 64):
         self.b = b
-        self.leaf = b["sys_calls"].Leaf        # the same struct tracer_event, typed by bcc
+        self.leaf = b[b"sys_calls"].Leaf        # the same struct tracer_event, typed by bcc
         self.queue: Deque[dict] = deque(maxlen=100000)
         self.lost = 0
         self.on_event = on_event
-        b["events"].open_perf_buffer(self._cb, page_cnt=pages, lost_cb=self._lost)
+        b[b"events"].open_perf_buffer(self._cb, page_cnt=pages, lost_cb=self._lost)
 
     def _cb(self, cpu, data, size):
         ev = decode(self.leaf, data)

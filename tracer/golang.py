@@ -4,12 +4,18 @@ in proc_info_map, and probed with plain uprobes on the entry and on every RET of
 crypto/tls.(*Conn).Write and .Read (never uretprobes: Go moves goroutine stacks).
 
 Probes are per binary (a uprobe sits on the file's inode and fires in every process that maps
-it); they are detached when the last followed process of that binary is gone.
+it); they are detached when no followed process of that binary has been left for LINGER_S
+seconds (short-lived processes of one binary come and go without re-attaching: removing a
+uprobe costs the kernel an RCU grace period, ~0.1 s each on 6.18), by a background thread so
+that following goes on meanwhile.
 """
 from __future__ import annotations
 
 import hashlib
+import itertools
 import os
+import queue
+import threading
 import time
 from collections import OrderedDict
 from dataclasses import dataclass, field
@@ -20,6 +26,7 @@ from . import fields as F
 
 Identity = Tuple[int, int, int, int]       # st_dev, st_ino, st_size, st_mtime_ns
 CACHE_MAX = 1024
+LINGER_S = 3.0
 # Go's linux/amd64 TLS slot for g (runtime.tlsg): g is at -8 from the FS base, in every
 # release (the linker rewrites TLS accesses to -8(FS)).
 AMD64_G_TLS = -8
@@ -45,6 +52,7 @@ class Analysis:
     anchor: Optional[Tuple[int, int]] = None   # (vaddr, file offset) of a probed function
     probes: List[Tuple[str, int]] = field(default_factory=list)   # (program, file offset)
     warnings: List[str] = field(default_factory=list)
+    crashed: bool = False                    # the analysis raised: worth telling the user
 
     @property
     def ok(self) -> bool:
@@ -74,6 +82,11 @@ def analyze(path: str, identity: Identity, machine: str) -> Analysis:
         return Analysis(identity, path, error=str(e) or "not a Go binary")
     except (OSError, ValueError) as e:      # ElfError is a ValueError: not an ELF we can read
         return Analysis(identity, path, error=f"{path}: {e}")
+    except Exception as e:
+        # A binary the resolver cannot read (truncated, being written, unknown layout) must
+        # not stop the tracer following every other process: it is reported, not followed.
+        return Analysis(identity, path, error=f"{path}: the Go analysis failed: "
+                                              f"{type(e).__name__}: {e}", crashed=True)
     a = Analysis(identity, path, version=rep.version, pie=rep.pie, warnings=list(rep.warnings))
     if rep.arch != GO_ARCH.get(machine):
         a.error = f"{path}: a {rep.arch} binary on {machine}"
@@ -182,6 +195,22 @@ def load_bias(pid: int, a: Analysis) -> Optional[int]:
     return None
 
 
+def children(pid: int) -> List[int]:
+    """Child processes of pid (CONFIG_PROC_CHILDREN; empty where the kernel lacks it)."""
+    out: List[int] = []
+    try:
+        tasks = os.listdir(f"/proc/{pid}/task")
+    except OSError:
+        return out
+    for tid in tasks:
+        try:
+            with open(f"/proc/{pid}/task/{tid}/children") as fh:
+                out += [int(x) for x in fh.read().split()]
+        except (OSError, ValueError):
+            pass
+    return out
+
+
 def pids() -> List[int]:
     return [int(d) for d in os.listdir("/proc") if d.isdigit()]
 
@@ -193,6 +222,46 @@ class Binary:
     analysis: Analysis
     events: List[bytes]          # uprobe event names attached
     pids: Set[int] = field(default_factory=set)
+    idle_since: Optional[float] = None       # when its last process went
+
+
+class Detacher:
+    """Closes uprobe perf events off the main loop (each close waits for the kernel)."""
+
+    def __init__(self):
+        self.q: "queue.Queue" = queue.Queue()
+        self._busy = 0
+        self._lock = threading.Lock()
+        self._thread = threading.Thread(target=self._run, name="uprobe-detach", daemon=True)
+        self._thread.start()
+
+    def put(self, items: List[Tuple[bytes, int]]) -> None:
+        with self._lock:
+            self._busy += len(items)
+        for it in items:
+            self.q.put(it)
+
+    @property
+    def pending(self) -> int:
+        with self._lock:
+            return self._busy
+
+    def _run(self) -> None:
+        import bcc
+        while True:
+            ev, fd = self.q.get()
+            try:
+                bcc.lib.bpf_close_perf_event_fd(fd)
+                bcc.lib.bpf_detach_uprobe(ev)        # the tracefs event (kernels < 4.17)
+            finally:
+                with self._lock:
+                    self._busy -= 1
+
+    def wait(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while self.pending and time.monotonic() < deadline:
+            time.sleep(0.02)
+        return not self.pending
 
 
 @dataclass
@@ -221,22 +290,27 @@ class GoFollower:
         self.procs: Dict[int, Proc] = {}
         self.pending: Dict[int, float] = {}
         self._last_reconcile = time.monotonic()
+        self._gen = itertools.count(1)
+        self.detacher = Detacher()
 
     # -- analysis, cached by file identity
-    def analysis(self, pid: int, ident: Identity) -> Optional[Analysis]:
+    def analysis(self, pid: int, ident: Identity) -> Tuple[Optional[Analysis], bool]:
+        """(the analysis of pid's binary or None, whether it came from the cache)."""
         a = self.cache.get(ident)
         if a is not None:
             self.cache.move_to_end(ident)
-            return a
+            return a, True
         path = exe_path(pid)
         if path is None:
-            return None
+            return None, False
         a = analyze(path, ident, self.machine)
         self.analyses += 1
+        if a.crashed:
+            self.log(f"pid {pid}: {a.error}")
         self.cache[ident] = a
         while len(self.cache) > CACHE_MAX:
             self.cache.popitem(last=False)
-        return a
+        return a, False
 
     def proc_info(self, pid: int, a: Analysis) -> Optional[F.GoProcInfo]:
         bias = load_bias(pid, a)
@@ -256,7 +330,7 @@ class GoFollower:
         ident = identity(pid)
         if ident is None:
             return False
-        a = self.analysis(pid, ident)
+        a, cached = self.analysis(pid, ident)
         if a is None or not a.ok:
             return False
         if a.flags & F.GO_G_TLS and not self.tls_g:
@@ -267,21 +341,49 @@ class GoFollower:
         if info is None:
             return False
         started = start_time(pid)
-        B.put_proc_info(self.b, pid, info.pack())
+        try:
+            B.put_proc_info(self.b, pid, info.pack())
+        except Exception as e:                    # bcc: "Could not update table" (map full)
+            self.log(f"pid {pid}: proc_info_map update failed: {e}")
+            return False
         binary = self.binaries.get(ident)
-        if binary is None:
+        if binary is not None:
+            binary.idle_since = None
+        else:
+            # Attach through an fd of the file itself: the kernel resolves the path at attach
+            # time, and /proc/self/fd/N stays valid if pid exits meanwhile.
             path = exe_path(pid)
             try:
-                events = self._attach(path, a)
+                fd = os.open(path, os.O_RDONLY | os.O_CLOEXEC) if path else -1
+            except OSError:
+                fd = -1
+            if fd < 0:                            # it exited meanwhile
+                B.del_proc_info(self.b, pid)
+                return False
+            try:
+                st = os.fstat(fd)
+                if (st.st_dev, st.st_ino, st.st_size, st.st_mtime_ns) != ident:
+                    raise OSError("the file changed since it was analysed")
+                events = self._attach(f"/proc/self/fd/{fd}", a)
             except OSError as e:
                 B.del_proc_info(self.b, pid)
                 self.log(f"pid {pid}: attaching uprobes to {path} failed: {e}")
                 return False
+            finally:
+                os.close(fd)
             binary = self.binaries[ident] = Binary(a, events)
         binary.pids.add(pid)
         self.procs[pid] = Proc(pid, ident, started)
         self.notify({"event": "go_attach", "pid": pid, "binary": a.path, "version": a.version,
-                     "uprobes": len(binary.events), "new_binary": len(binary.pids) == 1})
+                     "uprobes": len(binary.events), "new_binary": len(binary.pids) == 1,
+                     "analysed": not cached})
+        # children forked (without exec) before this process was followed: the fork
+        # tracepoint reported them while pid was not in proc_info_map yet
+        for child in children(pid):
+            if child not in self.procs and identity(child) == ident and is_process(child):
+                if self.only is not None:
+                    self.only.add(child)
+                self.add(child)
         return True
 
     def remove(self, pid: int, why: str = "exit") -> None:
@@ -294,21 +396,21 @@ class GoFollower:
         if binary is None:
             return
         binary.pids.discard(pid)
-        detached = 0
         if not binary.pids:
-            detached = self._detach(binary)
-            del self.binaries[p.identity]
-        self.notify({"event": "go_detach", "pid": pid, "why": why, "uprobes_detached": detached})
+            binary.idle_since = time.monotonic()
+        self.notify({"event": "go_detach", "pid": pid, "why": why,
+                     "last_of_binary": not binary.pids})
 
     # -- uprobes
     def _attach(self, path: str, a: Analysis) -> List[bytes]:
         import bcc
         tag = hashlib.sha1(repr(a.identity).encode()).hexdigest()[:8]
+        gen = next(self._gen)           # a re-attach never reuses a name still being removed
         names: List[bytes] = []
         try:
             for prog, off in a.probes:
-                fn = self.b.load_func(prog.encode(), bcc.BPF.KPROBE)
-                ev = f"dbh_{tag}_{off:x}".encode()
+                fn = B.load(self.b, prog)
+                ev = f"dbh_{tag}_{gen}_{off:x}".encode()
                 fd = bcc.lib.bpf_attach_uprobe(fn.fd, 0, ev, path.encode(), off, -1)
                 if fd < 0:
                     raise OSError(f"uprobe at file offset {off:#x} ({prog})")
@@ -321,13 +423,24 @@ class GoFollower:
         return names
 
     def _detach(self, binary: Binary) -> int:
-        n = 0
+        """Hand the binary's uprobes to the detacher; how many."""
+        items = []
         for ev in binary.events:
-            if ev in self.b.uprobe_fds:
-                self.b.detach_uprobe_event(ev)
-                n += 1
+            fd = self.b.uprobe_fds.get(ev)
+            if fd is not None:
+                self.b._del_uprobe_fd(ev)
+                items.append((ev, fd))
         binary.events = []
-        return n
+        self.detacher.put(items)
+        return len(items)
+
+    def detach_idle(self, now: float, linger: float = LINGER_S) -> None:
+        for ident, binary in list(self.binaries.items()):
+            if binary.idle_since is not None and now - binary.idle_since >= linger:
+                n = self._detach(binary)
+                del self.binaries[ident]
+                self.notify({"event": "go_uprobes_detached", "binary": binary.analysis.path,
+                             "uprobes": n})
 
     # -- events from the BPF side
     def on_exec(self, pid: int) -> None:
@@ -337,10 +450,12 @@ class GoFollower:
             self.pending[pid] = time.monotonic() + self.delay
 
     def on_fork(self, parent: int, child: int) -> None:
+        """A followed process forked: the child (a process, not a thread) runs the same
+        binary with its runtime already started, so it is followed at the next tick."""
         if parent in self.procs and is_process(child):
             if self.only is not None:
                 self.only.add(child)
-            self.add(child)
+            self.pending[child] = time.monotonic()
 
     def on_exit(self, pid: int) -> None:
         self.pending.pop(pid, None)
@@ -349,9 +464,22 @@ class GoFollower:
 
     # -- periodic work
     def scan(self) -> None:
-        """Every running process (or the --pid ones)."""
-        for pid in (sorted(self.only) if self.only is not None else pids()):
-            self.add(pid)
+        """Every running process (or the --pid ones, saying why one is not followed)."""
+        if self.only is None:
+            for pid in pids():
+                self.add(pid)
+            return
+        for pid in sorted(self.only):
+            if not self.add(pid):
+                ident = identity(pid)
+                a = self.cache.get(ident) if ident else None
+                if ident is not None:
+                    why = a.error if a is not None and a.error else "see above"
+                elif os.path.isdir(f"/proc/{pid}"):
+                    why = "its executable cannot be read (a kernel thread?)"
+                else:
+                    why = "no such process"
+                self.log(f"pid {pid}: not followed ({why})")
 
     def tick(self, now: Optional[float] = None) -> None:
         now = time.monotonic() if now is None else now
@@ -362,6 +490,7 @@ class GoFollower:
         if now - self._last_reconcile >= 2.0:
             self._last_reconcile = now
             self.reconcile()
+        self.detach_idle(now)
 
     def reconcile(self) -> None:
         """Drop processes that are gone (an exit event lost, or a pid reused)."""
@@ -369,12 +498,15 @@ class GoFollower:
             if start_time(pid) != p.started or identity(pid) != p.identity:
                 self.remove(pid, "gone")
 
-    def close(self) -> None:
+    def close(self, timeout: float = 600.0) -> None:
+        """Stop following: every map entry and uprobe removed (waits for the detacher)."""
         for pid in list(self.procs):
             self.remove(pid, "stop")
         self.pending.clear()
+        self.detach_idle(float("inf"), linger=0)
+        self.detacher.wait(timeout)
 
     def counts(self) -> dict:
         return {"processes": len(self.procs), "binaries": len(self.binaries),
                 "uprobes": sum(len(b.events) for b in self.binaries.values()),
-                "analyses": self.analyses}
+                "detaching": self.detacher.pending, "analyses": self.analyses}

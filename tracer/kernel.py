@@ -131,7 +131,7 @@ def bpf_available() -> Optional[str]:
     if os.geteuid() != 0:
         return "BPF needs root"
     try:
-        import bcc  # noqa: F401
+        import bcc  # noqa: F401 (importable is all we ask)
     except ImportError:
         return ("bcc is not importable (Debian: apt-get install python3-bpfcc; from a venv, "
                 "create it with --system-site-packages)")

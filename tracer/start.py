@@ -9,7 +9,7 @@ import os
 import signal
 import sys
 import time
-from typing import Callable, Iterable, Optional
+from typing import Iterable, Optional
 
 from . import bpf as B
 from . import fields as F
@@ -43,13 +43,17 @@ class Tracer:
             self.out.write(json.dumps(ev) + "\n")
             self.out.flush()
 
+    def status_json(self) -> None:
+        """SIGUSR1: the follower's counts as one JSON status line on stderr."""
+        self.say("status " + json.dumps(self.follower.counts()))
+
     def status(self, force: bool = False) -> None:
         c = self.follower.counts()
-        line = (f"{c['processes']} Go processes attached ({c['binaries']} binaries, "
-                f"{c['uprobes']} uprobes, {c['analyses']} analyses)")
-        if force or line != self._status:
-            self._status = line
-            self.say(line)
+        key = (c["processes"], c["binaries"], c["uprobes"])
+        if force or key != self._status:
+            self._status = key
+            self.say(f"{c['processes']} Go processes attached ({c['binaries']} binaries, "
+                     f"{c['uprobes']} uprobes; {c['analyses']} binaries analysed)")
 
     def on_event(self, ev: dict) -> None:
         kind = ev["event"]
@@ -77,11 +81,14 @@ class Tracer:
         self.follower = GoFollower(self.b, self.k.machine, delay=self.go_delay, only=self.pids,
                                    notify=self.emit, log=self.say, tls_g=fsbase_ok)
         self.reader = EventReader(self.b, on_event=self.on_event, pages=256)
+        for entry, ret in B.GO_FUNCS.values():      # loaded now: errors show at start
+            for prog in (entry, ret):
+                B.load(self.b, prog)
         for prog in B.FOLLOW_PROGRAMS:
-            self.b.attach_tracepoint(tp=B.PROGRAMS[prog][1].encode(), fn_name=prog.encode())
+            B.attach_tracepoint(self.b, prog)
         if self.events:
             for prog in B.SYSCALL_PROGRAMS:
-                self.b.attach_tracepoint(tp=B.PROGRAMS[prog][1].encode(), fn_name=prog.encode())
+                B.attach_tracepoint(self.b, prog)
         self.follower.scan()
         t2 = time.monotonic()
         self.timings = {"compile_s": round(t1 - t0, 3), "maps_filled_s": round(t2 - t1, 3)}
@@ -96,13 +103,18 @@ class Tracer:
     def run(self) -> int:
         def _stop(signum, frame):
             self.stop = True
+        want_status = []
         old = {s: signal.signal(s, _stop) for s in (signal.SIGINT, signal.SIGTERM)}
+        old[signal.SIGUSR1] = signal.signal(signal.SIGUSR1, lambda s, f: want_status.append(1))
         try:
             self.setup()
             while not self.stop:
                 self.reader.poll(100)
                 self.follower.tick()
                 self.status()
+                if want_status:
+                    want_status.clear()
+                    self.status_json()
         finally:
             self.shutdown()
             for s, h in old.items():

@@ -180,7 +180,7 @@ class Verifier:
 
     def probe(self, fd: int):
         """Make verify_probe walk fd now (pwrite64 of 0 bytes); its record."""
-        table = self.b["verify_out"]
+        table = self.b[b"verify_out"]
         before = table[table.Key(0)].seq
         B.set_config(self.b, verify_tgid=os.getpid(), verify_fd=fd)
         try:
@@ -221,7 +221,7 @@ class Verifier:
             per_cpu = B.read_members(self.b)
             self.add("members_offset (every CPU, ready=1)", f"{len(per_cpu)} x {len(raw)} bytes",
                      f"{sum(1 for x in per_cpu if x == raw)} equal", all(x == raw for x in per_cpu))
-            self.b.attach_tracepoint(tp=b"syscalls:sys_enter_pwrite64", fn_name=b"verify_probe")
+            B.attach_tracepoint(self.b, "verify_probe")
             t3 = time.monotonic()
             self.task_checks()
             self.file_checks()
@@ -431,15 +431,17 @@ class Verifier:
                 self.add("go: proc_info_map + uprobes", "attached", "not attached", False, why)
                 return
             a = follower.binaries[follower.procs[pid].identity].analysis
+            abi = ("stack ABI" if a.flags & F.GO_STACK_ABI else "register ABI") + \
+                (", g at fsbase-8" if a.flags & F.GO_G_TLS else ", g in its register")
             self.add("go: proc_info_map[pid] + uprobes (entry + every RET)",
                      f"{a.version}, {len(a.probes)} uprobes", f"{len(a.probes)} attached", True,
-                     "offsets: " + ", ".join(f"{k}={a.offset_sources[k]}"
-                                             for k in F.GO_USED.values()))
+                     f"{abi}; offsets: " + ", ".join(f"{k}={a.offset_sources[k]}"
+                                                     for k in F.GO_USED.values()))
             B.set_config(b, events=1)
             reader = EventReader(b)
-            self.go_call(proc, reader, pid, "write 1000", "go_tls_write", "")
-            self.go_call(proc, reader, pid, "read", "go_tls_read", "")
-            if self.k.machine == "x86_64":
+            self.go_call(proc, reader, pid, "write 1000", "go_tls_write", "", abi)
+            self.go_call(proc, reader, pid, "read", "go_tls_read", "", abi)
+            if self.k.machine == "x86_64" and not a.flags & F.GO_G_TLS:
                 # the Go < 1.17 way to g: TLS at task_struct.thread.fsbase - 8 (Go keeps the
                 # TLS slot current in every release, so a 1.17+ program proves it too)
                 why = self.absent("task_fsbase")
@@ -451,21 +453,21 @@ class Verifier:
                     struct.pack_into("<I", raw, 4, flags | F.GO_G_TLS)
                     B.put_proc_info(b, pid, bytes(raw))
                     self.go_call(proc, reader, pid, "write 300", "go_tls_write",
-                                 " via fsbase-8 (Go < 1.17 path)")
+                                 " via fsbase-8 (Go < 1.17 path)", "register ABI, g at fsbase-8")
             follower.close()
             self.add("go: proc_info_map after detach", "no entry for the pid",
                      "no entry" if B.get_proc_info(b, pid) is None else "entry left",
                      B.get_proc_info(b, pid) is None)
+            proc.stdin.close()
+            self.add("go: the traced program ran on and exited normally", 0,
+                     proc.wait(timeout=self.timeout))
         finally:
             B.set_config(b, events=0)
-            proc.stdin.close()
-            try:
-                proc.wait(timeout=5)
-            except subprocess.TimeoutExpired:
+            if proc.poll() is None:
                 proc.kill()
                 proc.wait()
 
-    def go_call(self, proc, reader, pid: int, cmd: str, kind: str, how: str) -> None:
+    def go_call(self, proc, reader, pid: int, cmd: str, kind: str, how: str, abi: str) -> None:
         proc.stdin.write(cmd + "\n")
         proc.stdin.flush()
         line = proc.stdout.readline().split()
@@ -480,9 +482,10 @@ class Verifier:
         if ev is None:
             self.add(f"{label}: event", f"{kind} on conn {said['conn']}", "no event", False)
             return
-        self.add(f"{label}: runtime.g.goid", int(said["goid"]), ev["goid"])
-        self.add(f"{label}: fd (tls.Conn.conn -> poll.FD.Sysfd)", int(said["fd"]), ev["fd"])
-        self.add(f"{label}: n at RET", int(said["n"]), ev["len"])
+        self.add(f"{label}: runtime.g.goid", int(said["goid"]), ev["goid"], note=abi)
+        self.add(f"{label}: fd (tls.Conn.conn -> poll.FD.Sysfd)", int(said["fd"]), ev["fd"],
+                 note=abi)
+        self.add(f"{label}: n at RET", int(said["n"]), ev["len"], note=abi)
 
 
 def format_table(res: Result) -> str:
@@ -490,7 +493,6 @@ def format_table(res: Result) -> str:
     for c in res.checks:
         rows.append((c.field, str(c.expected), str(c.read), "PASS" if c.ok else "FAIL"))
     w = [max(len(r[i]) for r in rows) for i in range(3)]
-    w = [min(x, 60) for x in w]
     out = [f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}" for r in rows]
     for s in res.skipped:
         out.append(f"{s['field']:<{w[0]}}  SKIP: {s['reason']}")

@@ -64,13 +64,17 @@ def _read(name: str) -> str:
         return fh.read()
 
 
-def program_text(machine: str) -> str:
+def program_text(machine: str, body: Optional[str] = None) -> str:
+    """The program's C: the generated map declarations, the arch macros, the readers
+    (tracer.h) and the programs (tracer.c, or `body` instead: tests compile their own
+    programs against the same maps and readers)."""
     if machine not in ARCH_MACROS:
         raise TracerError(f"tracer: no Go register ABI for {machine}", 2)
     return "\n".join([
         "#include <uapi/linux/ptrace.h>",   # struct pt_regs: the uprobe context (ABI)
         f"#define PROC_INFO_MAX {PROC_INFO_MAX}",
-        F.c_header(), ARCH_MACROS[machine], _read("tracer.h"), _read("tracer.c")])
+        F.c_header(), ARCH_MACROS[machine], _read("tracer.h"),
+        _read("tracer.c") if body is None else body])
 
 
 def compile_program(machine: str, text: Optional[str] = None):
@@ -88,6 +92,25 @@ def compile_program(machine: str, text: Optional[str] = None):
                           + (f": {hint}" if hint else ""), 4) from None
 
 
+def load(b, prog: str):
+    """Load one program (the kernel's verifier runs here); TracerError when it refuses."""
+    kind = PROGRAMS.get(prog, (UPROBE, ""))[0]
+    try:
+        return b.load_func(prog.encode(), b.TRACEPOINT if kind == TRACEPOINT else b.KPROBE)
+    except Exception as e:          # bcc raises plain Exception; it printed the verifier's log
+        raise TracerError(f"tracer: the kernel refused BPF program {prog} ({e})", 4) from None
+
+
+def attach_tracepoint(b, prog: str) -> None:
+    tp = PROGRAMS[prog][1]
+    load(b, prog)
+    try:
+        b.attach_tracepoint(tp=tp.encode(), fn_name=prog.encode())
+    except Exception as e:
+        raise TracerError(f"tracer: cannot attach {prog} to the tracepoint {tp} ({e}); the "
+                          f"kernel needs CONFIG_FTRACE_SYSCALLS for syscalls:*", 4) from None
+
+
 # ---- maps --------------------------------------------------------------------------------
 
 def _ncpus(b) -> int:
@@ -97,7 +120,7 @@ def _ncpus(b) -> int:
 
 def fill_members(b, raw: bytes) -> None:
     """members_offset[0] = raw on every possible CPU."""
-    table = b["members_offset"]
+    table = b[b"members_offset"]
     leaf_t = table.Leaf            # per-CPU: an array of the struct, one per possible CPU
     one = leaf_t._type_
     if ctypes.sizeof(one) != len(raw):
@@ -111,13 +134,13 @@ def fill_members(b, raw: bytes) -> None:
 
 def read_members(b) -> List[bytes]:
     """members_offset[0] as bytes, one per possible CPU."""
-    table = b["members_offset"]
+    table = b[b"members_offset"]
     vals = table[table.Key(0)]
     return [ctypes.string_at(ctypes.byref(v), ctypes.sizeof(v)) for v in vals]
 
 
 def set_config(b, **kw) -> None:
-    table = b["tracer_config"]
+    table = b[b"tracer_config"]
     cur = table[table.Key(0)]
     for k, v in kw.items():
         setattr(cur, k, v)
@@ -125,7 +148,7 @@ def set_config(b, **kw) -> None:
 
 
 def put_proc_info(b, pid: int, raw: bytes) -> None:
-    table = b["proc_info_map"]
+    table = b[b"proc_info_map"]
     leaf = table.Leaf()
     if ctypes.sizeof(leaf) != len(raw):
         raise RuntimeError(f"go_proc_info is {ctypes.sizeof(leaf)} bytes in C, {len(raw)} packed")
@@ -134,7 +157,7 @@ def put_proc_info(b, pid: int, raw: bytes) -> None:
 
 
 def get_proc_info(b, pid: int) -> Optional[bytes]:
-    table = b["proc_info_map"]
+    table = b[b"proc_info_map"]
     try:
         leaf = table[table.Key(pid)]
     except KeyError:
@@ -143,7 +166,7 @@ def get_proc_info(b, pid: int) -> Optional[bytes]:
 
 
 def del_proc_info(b, pid: int) -> None:
-    table = b["proc_info_map"]
+    table = b[b"proc_info_map"]
     try:
         del table[table.Key(pid)]
     except KeyError:
@@ -152,8 +175,8 @@ def del_proc_info(b, pid: int) -> None:
 
 def clear_maps(b) -> None:
     """Empty proc_info_map and mark members_offset not ready (on every CPU)."""
-    b["proc_info_map"].clear()
-    table = b["members_offset"]
+    b[b"proc_info_map"].clear()
+    table = b[b"members_offset"]
     table[table.Key(0)] = table.Leaf()
 
 

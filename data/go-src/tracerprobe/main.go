@@ -7,6 +7,8 @@
 //	                         read      the client reads the echo
 //	                       each prints "<cmd> goid=G fd=F conn=0xADDR n=N"; EOF exits
 //	tracerprobe sleep MS   sleep MS milliseconds and exit (a short-lived Go process)
+//	tracerprobe fork MS    after 500 ms, fork (no exec): print "child pid=P"; the child
+//	                       sleeps MS milliseconds in raw syscalls and exits; the parent waits
 //
 // It is a test input of the tracer: built by tests/go_builds.py with real toolchains.
 package main
@@ -28,7 +30,9 @@ import (
 	"runtime"
 	"strconv"
 	"strings"
+	"syscall"
 	"time"
+	"unsafe"
 )
 
 // goid parses the current goroutine's id from its stack header ("goroutine 18 [running]:").
@@ -137,6 +141,24 @@ func serve() {
 	}
 }
 
+// forkSleep forks without exec, as a Go program rarely does: the child (a copy of this
+// process with one thread) only makes raw system calls, then exits.
+func forkSleep(ms int) {
+	ts := syscall.Timespec{Sec: int64(ms / 1000), Nsec: int64(ms%1000) * 1e6}
+	time.Sleep(500 * time.Millisecond) // a tracer with --go-delay 0 follows this process first
+	pid, _, errno := syscall.RawSyscall(syscall.SYS_CLONE, uintptr(syscall.SIGCHLD), 0, 0)
+	if errno != 0 {
+		panic(errno)
+	}
+	if pid == 0 {
+		syscall.RawSyscall(syscall.SYS_NANOSLEEP, uintptr(unsafe.Pointer(&ts)), 0, 0)
+		syscall.RawSyscall(syscall.SYS_EXIT_GROUP, 0, 0, 0)
+	}
+	fmt.Printf("child pid=%d\n", pid)
+	var status syscall.WaitStatus
+	syscall.Wait4(int(pid), &status, 0, nil)
+}
+
 func main() {
 	if len(os.Args) == 2 && os.Args[1] == "serve" {
 		serve()
@@ -147,6 +169,11 @@ func main() {
 		time.Sleep(time.Duration(ms) * time.Millisecond)
 		return
 	}
-	fmt.Fprintln(os.Stderr, "usage: tracerprobe serve | sleep MS")
+	if len(os.Args) == 3 && os.Args[1] == "fork" {
+		ms, _ := strconv.Atoi(os.Args[2])
+		forkSleep(ms)
+		return
+	}
+	fmt.Fprintln(os.Stderr, "usage: tracerprobe serve | sleep MS | fork MS")
 	os.Exit(2)
 }
