@@ -16,6 +16,7 @@ import hashlib
 import io
 import json
 import os
+import shutil
 import subprocess
 import sys
 import tarfile
@@ -291,6 +292,28 @@ def test_local_files_and_package_give_the_same_kernel(kernels):
     both = {f"linux-headers-{S.R510}", "linux-headers-5.10.0-32-common"}   # what bcc reads
     assert both <= set(pk.info["headers"]) and both == set(lf.info["headers"])
     assert pk.dbg_package == f"linux-image-{S.R510}-dbg"
+
+
+def test_local_debs_work_offline(kernels, tmp_path):
+    """A local image .deb with its headers .debs next to it: no network, and the same kernel
+    as the package name gives (same inputs, same key)."""
+    local = tmp_path / "debs"
+    local.mkdir()
+    names = [S.IMAGE_PKG[S.R61], f"linux-headers-{S.R61}", "linux-headers-6.1.0-47-common",
+             "linux-kbuild-6.1"]
+    for name in names:
+        shutil.copy(S.apt().cached(name), local)
+    image_deb = str(next(local.glob(f"{S.IMAGE_PKG[S.R61]}_*.deb")))
+    k = kernel.from_package(image_deb, cache=str(tmp_path / "cache"), offline=True)
+    ref = kernels[S.R61]
+    assert os.path.basename(k.dir) == os.path.basename(ref.dir)
+    with open(k.vmlinuz, "rb") as a, open(ref.vmlinuz, "rb") as b:
+        assert a.read() == b.read()
+    assert [os.path.basename(m) for m in k.initrd_modules] == \
+        [os.path.basename(m) for m in ref.initrd_modules]
+    next(local.glob("linux-kbuild-6.1_*.deb")).unlink()
+    with pytest.raises(VMError, match="linux-kbuild-6.1 is not in the cache and --offline"):
+        kernel.from_package(image_deb, cache=str(tmp_path / "cache2"), offline=True)
 
 
 # ---- bad input: one line, an exit code, nothing booted ---------------------------------------
