@@ -99,7 +99,7 @@ def cold(names):
             r = NAMES[n]
             src = kernel.from_package(S.IMAGE_PKG[r], cache=S.VM_CACHE)   # its debs cached
             for f in os.listdir(os.path.join(S.VM_CACHE, "debs")):
-                if r in f or f.startswith("linux-kbuild-" + r.split(".")[0] + "."):
+                if f.endswith(".deb") and "-dbg_" not in f:        # image and headers
                     shutil.copy(os.path.join(S.VM_CACHE, "debs", f),
                                 os.path.join(scratch, "debs"))
             t = time.monotonic()

@@ -219,12 +219,17 @@ def test_project_commands_answer_like_on_the_host(booted, vm_hive, release):
 
 @pytest.mark.parametrize("release", KERNELS)
 def test_tracer_keeps_its_rules_in_the_guest(booted, release):
+    """Raw program length and helper set (tracer verify's bpf: rows) on both kernels; what
+    `tracer start` attaches, as the kernel reports it, on 5.10 (one boot's worth of CI)."""
     run, main, _ = booted(release)
     ident = step_json(run, main.step("identity"))
     assert ident["config"]["CONFIG_KPROBES"] == "y"        # kprobes were there to be used
     v = step_json(run, main.step("verify"))
     rules = [c for c in v["checks"] if c["field"].startswith("bpf:")]
     assert len(rules) >= 10 and all(c["ok"] for c in rules), rules   # raw length, helpers
+    if release != S.R510:
+        assert "rules" not in run.steps
+        return
     out = step_json(run, "rules")
     kinds = {e["fd_type"] for e in out["attached"]}
     assert kinds == {"tracepoint", "uprobe"}, out["attached"]          # as the kernel says

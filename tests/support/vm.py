@@ -141,8 +141,9 @@ def boot_job(k: kernel.Kernel, hive_dir: str, ghive: str, go_probe: str):
                             "'task_struct->files->fdt' --json", timeout=300)
     job.add_step("layout", "python3 -m tracer.vm.guest.layout_check --hive /job/hive",
                  timeout=300)
-    job.add_step("rules", "python3 -m tracer.vm.guest.attach_check --go-probe /job/go-probe "
-                          "--ignore-btf --hive /job/hive", timeout=600)
+    if k.release == R510:       # one real instance (CI minutes): the oldest kernel, which has kprobes
+        job.add_step("rules", "python3 -m tracer.vm.guest.attach_check --go-probe "
+                              "/job/go-probe --ignore-btf --hive /job/hive", timeout=600)
     job.add_step("btf-blob", "cp /sys/kernel/btf/vmlinux $DBHIVE_VM_OUT/btf", timeout=60)
     job.add_step("fails", "echo to-stderr >&2; echo to-stdout; exit 3", timeout=60)
     job.add_step("hangs", "sleep 120", timeout=3)

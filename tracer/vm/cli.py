@@ -103,7 +103,7 @@ def vm_image(package, vmlinuz, modules, headers, offline, cache, as_json):
 
 def _image(package, vmlinuz, modules, headers, offline, cache, as_json):
     from . import image
-    base = image.base_image(cache, progress=_say)
+    base = image.base_image(cache, progress=_say, offline=offline)
     k = resolve_kernel(package, vmlinuz, modules, headers, offline, cache)
     out = {"release": k.release, "source": k.source, "vmlinuz": k.vmlinuz,
            "kernel_disk": k.disk, "base_image": base.image, "guest_python": base.info["python"],
@@ -143,7 +143,7 @@ def _run(package, vmlinuz, modules, headers, offline, cache, accel, memory_mb, c
          timeout, keep, progress, files, as_json, command):
     from . import image, qemu
     say = _progress(progress)
-    base = image.base_image(cache, progress=say)
+    base = image.base_image(cache, progress=say, offline=offline)
     k = resolve_kernel(package, vmlinuz, modules, headers, offline, cache)
     job = qemu.Job()
     for spec in files:
@@ -223,7 +223,7 @@ def _verify(package, vmlinuz, modules, headers, offline, cache, accel, memory_mb
     k = resolve_kernel(package, vmlinuz, modules, headers, offline, cache)
     p = verify.plan(k, hive=hive, db=db, go_probe=go_probe, build_missing=build_missing,
                     cache=cache, progress=say)
-    base = image.base_image(cache, progress=say)
+    base = image.base_image(cache, progress=say, offline=offline)
     run = qemu.run(k, base, p.job, memory_mb=memory_mb, cpus=cpus, timeout=timeout,
                    accel=accel, cache=cache, progress=say, keep=keep)
     rep = verify.report(p, run)

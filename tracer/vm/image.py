@@ -85,12 +85,15 @@ def base_key(requirements: Optional[list] = None) -> str:
     return key_of("base", SUITE, MIRROR, SECURITY, sorted(PACKAGES), reqs, GUEST_PYTHON)
 
 
-def base_image(cache: Optional[str] = None, progress=None) -> Base:
+def base_image(cache: Optional[str] = None, progress=None, offline: bool = False) -> Base:
     """The bookworm userland image, built once per key (needs root for mmdebstrap)."""
     reqs = python_requirements()
     path = os.path.join(vm_cache(cache), f"base-{base_key(reqs)}")
     if os.path.exists(path):
         return Base(path)
+    if offline:
+        raise VMError(f"the guest userland image is not in the cache ({path}) and --offline "
+                      "was given: run once online to build it")
     if progress:
         progress("building the guest userland image (Debian bookworm, once)")
     build_once(path, lambda out: _make_base(out, reqs), is_dir=True)

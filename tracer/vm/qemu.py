@@ -21,6 +21,7 @@ under TCG.
 """
 from __future__ import annotations
 
+import collections
 import compileall
 import importlib
 import importlib.metadata
@@ -48,6 +49,7 @@ GUEST_DIR = os.path.join(os.path.dirname(__file__), "guest")
 PROJECT_PACKAGES = ("dbhive", "resolver", "tracer")
 KVM_PROBE_S = 20
 OUT_DISK_MB = 256
+CONSOLE_LINES = 20000             # the console kept in memory (a chatty guest cannot fill RAM)
 KERNEL_ARGS = ("console=ttyS0", "panic=-1", "mitigations=off", "rdinit=/init",
                "loglevel=4")
 
@@ -285,7 +287,7 @@ def _boot(qemu: str, kernel: Kernel, base: Base, work: str, accel: str, memory_m
     t0 = time.monotonic()
     proc = subprocess.Popen(cmd, stdin=subprocess.DEVNULL, stdout=subprocess.PIPE,
                             stderr=subprocess.STDOUT, env=env, start_new_session=True)
-    lines: list = []
+    lines: collections.deque = collections.deque(maxlen=CONSOLE_LINES)   # bounded
     marks: dict = {}
 
     def reader() -> None:
@@ -366,8 +368,8 @@ def _kill(proc: subprocess.Popen) -> None:
         proc.wait()
 
 
-def _tail(lines: list, n: int = 25) -> str:
-    return "\n".join("  " + ln for ln in lines[-n:])
+def _tail(lines, n: int = 25) -> str:
+    return "\n".join("  " + ln for ln in list(lines)[-n:])
 
 
 def _read_results(path: str) -> dict:

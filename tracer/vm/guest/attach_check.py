@@ -10,7 +10,6 @@ SIGTERM and records what is left attached.  Prints one JSON object.
 """
 import argparse
 import json
-import os
 import signal
 import subprocess
 import sys

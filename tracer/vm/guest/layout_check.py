@@ -13,7 +13,6 @@ counts as the same), 1 otherwise, 2 when there is nothing to compare.
 import argparse
 import hashlib
 import json
-import os
 import sys
 
 from resolver import Resolver, ResolverError
