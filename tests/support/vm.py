@@ -2,8 +2,8 @@
 their debuginfo packages, a hive built from them by `dbhive build --source dwarf`, and one
 boot per kernel that runs every in-guest check the tests look at.
 
-Everything is cached under $DBHIVE_TEST_CACHE/vm (packages, images, the hive; keyed by their
-inputs) so a second session boots straight away.
+Everything is cached under $DBHIVE_TEST_CACHE/vm, or $DBHIVE_VM_CACHE (packages, images, the
+hive; keyed by their inputs) so a second session boots straight away.
 """
 from __future__ import annotations
 
@@ -20,7 +20,7 @@ from scripts.realdata import CACHE, deb_member, fetch_deb
 from tracer.vm import debs, image, kernel, qemu, verify
 from tracer.vm.cache import build_once, key_of
 
-VM_CACHE = os.path.join(CACHE, "vm")
+VM_CACHE = os.environ.get("DBHIVE_VM_CACHE") or os.path.join(CACHE, "vm")
 ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 DBHIVE = os.path.join(os.path.dirname(sys.executable), "dbhive")
 
