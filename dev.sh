@@ -1,23 +1,27 @@
 #!/usr/bin/env bash
-# Set up everything on a fresh Debian machine (root) and run a job:
+# Set up what a job needs on a fresh Debian machine (root) and run it:
 #   ./dev.sh demo   build the DB of the running kernel from its own BTF, show some offsets, and
 #                   (root + bcc) prove that DB on the live kernel: tracer verify --ignore-btf
 #   ./dev.sh test   run the whole test suite (downloads and caches real packages)
+# The demo installs only what the demo needs (scripts/apt-demo.txt, the package itself);
+# the tests add scripts/apt-test.txt and the test extras.
 set -euo pipefail
 cd "$(dirname "$0")"
 job="${1:-demo}"; shift || true
 
-setup() {
-    local stamp=.venv/.setup-stamp
+setup() {       # $1: demo | test
+    local lists=scripts/apt-demo.txt extras=""
+    if [ "$1" = test ]; then lists="scripts/apt-demo.txt scripts/apt-test.txt"; extras="[test]"; fi
+    local stamp=".venv/.setup-$1"
     local want
-    want=$(cat scripts/apt-packages.txt pyproject.toml | sha256sum | cut -c1-16)
+    want=$(cat $lists pyproject.toml | sha256sum | cut -c1-16)
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ]; then return; fi
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get -o DPkg::Lock::Timeout=600 update -qq
-        grep -v '^#' scripts/apt-packages.txt | xargs apt-get -o DPkg::Lock::Timeout=600 install -y -qq >/dev/null
+        cat $lists | grep -v '^#' | xargs apt-get -o DPkg::Lock::Timeout=600 install -y -qq >/dev/null
     fi
     [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
-    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e '.[test]'; } \
+    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e ".$extras"; } \
             > .venv/setup.log 2>&1; then
         cat .venv/setup.log >&2; echo "dev.sh: pip install failed" >&2; exit 1
     fi
@@ -26,7 +30,7 @@ setup() {
 
 # bcc compiles against the kernel headers at /lib/modules/$(uname -r)/build.  A kernel with no
 # headers package of its own (this project's CI kernel) gets Debian's 6.1 headers, which
-# scripts/apt-packages.txt installs: the tracer's programs include no kernel struct headers,
+# scripts/apt-demo.txt installs: the tracer's programs include no kernel struct headers,
 # only what bcc's own helpers need.
 kernel_headers() {
     local base="/lib/modules/$(uname -r)"
@@ -44,9 +48,9 @@ tracer_unavailable() {
     .venv/bin/python -c 'from tracer.kernel import bpf_available as b; print(b() or "")'
 }
 
-setup
 case "$job" in
     demo)
+        setup demo
         hive="${DBHIVE_HOME:-$PWD/hive}"
         .venv/bin/dbhive build /sys/kernel/btf/vmlinux --hive "$hive" "$@"
         .venv/bin/dbhive list --hive "$hive"
@@ -59,13 +63,14 @@ case "$job" in
             echo "dev.sh: skipping 'tracer verify --ignore-btf': $why"
         else
             kernel_headers
-            probe=$(.venv/bin/python -c 'import sys; sys.path[:0] = ["tests", "scripts"]
-from go_builds import binary; print(binary("1.19", "tracerprobe", "strip"))' 2>/dev/null) || probe=""
+            probe=$(.venv/bin/python -c 'from tests.support.go_builds import binary
+print(binary("1.19", "tracerprobe", "strip"))' 2>/dev/null) || probe=""
             [ -n "$probe" ] || echo "dev.sh: no Go toolchain: tracer verify runs without its Go checks"
             .venv/bin/tracer verify --ignore-btf --hive "$hive" ${probe:+--go-probe "$probe"}
         fi
         ;;
     test)
+        setup test
         kernel_headers
         exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
         ;;

@@ -2,7 +2,7 @@
 """Benchmark: the tracer on the live kernel (root, bcc), against the issue's targets and the
 floors it cannot go under.
 
-    .venv/bin/python bench/bench_tracer.py [--runs N]
+    .venv/bin/python -m bench.bench_tracer [--runs N]      (from the repository root)
 
   compile   bcc compiling the tracer's program, next to bcc compiling a one-line tracepoint
             program (bcc's own floor: clang start-up, headers), alternating
@@ -30,14 +30,11 @@ import shutil
 import signal
 import statistics
 import subprocess
-import sys
 import tempfile
 import threading
 import time
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
-sys.path.insert(0, ROOT)
-sys.path.insert(0, os.path.join(ROOT, "tests"))
 PY = os.path.join(ROOT, ".venv", "bin", "python")
 TRACER = [PY, "-m", "tracer"]
 TRIVIAL = b"int t(struct tracepoint__syscalls__sys_enter_pwrite64 *a) { return 0; }"
@@ -100,7 +97,7 @@ def main() -> None:
     ap.add_argument("--runs", type=int, default=5)
     args = ap.parse_args()
     import bcc
-    from go_builds import binary
+    from tests.support.go_builds import binary
     from resolver.golang import analyze_go_binary
     from tracer import bpf as B
     from tracer import fields as F

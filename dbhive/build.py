@@ -6,12 +6,14 @@ from __future__ import annotations
 
 import datetime
 import os
+import shutil
 import tempfile
 from dataclasses import dataclass
 from typing import Optional
 
-from . import __version__, hive as hivemod, store
-from .errors import BuildError
+from . import __version__, hive as hivemod, output, schema, store
+from .btf.reader import MAX_BTF_BYTES
+from .errors import BuildError, DbhiveError
 
 
 @dataclass
@@ -38,10 +40,10 @@ def choose_source(has_dwarf: bool, has_btf: bool, forced: Optional[str], path: s
 
 
 def read_types(kernel_path: str, is_raw_btf: bool, source: str, progress: bool,
-               jobs: Optional[int]):
+               jobs: Optional[int], max_btf_bytes: int = MAX_BTF_BYTES):
     from . import btf
     if source == "btf" or is_raw_btf:
-        return btf.read_btf(read_btf_bytes(kernel_path, is_raw_btf),
+        return btf.read_btf(read_btf_bytes(kernel_path, is_raw_btf, max_btf_bytes),
                             kernel_path if is_raw_btf else kernel_path + ":.BTF")
     from . import dwarf
     return dwarf.read_dwarf(kernel_path, progress=progress, jobs=jobs)
@@ -49,20 +51,40 @@ def read_types(kernel_path: str, is_raw_btf: bool, source: str, progress: bool,
 
 def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None,
           distro: Optional[str] = None, source: Optional[str] = None, progress: bool = False,
-          jobs: Optional[int] = None, workdir: Optional[str] = None) -> BuildResult:
+          jobs: Optional[int] = None, workdir: Optional[str] = None, force: bool = False,
+          arch: Optional[str] = None, max_btf_bytes: int = MAX_BTF_BYTES,
+          max_member_bytes: Optional[int] = None) -> BuildResult:
     """Build the DB of the kernel in `input_path`; returns where it went and its meta.
-    Nothing is left behind on error (temp extraction dir and temp DB are removed)."""
+    Nothing is left behind on error (temp extraction dir and temp DB are removed).
+
+    `force`: replace a DB even when the new one has no types or fewer than half the types
+    of the DB it replaces (both usually mean damaged input).  `arch`: the kernel's arch
+    when the input cannot tell (raw BTF outside a btfhub `<arch>/` directory)."""
     from . import identity
     if not os.path.exists(input_path):
         raise BuildError(f"{input_path}: no such file")
-    tmp_parent = workdir or (os.path.dirname(os.path.abspath(out)) if out else None)
-    with tempfile.TemporaryDirectory(prefix="dbhive-", dir=tmp_parent) as tmp:
-        ex, ident = identity.identify(input_path, tmp, progress=progress)
+    if out:
+        output.check_destination(out, must_exist_dir=True)
+    tmp_parent = workdir or (os.path.dirname(os.path.abspath(out)) if out else
+                             tempfile.gettempdir())
+    output.sweep_stale_temps(tmp_parent)
+    tmp = output.temp_dir(tmp_parent)
+    try:
+        ex, ident = identity.identify(input_path, tmp, progress=progress,
+                                      max_member_bytes=max_member_bytes)
         is_raw_btf = ident.source == "raw-btf"
         src = "btf" if is_raw_btf else choose_source(ident.has_debug_info, ident.has_btf,
                                                      source, input_path)
-        graph = read_types(ex.path, is_raw_btf, src, progress, jobs)
         meta = ident.as_meta()
+        if arch:
+            meta["arch"] = arch
+        if not meta["arch"] and not out:       # the hive files DBs by arch
+            raise BuildError(f"{input_path}: cannot tell which architecture this kernel is "
+                             f"for (a raw BTF file outside a btfhub <arch>/ directory): pass "
+                             f"--arch, e.g. --arch x86_64")
+        with identity.about_member(ex, input_path):
+            graph = read_types(ex.path, is_raw_btf, src, progress, jobs, max_btf_bytes)
+        graph.ptr_size = identity.pointer_size(meta["arch"])
         meta.update({
             "distro": distro or hivemod.DEFAULT_DISTRO,
             "package_name": ex.package_name,
@@ -78,32 +100,50 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
         hive = None if out else (hive or hivemod.default_hive())
         dest = out or hivemod.db_path(hive, meta["arch"], meta["distro"], meta["release"],
                                       meta["flavour"])
-        meta = store.write_db(graph, meta, dest)
+        guard_replacement(graph, dest, input_path, force)
+        meta = store.write_db(graph, meta, dest, must_exist_dir=bool(out))
         if hive and (is_raw_btf or ident.has_btf):
-            keep_btf(ex.path, is_raw_btf,
-                     hivemod.btf_path(hive, meta["arch"], meta["release"], meta["flavour"]))
+            with identity.about_member(ex, input_path):
+                keep_btf(ex.path, is_raw_btf,
+                         hivemod.btf_path(hive, meta["arch"], meta["release"], meta["flavour"]),
+                         max_btf_bytes)
+    finally:
+        shutil.rmtree(tmp, ignore_errors=True)
     return BuildResult(dest, meta)
 
 
-def read_btf_bytes(kernel_path: str, is_raw_btf: bool) -> bytes:
-    """The raw BTF of a kernel: the file itself, or an ELF's .BTF section."""
-    from .elf import elf_section_bytes, open_regular
+def guard_replacement(graph, dest: str, input_path: str, force: bool) -> None:
+    """Refuse (unless `force`) a result with no types, or one that would replace a DB of
+    the same kernel holding more than twice as many types: both mean damaged input more
+    often than a smaller kernel."""
+    if force:
+        return
+    n = len(graph.types) - 1            # id 0 is void
+    if n <= 0:
+        raise BuildError(f"{input_path}: holds no types (damaged or empty type information); "
+                         f"nothing was written (--force writes it anyway)")
+    if os.path.isfile(dest):
+        try:
+            old = int(schema.read_meta(dest).get("types") or 0) - 1
+        except (DbhiveError, ValueError):
+            return                      # not a readable DB: nothing worth protecting
+        if old > 2 * n:
+            raise BuildError(f"{input_path}: has {n} types, fewer than half of the {old} in "
+                             f"the DB it would replace ({dest}); nothing was written "
+                             f"(--force replaces it anyway)")
+
+
+def read_btf_bytes(kernel_path: str, is_raw_btf: bool, max_bytes: int = MAX_BTF_BYTES) -> bytes:
+    """The raw BTF of a kernel (as many bytes as its header declares): the file itself, or
+    an ELF's .BTF section."""
+    from .btf import read_btf_file
+    from .elf import elf_section_bytes
     if is_raw_btf:
-        with open_regular(kernel_path, "BTF file") as fh:
-            return fh.read()
-    return elf_section_bytes(kernel_path, ".BTF")
+        return read_btf_file(kernel_path, max_bytes)
+    return elf_section_bytes(kernel_path, ".BTF", max_bytes)
 
 
-def keep_btf(kernel_path: str, is_raw_btf: bool, dest: str) -> None:
+def keep_btf(kernel_path: str, is_raw_btf: bool, dest: str,
+             max_bytes: int = MAX_BTF_BYTES) -> None:
     """Keep the kernel's raw BTF beside its DB (the lbc `btf` command serves it)."""
-    data = read_btf_bytes(kernel_path, is_raw_btf)
-    os.makedirs(os.path.dirname(dest), exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".btf", dir=os.path.dirname(dest))
-    try:
-        with os.fdopen(fd, "wb") as fh:
-            fh.write(data)
-        os.chmod(tmp, 0o644)
-        os.replace(tmp, dest)
-    except BaseException:
-        os.unlink(tmp)
-        raise
+    output.write_bytes(dest, read_btf_bytes(kernel_path, is_raw_btf, max_bytes), mode=0o644)

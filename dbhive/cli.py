@@ -71,8 +71,18 @@ def main():
 @click.option("--jobs", "-j", type=int, default=None, help="Processes for DWARF (default: cores).")
 @click.option("--progress/--no-progress", default=None,
               help="Progress bars (default: when stderr is a terminal).")
+@click.option("--arch", default=None,
+              help="The kernel's arch (uname -m) when the input cannot tell (raw BTF).")
+@click.option("--force", is_flag=True,
+              help="Write even a result with no types, or one with fewer than half the types "
+                   "of the DB it replaces.")
+@click.option("--max-btf-bytes", type=int, default=None,
+              help="Largest raw BTF accepted (default 256 MiB).")
+@click.option("--max-member-bytes", type=int, default=None,
+              help="Largest kernel member extracted from a package (default 4 GiB).")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
-def build(input_path, hive, out, distro, source, jobs, progress, as_json):
+def build(input_path, hive, out, distro, source, jobs, progress, arch, force, max_btf_bytes,
+          max_member_bytes, as_json):
     """Build the DB of one kernel from INPUT: an RPM/DEB/ddeb debuginfo package, a vmlinux
     ELF (DWARF and/or .BTF), raw BTF (/sys/kernel/btf/vmlinux, *.btf) or a btfhub
     *.btf.tar.xz archive.
@@ -91,8 +101,11 @@ def build(input_path, hive, out, distro, source, jobs, progress, as_json):
     if progress is None:
         progress = sys.stderr.isatty()
     try:
+        extra = {"max_btf_bytes": max_btf_bytes} if max_btf_bytes else {}
+        if max_member_bytes:
+            extra["max_member_bytes"] = max_member_bytes
         res = do_build(input_path, hive=hive, out=out, distro=distro, source=source,
-                       progress=progress, jobs=jobs)
+                       progress=progress, jobs=jobs, arch=arch, force=force, **extra)
     except KeyboardInterrupt:
         fail("interrupted; nothing was written", EXIT_INTERRUPTED)
     except DbhiveError as e:

@@ -24,6 +24,7 @@ import struct
 import zlib
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional
 
+from . import quirks
 from .errors import ElfError, InputError
 
 ELF_MAGIC = b"\x7fELF"
@@ -55,6 +56,9 @@ ELFCOMPRESS_ZLIB, ELFCOMPRESS_ZSTD = 1, 2
 
 # a decompressed section larger than this is refused (a compression bomb, not debug info)
 MAX_DECOMPRESSED = 8 << 30
+# symbol and string tables larger than this are refused (vmlinux: 3 MB; the largest real
+# executables: ~100 MB)
+MAX_SYMBOL_TABLE = 256 << 20
 
 # e_machine -> the `uname -m` spelling.  Keyed by (e_machine, 64-bit, little-endian) because a
 # few machines are spelled differently by word size or byte order.
@@ -164,14 +168,18 @@ class ElfFile:
     def __init__(self, path: str):
         self.path = path
         fh = open_regular(path, "ELF file")
-        with fh:
-            size = os.fstat(fh.fileno()).st_size
+        size = os.fstat(fh.fileno()).st_size
+        try:
             if size < 52:
                 raise ElfError(f"{path}: not an ELF file (not a valid ELF header: {size} bytes)")
             try:
                 self.data = mmap.mmap(fh.fileno(), 0, access=mmap.ACCESS_READ)
             except (ValueError, OSError) as e:
                 raise ElfError(f"{path}: cannot map the file ({e})") from None
+        except BaseException:
+            fh.close()
+            raise
+        self._fh = fh           # whole sections are copied out with pread, not through the map
         self.size = len(self.data)
         d = self.data
         if d[:4] != ELF_MAGIC:
@@ -207,6 +215,7 @@ class ElfFile:
                 self.data.close()
             except BufferError:       # a memoryview into the map is still alive
                 pass
+        self._fh.close()
 
     def __enter__(self) -> "ElfFile":
         return self
@@ -311,10 +320,7 @@ class ElfFile:
     def build_id(self) -> str:
         """The NT_GNU_BUILD_ID note as lowercase hex ('' if the file has none).  Only notes
         owned by "GNU" count: the kernel's Xen notes reuse type number 3."""
-        for n in self.notes():
-            if n.name == b"GNU" and n.type == NT_GNU_BUILD_ID:
-                return n.desc.hex()
-        return ""
+        return build_id_from_notes_list(self.notes())
 
     # --- sections --------------------------------------------------------------------------
     def section(self, name: str) -> Optional[Section]:
@@ -329,33 +335,45 @@ class ElfFile:
                            f"runs past the end, {self.size} bytes)")
         return memoryview(self.data)[offset:offset + size]
 
+    def _copy(self, offset: int, size: int, what: str) -> bytes:
+        """`size` bytes at `offset`, read with pread: a whole debug section copied through
+        the map would also stay resident as mapped pages (twice the memory)."""
+        self._slice(offset, size, what)            # bounds check
+        data = os.pread(self._fh.fileno(), size, offset)
+        if len(data) != size:
+            raise ElfError(f"{self.path}: truncated ELF file ({what} cut short)")
+        return data
+
     def section_bytes(self, sec: Section) -> memoryview:
         """The raw bytes of a section as stored (empty for SHT_NOBITS)."""
         if sec.type == SHT_NOBITS:
             return memoryview(b"")
         return self._slice(sec.offset, sec.size, f"section {sec.name}")
 
-    def section_data(self, name: str) -> Optional[bytes]:
+    def section_data(self, name: str, max_bytes: Optional[int] = None) -> Optional[bytes]:
         """The contents of section `name`, decompressed (SHF_COMPRESSED, or the older
         `.zdebug_*` spelling of a `.debug_*` section); None if there is no such section.
         ElfError if it has no data in this file (SHT_NOBITS, as in `objcopy
-        --only-keep-debug` output), is cut short, or does not decompress."""
+        --only-keep-debug` output), is cut short, does not decompress, or is larger than
+        `max_bytes`."""
         sec = self.section(name)
         if sec is not None:
             if sec.type == SHT_NOBITS:
                 raise ElfError(f"{self.path}: section {name} has no data in this file "
                                f"(SHT_NOBITS)")
-            raw = self.section_bytes(sec)
             if sec.flags & SHF_COMPRESSED:
-                return self._decompress_chdr(raw, name)
-            return bytes(raw)
+                return self._decompress_chdr(self.section_bytes(sec), name, max_bytes)
+            if max_bytes is not None and sec.size > max_bytes:
+                raise ElfError(f"{self.path}: section {name} is {sec.size} bytes, more than "
+                               f"the limit of {max_bytes}")
+            return self._copy(sec.offset, sec.size, f"section {name}")
         if name.startswith(".debug_"):
             zsec = self.section(".z" + name[1:])
             if zsec is not None and zsec.type != SHT_NOBITS:
-                return self._decompress_zdebug(self.section_bytes(zsec), zsec.name)
+                return self._decompress_zdebug(self.section_bytes(zsec), zsec.name, max_bytes)
         return None
 
-    def _decompress_chdr(self, raw: memoryview, name: str) -> bytes:
+    def _decompress_chdr(self, raw: memoryview, name: str, max_bytes: Optional[int]) -> bytes:
         e = self.endian
         hdr = 24 if self.is64 else 12
         if len(raw) < hdr:
@@ -370,18 +388,19 @@ class ElfFile:
                            f"--decompress-debug-sections`)")
         if ch_type != ELFCOMPRESS_ZLIB:
             raise ElfError(f"{self.path}: section {name}: unknown compression type {ch_type}")
-        return self._inflate(raw[hdr:], ch_size, name)
+        return self._inflate(raw[hdr:], ch_size, name, max_bytes)
 
-    def _decompress_zdebug(self, raw: memoryview, name: str) -> bytes:
+    def _decompress_zdebug(self, raw: memoryview, name: str, max_bytes: Optional[int]) -> bytes:
         if len(raw) < 12 or bytes(raw[:4]) != b"ZLIB":
             raise ElfError(f"{self.path}: section {name}: bad .zdebug header")
         (size,) = struct.unpack_from(">Q", raw, 4)
-        return self._inflate(raw[12:], size, name)
+        return self._inflate(raw[12:], size, name, max_bytes)
 
-    def _inflate(self, raw: memoryview, size: int, name: str) -> bytes:
-        if size > MAX_DECOMPRESSED:
+    def _inflate(self, raw: memoryview, size: int, name: str, max_bytes: Optional[int]) -> bytes:
+        cap = MAX_DECOMPRESSED if max_bytes is None else min(max_bytes, MAX_DECOMPRESSED)
+        if size > cap:
             raise ElfError(f"{self.path}: section {name} claims {size} bytes uncompressed "
-                           f"(more than {MAX_DECOMPRESSED}): refused")
+                           f"(more than the limit of {cap}): refused")
         d = zlib.decompressobj()
         try:
             out = d.decompress(raw, size + 1)
@@ -398,7 +417,7 @@ class ElfFile:
         section symbols, not final values).  Only absolute relocations (S + A) occur there;
         any other type is an error."""
         data = self.section_data(name)
-        if data is None or self.type != ET_REL:
+        if data is None or not quirks.needs_debug_relocations(self.type):
             return data
         base = name if self.section(name) is not None else ".z" + name[1:]
         rel = self.section(".rela" + base) or self.section(".rel" + base)
@@ -513,10 +532,16 @@ class ElfFile:
     def _symtab_layout(self):
         return (self.endian + "IBBHQQ", 24) if self.is64 else (self.endian + "IIIBBH", 16)
 
+    def _table_bytes(self, sec: Section) -> memoryview:
+        if sec.size > MAX_SYMBOL_TABLE:
+            raise ElfError(f"{self.path}: {sec.name or 'a symbol table'} is {sec.size} bytes, "
+                           f"more than the limit of {MAX_SYMBOL_TABLE}")
+        return self.section_bytes(sec)
+
     def _raw_symbols(self, sec: Section) -> Iterator[tuple]:
         """(st_name, info, shndx, value, size) of every entry of a symbol table."""
         fmt, size = self._symtab_layout()
-        raw = self.section_bytes(sec)
+        raw = self._table_bytes(sec)
         raw = raw[:len(raw) - len(raw) % size]
         if self.is64:
             for st_name, info, _other, shndx, value, sz in struct.iter_unpack(fmt, raw):
@@ -531,7 +556,7 @@ class ElfFile:
     def _strtab_of(self, sec: Section) -> Optional[bytes]:
         if sec.link >= len(self.sections):
             return None
-        return bytes(self.section_bytes(self.sections[sec.link]))
+        return bytes(self._table_bytes(self.sections[sec.link]))
 
     def symbols(self, names: Optional[Iterable[str]] = None,
                 tables: Iterable[str] = (".symtab", ".dynsym")) -> Dict[str, Symbol]:
@@ -637,17 +662,21 @@ def parse_notes(data: bytes, little_endian: bool = True) -> List[Note]:
 
 def build_id_from_notes(data: bytes, little_endian: bool = True) -> str:
     """The GNU build-id (hex) in a note area, '' if none."""
-    for note in parse_notes(data, little_endian):
-        if note.name == b"GNU" and note.type == NT_GNU_BUILD_ID:
+    return build_id_from_notes_list(parse_notes(data, little_endian))
+
+
+def build_id_from_notes_list(notes: List[Note]) -> str:
+    for note in notes:
+        if note.name == quirks.BUILD_ID_NOTE_OWNER and note.type == NT_GNU_BUILD_ID:
             return note.desc.hex()
     return ""
 
 
-def elf_section_bytes(path: str, name: str) -> bytes:
+def elf_section_bytes(path: str, name: str, max_bytes: Optional[int] = None) -> bytes:
     """The contents of section `name` (e.g. ".BTF") of the ELF file at `path`.
     ElfError if the file is not an ELF or has no such section with data."""
     with ElfFile(path) as elf:
-        data = elf.section_data(name)
+        data = elf.section_data(name, max_bytes)
     if data is None:
         raise ElfError(f"{path}: no {name} section")
     return data

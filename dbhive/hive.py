@@ -15,6 +15,8 @@ import re
 from dataclasses import dataclass
 from typing import Iterator, Optional
 
+from . import quirks
+
 DEFAULT_DISTRO = "unknown"
 _SAFE = re.compile(r"[^A-Za-z0-9._+~-]")
 
@@ -42,8 +44,8 @@ def kernel_key(release: str, flavour: Optional[str] = None) -> str:
     """The file-name stem of a kernel in the hive: its release, `+debug` added for a debug
     flavour whose release does not say so."""
     name = release
-    if flavour == "debug" and not re.search(r"[+.]debug$", release):
-        name += "+debug"
+    if flavour == "debug" and not quirks.release_says_debug(release):
+        name += quirks.DEBUG_FILE_SUFFIX
     return safe_component(name, "release")
 
 

@@ -21,7 +21,7 @@ Raw BTF (no ELF around it; see `raw_btf_identity`):
 
 Flavour rule (`kernel_flavour`):
   'debug'  if the package is a `*-debug-*` one (`kernel-debug-debuginfo`), or the release
-           ends with `+debug` or `.debug` (Fedora / RHEL 7 debug kernels);
+           says so (`+debug`, `.debug`: Fedora / RHEL debug kernels; quirks.py);
   else     the part after the last `+` (RHEL `+rt`, `+64k`), or the Debian/Ubuntu/SUSE
            suffix after the ABI number (`6.1.0-47-cloud-amd64` -> `cloud-amd64`,
            `5.15.0-91-generic` -> `generic`, `5.14.21-150500.55.39-default` -> `default`);
@@ -29,14 +29,17 @@ Flavour rule (`kernel_flavour`):
 """
 from __future__ import annotations
 
+import contextlib
 import hashlib
 import os
 import re
 import sys
 from dataclasses import asdict, dataclass
+from typing import Optional
+from . import quirks
 from .archive.detect import detect_input
 from .elf import ElfFile, build_id_from_notes, open_regular
-from .errors import InputError
+from .errors import DbhiveError, InputError
 
 SYS_BTF = "/sys/kernel/btf/vmlinux"
 SYS_NOTES = "/sys/kernel/notes"
@@ -109,20 +112,35 @@ def kernel_identity(path: str, name_hint: str = "", package_name: str = "") -> K
         )
 
 
-def identify(path: str, workdir: str, progress: bool = False):
+def identify(path: str, workdir: str, progress: bool = False,
+             max_member_bytes: Optional[int] = None):
     """extract_kernel + kernel_identity, removing the extracted file if it is no kernel.
     Returns (dbhive.archive.Extracted, KernelIdentity)."""
     from .archive import extract_kernel
-    ex = extract_kernel(path, workdir, progress)
+    ex = extract_kernel(path, workdir, progress, max_member_bytes)
     hint = ex.member or ""
     if ex.kind == "btf-archive":        # btfhub: the arch is the archive's directory name
         hint = os.path.join(os.path.dirname(os.path.abspath(path)), ex.member)
     try:
-        ident = kernel_identity(ex.path, hint, ex.package_name)
+        with about_member(ex, path):
+            ident = kernel_identity(ex.path, hint, ex.package_name)
     except BaseException:
         ex.cleanup()
         raise
     return ex, ident
+
+
+@contextlib.contextmanager
+def about_member(ex, package_path: str):
+    """Errors about an extracted member's temp file name the package and the member
+    instead (the temp file is gone by the time the user reads the message)."""
+    try:
+        yield
+    except DbhiveError as e:
+        if not ex.temporary or ex.path not in str(e):
+            raise
+        text = str(e).replace(ex.path, f"{package_path} (member {ex.member})")
+        raise type(e)(text) from None
 
 
 def running_kernel_identity() -> KernelIdentity:
@@ -169,7 +187,7 @@ def pointer_size(arch: str) -> int:
 
 def kernel_flavour(release: str, package_name: str = "") -> str:
     """See the module doc for the rule."""
-    if "debug" in package_name.split("-") or release.endswith(("+debug", ".debug")):
+    if quirks.package_says_debug(package_name) or quirks.release_says_debug(release):
         return "debug"
     if "+" in release:
         return release.rsplit("+", 1)[1]
@@ -214,7 +232,7 @@ def _release_from_uts(elf: ElfFile) -> str:
     raw = elf.symbol_bytes(sym) if sym is not None else None
     if not raw:
         return ""
-    for base in (0, 4, 8):
+    for base in quirks.UTS_NS_UTSNAME_OFFSETS:
         if raw[base:base + 6] == b"Linux\0":
             field = raw[base + _UTS_RELEASE:base + _UTS_RELEASE + _UTS_FIELD]
             return field.split(b"\0", 1)[0].decode("ascii", "replace")
@@ -226,7 +244,8 @@ def release_from_name(name: str) -> str:
     if not name:
         return ""
     base = os.path.basename(name)
-    for pattern in (r"vmlinux-(.+?)(?:\.debug)?", r"(?:vmlinux-)?(.+?)\.btf(?:\.tar\.\w+)?"):
+    # the .btf spelling first: `vmlinux-<release>.btf` is a BTF file's name, not a release
+    for pattern in (r"(?:vmlinux-)?(.+?)\.btf(?:\.tar\.\w+)?", r"vmlinux-(.+?)(?:\.debug)?"):
         m = re.fullmatch(pattern, base)
         if m:
             return m.group(1)

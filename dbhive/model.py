@@ -15,6 +15,8 @@ from __future__ import annotations
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
+from .errors import FormatError
+
 VOID = "void"
 INT = "int"
 FLOAT = "float"
@@ -85,8 +87,8 @@ class Function:
 MAX_CHAIN = 1 << 16
 
 
-class TypeCycle(ValueError):
-    """A typedef/qualifier/array chain that loops (the graph is damaged)."""
+class TypeCycle(FormatError):
+    """A reference cycle no C type can have (the input is damaged or crafted)."""
 
 
 @dataclass
@@ -179,6 +181,107 @@ class TypeGraph:
         if k == FWD:
             return f"{t.encoding or 'struct'} {t.name}"
         return t.name or k
+
+
+def check_references(graph: "TypeGraph", source: str) -> None:
+    """Refuse a graph no C program could have: a reference to a missing type id, or a cycle
+    that does not pass through a named type.  Real kernels have none; crafted BTF or DWARF
+    would otherwise hang or overflow every walk (strip, sizeof, spelling, flattening).
+
+    Two kinds of cycle are checked, each over the edges its walks follow:
+      * by value: struct/union -> member type, typedef/qualifier -> target, array -> element
+        (a struct containing itself, a typedef naming itself);
+      * by spelling: pointer/array/qualifier -> target, function prototype -> return and
+        parameter types (a pointer to itself); spelling stops at struct, union, enum and
+        typedef names, so `struct list_head *next` is no cycle."""
+    types = graph.types
+    n = len(types)
+    by_value: list = [()] * n
+    by_spelling: list = [()] * n
+    for tid, t in enumerate(types):
+        k = t.kind
+        ref = t.ref
+        if k in COMPOSITE:
+            if t.members:
+                by_value[tid] = out = [m.type for m in t.members]
+                _check_ids(out, n, tid, source)
+            continue
+        if ref is None:
+            if k == FUNC_PROTO and t.params:
+                by_spelling[tid] = out = [p.type for p in t.params]
+                _check_ids(out, n, tid, source)
+            continue
+        if not 0 <= ref < n:
+            _check_ids((ref,), n, tid, source)
+        if k == PTR:
+            by_spelling[tid] = (ref,)
+        elif k == TYPEDEF:
+            by_value[tid] = (ref,)
+        elif k in QUALIFIERS or k == ARRAY:
+            by_value[tid] = by_spelling[tid] = (ref,)
+        elif k == FUNC_PROTO:
+            by_spelling[tid] = out = [ref] + [p.type for p in t.params or ()]
+            _check_ids(out, n, tid, source)
+    for f in graph.functions:
+        if not 0 <= f.proto < n:
+            raise FormatError(f"{source}: function {f.name} refers to type id {f.proto}, "
+                              f"which does not exist")
+    for what, edges in (("contains itself", by_value),
+                        ("is spelled through itself", by_spelling)):
+        if _has_cycle(edges):
+            cycle = _find_cycle(edges)
+            ids = " -> ".join(str(i) for i in cycle)
+            raise TypeCycle(f"{source}: type id {cycle[0]} {what} (reference cycle through "
+                            f"type ids {ids})")
+
+
+def _check_ids(ids, n: int, tid: int, source: str) -> None:
+    for r in ids:
+        if not isinstance(r, int) or not 0 <= r < n:
+            raise FormatError(f"{source}: type id {tid} refers to type id {r}, which does "
+                              f"not exist")
+
+
+def _has_cycle(edges: list) -> bool:
+    """Kahn's algorithm: peel nodes nothing points to; what cannot be peeled is on a cycle."""
+    indeg = [0] * len(edges)
+    for out in edges:
+        for j in out:
+            indeg[j] += 1
+    todo = [i for i, d in enumerate(indeg) if d == 0]
+    seen = 0
+    while todo:
+        i = todo.pop()
+        seen += 1
+        for j in edges[i]:
+            indeg[j] -= 1
+            if indeg[j] == 0:
+                todo.append(j)
+    return seen != len(edges)
+
+
+def _find_cycle(edges: list) -> list:
+    """One cycle, as a list of ids (first == last), by an iterative depth-first search."""
+    WHITE, GREY, BLACK = 0, 1, 2
+    colour = bytearray(len(edges))
+    for root in range(len(edges)):
+        if colour[root] != WHITE:
+            continue
+        colour[root] = GREY
+        stack = [(root, iter(edges[root]))]
+        while stack:
+            node, it = stack[-1]
+            nxt = next(it, None)
+            if nxt is None:
+                colour[node] = BLACK
+                stack.pop()
+            elif colour[nxt] == GREY:
+                path = [s[0] for s in stack]
+                return path[path.index(nxt):] + [nxt]
+            elif colour[nxt] == WHITE:
+                colour[nxt] = GREY
+                stack.append((nxt, iter(edges[nxt])))
+    return []
 
 
 # Declarator nesting deeper than this is a reference cycle (`T *` whose target is itself).

@@ -7,14 +7,14 @@ destination and renamed into place only when complete.
 """
 from __future__ import annotations
 
-import os
 import sqlite3
-import tempfile
 from typing import Iterable
 
 from . import model as M
+from . import output
 from . import schema as S
 from . import surftrace
+from .errors import SchemaError
 
 SCHEMA_VERSION = S.SCHEMA_VERSION
 
@@ -56,27 +56,25 @@ def _function_rows(g: M.TypeGraph):
 
 # ---------------------------------------------------------------------------
 
-def write_db(graph: M.TypeGraph, meta: dict, dest: str) -> dict:
-    """Write `graph` and `meta` to `dest` atomically (temp file + rename).
-    Returns the meta as written (with the counts and schema version added)."""
-    dest_dir = os.path.dirname(os.path.abspath(dest)) or "."
-    os.makedirs(dest_dir, exist_ok=True)
-    fd, tmp = tempfile.mkstemp(prefix=".tmp-", suffix=".db", dir=dest_dir)
-    os.close(fd)
-    try:
+def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = False) -> dict:
+    """Write `graph` and `meta` to `dest` atomically (output.atomic_path: temp file + rename;
+    a non-regular destination is refused).  Returns the meta as written (with the counts
+    and schema version added)."""
+    meta = dict(meta)
+    meta.setdefault("schema_version", SCHEMA_VERSION)
+    meta.setdefault("type_source", graph.source)
+    meta["types"] = str(len(graph.types))
+    meta["functions"] = str(len(graph.functions))
+    meta["structs"] = str(sum(1 for t in graph.types
+                              if t.kind in M.COMPOSITE and t.size is not None))
+    with output.atomic_path(dest, suffix=".db", must_exist_dir=must_exist_dir) as tmp:
         conn = sqlite3.connect(tmp)
         try:
+            # a temp file renamed only when complete: no journal, no fsync per statement
             conn.execute("PRAGMA journal_mode=OFF")
             conn.execute("PRAGMA synchronous=OFF")
             for t in S.TABLES:
                 conn.execute(S.create_table_sql(t))
-            meta = dict(meta)
-            meta.setdefault("schema_version", SCHEMA_VERSION)
-            meta.setdefault("type_source", graph.source)
-            meta["types"] = str(len(graph.types))
-            meta["functions"] = str(len(graph.functions))
-            meta["structs"] = str(sum(1 for t in graph.types
-                                      if t.kind in M.COMPOSITE and t.size is not None))
             _bulk(conn, S.META, ((k, None if v is None else str(v))
                                  for k, v in sorted(meta.items())))
             spell = graph.spelling_cache()
@@ -94,16 +92,6 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str) -> dict:
             conn.commit()
         finally:
             conn.close()
-        umask = os.umask(0)
-        os.umask(umask)
-        os.chmod(tmp, 0o666 & ~umask)     # mkstemp made it 0600
-        os.replace(tmp, dest)
-    except BaseException:
-        try:
-            os.unlink(tmp)
-        except OSError:
-            pass
-        raise
     return meta
 
 
@@ -137,45 +125,51 @@ def load_graph(path: str) -> M.TypeGraph:
     SchemaError for a file that is not a DB of this schema version."""
     conn, meta = S.open_db(path)
     try:
-        g = M.TypeGraph(types=[], source=meta.get("type_source", ""),
-                        ptr_size=_ptr_size(meta))
-        for (tid, kind, name, size, ref, nelems, variadic, signed, encoding, origin) in \
-                conn.execute(_SQL_TYPES):
-            if tid != len(g.types):
-                from .errors import SchemaError
-                raise SchemaError(f"{path} is damaged (type ids are not dense at id {tid})")
-            g.types.append(M.Type(kind=sys_intern(kind), name=name, size=size, ref=ref,
-                                  nelems=nelems, variadic=bool(variadic),
-                                  signed=None if signed is None else bool(signed),
-                                  encoding=encoding, origin=origin))
-        n = len(g.types)
-        for tid, name, mtype, boff, bsize in conn.execute(_SQL_MEMBERS):
-            t = g.types[tid] if 0 <= tid < n else None
-            if t is None:
-                continue
-            if t.members is None:
-                t.members = []
-            t.members.append(M.Member(name, mtype, boff, bsize))
-        for tid, name, value in conn.execute(_SQL_ENUMERATORS):
-            if 0 <= tid < n:
-                t = g.types[tid]
-                if t.enumerators is None:
-                    t.enumerators = []
-                t.enumerators.append((name, int(value)))
-        for tid, name, ptype in conn.execute(_SQL_PARAMS):
-            if 0 <= tid < n:
-                t = g.types[tid]
-                if t.params is None:
-                    t.params = []
-                t.params.append(M.Param(name, ptype))
-        for t in g.types:
-            if t.kind == M.FUNC_PROTO and t.params is None:
-                t.params = []
-        for name, proto, static, file, line, module in conn.execute(_SQL_FUNCTIONS):
-            g.functions.append(M.Function(name, proto, bool(static), file, line, module))
-        return g
+        return _load(conn, meta, path)
+    except sqlite3.DatabaseError as e:
+        raise SchemaError(f"{path} is damaged ({e})") from None
     finally:
         conn.close()
+
+
+def _load(conn, meta: dict, path: str) -> M.TypeGraph:
+    g = M.TypeGraph(types=[], source=meta.get("type_source", ""),
+                    ptr_size=_ptr_size(meta))
+    for (tid, kind, name, size, ref, nelems, variadic, signed, encoding, origin) in \
+            conn.execute(_SQL_TYPES):
+        if tid != len(g.types):
+            raise SchemaError(f"{path} is damaged (type ids are not dense at id {tid})")
+        g.types.append(M.Type(kind=sys_intern(kind), name=name, size=size, ref=ref,
+                              nelems=nelems, variadic=bool(variadic),
+                              signed=None if signed is None else bool(signed),
+                              encoding=encoding, origin=origin))
+    n = len(g.types)
+    for tid, name, mtype, boff, bsize in conn.execute(_SQL_MEMBERS):
+        t = g.types[tid] if 0 <= tid < n else None
+        if t is None:
+            continue
+        if t.members is None:
+            t.members = []
+        t.members.append(M.Member(name, mtype, boff, bsize))
+    for tid, name, value in conn.execute(_SQL_ENUMERATORS):
+        if 0 <= tid < n:
+            t = g.types[tid]
+            if t.enumerators is None:
+                t.enumerators = []
+            t.enumerators.append((name, int(value)))
+    for tid, name, ptype in conn.execute(_SQL_PARAMS):
+        if 0 <= tid < n:
+            t = g.types[tid]
+            if t.params is None:
+                t.params = []
+            t.params.append(M.Param(name, ptype))
+    for t in g.types:
+        if t.kind == M.FUNC_PROTO and t.params is None:
+            t.params = []
+    for name, proto, static, file, line, module in conn.execute(_SQL_FUNCTIONS):
+        g.functions.append(M.Function(name, proto, bool(static), file, line, module))
+    M.check_references(g, path)
+    return g
 
 
 def _ptr_size(meta: dict) -> int:

@@ -23,6 +23,8 @@ from .errors import AbsentMember, NoSuchFunction, NoSuchType, NotAPointer
 from .kernel import ARRAY, COMPOSITE, ENUM, FWD, PTR, KernelDB, TypeSource
 
 _RESULT_CACHE_MAX = 65536
+_SURFTRACE_CACHE_MAX = 4096
+_MISS = object()
 
 
 class Offset(NamedTuple):
@@ -144,6 +146,7 @@ class Resolver:
         self._results: dict = {}
         self._types: dict = {}
         self._notes: dict = {}
+        self._surftrace: dict = {}
 
     # ---- construction ----------------------------------------------------
     @classmethod
@@ -399,7 +402,15 @@ class Resolver:
     def surftrace_struct(self, name: str) -> Optional[dict]:
         """{"name", "members", "size", "cell": [{"type", "offset", "size", "bits", "name"}]}
         for a surftrace struct name (`struct X`, `union X`, an anonymous struct's typedef
-        name), or None."""
+        name), or None.  (Cached: a server asks for the same structs again and again.)"""
+        hit = self._surftrace.get(name, _MISS)
+        if hit is _MISS:
+            hit = self._surftrace_struct(name)
+            if len(self._surftrace) < _SURFTRACE_CACHE_MAX:
+                self._surftrace[name] = hit
+        return hit
+
+    def _surftrace_struct(self, name: str) -> Optional[dict]:
         for src in self.sources:
             tid = src.surftrace_struct(name)
             if tid is not None:

@@ -12,12 +12,12 @@ Overlay DBs (kobuild's `prev.db` for custom modules): $LBC_PREVDB, else ./prev.d
 from __future__ import annotations
 
 import os
-import re
 from dataclasses import dataclass, field
 from typing import Optional
 
 from dbhive.errors import SchemaError
 from dbhive.hive import default_hive, iter_dbs  # noqa: F401 (default_hive re-exported)
+from dbhive.quirks import release_says_debug
 from dbhive.schema import check_version, read_meta as _read_meta
 
 from .errors import NoKernelDB
@@ -67,11 +67,8 @@ def running_identity() -> Identity:
     return Identity(k.release, k.arch, k.build_id or None)
 
 
-_DEBUG_RE = re.compile(r"(^|[+._-])debug($|[+._-])")
-
-
 def is_debug_release(release: str) -> bool:
-    return bool(_DEBUG_RE.search(release or ""))
+    return release_says_debug(release)
 
 
 def _is_debug_db(meta: dict) -> bool:

@@ -296,12 +296,15 @@ def expr(obj, probes, expr_arch, as_json, as_surftrace, compat):
 @kernel_options
 @click.option("--host", default="127.0.0.1", show_default=True)
 @click.option("--port", default=8123, show_default=True, type=int)
+@click.option("--deadline", default=30.0, show_default=True, type=float,
+              help="Seconds one request may take, first byte to reply.")
 @click.pass_obj
-def serve(obj, host, port):
+def serve(obj, host, port, deadline):
     """Serve the surftrace/pylcc "lbc" protocol (POST /lbc) and a JSON API (/api/...)."""
     from .server import serve_forever
     try:
-        serve_forever(hive=obj.hive, db=obj.db, host=host, port=port, overlay=obj.overlay)
+        serve_forever(hive=obj.hive, db=obj.db, host=host, port=port, overlay=obj.overlay,
+                      request_deadline=deadline)
     except OSError as e:
         fail("resolver", f"cannot serve on {host}:{port}: {e.strerror or e}", 1)
 

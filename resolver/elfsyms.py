@@ -7,7 +7,7 @@ import os
 import re
 from typing import Dict, Iterable, Optional
 
-from dbhive.elf import ElfFile
+from dbhive.elf import PF_W, PF_X, SHT_NOBITS, ElfFile
 from dbhive.errors import ElfError, InputError
 
 __all__ = ["ElfFile", "ElfError", "resolve_symbols", "openssl_version", "has_openssl"]
@@ -57,19 +57,29 @@ def openssl_version(img: ElfFile) -> Optional[dict]:
     return None
 
 
+# bytes searched for the version string (libcrypto's .rodata is ~1 MB; a static binary's
+# read-only data tens of MB)
+MAX_VERSION_SCAN = 256 << 20
+
+
 def _own_openssl_version(img: ElfFile) -> Optional[dict]:
-    for secname in (".rodata", ""):
-        if secname:
-            sec = img.section(secname)
-            if sec is None:
-                continue
-            blob = img.section_bytes(sec)
-        else:
-            blob = img.data
-        m = _OPENSSL_RE.search(blob)
+    """The version string in .rodata, else in the read-only loaded segments (stripped
+    section headers); never more than MAX_VERSION_SCAN bytes are searched."""
+    sec = img.section(".rodata")
+    if sec is not None and sec.type != SHT_NOBITS:
+        regions = [(sec.offset, sec.size)]
+    else:
+        regions = [(p.offset, p.filesz) for p in img.loads if not p.flags & (PF_W | PF_X)]
+    budget = MAX_VERSION_SCAN
+    for offset, size in regions:
+        size = min(size, budget, max(0, img.size - offset))
+        budget -= size
+        m = _OPENSSL_RE.search(img.data, offset, offset + size) if size > 0 else None
         if m:
             return {"version": m.group(1).decode(), "text": m.group(0).decode(),
                     "source": "version-string"}
+        if budget <= 0:
+            break
     return None
 
 

@@ -22,8 +22,8 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .api import Resolver, TypeRef, bitfield_unit
-from .errors import ExprError, ResolverError
-from .kernel import ARRAY, COMPOSITE, PTR, QUALIFIERS
+from .errors import CorruptDB, ExprError, ResolverError
+from .kernel import ARRAY, COMPOSITE, MAX_CHAIN, PTR, QUALIFIERS
 
 ARCH_REGS = {
     "x86_64": ("di", "si", "dx", "cx", "r8", "r9", "ax", "bx", "sp", "bp", "r10", "r11",
@@ -185,10 +185,12 @@ class _Translator:
         """Strip top-level qualifiers and array dimensions: (element id, is array)."""
         arr = False
         t = db.type(tid)
-        while t.kind in QUALIFIERS or t.kind == ARRAY:
+        for _ in range(MAX_CHAIN):
+            if t.kind not in QUALIFIERS and t.kind != ARRAY:
+                return t.id, arr
             arr = arr or t.kind == ARRAY
             t = db.type(t.ref)
-        return t.id, arr
+        raise CorruptDB(f"type id {tid}: qualifier/array chain loops (damaged DB)")
 
     def _parse_cast(self, text: str) -> _Cur:
         raw = text
@@ -311,6 +313,8 @@ class _Translator:
         t = db.type(db.strip_cv(tid))
         while t.kind == ARRAY:
             n += 1
+            if n > MAX_CHAIN:
+                raise CorruptDB(f"type id {tid}: array chain loops (damaged DB)")
             t = db.type(db.strip_cv(t.ref))
         return n
 

@@ -62,7 +62,7 @@ _SQL_BY_SPELLING = S.select_sql(
     "id LIMIT 1")
 _SQL_FUNCS_LIKE = S.select_sql(S.KT_FUNCTIONS, _FUNC_COLS, "name LIKE ?", "id")
 
-_MAX_CHAIN = 1 << 16
+MAX_CHAIN = 1 << 16          # links before a chain is called a cycle (damaged DB)
 
 
 class TypeRow(NamedTuple):
@@ -134,31 +134,26 @@ class TypeSource:
 
     # ---- derived walks -----------------------------------------------------
     def strip(self, tid: int) -> int:
-        """Follow typedefs and qualifiers (a chain longer than the number of types is a
-        cycle: the DB is damaged)."""
-        t = self.type(tid)
-        hops = 0
-        while t.kind in TRANSPARENT and t.ref is not None:
-            t = self.type(t.ref)
-            hops += 1
-            if hops > _MAX_CHAIN:
-                raise _cycle(self, tid)
-        return t.id
+        """Follow typedefs and qualifiers."""
+        return self._follow(tid, TRANSPARENT)
 
     def strip_cv(self, tid: int) -> int:
+        """Follow qualifiers (const, volatile, restrict, type tags)."""
+        return self._follow(tid, QUALIFIERS)
+
+    def _follow(self, tid: int, kinds: tuple) -> int:
+        # a chain longer than any real kernel's is a cycle: the DB is damaged
         t = self.type(tid)
-        hops = 0
-        while t.kind in QUALIFIERS and t.ref is not None:
+        for _ in range(MAX_CHAIN):
+            if t.kind not in kinds or t.ref is None:
+                return t.id
             t = self.type(t.ref)
-            hops += 1
-            if hops > _MAX_CHAIN:
-                raise _cycle(self, tid)
-        return t.id
+        raise _cycle(self, tid)
 
     def sizeof(self, tid: int) -> Optional[int]:
         t = self.type(tid)
         mult = 1
-        for _ in range(_MAX_CHAIN):
+        for _ in range(MAX_CHAIN):
             if t.size is not None:
                 return mult * t.size
             if t.kind in TRANSPARENT and t.ref is not None:

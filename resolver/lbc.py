@@ -14,6 +14,7 @@ import base64
 import os
 from typing import Optional
 
+from dbhive.errors import InputError
 from dbhive.hive import btf_path, hive_of_db
 
 from .api import Resolver
@@ -24,7 +25,7 @@ FUNC_FILTER_LIMIT = 100
 BTF_MAGICS = (b"\x9f\xeb", b"\xeb\x9f")
 
 
-class BadRequest(ValueError):
+class BadRequest(InputError, ValueError):
     """A request the protocol does not allow (the reply's log says why)."""
 
 

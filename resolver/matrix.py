@@ -3,6 +3,8 @@ from __future__ import annotations
 
 from typing import Optional
 
+from dbhive.errors import DbhiveError
+
 from . import choose
 from .api import Resolver
 from .kernel import KernelDB
@@ -14,7 +16,15 @@ def build_matrix(paths, hive: Optional[str] = None, arch: Optional[str] = None) 
     hive = hive or choose.default_hive()
     rows = []
     for path, meta in choose.hive_entries(hive, arch):
-        r = Resolver(KernelDB(path))
+        try:
+            r = Resolver(KernelDB(path))
+        except DbhiveError as e:        # a damaged DB is a row saying so, never the end
+            k = {"release": meta.get("release"), "arch": meta.get("arch"),
+                 "build_id": meta.get("build_id"), "db": path,
+                 "flavour": meta.get("flavour"), "type_source": meta.get("type_source")}
+            rows.append({"kernel": k, "error": str(e),
+                         "offsets": {p: {"error": str(e)} for p in paths}})
+            continue
         try:
             offs = {}
             for p, v in r.offsets(paths).items():

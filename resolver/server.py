@@ -28,7 +28,8 @@ import sys
 import threading
 import traceback
 from collections import OrderedDict
-from http.server import BaseHTTPRequestHandler, ThreadingHTTPServer
+from concurrent.futures import ThreadPoolExecutor
+from http.server import BaseHTTPRequestHandler, HTTPServer
 from typing import Optional
 
 from dbhive.errors import DbhiveError
@@ -43,9 +44,12 @@ MAX_BODY = 1 << 20            # 1 MiB
 MAX_ITEMS = 64                # requests per lbc body / paths per API call
 MAX_NAME = 256
 MAX_OPEN_DBS = 16
-MAX_WORKERS = 64              # requests handled at once; more wait for a slot
+MAX_WORKERS = 32              # connections served at once, each by a pool thread
+MAX_QUEUE = 128               # accepted connections waiting for a worker; more get 503
 MAX_BTF = 64 << 20            # largest BTF file the `btf` command sends
-REQUEST_TIMEOUT = 10.0        # seconds a connection may stay idle mid-request
+MAX_REPLY = 32 << 20          # bytes of one reply; commands past it answer "reply too large"
+REQUEST_TIMEOUT = 10.0        # seconds a connection may stay idle between reads
+REQUEST_DEADLINE = 30.0       # seconds one request may take from its first byte to its reply
 
 
 
@@ -132,6 +136,22 @@ class Kernels:
 # ---------------------------------------------------------------------------------------
 # lbc
 
+def lbc_many(kernels: Kernels, reqs: list, max_reply: int = MAX_REPLY) -> list:
+    """The replies to one body's requests; past `max_reply` bytes the rest answer that the
+    reply is too large (one 2 KB body of 64 `btf` commands must not cost 0.5 GB)."""
+    out, size = [], 0
+    for q in reqs:
+        if size > max_reply:
+            out.append({"log": f"reply too large: over {max_reply} bytes; ask in fewer "
+                               f"requests."})
+            continue
+        r = lbc_one(kernels, q)
+        size += len(json.dumps(r))
+        out.append(r if size <= max_reply else
+                   {"log": f"reply too large: over {max_reply} bytes; ask in fewer requests."})
+    return out
+
+
 def lbc_one(kernels: Kernels, req) -> dict:
     """One lbc request -> its reply entry; every failure is this request's own log line."""
     if not isinstance(req, dict):
@@ -193,7 +213,10 @@ def api_call(kernels: Kernels, path: str, body) -> tuple:
                 not all(isinstance(p, str) and len(p) <= 4096 for p in probes):
             raise BadRequest(f"'probes' must be a list of 1..{MAX_ITEMS} strings")
         arch = _text(body, "expr_arch", required=False) or r.kernel.get("arch") or "x86_64"
-        res = translate(r, probes, arch=arch, compat=bool(body.get("compat", False)))
+        compat = body.get("compat", False)
+        if not isinstance(compat, bool):
+            raise BadRequest("'compat' must be true or false")
+        res = translate(r, probes, arch=arch, compat=compat)
         return 200, {"kernel": r.kernel, "probes": [p.as_dict() for p in res]}
     return 404, {"error": f"no such endpoint {path}"}
 
@@ -240,11 +263,26 @@ class _Handler(BaseHTTPRequestHandler):
         except (UnicodeDecodeError, ValueError) as e:
             raise _HttpError(400, f"body is not JSON: {e}")
 
+    def handle_one_request(self):
+        # one deadline for the whole request: a client sending a byte at a time, or never
+        # finishing its body, loses its connection when it passes (a per-read timeout alone
+        # would let it hold a worker forever)
+        timer = threading.Timer(self.server.request_deadline, self._expire)
+        timer.daemon = True
+        timer.start()
+        try:
+            super().handle_one_request()
+        finally:
+            timer.cancel()
+
+    def _expire(self) -> None:
+        self.close_connection = True
+        try:
+            self.connection.shutdown(socket.SHUT_RDWR)
+        except OSError:
+            pass
+
     def _guard(self, fn) -> None:
-        if not self.server.slots.acquire(timeout=REQUEST_TIMEOUT):
-            self.close_connection = True
-            self._send(503, {"code": 503, "log": "server busy, retry"})
-            return
         try:
             fn()
         except _HttpError as e:
@@ -259,8 +297,6 @@ class _Handler(BaseHTTPRequestHandler):
                                  "error": f"internal error: {type(e).__name__}"})
             except OSError:
                 self.close_connection = True
-        finally:
-            self.server.slots.release()
 
     def do_GET(self):
         def run():
@@ -282,8 +318,7 @@ class _Handler(BaseHTTPRequestHandler):
                     body = [body]
                 if not isinstance(body, list) or not body or len(body) > MAX_ITEMS:
                     raise _HttpError(400, f"body must be a list of 1..{MAX_ITEMS} requests")
-                res = [lbc_one(self.server.kernels, q) for q in body]
-                self._send(200, {"code": 200, "res": res})
+                self._send(200, {"code": 200, "res": lbc_many(self.server.kernels, body)})
             elif path.startswith("/api/"):
                 body = self._body()
                 try:
@@ -303,22 +338,55 @@ class _Handler(BaseHTTPRequestHandler):
     do_DELETE = do_PATCH = do_PUT
 
 
+_BUSY_BODY = b'{"code": 503, "log": "server busy, retry"}'
+_BUSY = (b"HTTP/1.1 503 Service Unavailable\r\nContent-Type: application/json\r\n"
+         b"Connection: close\r\nContent-Length: " + str(len(_BUSY_BODY)).encode() +
+         b"\r\n\r\n" + _BUSY_BODY)
+
+
 class _HttpError(Exception):
     def __init__(self, code: int, msg: str):
         super().__init__(msg)
         self.code, self.msg = code, msg
 
 
-class ResolverServer(ThreadingHTTPServer):
-    daemon_threads = True
+class ResolverServer(HTTPServer):
+    """Connections are served by a fixed pool of MAX_WORKERS threads with at most MAX_QUEUE
+    waiting; beyond that a client gets 503 at once (memory and threads stay bounded)."""
     allow_reuse_address = True
     request_queue_size = 128
 
-    def __init__(self, addr, kernels: Kernels, verbose: bool = False):
+    def __init__(self, addr, kernels: Kernels, verbose: bool = False,
+                 request_deadline: float = REQUEST_DEADLINE):
         self.kernels = kernels
         self.verbose = verbose
-        self.slots = threading.BoundedSemaphore(MAX_WORKERS)
+        self.request_deadline = request_deadline
+        self.pool = ThreadPoolExecutor(MAX_WORKERS, thread_name_prefix="resolver")
+        self.admitted = threading.BoundedSemaphore(MAX_WORKERS + MAX_QUEUE)
         super().__init__(addr, _Handler)
+
+    def process_request(self, request, client_address):
+        if not self.admitted.acquire(blocking=False):
+            try:
+                request.sendall(_BUSY)
+            except OSError:
+                pass
+            self.shutdown_request(request)
+            return
+        self.pool.submit(self._serve, request, client_address)
+
+    def _serve(self, request, client_address):
+        try:
+            self.finish_request(request, client_address)
+        except Exception:
+            self.handle_error(request, client_address)
+        finally:
+            self.shutdown_request(request)
+            self.admitted.release()
+
+    def server_close(self):
+        super().server_close()
+        self.pool.shutdown(wait=False, cancel_futures=True)
 
     def handle_error(self, request, client_address):   # keep serving, stay quiet
         if self.verbose:
@@ -327,14 +395,17 @@ class ResolverServer(ThreadingHTTPServer):
 
 def make_server(hive: Optional[str] = None, db: Optional[str] = None,
                 host: str = "127.0.0.1", port: int = 8123, verbose: bool = False,
-                overlay: Optional[str] = None) -> ResolverServer:
+                overlay: Optional[str] = None,
+                request_deadline: float = REQUEST_DEADLINE) -> ResolverServer:
     """`overlay`: an overlay DB path, "auto" ($LBC_PREVDB / ./prev.db) or None."""
     return ResolverServer((host, port), Kernels(hive=hive, db=db, overlay=overlay),
-                          verbose=verbose)
+                          verbose=verbose, request_deadline=request_deadline)
 
 
-def serve_forever(hive=None, db=None, host="127.0.0.1", port=8123, overlay=None) -> None:
-    srv = make_server(hive=hive, db=db, host=host, port=port, overlay=overlay)
+def serve_forever(hive=None, db=None, host="127.0.0.1", port=8123, overlay=None,
+                  request_deadline: float = REQUEST_DEADLINE) -> None:
+    srv = make_server(hive=hive, db=db, host=host, port=port, overlay=overlay,
+                      request_deadline=request_deadline)
     where = db or srv.kernels.hive
     print(f"resolver: serving {where} on http://{host}:{srv.server_address[1]} "
           f"(POST /lbc, /api/offset, /api/struct, /api/func, /api/expr; GET /api/kernels)",

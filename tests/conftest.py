@@ -47,3 +47,45 @@ def debian_db(debian_vmlinux_btf) -> str:
     """A DB of the Debian 6.1 kernel's BTF (cached by tests/support/resolver_dbs.py)."""
     from tests.support.resolver_dbs import build_btf_db, debian_meta
     return build_btf_db(debian_vmlinux_btf, debian_meta())
+
+
+# ---- the tracer's: a hive built by the real builder, the Go test programs ----------------
+
+@pytest.fixture(scope="session")
+def running_hive(tmp_path_factory):
+    """A hive holding the running kernel's DB, built by `dbhive build` from its BTF."""
+    import subprocess
+    import sys
+    hive = tmp_path_factory.mktemp("tracer-hive")
+    subprocess.run([os.path.join(os.path.dirname(sys.executable), "dbhive"), "build",
+                    RUNNING_BTF, "--hive", str(hive)], check=True, capture_output=True,
+                   timeout=300)
+    return str(hive)
+
+
+@pytest.fixture(scope="session")
+def running_db_file(running_hive):
+    found = [os.path.join(d, f) for d, _, fs in os.walk(running_hive) for f in fs
+             if f.endswith(".db")]
+    assert len(found) == 1, found
+    return found[0]
+
+
+@pytest.fixture(scope="session")
+def probe_124():
+    from tests.support.go_builds import binary
+    return binary("1.24", "tracerprobe", "dwarf")
+
+
+@pytest.fixture(scope="session")
+def probe_119_strip():
+    from tests.support.go_builds import binary
+    return binary("1.19", "tracerprobe", "strip")
+
+
+@pytest.fixture(scope="session")
+def probe_115():
+    """tracerprobe built by Go 1.15 (stack ABI, g in TLS on amd64): Debian bullseye's
+    golang-1.15, fetched by scripts/go_toolchains.py like every other toolchain."""
+    from tests.support.go_builds import binary
+    return binary("1.15", "tracerprobe", "dwarf")

@@ -67,7 +67,7 @@ def test_debian_libssl3():
 
 def test_static_openssl_build(tmp_path):
     if not os.path.exists("/usr/lib/x86_64-linux-gnu/libssl.a"):
-        pytest.fail("libssl-dev missing (scripts/apt-packages.txt)")
+        pytest.fail("libssl-dev missing (scripts/apt-test.txt)")
     exe = os.path.join(CACHE, "ssl-static")
     if not os.path.exists(exe):
         src = tmp_path / "s.c"

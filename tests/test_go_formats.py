@@ -70,9 +70,15 @@ def test_future_go_version(tmp_path):
     _patch(exe, b"go1.24.11", b"go1.99.11", where=at)
     rep = analyze_go_binary(str(exe))
     assert rep.version == "go1.99.11" and rep.version_source == "buildinfo"
+    # no table for go1.99: the binary's own type descriptors still answer, as its DWARF twin
+    from scripts.gen_go_offsets import dwarf_structs
+    truth = dwarf_structs(binary("1.24", "tlsapp", "dwarf"), {"runtime.g"})
     goid = rep.offsets["runtime.g.goid"]
-    assert goid["offset"] is None and goid["source"] == "unknown"
-    assert "go1.99" in goid["reason"]
+    assert goid == {"offset": truth["runtime.g"]["goid"], "source": "typeinfo"}
+    # a struct without a descriptor: unknown, saying why for both
+    cc = rep.offsets["net/http.http2clientConnReadLoop.cc"]
+    assert cc["offset"] is None and cc["source"] == "unknown"
+    assert "go1.99" in cc["reason"] and "no type descriptor" in cc["typeinfo"]
     assert rep.symbols["runtime.casgstatus"]["returns"]     # everything else still works
 
 
@@ -134,3 +140,22 @@ def test_inline_format_buildinfo(tmp_path_factory, is64, big, version):
     f.write_bytes(_elf_with_blob(is64, big, 0x80, blob))
     info = read_buildinfo(ElfImage(str(f)))
     assert info.inline and info.version == version and info.modinfo == ""
+
+
+def test_func_record_outside_pclntab(tmp_path):
+    """A functab entry whose record offset points past the pclntab (found by the fuzzer):
+    that function is not found, everything else is, no traceback."""
+    from resolver.golang.pclntab import find_pclntab
+    exe = tmp_path / "far"
+    shutil.copy(binary("1.24", "tlsapp", "strip"), exe)
+    img = ElfImage(str(exe))
+    tab = find_pclntab(img)
+    sec = img.section(".gopclntab")
+    names = {f.name: i for i, f in enumerate(tab.funcs()) if f.name in
+             ("runtime.casgstatus", "runtime.newproc1")}
+    i = names["runtime.casgstatus"]
+    at = sec.offset + tab.functab_off + i * tab._entry_size + 4      # (entryoff, funcoff)
+    _patch(exe, open(exe, "rb").read()[at:at + 4], struct.pack("<I", 0xFFFF0000), where=at)
+    rep = analyze_go_binary(str(exe))
+    assert rep.symbols["runtime.casgstatus"] is None
+    assert rep.symbols["runtime.newproc1"]["returns"]

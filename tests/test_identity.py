@@ -189,6 +189,9 @@ def test_release_from_name():
         "5.14.0-1.el9.x86_64"
     assert release_from_name("ubuntu/20.04/x86_64/5.4.0-1009-aws.btf.tar.xz") == "5.4.0-1009-aws"
     assert release_from_name("/boot/vmlinuz") == ""
+    # found by the tracer's tests: the .btf suffix is not part of the release
+    assert release_from_name("/var/cache/vmlinux-6.1.0-47-cloud-amd64.btf") == \
+        "6.1.0-47-cloud-amd64"
 
 
 def test_parse_notes_and_sha256(tmp_path):

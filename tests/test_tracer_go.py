@@ -20,9 +20,7 @@ import time
 
 import pytest
 
-# the session fixtures of test_tracer.py (a DB built by dbhive, the Go test programs)
-from test_tracer import (MACHINE, TRACER, needs_bpf, probe_115, probe_119_strip, probe_124,  # noqa: F401
-                         running_db_file, running_hive)
+from tests.support.tracer_env import MACHINE, TRACER, needs_bpf
 
 pytestmark = needs_bpf
 

@@ -62,13 +62,13 @@ class Analysis:
 def abi_flags(machine: str, version: Optional[tuple]) -> int:
     """proc_info_map flags for a Go release: amd64 before 1.17 passes arguments on the stack
     and keeps g in TLS; arm64 before 1.18 passes arguments on the stack (g is always x28)."""
-    if version is None:
+    from resolver.golang import quirks
+    if version is None or machine not in quirks.REGISTER_ABI_SINCE or \
+            quirks.register_abi(machine, version):
         return 0
-    if machine == "x86_64" and version < (1, 17):
+    if machine in quirks.G_IN_TLS_BEFORE_REGISTER_ABI:
         return F.GO_G_TLS | F.GO_STACK_ABI
-    if machine == "aarch64" and version < (1, 18):
-        return F.GO_STACK_ABI
-    return 0
+    return F.GO_STACK_ABI
 
 
 def analyze(path: str, identity: Identity, machine: str) -> Analysis:
@@ -179,19 +179,16 @@ def load_bias(pid: int, a: Analysis) -> Optional[int]:
         return 0
     if a.anchor is None:
         return None
+    from resolver.golang import NotGoBinary, process_maps
     vaddr, foff = a.anchor
     try:
-        with open(f"/proc/{pid}/maps") as fh:
-            for line in fh:
-                parts = line.split(None, 5)
-                if len(parts) < 6:
-                    continue
-                lo, hi = (int(x, 16) for x in parts[0].split("-"))
-                off = int(parts[2], 16)
-                if "x" in parts[1] and off <= foff < off + (hi - lo):
-                    return lo + (foff - off) - vaddr
-    except OSError:
+        maps = process_maps(pid)
+    except NotGoBinary:             # the process is gone
         return None
+    for m in maps:
+        if m["path"] and "x" in m["perms"] and m["offset"] <= foff < m["offset"] + (
+                m["end"] - m["start"]):
+            return m["start"] + (foff - m["offset"]) - vaddr
     return None
 
 

@@ -40,11 +40,13 @@ archive to its end, so the decompressor's own end-of-stream checks run.
 from __future__ import annotations
 
 import os
-from typing import Callable, Iterable, Iterator, Union
+from typing import Callable, Iterable, Iterator, Optional, Union
 
 from ..errors import ArchiveError, InputError
-from .detect import (BTF_MEMBER_PATTERN, KIND_TEXT, KINDS, MODULE_PATTERN, PACKAGE_KINDS,
-                     detect_input, is_kernel_member, module_name)
+from ..elf import ELF_MAGIC
+from .detect import (BTF_MAGIC_BE, BTF_MAGIC_LE, BTF_MEMBER_PATTERN, COMPRESSED_MAGICS, KIND_TEXT,
+                     KINDS, MODULE_PATTERN, PACKAGE_KINDS, detect_input, is_kernel_member,
+                     module_name)
 from .types import Extracted, ExtractedModule, ModuleMember
 
 __all__ = ["InputError", "ArchiveError", "Extracted", "ModuleMember", "ExtractedModule", "KINDS",
@@ -54,19 +56,26 @@ __all__ = ["InputError", "ArchiveError", "Extracted", "ModuleMember", "Extracted
 # `detect_input` and the types stay cheap to import.
 
 
-def extract_kernel(path: str, workdir: str, progress: bool = False) -> Extracted:
+def extract_kernel(path: str, workdir: str, progress: bool = False,
+                   max_member_bytes: Optional[int] = None) -> Extracted:
     """Find the kernel in `path` and return where it is (see `Extracted`).
 
     For packages the vmlinux (or, for a btfhub archive, the .btf file) is streamed into a
     new temp file in `workdir`; the caller removes it (`Extracted.cleanup()`).  `progress`
     shows a tqdm bar of compressed input bytes consumed.  This finds the member a package
     declares as its kernel; whether that file really is a Linux kernel is checked by
-    `dbhive.identity.kernel_identity`."""
+    `dbhive.identity.kernel_identity`.  The member must start like one (ELF or BTF magic)
+    and be at most `max_member_bytes` (default stream.MAX_MEMBER_BYTES)."""
     kind = detect_input(path)
     if kind not in PACKAGE_KINDS:
         return Extracted(path=path, member=None, package=None, kind=kind)
-    from .stream import Package
-    pkg = Package(path, kind, progress)
+    from .stream import MAX_MEMBER_BYTES, Package
+    if kind == "btf-archive":
+        magics, magics_text = (BTF_MAGIC_LE, BTF_MAGIC_BE), "raw BTF"
+    else:
+        magics, magics_text = (ELF_MAGIC,), "an ELF file"
+    pkg = Package(path, kind, progress, magics, magics_text,
+                  max_member_bytes or MAX_MEMBER_BYTES)
     if kind == "btf-archive":
         match = BTF_MEMBER_PATTERN.fullmatch
         what, suffix = "no .btf file", ".btf"
@@ -115,4 +124,5 @@ def extract_modules(path: str, workdir: str,
         names = {module_name(n) for n in wanted}
         keep = lambda mm: mm.name in names                                # noqa: E731
     from .stream import Package
-    return Package(path, kind, progress).extract_modules(keep, workdir)
+    return Package(path, kind, progress, (ELF_MAGIC,) + COMPRESSED_MAGICS,
+                   "an ELF or compressed module").extract_modules(keep, workdir)

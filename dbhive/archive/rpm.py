@@ -12,6 +12,7 @@ from ..errors import ArchiveError
 
 HEADER_MAGIC = b"\x8e\xad\xe8\x01"
 LEAD_SIZE = 96
+MAX_HEADER_BYTES = 256 << 20    # a kernel-debuginfo RPM's main header is a few MB
 
 # signature tags
 SIGTAG_LONGSIZE = 270           # header + payload bytes (64-bit)
@@ -46,11 +47,11 @@ def read_rpm_headers(path: str, file_size: int, normalise) -> RpmInfo:
         lead = fh.read(LEAD_SIZE)
         if len(lead) < LEAD_SIZE:
             raise ArchiveError(f"{path}: truncated RPM (lead cut short)")
-        sig = _header(fh, path, "signature")
+        sig = _header(fh, path, "signature", file_size)
         fh.seek(-fh.tell() % 8, os.SEEK_CUR)        # the main header is 8-aligned
         main_start = fh.tell()
-        main = _header(fh, path, "main")
-    total = sig.get(SIGTAG_LONGSIZE, sig.get(SIGTAG_SIZE, [None]))[0]
+        main = _header(fh, path, "main", file_size)
+    total = (sig.get(SIGTAG_LONGSIZE) or sig.get(SIGTAG_SIZE) or [None])[0]
     if total is not None and main_start + total > file_size:
         raise ArchiveError(f"{path}: truncated RPM ({file_size} bytes, its header says "
                            f"{main_start + total})")
@@ -72,13 +73,17 @@ def read_rpm_headers(path: str, file_size: int, normalise) -> RpmInfo:
     return info
 
 
-def _header(fh, path: str, which: str) -> dict:
+def _header(fh, path: str, which: str, file_size: int) -> dict:
     """One RPM header structure at the file position: {tag: [values]} for the number,
     string and string-array tags (binary ones are skipped)."""
     head = fh.read(16)
     if len(head) < 16 or head[:4] != HEADER_MAGIC:
         raise ArchiveError(f"{path}: truncated or damaged RPM ({which} header missing)")
     nindex, hsize = struct.unpack(">II", head[8:16])
+    need = 16 * nindex + hsize
+    if need > min(MAX_HEADER_BYTES, file_size - fh.tell()):
+        raise ArchiveError(f"{path}: truncated or damaged RPM ({which} header claims {need} "
+                           f"bytes)")
     index, store = fh.read(16 * nindex), fh.read(hsize)
     if len(index) != 16 * nindex or len(store) != hsize:
         raise ArchiveError(f"{path}: truncated RPM ({which} header cut short)")

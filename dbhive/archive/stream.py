@@ -21,12 +21,15 @@ from typing import Callable, Optional
 import libarchive
 from libarchive.exception import ArchiveError as LibarchiveError
 
+from .. import quirks
 from ..errors import ArchiveError
 from . import deb, rpm
 from .detect import KIND_TEXT, MODULE_PATTERN, module_name
 from .types import ExtractedModule, ModuleMember
 
 BLOCK = 1 << 20                  # bytes per read/write
+MAGIC_PEEK = 8                   # bytes of a member looked at before it is written out
+MAX_MEMBER_BYTES = 4 << 30       # a real debuginfo vmlinux is 0.5-1.5 GB
 MAX_LINK_HOPS = 16
 MAX_BACK_PASSES = 3            # re-reads of an archive for links pointing back
 
@@ -61,8 +64,11 @@ class _Window(io.RawIOBase):
 class Package:
     """One package file and how to stream its payload archive."""
 
-    def __init__(self, path: str, kind: str, progress: bool):
+    def __init__(self, path: str, kind: str, progress: bool, magics: tuple = (),
+                 magics_text: str = "", max_member_bytes: int = MAX_MEMBER_BYTES):
         self.path, self.kind, self.progress = path, kind, progress
+        self.magics, self.magics_text = magics, magics_text
+        self.max_member_bytes = max_member_bytes
         self.size = os.path.getsize(path)
         self._meta = ("", "")
         self._digests = None        # member -> (hash name, hex digest), read on first use
@@ -165,18 +171,33 @@ class Package:
     def write_entry(self, entry, name: str, workdir: str, prefix: str, suffix: str) -> str:
         """Copy `entry`'s data (member `name`) into a new temp file in `workdir`; returns its
         path.  The data is checked against the package's digest for `name` when it lists
-        one; `self.unverified` is set otherwise."""
+        one; `self.unverified` is set otherwise.  Before anything big is written, its first
+        bytes must be one of `self.magics` (a decompression bomb of zeros is refused at its
+        first block), and no more than `self.max_member_bytes` are ever written."""
         algo, expect = self.digests().get(name, (None, None))
         digest = hashlib.new(algo) if algo else None
+        cap = self.max_member_bytes
+        if entry.size is not None and entry.size > cap:
+            raise ArchiveError(f"{self.path}: member {name} is {entry.size} bytes, more than "
+                               f"the limit of {cap} (raise it with --max-member-bytes)")
         fd, out = tempfile.mkstemp(prefix=prefix, suffix=suffix, dir=workdir)
         try:
             written = 0
+            head = b""
             with os.fdopen(fd, "wb") as fh:
                 for block in entry.get_blocks(BLOCK):
+                    if len(head) < MAGIC_PEEK:
+                        head += bytes(block[:MAGIC_PEEK - len(head)])
+                        if len(head) >= MAGIC_PEEK or written + len(block) >= (entry.size or 0):
+                            self._check_magic(head, name)
                     fh.write(block)
                     if digest:
                         digest.update(block)
                     written += len(block)
+                    if written > cap:
+                        raise ArchiveError(f"{self.path}: member {name} inflates past the "
+                                           f"limit of {cap} bytes (raise it with "
+                                           f"--max-member-bytes)")
             if written != entry.size:
                 raise ArchiveError(f"{self.path}: truncated {KIND_TEXT[self.kind]} (member "
                                  f"{name} has {written} of {entry.size} bytes)")
@@ -192,6 +213,11 @@ class Package:
             unlink_quietly(out)
             raise
         return out
+
+    def _check_magic(self, head: bytes, name: str) -> None:
+        if self.magics and not head.startswith(self.magics):
+            raise ArchiveError(f"{self.path}: member {name} is not {self.magics_text} (it starts "
+                               f"with {head[:8].hex() or 'nothing'})")
 
     def _take(self, entries, entry, name: str, workdir: str, prefix: str, suffix: str) -> str:
         """write_entry, then, if the package had no digest for it, read to the end."""
@@ -314,7 +340,8 @@ class Package:
 
     @property
     def cpio(self) -> bool:
-        return self.kind == "rpm"
+        """Hard-link sets keep their data in their last entry (quirks.py)."""
+        return quirks.link_data_in_last_entry(self.kind)
 
     def _link_set(self, name: str, entry) -> str:
         """cpio: the name identifying an entry's hard link set (its first member's name)."""

@@ -21,8 +21,47 @@ from .kinds import (ARRAY as K_ARRAY, CONST as K_CONST, DATASEC as K_DATASEC,
                     TYPEDEF as K_TYPEDEF, UNION as K_UNION, VAR as K_VAR,
                     VOLATILE as K_VOLATILE)
 
+# bytes after the 12-byte common header: fixed per kind, and per vlen entry
+_FIXED_EXTRA = {K_INT: 4, K_ARRAY: K.ARRAY_SIZE, K_VAR: 4, K_DECL_TAG: 4}
+_PER_VLEN = {K_STRUCT: K.MEMBER_SIZE, K_UNION: K.MEMBER_SIZE, K_ENUM: K.ENUM_SIZE,
+             K_ENUM64: K.ENUM64_SIZE, K_FUNC_PROTO: K.PARAM_SIZE, K_DATASEC: K.VARSECINFO_SIZE}
+
 _SIMPLE_REF = {K_PTR: M.PTR, K_TYPEDEF: M.TYPEDEF, K_VOLATILE: M.VOLATILE, K_CONST: M.CONST,
                K_RESTRICT: M.RESTRICT, K_TYPE_TAG: M.TYPE_TAG}
+
+
+# Raw BTF larger than this is refused (a kernel's is 5-10 MB; with every module, tens).
+MAX_BTF_BYTES = 256 << 20
+
+
+def btf_extent(head: bytes, source: str) -> int:
+    """How many bytes the BTF whose first 24 bytes are `head` declares (header + type and
+    string sections); BtfError if `head` is no BTF header."""
+    if len(head) < K.HEADER_SIZE:
+        raise BtfError(f"{source}: too short for a BTF header ({len(head)} bytes)")
+    if struct.unpack_from("<H", head, 0)[0] == K.MAGIC:
+        bo = "<"
+    elif struct.unpack_from(">H", head, 0)[0] == K.MAGIC:
+        bo = ">"
+    else:
+        raise BtfError(f"{source}: not BTF (magic 0x{struct.unpack_from('<H', head)[0]:04x}, "
+                       f"expected 0xeb9f)")
+    _v, _f, hdr_len, type_off, type_len, str_off, str_len = struct.unpack_from(
+        bo + "BBIIIII", head, 2)
+    return hdr_len + max(type_off + type_len, str_off + str_len)
+
+
+def read_btf_file(path: str, max_bytes: int = MAX_BTF_BYTES) -> bytes:
+    """The bytes of a raw BTF file, as many as its header declares (padding after them is
+    not read); BtfError if it declares more than `max_bytes`."""
+    from ..elf import open_regular
+    with open_regular(path, "BTF file") as fh:
+        head = fh.read(K.HEADER_SIZE)
+        n = btf_extent(head, path)
+        if n > max_bytes:
+            raise BtfError(f"{path}: declares {n} bytes of BTF, more than the limit of "
+                           f"{max_bytes} (raise it with --max-btf-bytes)")
+        return head + fh.read(max(0, n - len(head)))
 
 
 def read_btf(data: bytes, source: str = "BTF") -> M.TypeGraph:
@@ -116,6 +155,10 @@ class _Parser:
             vlen = info & VLEN_MASK
             kflag = info >> KFLAG_SHIFT
             name = string(name_off)
+            extra = _FIXED_EXTRA.get(kind, 0) + _PER_VLEN.get(kind, 0) * vlen
+            if pos + extra > end:
+                self.fail(f"record of kind {kind} with {vlen} entries runs past the type "
+                          f"section", btf_id, rec_pos)
             if kind == K_INT:
                 (enc,) = u32.unpack_from(data, pos)
                 pos += 4
@@ -192,7 +235,9 @@ class _Parser:
                 self.fail(f"unknown BTF kind {kind}", btf_id, rec_pos)
             if pos > end:
                 self.fail("record runs past the type section", btf_id, rec_pos)
-        return self._to_graph(records, int_bits)
+        g = self._to_graph(records, int_bits)
+        M.check_references(g, self.source)
+        return g
 
     def _to_graph(self, records: list, int_bits: dict) -> M.TypeGraph:
         g = M.TypeGraph(source="btf")

@@ -66,7 +66,9 @@ def read_dwarf(elf_path, progress: ProgressArg = False, jobs: Optional[int] = No
             table, functions = res.t, res.function_list()
         else:
             table, functions = run_parallel(reader, units, jobs, tick)
-        return finalize(table, functions, module)
+        graph = finalize(table, functions, module)
+        M.check_references(graph, path)
+        return graph
     except UnitError as e:
         raise DwarfError(str(e), e.path, e.section, e.offset) from None
     finally:

@@ -56,32 +56,16 @@ def parse_abbrev_table(d, o: int, end: int) -> dict:
     table = {}
     try:
         while True:
-            code = d[o]
-            if code < 0x80:
-                o += 1
-            else:
-                code, o = uleb(d, o)
+            code, o = uleb(d, o)
             if code == 0:
                 return table
-            tag = d[o]
-            if tag < 0x80:
-                o += 1
-            else:
-                tag, o = uleb(d, o)
+            tag, o = uleb(d, o)
             children = d[o]
             o += 1
             specs = []
             while True:
-                at = d[o]
-                if at < 0x80:
-                    o += 1
-                else:
-                    at, o = uleb(d, o)
-                form = d[o]
-                if form < 0x80:
-                    o += 1
-                else:
-                    form, o = uleb(d, o)
+                at, o = uleb(d, o)
+                form, o = uleb(d, o)
                 if at == 0 and form == 0:
                     break
                 if form == 0x21:            # implicit_const: value lives in the table

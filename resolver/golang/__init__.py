@@ -8,8 +8,8 @@ Imported lazily: the report pulls in a disassembler the kernel-side commands do 
 """
 from __future__ import annotations
 
-__all__ = ["analyze_go_binary", "analyze_pid", "GoReport", "NotGoBinary", "STANDARD_SYMBOLS",
-           "STANDARD_OFFSETS", "STANDARD_ITABS"]
+__all__ = ["analyze_go_binary", "analyze_pid", "process_maps", "GoReport", "NotGoBinary",
+           "STANDARD_SYMBOLS", "STANDARD_OFFSETS", "STANDARD_ITABS"]
 
 
 def __getattr__(name):

@@ -1,6 +1,7 @@
 """`resolver go` and `resolver elf`: thin click commands over report.py and elfsyms.py.
 
     resolver go ./server [--json] [--symbols FILE] [--offsets FILE]
+    resolver go ./server --types ['crypto/tls.*'] [--json]
     resolver go --pid 1234 [--json]
     resolver elf ./libssl.so.3 --symbols SSL_write,SSL_read [--json]
 """
@@ -13,10 +14,11 @@ import click
 
 from dbhive.cliutil import one_line_errors
 from dbhive.elf import ElfFile, open_regular
-from dbhive.errors import InputError
+from dbhive.errors import InputError, NoSuchType
 
 from ..elfsyms import openssl_version, resolve_symbols
-from .report import GoReport, analyze_go_binary, analyze_pid
+from .report import GoReport, analyze_go_binary, analyze_pid, open_types
+from .typeinfo import Layout
 
 MAX_LIST_BYTES = 1 << 20        # a --symbols/--offsets list file
 
@@ -67,11 +69,20 @@ def _print_report(r: GoReport) -> None:
             ", ".join(_hex(x) for x in s["returns"] or [])
         click.echo(f"  {name}: {_hex(s['address'])} off {_hex(s['file_offset'])} size {s['size']}"
                    f" [{s['source']}] returns {rets}")
+    t = r.typeinfo or {}
+    if t.get("available"):
+        click.echo(f"typeinfo  {t['from_typeinfo']} of {t['requested']} offsets from type "
+                   f"descriptors ({t['typeinfo_answered']} answered by them; "
+                   f"{t['typelinks']} typelinks, {t['itabs']} itabs)")
+    else:
+        click.echo(f"typeinfo  unavailable ({t.get('reason')})")
     click.echo("offsets")
     for key, o in r.offsets.items():
         val = "unknown" if o["offset"] is None else str(o["offset"])
         why = f" ({o['reason']})" if o.get("reason") else ""
-        click.echo(f"  {key} = {val}  [{o['source']}]{why}")
+        also = f" = {', '.join(o['checked'])}" if o.get("checked") else ""
+        bad = "".join(f"  CONFLICT {s} says {v}" for s, v in (o.get("conflicts") or {}).items())
+        click.echo(f"  {key} = {val}  [{o['source']}{also}]{why}{bad}")
     click.echo("itabs")
     for name, addr in r.itabs.items():
         click.echo(f"  {name}: {_hex(addr) if addr is not None else 'absent'}")
@@ -90,12 +101,19 @@ def _print_report(r: GoReport) -> None:
               help="File of function names (one a line) instead of the standard list.")
 @click.option("--offsets", "offsets_file", type=click.Path(dir_okay=False),
               help="File of pkg.Struct.field keys instead of the standard list.")
+@click.option("--types", "types_pattern", is_flag=False, flag_value="*", default=None,
+              metavar="[PATTERN]",
+              help="List the struct layouts recovered from the binary's runtime type "
+                   "descriptors: all, those whose full name matches a glob PATTERN, or the "
+                   "one struct named PATTERN.")
 @one_line_errors("resolver")
-def go_command(binary, pid, as_json, symbols_file, offsets_file):
+def go_command(binary, pid, as_json, symbols_file, offsets_file, types_pattern):
     """Go version, probe offsets, RET offsets, struct offsets and itabs of a Go executable.
 
-    Works on stripped binaries too (symbols from the pclntab, offsets from the generated
-    table keyed by Go version); every offset says where it came from.
+    Works on stripped binaries too: symbols from the pclntab, struct offsets from the
+    binary's own type descriptors, else from the generated table keyed by Go version.  Every
+    offset says where it came from (dwarf, typeinfo, table:<toolchain>, unknown) and which
+    other sources agree; a disagreement is shown, never hidden.
 
     \b
     Examples:
@@ -103,9 +121,15 @@ def go_command(binary, pid, as_json, symbols_file, offsets_file):
       resolver go ./server --json
       resolver go --pid 1234 --json
       resolver go ./server --symbols my-symbols.txt --offsets my-fields.txt
+      resolver go ./server --types                      # every struct with a descriptor
+      resolver go ./server --types 'crypto/tls.*'
+      resolver go ./server --types internal/poll.FD --json
     """
     if (binary is None) == (pid is None):
         raise click.UsageError("give either a BINARY or --pid PID")
+    if types_pattern is not None:
+        _list_types(binary if binary is not None else f"/proc/{pid}/exe", types_pattern, as_json)
+        return
     symbols, offsets = _read_list(symbols_file), _read_list(offsets_file)
     if pid is not None:
         report = analyze_pid(pid, symbols, offsets)
@@ -115,6 +139,42 @@ def go_command(binary, pid, as_json, symbols_file, offsets_file):
         click.echo(report.to_json(indent=2))
     else:
         _print_report(report)
+
+
+GLOB_CHARS = "*?["
+
+
+def _list_types(path: str, pattern: str, as_json: bool) -> None:
+    types, version = open_types(path)
+    if any(c in pattern for c in GLOB_CHARS):
+        layouts = types.structs(pattern)
+    else:
+        layout, why = types.find_struct(pattern)       # BadPath if not <package>.<Type>
+        if layout is None:
+            found = types.structs(pattern)      # reachable only through the closure
+            if not found:
+                raise NoSuchType(f"{path}: {why} (try a glob such as '{pattern}*')")
+            layout = found[0]
+        layouts = [layout]
+    if as_json:
+        click.echo(json.dumps({"path": path, "version": version,
+                               "structs": [lay.to_dict() for lay in layouts]}, indent=2))
+        return
+    for lay in layouts:
+        _print_layout(lay)
+    click.echo(f"/* {len(layouts)} struct(s) from the type descriptors of {path}"
+               f" ({version or 'Go version unknown'}) */")
+
+
+def _print_layout(lay: Layout) -> None:
+    """pahole-like: one line a field with its offset and size."""
+    click.echo(f"struct {lay.name} {{\t/* size: {lay.size}, align: {lay.align}, "
+               f"source: typeinfo @0x{lay.address:x} */")
+    width = max([len(f.name) for f in lay.fields] + [8])
+    for f in lay.fields:
+        emb = " (embedded)" if f.embedded else ""
+        click.echo(f"\t{f.name:<{width}} {f.type + emb:<40} /* {f.offset:6d} {f.size:6d} */")
+    click.echo("};")
 
 
 @click.command("elf")

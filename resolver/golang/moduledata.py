@@ -10,6 +10,11 @@ data), so it is found by looking for that address in the writable segments.  Fie
                  at types+itaboff for itabsize bytes (two words after etypes, which moved one
                  word down); each is 2*ptr+8+len(inter.Methods)*ptr bytes (one fun word when
                  fun[0] is 0).
+  typelinks      []int32 offsets from types: the slice right before itablinks (Go <= 1.26).
+  typedesclen    Go 1.27: the word between types and etypes, the length of the typelink
+                 descriptors that start at types+ptr (typeinfo.py walks them).
+Where it lives: `.go.module` (Go 1.26+) or `.noptrdata` when the section headers are there,
+else somewhere in a writable segment.
 
 Type records (abi.Type, 4*ptr+16 bytes): size, ptrdata, hash(u32), tflag, align, fieldAlign,
 kind, equal, gcdata, str (nameOff, i32), ptrToThis.  tflag bits: 1 uncommon, 2 extra star,
@@ -22,7 +27,7 @@ import struct
 from dataclasses import dataclass, field
 from typing import Dict, List, Optional
 
-from dbhive.elf import PF_W, ElfFile, find_all
+from dbhive.elf import PF_W, ElfFile
 from dbhive.leb128 import uleb128
 from .pclntab import MAGIC_12, MAGIC_116, MAGIC_118, MAGIC_120, Pclntab
 
@@ -39,6 +44,8 @@ class ModuleData:
     types: int
     etypes: int
     itablinks: List[int] = field(default_factory=list)
+    typelinks: List[int] = field(default_factory=list)     # type addresses, sorted by string
+    typedesclen: int = 0                                    # Go 1.27
 
 
 def _words(img: ElfFile, addr: int, n: int) -> Optional[List[int]]:
@@ -48,17 +55,27 @@ def _words(img: ElfFile, addr: int, n: int) -> Optional[List[int]]:
     return list(struct.unpack(img.endian + ("Q" if img.is64 else "I") * n, raw))
 
 
+MODULEDATA_SECTIONS = (".go.module", ".noptrdata")
+
+
 def find_moduledata(img: ElfFile, tab: Pclntab) -> Optional[ModuleData]:
     needle = struct.pack(img.endian + ("Q" if img.is64 else "I"), tab.vaddr)
     tw = TYPES_WORD[tab.magic]
-    for p in img.loads:
-        if not p.flags & PF_W:
-            continue
-        seg = bytes(img.segment_bytes(p))
-        for i in find_all(seg, needle, img.ptr_size):
-            md = _check(img, p.vaddr + i, tw)
-            if md is not None:
-                return md
+    regions = []          # (vaddr, file offset, size), searched in place in the mapping
+    for name in MODULEDATA_SECTIONS:
+        sec = img.section(name)
+        if sec is not None and sec.addr and 0 < sec.size and sec.offset + sec.size <= img.size:
+            regions.append((sec.addr, sec.offset, sec.size))
+    regions += [(p.vaddr, p.offset, min(p.filesz, img.size - p.offset)) for p in img.loads
+                if p.flags & PF_W and p.offset < img.size]
+    for vaddr, lo, size in regions:
+        i = img.data.find(needle, lo, lo + size)
+        while i >= 0:
+            if (i - lo) % img.ptr_size == 0:
+                md = _check(img, vaddr + i - lo, tw)
+                if md is not None:
+                    return md
+            i = img.data.find(needle, i + 1, lo + size)
     return None
 
 
@@ -88,6 +105,8 @@ def _check(img: ElfFile, addr: int, types_word: int) -> Optional[ModuleData]:
             found = _walk_itabs(img, types + off, types + off + size, types, etypes)
             if found:
                 md.itablinks = found
+                if k == types_word + 2 and 0 < words[k - 1] <= etypes - types:
+                    md.typedesclen = words[k - 1]
                 return md
     # itablinks: a (ptr, len, cap) slice after etypes whose elements point at itabs.
     for j in range(k + 1, len(words) - 2):
@@ -100,33 +119,57 @@ def _check(img: ElfFile, addr: int, types_word: int) -> Optional[ModuleData]:
         inter_typ = _words(img, elems[0], 2)
         if inter_typ and all(types <= x < etypes for x in inter_typ):
             md.itablinks = elems
+            md.typelinks = _typelinks(img, words[j - 3:j], types, etypes)
             break
     return md
 
 
+def _typelinks(img: ElfFile, slice_words: List[int], types: int, etypes: int) -> List[int]:
+    """The typelinks slice (ptr, len, cap) of int32 offsets from types, as type addresses;
+    [] when it is not one."""
+    if len(slice_words) != 3:
+        return []
+    ptr, n, cap = slice_words
+    if not (ptr and 0 < n == cap < 1 << 24):
+        return []
+    raw = img.read(ptr, 4 * n)
+    if raw is None:
+        return []
+    offs = struct.unpack(img.endian + "%di" % n, raw)
+    if not all(0 <= o < etypes - types for o in offs):
+        return []
+    return [types + o for o in offs]
+
+
 def _walk_itabs(img: ElfFile, start: int, end: int, types: int, etypes: int) -> List[int]:
     """Addresses of the itabs laid back to back in [start, end) (Go 1.27); [] if they do not
-    parse as itabs."""
+    parse as itabs.  One read of the run; each interface's method count read once."""
     p = img.ptr_size
     methods_len_at = 4 * p + 16 + 2 * p      # interfacetype: Type, PkgPath, Methods.ptr, .len
+    raw = img.read(start, end - start) if end - start <= 1 << 28 else None
+    if raw is None:
+        return []
+    word = struct.Struct(img.endian + ("Q" if img.is64 else "I")).unpack_from
+    counts: Dict[int, Optional[int]] = {}
     out = []
-    addr = start
-    while addr < end:
-        words = _words(img, addr, 4)
-        if words is None:
+    o = 0
+    while o < len(raw):
+        if o + 2 * p + 8 + p > len(raw):
             return []
-        inter, typ, _hash, fun0 = words
+        inter, typ, fun0 = word(raw, o)[0], word(raw, o + p)[0], word(raw, o + 2 * p + 8)[0]
         if not (types <= inter < etypes and types <= typ < etypes):
             return []
-        out.append(addr)
+        out.append(start + o)
         n = 1
         if fun0:
-            count = _words(img, inter + methods_len_at, 1)
-            if not count or not 0 < count[0] < 1 << 12:
+            if inter not in counts:
+                c = _words(img, inter + methods_len_at, 1)
+                counts[inter] = c[0] if c and 0 < c[0] < 1 << 12 else None
+            n = counts[inter]
+            if n is None:
                 return []
-            n = count[0]
-        addr += 2 * p + 8 + n * p
-    return out if addr == end else []
+        o += 2 * p + 8 + n * p
+    return out if o == len(raw) else []
 
 
 class TypeReader:

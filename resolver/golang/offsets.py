@@ -1,9 +1,17 @@
 """Struct member offsets the tracer reads from Go memory, with where each answer came from.
 
-Order: the binary's own DWARF (`dwarf`); otherwise the table that scripts/gen_go_offsets.py
-generates from real toolchains (`table:<toolchain>` or `table:<module>@<version>/<toolchain>`),
-matched on the Go minor version (and, for third-party modules, on the module version the
-binary's build info names); otherwise `unknown`.  Nothing is ever defaulted.
+Sources, in order of precedence:
+  dwarf      the binary's own DWARF
+  typeinfo   the binary's own runtime type descriptors (typeinfo.py): stripped binaries too
+  table      the table scripts/gen_go_offsets.py generates from real toolchains
+             (`table:<toolchain>` or `table:<module>@<version>/<toolchain>`), matched on the Go
+             minor version (and, for third-party modules, on the module version the binary's
+             build info names)
+  unknown    none of them answers; `reason` says why.  Nothing is ever defaulted.
+Every source that answers is consulted: the entry's `offset` is the first one's, `checked`
+lists the others that agree, and `conflicts` ({source: offset}) those that do not — a
+disagreement is reported (the report also warns), never silently resolved.  When the
+descriptors do not answer, `typeinfo` says why (no descriptor for the struct, ...).
 """
 from __future__ import annotations
 
@@ -104,27 +112,70 @@ def _from_table(table: Optional[dict], key: str, module: Optional[str], go_versi
         if entries is None:
             return {"offset": None, "source": "unknown", "reason": f"no table for {module}@{mv}"}
         label = f"{module}@{mv}/"
-    for toolchain, fields in entries.items():
-        if _minor(toolchain) == want and key in fields:
+    # the binary's exact toolchain when the table has it, else the newest patch of its minor
+    exact = parse_version(go_version)
+    ranked = sorted(((parse_version(t) == exact, parse_version(t) or (0, 0, 0), t)
+                     for t in entries if _minor(t) == want), reverse=True)
+    for _same, _v, toolchain in ranked:
+        fields = entries[toolchain]
+        if key in fields:
             return {"offset": fields[key], "source": f"table:{label}{toolchain}"}
     return {"offset": None, "source": "unknown",
             "reason": f"not in the table for go{want[0]}.{want[1]}"}
 
 
+def _from_types(types, types_reason: Optional[str], struct_name: str, field: str,
+                cache: dict) -> Tuple[Optional[int], str]:
+    """(offset, "") from the type descriptors, or (None, why not)."""
+    if types is None:
+        return None, types_reason or "no type descriptors"
+    if struct_name not in cache:
+        cache[struct_name] = types.find_struct(struct_name)
+    layout, why = cache[struct_name]
+    if layout is None:
+        return None, why
+    offsets = layout.offsets()
+    if field not in offsets:
+        return None, f"{struct_name} has no field {field} in its type descriptor"
+    return offsets[field], ""
+
+
 def resolve_offsets(keys: Iterable[str], dwarf, go_version: Optional[str],
-                    deps: Dict[str, str]) -> Dict[str, dict]:
-    """{key: {"offset", "source"[, "reason"]}} for each key."""
+                    deps: Dict[str, str], types=None,
+                    types_reason: Optional[str] = None) -> Dict[str, dict]:
+    """{key: {"offset", "source"[, "reason", "checked", "conflicts", "typeinfo"]}} for each
+    key.  `types` is a typeinfo.Descriptors (None, with `types_reason`, when unavailable)."""
     table = load_table()
     keys = list(keys)
     if dwarf is not None:
         dwarf.prefetch(split_key(k)[0] for k in keys)
+    layouts: dict = {}
     out: Dict[str, dict] = {}
     for key in keys:
         struct_name, field = split_key(key)
+        answers: List[Tuple[str, int]] = []
         if dwarf is not None:
             members = dwarf.struct_members(struct_name)
             if members and field in members:
-                out[key] = {"offset": members[field], "source": "dwarf"}
-                continue
-        out[key] = _from_table(table, key, module_of(struct_name), go_version, deps)
+                answers.append(("dwarf", members[field]))
+        off, why_not_types = _from_types(types, types_reason, struct_name, field, layouts)
+        if off is not None:
+            answers.append(("typeinfo", off))
+        tab = _from_table(table, key, module_of(struct_name), go_version, deps)
+        if tab["offset"] is not None:
+            answers.append((tab["source"], tab["offset"]))
+        if not answers:
+            entry = tab
+        else:
+            source, value = answers[0]
+            entry = {"offset": value, "source": source}
+            checked = [s for s, v in answers[1:] if v == value]
+            conflicts = {s: v for s, v in answers[1:] if v != value}
+            if checked:
+                entry["checked"] = checked
+            if conflicts:
+                entry["conflicts"] = conflicts
+        if off is None:
+            entry["typeinfo"] = why_not_types
+        out[key] = entry
     return out

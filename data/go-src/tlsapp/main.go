@@ -15,7 +15,7 @@ import (
 	"crypto/x509"
 	"crypto/x509/pkix"
 	"fmt"
-	"io"
+	"io/ioutil"
 	"math/big"
 	"net"
 	"net/http"
@@ -73,7 +73,7 @@ func selftest() error {
 	if err != nil {
 		return err
 	}
-	body, _ := io.ReadAll(resp.Body)
+	body, _ := ioutil.ReadAll(resp.Body) // not io.ReadAll: Go 1.15 builds this too
 	resp.Body.Close()
 	fmt.Println(string(body))
 	return nil
