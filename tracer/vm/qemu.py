@@ -50,6 +50,7 @@ PROJECT_PACKAGES = ("dbhive", "resolver", "tracer")
 KVM_PROBE_S = 20
 OUT_DISK_MB = 256
 CONSOLE_LINES = 20000             # the console kept in memory (a chatty guest cannot fill RAM)
+CONSOLE_LOG_MAX = 64 << 20        # and on disk (console.log in the run directory)
 KERNEL_ARGS = ("console=ttyS0", "panic=-1", "mitigations=off", "rdinit=/init",
                "loglevel=4")
 
@@ -290,10 +291,17 @@ def _boot(qemu: str, kernel: Kernel, base: Base, work: str, accel: str, memory_m
     lines: collections.deque = collections.deque(maxlen=CONSOLE_LINES)   # bounded
     marks: dict = {}
 
+    log = open(os.path.join(work, "console.log"), "w", buffering=1)   # live, for --keep
+    logged = 0
+
     def reader() -> None:
+        nonlocal logged
         for raw in iter(proc.stdout.readline, b""):
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             lines.append(line)
+            if logged < CONSOLE_LOG_MAX:
+                log.write(f"[{time.monotonic() - t0:8.2f}] {line}\n")
+                logged += len(line) + 12
             if line.startswith("DBHIVE-VM"):
                 words = line.split()
                 tag = words[1] if len(words) > 1 else ""
@@ -325,12 +333,13 @@ def _boot(qemu: str, kernel: Kernel, base: Base, work: str, accel: str, memory_m
                               f"{int(limit)} s; last console lines:\n" + _tail(lines))
     except BaseException:
         _kill(proc)
+        th.join(5)
+        log.close()
         raise
     th.join(10)
+    log.close()
     total = time.monotonic() - t0
     console = "\n".join(lines)
-    with open(os.path.join(work, "console.log"), "w") as fh:
-        fh.write(console)
     files = _read_results(os.path.join(work, "out.img"))
     if files.get("status", b"").strip() != b"done":
         fails = [ln for ln in lines if "DBHIVE-VM-FAIL" in ln or "Kernel panic" in ln]
