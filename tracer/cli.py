@@ -148,5 +148,13 @@ def start(hive, db, ignore_btf, go_delay, pids, events):
     sys.exit(code)
 
 
+# booting other kernels under QEMU (tracer/vm/)
+from .vm.cli import vm_image, vm_run, vm_verify  # noqa: E402
+
+main.add_command(vm_verify)
+main.add_command(vm_run)
+main.add_command(vm_image)
+
+
 if __name__ == "__main__":
     main()
