@@ -13,6 +13,8 @@ import sys
 
 import click
 
+from dbhive.errors import DbhiveError
+
 from . import VMError
 
 CONTEXT = {"help_option_names": ["-h", "--help"]}
@@ -168,7 +170,7 @@ def _run(package, vmlinuz, modules, headers, offline, cache, accel, memory_mb, c
 def run_user(fn):
     try:
         return fn()
-    except VMError as e:
+    except DbhiveError as e:               # VMError, NoDB, a DB that cannot be read
         fail(str(e), e.exit_code)
     except KeyboardInterrupt:
         fail("interrupted", 130)

@@ -20,6 +20,8 @@ import shlex
 from dataclasses import dataclass, field
 from typing import Optional
 
+from dbhive.errors import NoKernelDB
+
 from . import VMError
 from .kernel import Kernel
 from .qemu import Job, Run
@@ -28,8 +30,8 @@ STEPS = ("identity", "verify", "offsets-db", "offsets-btf")
 VERIFY_EVENT_TIMEOUT = 30       # tracer verify --timeout: generous under TCG
 
 
-class NoDB(VMError):
-    exit_code = 3
+class NoDB(NoKernelDB):
+    """No DB for the booted kernel (exit 3, as the resolver's)."""
 
 
 @dataclass
