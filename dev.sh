@@ -2,7 +2,9 @@
 # Set up what a job needs on a fresh Debian machine (root) and run it:
 #   ./dev.sh demo   build the DB of the running kernel from its own BTF, show some offsets, and
 #                   (root + bcc) prove that DB on the live kernel: tracer verify --ignore-btf
-#   ./dev.sh test   run the whole test suite (downloads and caches real packages)
+#   ./dev.sh test   run the test suite (downloads and caches real packages); CI runs this
+#   ./dev.sh sweep  the exhaustive sweeps left out of `test` (tests marked `sweep`: every Go
+#                   toolchain, ...); slow
 # The demo installs only what the demo needs (scripts/apt-demo.txt, the package itself);
 # the tests add scripts/apt-test.txt and the test extras.
 set -euo pipefail
@@ -69,11 +71,12 @@ print(binary("1.19", "tracerprobe", "strip"))' 2>/dev/null) || probe=""
             .venv/bin/tracer verify --ignore-btf --hive "$hive" ${probe:+--go-probe "$probe"}
         fi
         ;;
-    test)
+    test|sweep)
         setup test
         kernel_headers
-        exec .venv/bin/python -m pytest -q -p no:cacheprovider "$@"
+        if [ "$job" = test ]; then marks="not sweep"; else marks="sweep"; fi
+        exec .venv/bin/python -m pytest -q -p no:cacheprovider -m "$marks" "$@"
         ;;
     *)
-        echo "usage: ./dev.sh demo|test [args]" >&2; exit 2 ;;
+        echo "usage: ./dev.sh demo|test|sweep [args]" >&2; exit 2 ;;
 esac

@@ -1,6 +1,7 @@
 """The Go resolver against the toolchain's own view of the unstripped twin, for real binaries:
 every toolchain x every variant of tlsapp, the gRPC and x/net programs for three toolchains,
-arm64 cross builds.  Oracles: `go version -m`, `go tool nm -size`, `go tool objdump` (RETs),
+arm64 cross builds.  CI runs three toolchains (Debian's 1.19, 1.24, the newest); the other
+cases are the `sweep` (`./dev.sh sweep`).  Oracles: `go version -m`, `go tool nm -size`, `go tool objdump` (RETs),
 pyelftools over the twin's DWARF (offsets)."""
 from __future__ import annotations
 
@@ -19,6 +20,9 @@ CASES = [(m, "tlsapp", v) for m in tc.ALL_MINORS for v in VARIANTS]
 CASES += [(m, p, v) for m in ("1.19", "1.24", "1.27") for p in ("grpcapp", "xnetapp")
           for v in ("dwarf", "strip", "nobi-strip")]
 CASES += [(m, "tlsapp", v) for m in ("1.21", "1.27") for v in ("arm64", "arm64-strip")]
+CI_MINORS = ("1.19", "1.24", tc.ALL_MINORS[-1])
+CASES = [pytest.param(*c, id=f"go{c[0]}-{c[1]}-{c[2]}",
+                      marks=() if c[0] in CI_MINORS else pytest.mark.sweep) for c in CASES]
 EXTRA_SYMBOLS = ["main.countMe", "main.main", "runtime.goexit", "runtime.gopanic"]
 
 
@@ -75,8 +79,7 @@ def file_offset(path, addr):
                 return addr - seg["p_vaddr"] + seg["p_offset"]
 
 
-@pytest.mark.parametrize("minor,program,variant", CASES,
-                         ids=[f"go{m}-{p}-{v}" for m, p, v in CASES])
+@pytest.mark.parametrize("minor,program,variant", CASES)
 def test_against_toolchain(minor, program, variant):
     path = binary(minor, program, variant)
     truth = twin(minor, program, variant)
