@@ -30,7 +30,6 @@ Flavour rule (`kernel_flavour`):
 from __future__ import annotations
 
 import contextlib
-import hashlib
 import os
 import re
 import sys
@@ -197,6 +196,7 @@ def kernel_flavour(release: str, package_name: str = "") -> str:
 
 def file_sha256(path: str) -> str:
     """sha256 (hex) of a file, read in 1 MiB blocks."""
+    import hashlib                     # here: OpenSSL's start-up costs every command ~40 ms
     digest = hashlib.sha256()
     with open_regular(path) as fh:
         for block in iter(lambda: fh.read(1 << 20), b""):

@@ -22,7 +22,6 @@ from typing import NamedTuple, Optional
 
 from dbhive import model as M
 from dbhive import schema as S
-from dbhive.identity import pointer_size
 from dbhive.surftrace import TYPE_ROW_KINDS
 
 from .errors import CorruptDB, NoKernelDB
@@ -120,6 +119,7 @@ class TypeSource:
     label: str = "db"             # provenance prefix: 'db:<path>' or 'btf:<path>'
 
     def _init_caches(self) -> None:
+        from dbhive.identity import pointer_size   # here: identity pulls in ELF/archive readers
         self.ptr_size = pointer_size(self.meta.get("arch") or "")
         self._found: dict = {}
         self._layouts: dict = {}
