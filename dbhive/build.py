@@ -11,7 +11,7 @@ import tempfile
 from dataclasses import dataclass
 from typing import Callable, Optional
 
-from . import __version__, hive as hivemod, output, schema, store
+from . import __version__, hive as hivemod, model as M, output, schema, store
 from .btf.reader import MAX_BTF_BYTES
 from .errors import BuildError, DbhiveError
 
@@ -101,7 +101,7 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
                                                 None if modules == "all" else modules, progress)
         with identity.about_member(ex, input_path):
             graph = read_types(ex.path, is_raw_btf, src, progress, jobs, max_btf_bytes)
-        graph.ptr_size = identity.pointer_size(meta["arch"])
+        graph.ptr_size = M.pointer_size(meta["arch"])
         kernel_graph = graph                # the BTF written is the kernel's, without modules
         if extracted is not None:
             from .modules import add_package_modules

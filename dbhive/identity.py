@@ -176,12 +176,6 @@ def raw_btf_identity(path: str, name_hint: str = "") -> KernelIdentity:
 
 
 # `uname -m` spellings of 32-bit machines; every other arch has 8-byte pointers
-_ARCH_32 = ("i386", "i686", "x86", "arm", "armv7l", "mips", "ppc", "s390", "riscv32")
-
-
-def pointer_size(arch: str) -> int:
-    """Bytes of a pointer on a kernel of this arch (`uname -m` spelling; 8 when unknown)."""
-    return 4 if arch in _ARCH_32 else 8
 
 
 def kernel_flavour(release: str, package_name: str = "") -> str:

@@ -45,6 +45,14 @@ QUALIFIERS = (CONST, VOLATILE, RESTRICT, TYPE_TAG)
 TRANSPARENT = (TYPEDEF, CONST, VOLATILE, RESTRICT, TYPE_TAG)
 
 
+_ARCH_32 = ("i386", "i686", "x86", "arm", "armv7l", "mips", "ppc", "s390", "riscv32")
+
+
+def pointer_size(arch: str) -> int:
+    """Bytes of a pointer on a kernel of this arch (`uname -m` spelling; 8 when unknown)."""
+    return 4 if arch in _ARCH_32 else 8
+
+
 @dataclass(slots=True)
 class Member:
     """A direct member of a struct/union.  `name` is None for an anonymous member."""

@@ -225,8 +225,7 @@ def _load(conn, meta: dict, path: str) -> M.TypeGraph:
 
 
 def _ptr_size(meta: dict) -> int:
-    from .identity import pointer_size
-    return pointer_size(meta.get("arch") or "")
+    return M.pointer_size(meta.get("arch") or "")
 
 
 _KIND_INTERN = {k: k for k in M.KINDS}

@@ -119,8 +119,7 @@ class TypeSource:
     label: str = "db"             # provenance prefix: 'db:<path>' or 'btf:<path>'
 
     def _init_caches(self) -> None:
-        from dbhive.identity import pointer_size   # here: identity pulls in ELF/archive readers
-        self.ptr_size = pointer_size(self.meta.get("arch") or "")
+        self.ptr_size = M.pointer_size(self.meta.get("arch") or "")
         self._found: dict = {}
         self._layouts: dict = {}
         self._surftrace_names: Optional[list] = None

@@ -27,8 +27,7 @@ class DbView(TypeView):
     def __init__(self, path: str):
         self.conn, self.meta = S.open_db(path)
         self.path = path
-        from ..identity import pointer_size
-        self.ptr_size = pointer_size(self.meta.get("arch") or "")
+        self.ptr_size = M.pointer_size(self.meta.get("arch") or "")
         self._types: dict = {}
         self.n = (self.conn.execute(_SQL_COUNT).fetchone()[0] or 0) + 1
 

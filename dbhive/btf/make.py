@@ -162,7 +162,7 @@ def _read_input(path: str, source: Optional[str], progress: bool, jobs: Optional
         with identity.about_member(ex, path):
             graph = read_types(ex.path, raw, src, progress, jobs)
         meta = ident.as_meta()
-        graph.ptr_size = identity.pointer_size(meta.get("arch") or "")
+        graph.ptr_size = M.pointer_size(meta.get("arch") or "")
         meta.update({"type_source": src, "source_file": os.path.basename(path),
                      "distro": hivemod.DEFAULT_DISTRO})
     finally:
