@@ -34,6 +34,22 @@ ARCH_REGS = {
     "aarch64": tuple(f"x{i}" for i in range(32)),
 }
 RESERVED_VARS = ("common_pid", "common_preempt_count", "common_flags", "common_type")
+
+
+def named_arg(e: str, seen: list) -> tuple:
+    """`var=expr` of a uprobe line -> (var, expr): a new name of letters, digits and '_' that is
+    not one of the event's own fields; `var` is added to `seen`."""
+    if "=" not in e:
+        raise ExprError(f"{e!r}: expected var=expression")
+    var, expr = e.split("=", 1)
+    if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
+        raise ExprError(f"{var!r} cannot name an argument (letters, digits, '_')")
+    if var in RESERVED_VARS:
+        raise ExprError(f"{var} is a reserved word, it cannot name an argument")
+    if var in seen:
+        raise ExprError(f"var {var} is already used in a previous expression")
+    seen.append(var)
+    return var, expr
 NET_STRUCTS = ("struct ethhdr", "struct iphdr", "struct icmphdr", "struct tcphdr",
                "struct udphdr")
 # pseudo members after a network header: name -> (element size, element type)

@@ -17,7 +17,7 @@ from typing import List, Optional, Tuple
 
 from dbhive.errors import ExprError, NoSuchFunction
 
-from ..expr import FETCH_BITS, RESERVED_VARS, _RE_COMM
+from ..expr import FETCH_BITS, _RE_COMM, named_arg
 from ..golang import quirks
 from . import abi
 from .gotypes import GoMember, GoType, GoTypes, parse_type
@@ -90,16 +90,7 @@ class _GoArgs:
     def args(self, exprs, at_return: bool, in_body: bool) -> str:
         text, seen = "", []
         for e in exprs:
-            if "=" not in e:
-                raise ExprError(f"{e!r}: expected var=expression")
-            var, expr = e.split("=", 1)
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
-                raise ExprError(f"{var!r} cannot name an argument (letters, digits, '_')")
-            if var in RESERVED_VARS:
-                raise ExprError(f"{var} is a reserved word, it cannot name an argument")
-            if var in seen:
-                raise ExprError(f"var {var} is already used in a previous expression")
-            seen.append(var)
+            var, expr = named_arg(e, seen)
             fetch = "$comm" if _RE_COMM.fullmatch(e) else self.arg(var, expr, at_return, in_body)
             self.facts["args"][var] = fetch
             text += " %s=%s" % (var, fetch)

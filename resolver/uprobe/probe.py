@@ -23,7 +23,7 @@ from typing import List, Optional
 
 from dbhive.errors import ExprError
 
-from ..expr import Probe, RESERVED_VARS, _Func, _P, _Translator, split_words, translate_filter
+from ..expr import Probe, RESERVED_VARS, _Func, named_arg, _P, _Translator, split_words, translate_filter
 from . import abi
 from .binary import DEFAULT_DEBUG_DIRS, UserBinary
 
@@ -134,16 +134,9 @@ class UprobeTranslator:
         tr.where = f"in {b.path}"
         text, seen = head, []
         for e in res["args"]:
-            if "=" not in e:
-                raise ExprError(f"{e!r}: expected var=expression")
-            var, expr = e.split("=", 1)
-            if not re.fullmatch(r"[A-Za-z_][A-Za-z0-9_]*", var):
-                raise ExprError(f"{var!r} cannot name an argument (letters, digits, '_')")
-            if var in seen:
-                raise ExprError(f"var {var} is already used in a previous expression")
+            var, expr = named_arg(e, seen)
             self._check_c_arg(b, src, func, expr, kind, in_body)
             fetch = tr.arg(e, kind, in_body, func)
-            seen.append(var)
             facts["args"][var] = fetch
             text += " %s=%s" % (var, fetch)
         return UProbe(res["type"], text, flt, line, facts)
