@@ -136,12 +136,17 @@ class Note(NamedTuple):
     desc: bytes
 
 
-def is_elf(path: str) -> bool:
+def file_starts_with(path: str, magic: bytes) -> bool:
+    """Whether `path` can be read and begins with `magic` (False for anything unreadable)."""
     try:
         with open(path, "rb") as fh:
-            return fh.read(4) == ELF_MAGIC
+            return fh.read(len(magic)) == magic
     except OSError:
         return False
+
+
+def is_elf(path: str) -> bool:
+    return file_starts_with(path, ELF_MAGIC)
 
 
 def open_regular(path: str, what: str = "file"):

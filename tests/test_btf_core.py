@@ -152,18 +152,25 @@ def test_our_relocation_engine_computes_what_libbpf_patched(fx, ours, running_db
 OBJECT_SETS = [("core_task",), ("core_sock",), ("core_kinds",), PROGRAMS]
 
 
+def _minimal_both(db: str, full_btf: str, objs: list, tmp_path) -> tuple:
+    """(ours, bpftool's, our result) minimal BTF files for `objs`: ours from the DB,
+    bpftool's from the kernel's full BTF."""
+    k = make.Kernel(schema.read_meta(db), db=db)
+    out = make.minimal_btf(k, [E.read_object(p) for p in objs])
+    mine = tmp_path / "ours.min.btf"
+    mine.write_bytes(out.emitted.data)
+    theirs = tmp_path / "bpftool.min.btf"
+    subprocess.run(["bpftool", "gen", "min_core_btf", full_btf, str(theirs)] + objs,
+                   check=True, capture_output=True)
+    return mine, theirs, out
+
+
 @pytest.mark.parametrize("names", OBJECT_SETS, ids=["+".join(n) for n in OBJECT_SETS])
 def test_minimal_btf_like_bpftool_and_no_larger(fx, ours, running_db, running_btf, names,
                                                  tmp_path):
     need_tool("bpftool")
     objs = [fx[n] for n in names]
-    k = make.Kernel(schema.read_meta(running_db), db=running_db)
-    out = make.minimal_btf(k, [E.read_object(p) for p in objs])
-    mine = tmp_path / "ours.min.btf"
-    mine.write_bytes(out.emitted.data)
-    theirs = tmp_path / "bpftool.min.btf"
-    subprocess.run(["bpftool", "gen", "min_core_btf", running_btf, str(theirs)] + objs,
-                   check=True, capture_output=True)
+    mine, theirs, out = _minimal_both(running_db, running_btf, objs, tmp_path)
     a, b = canonical(str(mine)), canonical(str(theirs))
     assert set(a.named) == set(b.named)
     print(f"{'+'.join(names)}: ours {mine.stat().st_size} bytes, bpftool "
@@ -204,13 +211,7 @@ def test_dwarf_kernel_minimal_btf_relocates_like_its_own_btf(fx, debian_vmlinux,
     (loaded, not attached: the offsets are 6.1's, this kernel is 6.18)."""
     db, our_full = hive_files(dwarf_hive(vmlinux_without_btf(debian_vmlinux)))
     objs = [fx[n] for n in PROGRAMS]
-    k = make.Kernel(schema.read_meta(db), db=db)
-    out = make.minimal_btf(k, [E.read_object(p) for p in objs])
-    mine = tmp_path / "ours.min.btf"
-    mine.write_bytes(out.emitted.data)
-    theirs = tmp_path / "bpftool.min.btf"
-    subprocess.run(["bpftool", "gen", "min_core_btf", debian_vmlinux_btf, str(theirs)] + objs,
-                   check=True, capture_output=True)
+    mine, theirs, _ = _minimal_both(db, debian_vmlinux_btf, objs, tmp_path)
     assert set(canonical(str(mine)).named) == set(canonical(str(theirs)).named)
     assert mine.stat().st_size <= theirs.stat().st_size
     for n in PROGRAMS:

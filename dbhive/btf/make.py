@@ -23,6 +23,7 @@ from .. import __version__
 from .. import hive as hivemod
 from .. import model as M
 from .. import schema as S
+from ..elf import file_starts_with
 from ..errors import DbhiveError, NoKernelDB, OutputError
 from . import emit as EM
 from . import minimal as MIN
@@ -88,11 +89,7 @@ class Output:
 
 
 def is_db(path: str) -> bool:
-    try:
-        with open(path, "rb") as fh:
-            return fh.read(16) == SQLITE_MAGIC
-    except OSError:
-        return False
+    return file_starts_with(path, SQLITE_MAGIC)
 
 
 def byte_order(arch: str, asked: str = "target") -> str:

@@ -168,7 +168,7 @@ class GoTypes:
 
     def _from_descriptor_name(self, d, full: str) -> Optional[GoType]:
         """The kind/size of named type `full` from the descriptors (via its `*T`)."""
-        from ..golang.typeinfo import K_INTERFACE, K_STRUCT, _Bad, package_names, split_type_name
+        from ..golang.typeinfo import _Bad, package_names, split_type_name
         try:
             pkg, tname = split_type_name(full)
         except BadPath:
@@ -182,16 +182,12 @@ class GoTypes:
                     kind, size = d.kind(t), d.size(t)
                 except _Bad:
                     continue
-                if kind == K_STRUCT:
-                    return GoType("struct", full, size)
-                if kind == K_INTERFACE:
-                    return GoType("iface", full, size)
-                return GoType("scalar" if size in (1, 2, 4, 8) else "other", full, size)
+                return _by_kind(kind, full, size)
         return None
 
     def _descriptor_field_type(self, d, text: str, size: int) -> GoType:
         """A field's type from its reflect string ("*net.netFD", "poll.FD", "int")."""
-        from ..golang.typeinfo import K_INTERFACE, K_PTR, K_STRUCT, _Bad
+        from ..golang.typeinfo import K_PTR, _Bad
         if text.startswith("*"):
             inner = self._full_name_of(d, text)
             return GoType("ptr", "*" + (inner or text[1:]), 8, elem=inner or text[1:])
@@ -211,11 +207,7 @@ class GoTypes:
                 kind, full = d.kind(t), d.full_name(t) or text
             except _Bad:
                 continue
-            if kind == K_STRUCT:
-                return GoType("struct", full, size)
-            if kind == K_INTERFACE:
-                return GoType("iface", full, size)
-            return GoType("scalar" if size in (1, 2, 4, 8) else "other", full, size)
+            return _by_kind(kind, full, size)
         return GoType("other", text, size)
 
     def _full_name_of(self, d, ptr_text: str) -> Optional[str]:
@@ -289,3 +281,13 @@ class GoTypes:
             if m.type is None and t is not None:
                 m.type = t
         return m, key
+
+
+def _by_kind(kind: int, full: str, size: int) -> GoType:
+    """A named type's GoType from its descriptor kind."""
+    from ..golang.typeinfo import K_INTERFACE, K_STRUCT
+    if kind == K_STRUCT:
+        return GoType("struct", full, size)
+    if kind == K_INTERFACE:
+        return GoType("iface", full, size)
+    return GoType("scalar" if size in (1, 2, 4, 8) else "other", full, size)
