@@ -356,6 +356,13 @@ def test_hive_without_the_kernels_db(kernels, tmp_path):
     p = tracer("vm-verify", "--kernel-package", S.IMAGE_PKG[S.R61], "--hive", str(tmp_path))
     assert p.returncode == 3 and "has no DB for 6.1.0-47-cloud-amd64" in p.stderr
     assert "--build-missing" in p.stderr and "Traceback" not in p.stderr
+    # --offline holds for --build-missing too: the -dbg package is not fetched (the 6.1 one is
+    # the tests' shared input, never in the VM's package cache)
+    p = tracer("vm-verify", "--kernel-package", S.IMAGE_PKG[S.R61], "--hive", str(tmp_path),
+               "--build-missing", "--offline")
+    assert p.returncode == 4, p.stderr
+    assert p.stderr.strip() == (f"tracer: error: linux-image-{S.R61}-dbg is not in the cache "
+                                f"and --offline was given")
 
 
 def test_result_archive_may_not_escape(tmp_path):

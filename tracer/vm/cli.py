@@ -224,7 +224,7 @@ def _verify(package, vmlinuz, modules, headers, offline, cache, accel, memory_mb
     say = _progress(progress)
     k = resolve_kernel(package, vmlinuz, modules, headers, offline, cache)
     p = verify.plan(k, hive=hive, db=db, go_probe=go_probe, build_missing=build_missing,
-                    cache=cache, progress=say)
+                    cache=cache, progress=say, offline=offline)
     base = image.base_image(cache, progress=say, offline=offline)
     run = qemu.run(k, base, p.job, memory_mb=memory_mb, cpus=cpus, timeout=timeout,
                    accel=accel, cache=cache, progress=say, keep=keep)

@@ -91,11 +91,11 @@ def from_package(spec: str, cache: Optional[str] = None, offline: bool = False) 
                       f"({name[:-4]}, or {name[:-4]}-unsigned)")
     release = release_of_package(name)
     if local_dir is None:
-        image_deb = _get(apt, name, None, offline)
-    headers = [_get(apt, f"linux-headers-{release}", local_dir, offline)]
+        image_deb = get_deb(apt, name, None, offline)
+    headers = [get_deb(apt, f"linux-headers-{release}", local_dir, offline)]
     for dep in debs.depends_names(debs.control(headers[0])):
         if dep.startswith("linux-headers-") or dep.startswith("linux-kbuild-"):
-            headers.append(_get(apt, dep, local_dir, offline))
+            headers.append(get_deb(apt, dep, local_dir, offline))
     inputs = [(os.path.basename(p), file_sha256(p)) for p in [image_deb, *headers]]
     key = key_of("kernel-package", inputs)
     src = f"{name} {debs.control(image_deb).get('Version', '?')}"
@@ -189,7 +189,7 @@ def _modules_digest(modules: str) -> str:
     return h.hexdigest()
 
 
-def _get(apt: "debs.Apt", name: str, local_dir: Optional[str], offline: bool) -> str:
+def get_deb(apt: "debs.Apt", name: str, local_dir: Optional[str], offline: bool) -> str:
     if local_dir:
         found = sorted(glob.glob(os.path.join(local_dir, f"{name}_*.deb")))
         if found:

@@ -51,6 +51,7 @@ KVM_PROBE_S = 20
 OUT_DISK_MB = 256
 CONSOLE_LINES = 20000             # the console kept in memory (a chatty guest cannot fill RAM)
 CONSOLE_LOG_MAX = 64 << 20        # and on disk (console.log in the run directory)
+CONSOLE_LINE_MAX = 64 << 10       # a longer console line is read (and kept) in pieces
 KERNEL_ARGS = ("console=ttyS0", "panic=-1", "mitigations=off", "rdinit=/init",
                "loglevel=4")
 
@@ -296,7 +297,7 @@ def _boot(qemu: str, kernel: Kernel, base: Base, work: str, accel: str, memory_m
 
     def reader() -> None:
         nonlocal logged
-        for raw in iter(proc.stdout.readline, b""):
+        for raw in iter(lambda: proc.stdout.readline(CONSOLE_LINE_MAX), b""):   # bounded
             line = raw.decode("utf-8", "replace").rstrip("\r\n")
             lines.append(line)
             if logged < CONSOLE_LOG_MAX:

@@ -65,14 +65,17 @@ def hive_dbs(hive: str, release: str) -> list:
     return out
 
 
-def build_missing_db(kernel: Kernel, hive: str, cache: Optional[str], progress=None) -> str:
-    """Fetch the kernel's -dbg package (cached) and build its DB from DWARF into the hive."""
+def build_missing_db(kernel: Kernel, hive: str, cache: Optional[str], progress=None,
+                     offline: bool = False) -> str:
+    """Fetch the kernel's -dbg package (cached; with `offline` only from the cache) and build
+    its DB from DWARF into the hive."""
     from dbhive.build import build
     from .debs import Apt
+    from .kernel import get_deb
     if not kernel.dbg_package:
         raise NoDB(f"no debuginfo package is known for {kernel.release}: build its DB with "
                    f"`dbhive build <vmlinux or -dbg package> --hive {hive}`")
-    deb = Apt(cache).fetch(kernel.dbg_package)
+    deb = get_deb(Apt(cache), kernel.dbg_package, None, offline)
     if progress:
         progress(f"building the DB of {kernel.release} from {os.path.basename(deb)} (DWARF)")
     return build(deb, hive=hive, distro="debian", source="dwarf", progress=False).db
@@ -81,6 +84,7 @@ def build_missing_db(kernel: Kernel, hive: str, cache: Optional[str], progress=N
 def plan(kernel: Kernel, *, hive: Optional[str] = None, db: Optional[str] = None,
          go_probe: Optional[str] = None, build_missing: bool = False,
          cache: Optional[str] = None, progress=None, job: Optional[Job] = None,
+         offline: bool = False,
          prefix: str = "", reuse: Optional[Plan] = None) -> Plan:
     """The steps of vm-verify, added to JOB (a new one by default), their names prefixed
     with PREFIX.  With REUSE (a plan already in JOB), its identity and guest-BTF steps are
@@ -97,7 +101,7 @@ def plan(kernel: Kernel, *, hive: Optional[str] = None, db: Optional[str] = None
     else:
         found = hive_dbs(hive, kernel.release)
         if not found and build_missing:
-            build_missing_db(kernel, hive, cache, progress)
+            build_missing_db(kernel, hive, cache, progress, offline)
             found = hive_dbs(hive, kernel.release)
         if not found:
             hint = (f"; add --build-missing to build it from {kernel.dbg_package}"
