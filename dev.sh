@@ -23,7 +23,10 @@ setup() {       # $1: demo | test
         cat $lists | grep -v '^#' | xargs apt-get -o DPkg::Lock::Timeout=600 install -y -qq >/dev/null
     fi
     [ -x .venv/bin/python ] || /usr/bin/python3 -m venv --system-site-packages .venv
-    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e ".$extras"; } \
+    # the surftrace client (a test extra) ships a `kobuild` script of its own (it uploads .ko
+    # files to a remote server): the project is installed again last, so .venv/bin/kobuild is ours
+    if ! { .venv/bin/pip install -q --upgrade pip && .venv/bin/pip install -q -e ".$extras" &&
+           { [ -z "$extras" ] || .venv/bin/pip install -q --no-deps --force-reinstall -e .; }; } \
             > .venv/setup.log 2>&1; then
         cat .venv/setup.log >&2; echo "dev.sh: pip install failed" >&2; exit 1
     fi
