@@ -8,7 +8,9 @@ headers), 6.1 from its package name, so both user forms boot for real.
 
 Oracles: the guest kernel's own BTF (/sys/kernel/btf/vmlinux, read in the guest), the .BTF
 section of the -dbg package (objcopy), what user space knows (tracer verify's checks), the
-kernel's own report of what is attached (bpftool), the host resolver on the same DB.
+kernel's own report of what is attached (bpftool), the host resolver on the same DB, and
+libbpf (the guest's libbpf1) relocating the CO-RE programs of data/core-src against the
+kernel's BTF and against ours.
 """
 from __future__ import annotations
 
@@ -26,6 +28,8 @@ import pytest
 
 from tests.support import need_tool
 from tests.support import vm as S
+from tests.support.btfout import (PROGRAMS, TRUTH, comparable, core_fixtures, our_full_btf,
+                                  relocations)
 from tracer.vm import VMError, image, kernel, qemu, verify
 
 pytestmark = pytest.mark.skipif(os.geteuid() != 0,
@@ -61,18 +65,36 @@ def kernels(unpacked_510):
             S.R61: kernel.from_package(S.IMAGE_PKG[S.R61], cache=S.VM_CACHE)}
 
 
+@pytest.fixture(scope="session")
+def core_fx(running_db, tmp_path_factory):
+    """The CO-RE programs and libbpf loader of test_btf_core (compiled against a vmlinux.h of
+    our BTF of this 6.18 kernel: neither guest's layout), built on the host."""
+    need_tool("clang")
+    need_tool("clang-16")
+    return core_fixtures(our_full_btf(running_db,
+                                      str(tmp_path_factory.mktemp("core") / "ours.btf")))
+
+
+@pytest.fixture(scope="session")
+def our_btfs(vm_hive, tmp_path_factory):
+    """release -> our BTF of it (`dbhive btf` of its DWARF-built DB)."""
+    dest = str(tmp_path_factory.mktemp("our-btf"))
+    return {r: S.our_btf(vm_hive, r, dest) for r in KERNELS}
+
+
 _boots: dict = {}
 
 
 @pytest.fixture(scope="session")
-def booted(kernels, vm_hive, go_probe, tmp_path_factory):
+def booted(kernels, vm_hive, go_probe, core_fx, our_btfs, tmp_path_factory):
     """release -> (run, main plan, crossed plan); each kernel booted once, on first use."""
     def get(release):
         if release not in _boots:
             k = kernels[release]
             ghive = S.guest_hive(vm_hive, release,
                                  str(tmp_path_factory.mktemp(f"ghive-{release}")))
-            job, main, crossed = S.boot_job(k, vm_hive, ghive, go_probe)
+            btfs = {"ours": our_btfs[release], "other": our_btfs[S.OTHER[release]]}
+            job, main, crossed = S.boot_job(k, vm_hive, ghive, go_probe, core_fx, btfs)
             _boots[release] = (S.boot(k, job), main, crossed)
         return _boots[release]
     return get
@@ -213,6 +235,52 @@ def test_project_commands_answer_like_on_the_host(booted, vm_hive, release):
         for path, got in out["offsets"].items():
             want = r.offset(path).as_dict()
             assert (got["offset"], got["size"]) == (want["offset"], want["size"]), path
+
+
+# ---- 5: our BTF, emitted from the DWARF DB, drives libbpf CO-RE like the kernel's own ----
+
+def core_result(run, variant, name):
+    raw = run.files.get(f"files/core-{variant}-{name}.json", b"")
+    assert raw.strip(), (f"{name} with the {variant} BTF printed nothing: "
+                         f"{run.step('core-' + variant).stderr[-2000:]}")
+    return json.loads(raw)
+
+
+@pytest.mark.parametrize("release", KERNELS)
+def test_core_programs_run_the_same_with_our_btf_in_the_booted_kernel(
+        booted, core_fx, our_btfs, release, tmp_path):
+    """In the guest, each CO-RE program loaded with btf_custom_path = our BTF of that kernel
+    gets from libbpf the relocations, instructions and (attached, triggered) values it gets
+    with the kernel's own /sys/kernel/btf/vmlinux -- and the values are what user space
+    knows (pid, tgid, ppid, uid, mount namespace, TLS base, TCP ports)."""
+    run, _, _ = booted(release)
+    own_btf = tmp_path / "guest.btf"                 # the guest's /sys/kernel/btf/vmlinux
+    own_btf.write_bytes(run.files["files/btf"])
+    for name in PROGRAMS:
+        own = comparable(name, core_result(run, "own", name), str(own_btf), core_fx[name])
+        ours = comparable(name, core_result(run, "ours", name), our_btfs[release],
+                          core_fx[name])
+        assert own["hits"] == ours["hits"] == 1, name
+        assert ours == own, name
+        assert len(own["relocations"]) >= 15, name
+
+
+@pytest.mark.parametrize("release", KERNELS)
+def test_core_with_the_other_kernels_btf_differs_in_the_booted_kernel(
+        booted, core_fx, our_btfs, release):
+    """The check can fail: our BTF of the other kernel gives every program other
+    relocations, and core_task, run with them, reads values user space contradicts."""
+    run, _, _ = booted(release)
+    for name in PROGRAMS:
+        own, other = core_result(run, "own", name), core_result(run, "other", name)
+        assert own["loaded"], own.get("log", "")[-2000:]
+        assert not other["loaded"] or relocations(other) != relocations(own), name
+    t = core_result(run, "other", "core_task")
+    assert t["loaded"] and t["hits"] == 1, t
+    wrong = [key for i, key in TRUTH["core_task"].items() if t["values"][i] != t["truth"][key]]
+    assert {"pid", "tgid"} <= set(wrong), (wrong, t["values"], t["truth"])
+    with pytest.raises(AssertionError):
+        comparable("core_task", t, our_btfs[S.OTHER[release]], core_fx["core_task"])
 
 
 # ---- 6: the tracer keeps its rules on kernels that have kprobes ----------------------------

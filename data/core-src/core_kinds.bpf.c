@@ -6,7 +6,8 @@
  *   3 exists(BPF_MAP_TYPE_RINGBUF)  4 BPF_MAP_TYPE_RINGBUF  5 PERF_CONTEXT_MAX (enum64)
  *   6 matches(list_head)  7 matches(list_head___bad)  8 target id(task_struct)
  *   9 local id(task_struct)  10 signed(task_struct.pid)  11 in_execve (bitfield)
- *  12 exists(task_struct.__state)  13 sizeof(task_struct.__state)  14 offsetof(comm[3])
+ *  12 exists(task_struct.__state)  13 sizeof(task_struct.__state) (0 without it)
+ *  14 offsetof(comm[3])
  *  15 exists(enum bpf_func_id___x::BPF_FUNC_dbhive_none___x)  16 sizeof(struct sock)
  *  17 exists(struct sock_common.skc_v6_daddr) */
 #include "vmlinux.h"
@@ -47,7 +48,10 @@ int core_kinds(void *ctx)
 	r->v[10] = __builtin_preserve_field_info(((struct task_struct *)0)->pid, BPF_FIELD_SIGNED);
 	r->v[11] = BPF_CORE_READ_BITFIELD_PROBED(t, in_execve);
 	r->v[12] = bpf_core_field_exists(struct task_struct, __state);
-	r->v[13] = bpf_core_field_size(struct task_struct, __state);
+	/* the size of a field a kernel lacks (5.10 has no __state) is a poisoned instruction:
+	 * kept where the verifier can see it is never reached */
+	if (bpf_core_field_exists(struct task_struct, __state))
+		r->v[13] = bpf_core_field_size(struct task_struct, __state);
 	r->v[14] = bpf_core_field_offset(struct task_struct, comm[3]);
 	r->v[15] = bpf_core_enum_value_exists(enum bpf_func_id___x, BPF_FUNC_dbhive_none___x);
 	r->v[16] = bpf_core_type_size(struct sock);

@@ -15,6 +15,7 @@ import glob
 import hashlib
 import json
 import os
+import re
 import shutil
 import subprocess
 import tempfile
@@ -98,6 +99,16 @@ def pahole_detached(vmlinux: str) -> str:
     return out
 
 
+def our_full_btf(db: str, path: str) -> str:
+    """Our full BTF of the kernel of DB (emitted from the DB), written to PATH."""
+    from dbhive import schema
+    from dbhive.btf import make
+    k = make.Kernel(schema.read_meta(db), db=db)
+    with open(path, "wb") as fh:
+        fh.write(make.full_btf(k).emitted.data)
+    return path
+
+
 def core_fixtures(btf: str) -> dict:
     """loader + BPF objects compiled against a vmlinux.h made from `btf`."""
     from scripts.make_core_objects import build
@@ -132,3 +143,70 @@ def relocation_lines(result: dict) -> list:
         if i >= 0:
             out.append(line[i:])
     return out
+
+
+# ---- what a CO-RE program's run must give whatever BTF it was relocated against ------------
+# (data/core-src's programs; tests/test_btf_core.py on this kernel, tests/test_vm.py in the
+# booted guests)
+
+PROGRAMS = ("core_task", "core_sock", "core_kinds")
+TRIGGER = {"core_task": "getppid", "core_sock": "tcp", "core_kinds": "getppid"}
+# value index -> the truth key it must equal (the rest must only agree between runs)
+TRUTH = {"core_task": {0: "pid", 1: "tgid", 2: "ppid", 3: "uid", 4: "mnt_ns", 12: "fsbase"},
+         "core_sock": {1: "client_port", 2: "server_port", 10: "client_port",
+                       11: "server_port"},
+         "core_kinds": {}}
+TARGET_ID = {"core_kinds": 8}        # v[8] = bpf_core_type_id_kernel(struct task_struct)
+_PATCH = re.compile(r"relo #(\d+): (?:patched insn #(\d+) \((\S+)\) (?:\S+ )?(\S+) -> (\S+)|"
+                    r"substituting insn #(\d+))")
+
+
+def task_struct_id(btf: str) -> int:
+    from tests.support.bpftool_oracle import bpftool_dump
+    return next(r.id for r in bpftool_dump(btf) if r.kind == "STRUCT" and r.name == "task_struct")
+
+
+def relocations(result: dict) -> dict:
+    """relo index -> (insn, new value) or ('poison', insn), from libbpf's log."""
+    out = {}
+    for line in relocation_lines(result):
+        m = _PATCH.match(line)
+        assert m, line
+        idx = int(m.group(1))
+        if m.group(6) is not None:
+            out[idx] = ("poison", int(m.group(6)))
+        else:
+            out.setdefault(idx, (int(m.group(2)), int(m.group(5))))
+    return out
+
+
+_TARGET_RELOS: dict = {}
+
+
+def comparable(name: str, result: dict, btf: str, obj: str = None) -> dict:
+    """What must be equal whatever BTF the program was relocated against: instructions
+    and relocations with the target type id (an id in `btf`: checked, then masked), the
+    values that do not depend on the run."""
+    assert result["loaded"], result.get("log", "")[-2000:]
+    relos = relocations(result)
+    insns = list(result["programs"][name])
+    tid = task_struct_id(btf) if name in TARGET_ID else None
+    if name in TARGET_ID:
+        if name not in _TARGET_RELOS:        # which relocations are type_id_target ones
+            from dbhive.btf import ext as E
+            _TARGET_RELOS[name] = [i for i, r in enumerate(E.read_object(obj).relos)
+                                   if r.kind_name == "type_id_target"]
+        for idx in _TARGET_RELOS[name]:
+            insn, value = relos[idx]
+            assert value == tid, (name, idx, value, tid)
+            relos[idx] = (insn, "task_struct id")
+            insns[insn] = insns[insn][:8] + "target-id"
+    values = list(result.get("values", []))
+    if name in TARGET_ID and values:
+        assert values[TARGET_ID[name]] == tid
+        values[TARGET_ID[name]] = "task_struct id"
+    for i, key in (TRUTH[name] if values else {}).items():
+        assert values[i] == result["truth"][key], (name, i, key, values[i], result["truth"])
+        values[i] = key
+    return {"relocations": relos, "insns": insns, "values": values,
+            "hits": result.get("hits")}

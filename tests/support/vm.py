@@ -124,10 +124,46 @@ def guest_hive(hive_dir: str, release: str, dest: str) -> str:
     return dest
 
 
-def boot_job(k: kernel.Kernel, hive_dir: str, ghive: str, go_probe: str):
+def our_btf(hive_dir: str, release: str, dest: str) -> str:
+    """Our BTF of RELEASE: `dbhive btf` of its DWARF-built DB in the hive, written in DEST."""
+    out = os.path.join(dest, f"ours-{release}.btf")
+    if not os.path.exists(out):
+        p = subprocess.run([DBHIVE, "btf", db_path(hive_dir, release), "-o", out],
+                           capture_output=True, text=True)
+        assert p.returncode == 0, f"dbhive btf {release}: {p.stderr}"
+    return out
+
+
+# proof 5: the CO-RE programs, relocated by libbpf against each BTF (btf_custom_path), in the guest
+CORE_BTF = ("own", "ours", "other")   # the guest kernel's /sys/kernel/btf/vmlinux, ours of
+                                      # that kernel, ours of the other kernel
+
+
+def add_core_steps(job: qemu.Job, core: dict, btfs: dict) -> None:
+    """Steps core-<variant> running the libbpf loader (data/core-src, built on the host against
+    the guest's libbpf1: both bookworm's) with every CO-RE program: its JSON in
+    files/core-<variant>-<program>.json.  CORE: core_fixtures(); BTFS: variant -> host BTF
+    file (none for `own`)."""
+    from tests.support.btfout import PROGRAMS, TRIGGER
+    job.add_file("core/core_loader", core["core_loader"], 0o755)
+    for name in PROGRAMS:
+        job.add_file(f"core/{name}.bpf.o", core[name], 0o644)
+    for variant in CORE_BTF:
+        btf_arg = ""
+        if variant != "own":
+            btf_arg = " --btf " + job.add_file(f"core/{variant}.btf", btfs[variant], 0o644)
+        script = "".join(
+            f"/job/core/core_loader run /job/core/{name}.bpf.o{btf_arg} --trigger "
+            f"{TRIGGER[name]} > $DBHIVE_VM_OUT/core-{variant}-{name}.json "
+            f"|| echo \"{name}: loader exit $?\" >&2\n" for name in PROGRAMS)
+        job.add_step(f"core-{variant}", script, timeout=300)
+
+
+def boot_job(k: kernel.Kernel, hive_dir: str, ghive: str, go_probe: str, core: dict,
+             core_btfs: dict):
     """Everything the tests check inside one boot of K: vm-verify's steps with the right DB
-    (chosen from the hive by build-id) and crossed with the other kernel's DB, and the
-    harness's own checks."""
+    (chosen from the hive by build-id) and crossed with the other kernel's DB, the CO-RE
+    programs with each BTF (add_core_steps), and the harness's own checks."""
     job = qemu.Job()
     main = verify.plan(k, hive=ghive, go_probe=go_probe, job=job, cache=VM_CACHE)
     other = db_path(hive_dir, OTHER[k.release])
@@ -144,6 +180,7 @@ def boot_job(k: kernel.Kernel, hive_dir: str, ghive: str, go_probe: str):
     if k.release == R510:       # one real instance (CI minutes): the oldest kernel, which has kprobes
         job.add_step("rules", "python3 -m tracer.vm.guest.attach_check --go-probe "
                               "/job/go-probe --ignore-btf --hive /job/hive", timeout=600)
+    add_core_steps(job, core, core_btfs)
     job.add_step("btf-blob", "cp /sys/kernel/btf/vmlinux $DBHIVE_VM_OUT/btf", timeout=60)
     job.add_step("fails", "echo to-stderr >&2; echo to-stdout; exit 3", timeout=60)
     job.add_step("hangs", "sleep 120", timeout=3)
