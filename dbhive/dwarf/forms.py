@@ -85,6 +85,8 @@ def parse_abbrev_table(d, o: int, end: int) -> dict:
 
 WANT_TYPE = ("name", "byte_size", "type", "declaration", "encoding", "sibling",
              "signature", "GNU_vector")
+# structs, unions, enums: also where they are defined (a definition seen before is skipped)
+WANT_AGG = WANT_TYPE + ("decl_file", "decl_line")
 WANT_MEMBER = ("name", "type", "data_member_location", "data_bit_offset", "bit_offset",
                "bit_size", "byte_size")
 WANT_ENUMERATOR = ("name", "const_value")

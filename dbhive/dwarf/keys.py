@@ -23,8 +23,8 @@ from __future__ import annotations
 
 from .. import model as M
 from .forms import FormError
-from .scan import (R_ALIAS, R_ARRAY, R_BASE, R_ENUM, R_PROTO, R_PTR, R_QUAL, R_STRUCT,
-                         R_SUB, R_TYPEDEF, R_UNSPEC)
+from .scan import (R_ALIAS, R_ARRAY, R_BASE, R_ENUM, R_KNOWN, R_PROTO, R_PTR, R_QUAL,
+                   R_STRUCT, R_SUB, R_TYPEDEF, R_UNSPEC)
 
 VOID_KEY = (M.VOID,)
 _VP = 1 << 62            # memo-key bit: "reached through a pointer"
@@ -109,6 +109,8 @@ class UnitInterner:
         # (name, proto, static, file, line) -> rank: 0 has code, 1 reached only by name
         self.functions: dict = {}
         self.dangling = 0            # references to DIEs that are not types
+        # definition identity (scan.UnitScan.skey) -> type id: what the scanner may skip
+        self.known: dict = {}
 
     def unit(self, unit, records, files_of, origin=None):
         """Intern every type and function of one unit.  `origin`: the name new types
@@ -166,10 +168,12 @@ class UnitInterner:
         # a malformed file with a by-value cycle ends in RecursionError (see unit()).
         ids = self.t.ids
         k = rec[0]
+        skey = None
         if k == R_STRUCT:
-            _, kind, name, size, decl, members = rec
+            _, kind, name, size, decl, members, skey = rec
             if decl or size is None or (vp and name):
                 key = (M.FWD, kind, name) if name else None
+                skey = None
             else:
                 key = [kind, name, size]
                 key += members
@@ -218,10 +222,14 @@ class UnitInterner:
             for n in reversed(rec[2]):
                 r = self.t.intern((M.ARRAY, r, n))
             key = None
+        elif k == R_KNOWN:
+            _, r, kind, name, size = rec
+            key = (M.FWD, kind, name) if vp and kind != M.ENUM else None
         elif k == R_ENUM:
-            _, name, size, decl, values, under = rec
+            _, name, size, decl, values, under, skey = rec
             if decl or size is None:
                 key = (M.FWD, M.ENUM, name) if name else None
+                skey = None
             else:
                 signed = self._signed(under, values)
                 key = [M.ENUM, name, size, signed]
@@ -244,6 +252,8 @@ class UnitInterner:
             r = ids.get(key)
             if r is None:
                 r = self.t.intern(key, self.origin)
+            if skey is not None:
+                self.known[skey] = r
         elif r is None:
             r = 0
         memo[mk] = r
@@ -287,6 +297,8 @@ class UnitInterner:
                 return r[2]
             if k == R_STRUCT:
                 return r[3]
+            if k == R_KNOWN:
+                return r[4]
             if k == R_PTR:
                 return r[2] or 8
             if k == R_TYPEDEF or k == R_QUAL:

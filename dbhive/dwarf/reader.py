@@ -163,6 +163,7 @@ class Reader:
         self._other_recs: dict = {}
         self._other_done: set = set()
         self._importers = None
+        self._known = None           # the interner's known definitions (process())
 
     # ---- units --------------------------------------------------------------------
     def is_compile_unit(self, u) -> bool:
@@ -220,11 +221,12 @@ class Reader:
             raise UnitError(u.file.path, u.sec, u.offset, f"bad unit DIE ({e})") from None
         return u.name
 
-    def scan(self, u) -> UnitScan:
-        """Scan one unit (raises UnitError on malformed input)."""
+    def scan(self, u, known=None) -> UnitScan:
+        """Scan one unit (raises UnitError on malformed input).  `known`: definitions
+        interned so far, which the scan may jump over (scan.UnitScan)."""
         try:
             d, plans, p, o = self.root(u)
-            s = UnitScan(d, u, plans)
+            s = UnitScan(d, u, plans, known, lambda: self.files_of(u))
             if p is not None and p.children:
                 end = s.top(o)
                 if end > u.end:
@@ -258,7 +260,7 @@ class Reader:
         if u.index in self._other_done:
             return None
         self._other_done.add(u.index)
-        self._other_recs.update(self.scan(u).records)
+        self._other_recs.update(self.scan(u, self._known).records)
         return self._other_recs.get(off)
 
     def prepare_origins(self):
@@ -366,9 +368,10 @@ class Reader:
         """Scan and resolve the given units; returns the UnitInterner (keys in its table)."""
         table = table or KeyTable()
         res = UnitInterner(table, self.other_record, self.func_symbols)
+        self._known = res.known
         for n, i in enumerate(unit_indexes):
             u = self.units[i]
-            s = self.scan(u)
+            s = self.scan(u, res.known)
             try:
                 res.unit(u, s.records, self.files_at, self.origin_of(u))
             except FormError as e:

@@ -18,17 +18,23 @@ Records (tuples; first element is the record kind, offsets are virtual DIE offse
   (R_SUB, name, return, external, declaration, decl_file, decl_line, code (2/1/0), origin,
          flat params as R_PROTO, variadic)
   (R_ALIAS, target)   a declaration standing for a type unit's type (DW_AT_signature)
+  (R_KNOWN, type id, model kind, name, size)   a struct/union/enum definition already
+        interned from an earlier unit (same name, size, decl file and line): its children
+        were jumped over, not decoded
+R_STRUCT and R_ENUM end with their `skey` (kind, name, size, decl file, decl line), or None
+when the definition may not be skipped next time (no file/line, or it holds nested types
+that other DIEs could refer to).
 """
 from __future__ import annotations
 
 from .. import model as M
 from .forms import (AT, FINISH_ENUMERATOR, FINISH_MEMBER, FINISH_PARAM, TAG, finish_store,
                           WANT_ENUMERATOR, WANT_MEMBER, WANT_PARAM, WANT_SIBLING,
-                          WANT_SUBPROGRAM, WANT_SUBRANGE, WANT_TYPE, FormError, uleb)
+                          WANT_AGG, WANT_SUBPROGRAM, WANT_SUBRANGE, WANT_TYPE, FormError, uleb)
 
 # record kinds
 R_BASE, R_UNSPEC, R_PTR, R_QUAL, R_TYPEDEF, R_STRUCT, R_ENUM, R_ARRAY, R_PROTO, R_SUB, \
-    R_ALIAS = range(11)
+    R_ALIAS, R_KNOWN = range(12)
 
 # what to do with a DIE, by tag
 (S_SKIP, S_BASE, S_PTR, S_TYPEDEF, S_QUAL, S_STRUCT, S_ENUM, S_ARRAY, S_SUBRTYPE, S_UNSPEC,
@@ -47,7 +53,7 @@ _TAG_ACTION = {
     TAG["formal_parameter"]: S_PARAM, TAG["unspecified_parameters"]: S_VARIADIC,
 }
 _WANT = {S_BASE: WANT_TYPE, S_PTR: WANT_TYPE, S_TYPEDEF: WANT_TYPE, S_QUAL: WANT_TYPE,
-         S_STRUCT: WANT_TYPE, S_ENUM: WANT_TYPE, S_ARRAY: WANT_TYPE, S_SUBRTYPE: WANT_TYPE,
+         S_STRUCT: WANT_AGG, S_ENUM: WANT_AGG, S_ARRAY: WANT_TYPE, S_SUBRTYPE: WANT_TYPE,
          S_UNSPEC: WANT_TYPE, S_SUBPROGRAM: WANT_SUBPROGRAM, S_MEMBER: WANT_MEMBER,
          S_ENUMERATOR: WANT_ENUMERATOR, S_SUBRANGE: WANT_SUBRANGE, S_PARAM: WANT_PARAM,
          S_VARIADIC: ()}
@@ -142,15 +148,39 @@ def make_plans(abbrevs: dict, decoders, unit) -> Plans:
 
 class UnitScan:
     """Scan the children of one unit's DIE (the caller decodes the unit DIE itself):
-    `records` maps virtual DIE offsets to the records described above."""
+    `records` maps virtual DIE offsets to the records described above.
 
-    def __init__(self, d, unit, plans):
+    `known`: {skey: type id} of the definitions interned so far (keys.UnitInterner fills
+    it); a struct/union/enum whose skey is there is jumped over via DW_AT_sibling (every
+    unit repeats the definitions of the headers it includes).  `files`: the unit's
+    decl_file table, a callable returning it (read only when needed)."""
+
+    def __init__(self, d, unit, plans, known=None, files=None):
         self.d = d
         self.u = unit
         self.plans = plans
         self.space = unit.space
         self.end = unit.end
         self.records: dict = {}
+        self.known = known if files is not None else None
+        self._files_of = files
+        self._files = None
+
+    def skey(self, kind, name, size, dfile, dline, length):
+        """The identity of a definition across units, or None when it has none.
+
+        Only definitions in headers count: a .c file included by another with different
+        macros (fs/compat_binfmt_elf.c includes fs/binfmt_elf.c) gives the same name, file
+        and line another layout.  A header line has one layout per kernel build (the
+        kernel's own ABI rule); the subtree's byte length is part of the identity too."""
+        files = self._files
+        if files is None:
+            files = self._files = [f if f and f.endswith(".h") else None
+                                   for f in self._files_of()]
+        if dfile.__class__ is not int or not 0 <= dfile < len(files):
+            return None
+        f = files[dfile]
+        return (kind, name, size, f, dline, length) if f is not None else None
 
     # ---- generic -------------------------------------------------------------
     def code_at(self, o):
@@ -302,18 +332,42 @@ class UnitScan:
                 o = self.skip(q, o)
 
     def _struct(self, p, o, off):
-        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(self.d, o, self.u)
+        o, name, size, typ, decl, enc, sib, sig, vec, dfile, dline = p.dec(self.d, o, self.u)
+        kind = _AGG_KIND[p.tag]
+        skey = None
+        if self.known is not None and name is not None and dfile is not None and not decl \
+                and sig is None:
+            after = sib - self.space if sib is not None else -1
+            if o < after <= self.end:
+                skey = self.skey(kind, name, size, dfile, dline, after - o)
+                tid = self.known.get(skey) if skey is not None else None
+                if tid is not None:           # seen in an earlier unit: jump over it
+                    self.records[off] = (R_KNOWN, tid, kind, name, size)
+                    return after
         members = []
         if p.children:
+            before = len(self.records)
             o, members = self._body(o, self.plans.member, S_MEMBER, "struct members")
+            if len(self.records) != before:
+                skey = None            # nested type DIEs: other DIEs may refer to them
         if sig is not None:
             self.records[off] = (R_ALIAS, sig)
         else:
-            self.records[off] = (R_STRUCT, _AGG_KIND[p.tag], name, size, bool(decl), members)
+            self.records[off] = (R_STRUCT, kind, name, size, bool(decl), members, skey)
         return o
 
     def _enum(self, p, o, off):
-        o, name, size, typ, decl, enc, sib, sig, vec = p.dec(self.d, o, self.u)
+        o, name, size, typ, decl, enc, sib, sig, vec, dfile, dline = p.dec(self.d, o, self.u)
+        skey = None
+        if self.known is not None and name is not None and dfile is not None and not decl \
+                and sig is None:
+            after = sib - self.space if sib is not None else -1
+            if o < after <= self.end:
+                skey = self.skey(M.ENUM, name, size, dfile, dline, after - o)
+                tid = self.known.get(skey) if skey is not None else None
+                if tid is not None:           # seen in an earlier unit: jump over it
+                    self.records[off] = (R_KNOWN, tid, M.ENUM, name, size)
+                    return after
         values = []
         if p.children:
             o, values = self._body(o, self.plans.enumerator, S_ENUMERATOR,
@@ -321,7 +375,7 @@ class UnitScan:
         if sig is not None:
             self.records[off] = (R_ALIAS, sig)
         else:
-            self.records[off] = (R_ENUM, name, size, bool(decl), values, typ)
+            self.records[off] = (R_ENUM, name, size, bool(decl), values, typ, skey)
         return o
 
     def _array(self, p, o, off):
