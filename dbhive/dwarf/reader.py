@@ -3,13 +3,14 @@ per-unit scan -> resolve step.  `read_dwarf` (dwarf.py) runs one of these per wo
 from __future__ import annotations
 
 import bisect
+import os
 import struct
 
 from .keys import KeyTable, UnitInterner
 from .sections import DebugFile, SectionError, find_altfile
 from .forms import (ALT_BASE, TAG, TYPES_BASE, WANT_IMPORT, WANT_UNIT, Decoders,
                           FormError, parse_abbrev_table, uleb)
-from .scan import UnitScan, make_plans
+from .scan import _AGG_KIND, _QUAL_KIND, _TAG_ACTION, UnitScan, header_files, make_plans
 from .units import (DW_UT_partial, DW_UT_split_type, DW_UT_type, iter_unit_headers,
                           line_file_names)
 
@@ -109,6 +110,31 @@ _DECODERS = Decoders(dict(STRP=_strp, LINE_STRP=_line_strp, ALT_STRP=_alt_strp, 
                           SIG=_sig, ALT_BASE=ALT_BASE))
 
 
+# The C scanner (dwarf/_cscan.c: the same walk and records as scan.UnitScan, which is the
+# reference and the fallback).  DBHIVE_DWARF_PURE=1 forces the Python one.
+try:
+    from . import _cscan
+except ImportError:                      # not built: the pure-Python scanner
+    _cscan = None
+if _cscan is not None:
+    from .. import model as _M
+    _cscan.configure(FormError, _TAG_ACTION, _QUAL_KIND, _AGG_KIND, _M.ENUM,
+                     dict(STRP=_strp, LINE_STRP=_line_strp, ALT_STRP=_alt_strp, STRX=_strx,
+                          SIG=_sig), ALT_BASE)
+
+
+def c_scanner() -> bool:
+    """Whether units are scanned by the C scanner."""
+    return _cscan is not None and os.environ.get("DBHIVE_DWARF_PURE", "") in ("", "0")
+
+
+class _Records:
+    __slots__ = ("records",)
+
+    def __init__(self, records):
+        self.records = records
+
+
 class Reader:
     def __init__(self, path: str):
         self.path = path
@@ -164,6 +190,10 @@ class Reader:
         self._other_done: set = set()
         self._importers = None
         self._known = None           # the interner's known definitions (process())
+        self.c = c_scanner()
+        # jump over definitions already interned (scan.UnitScan.skey); False reads every
+        # one (the check that skipping changes nothing: tests/test_dwarf_cscan.py)
+        self.skip_seen = True
 
     # ---- units --------------------------------------------------------------------
     def is_compile_unit(self, u) -> bool:
@@ -226,7 +256,21 @@ class Reader:
         interned so far, which the scan may jump over (scan.UnitScan)."""
         try:
             d, plans, p, o = self.root(u)
-            s = UnitScan(d, u, plans, known, lambda: self.files_of(u))
+            files = lambda: self.files_of(u)           # noqa: E731
+            if self.c:
+                records: dict = {}
+                if p is not None and p.children:
+                    t = plans.ctable
+                    if t is None:
+                        t = plans.ctable = _cscan.Table(plans.abbrevs, u.addr_size,
+                                                        u.off_size, u.version)
+                    end = _cscan.scan(d, o, u.end, t, u, records, known,
+                                      (lambda: header_files(files())) if known is not None
+                                      else None, u.sc)
+                    if end > u.end:
+                        raise FormError("DIE tree runs past the end of its unit", u.end)
+                return _Records(records)
+            s = UnitScan(d, u, plans, known, files)
             if p is not None and p.children:
                 end = s.top(o)
                 if end > u.end:
@@ -368,10 +412,10 @@ class Reader:
         """Scan and resolve the given units; returns the UnitInterner (keys in its table)."""
         table = table or KeyTable()
         res = UnitInterner(table, self.other_record, self.func_symbols)
-        self._known = res.known
+        known = self._known = res.known if self.skip_seen else None
         for n, i in enumerate(unit_indexes):
             u = self.units[i]
-            s = self.scan(u, res.known)
+            s = self.scan(u, known)
             try:
                 res.unit(u, s.records, self.files_at, self.origin_of(u))
             except FormError as e:

@@ -98,6 +98,7 @@ class Plans(list):
         self.fast = {S_MEMBER: self.member, S_ENUMERATOR: self.enumerator,
                      S_PARAM: self.param}
         self.simple = [None] * (top + 1)   # childless pointer/typedef/base/qualifier DIEs
+        self.ctable = None                 # the C scanner's copy of the table (reader.py)
 
     def build(self, code: int, where: int) -> Plan:
         """The plan of `code` (compiling its decoders now); FormError if there is none."""
@@ -146,6 +147,12 @@ def make_plans(abbrevs: dict, decoders, unit) -> Plans:
     return Plans(abbrevs, decoders, unit)
 
 
+def header_files(files) -> list:
+    """A unit's decl_file table with None for the files that are not headers (the
+    definitions a scan may skip are those of headers, see UnitScan.skey)."""
+    return [f if f and f.endswith(".h") else None for f in files]
+
+
 class UnitScan:
     """Scan the children of one unit's DIE (the caller decodes the unit DIE itself):
     `records` maps virtual DIE offsets to the records described above.
@@ -175,8 +182,7 @@ class UnitScan:
         kernel's own ABI rule); the subtree's byte length is part of the identity too."""
         files = self._files
         if files is None:
-            files = self._files = [f if f and f.endswith(".h") else None
-                                   for f in self._files_of()]
+            files = self._files = header_files(self._files_of())
         if dfile.__class__ is not int or not 0 <= dfile < len(files):
             return None
         f = files[dfile]

@@ -1,0 +1,1447 @@
+/* The DWARF scanner's hot path in C: the same walk and the same records as
+ * dbhive/dwarf/scan.py (UnitScan), which stays the reference implementation and the
+ * fallback when this extension is not built (see dbhive/dwarf/cscan.py).
+ *
+ * What it does, for one unit: walk the children of the unit DIE over the raw section
+ * bytes, decode the attributes the type model needs, and store scan.py's record tuples in
+ * a dict keyed by virtual DIE offset.  Everything file-specific that is rare or needs the
+ * Python side's checks (string tables on a cache miss, DW_FORM_strx*, type signatures,
+ * the supplementary file's strings) goes through the Python helpers given to configure().
+ * Every read is bounds-checked; malformed input raises the FormError class given to
+ * configure(), with the offset.
+ */
+#define PY_SSIZE_T_CLEAN
+#include <Python.h>
+#include <stdint.h>
+#include <string.h>
+
+/* ---- DWARF numbers ------------------------------------------------------------------ */
+enum {
+    F_addr = 0x01, F_block2 = 0x03, F_block4 = 0x04, F_data2 = 0x05, F_data4 = 0x06,
+    F_data8 = 0x07, F_string = 0x08, F_block = 0x09, F_block1 = 0x0a, F_data1 = 0x0b,
+    F_flag = 0x0c, F_sdata = 0x0d, F_strp = 0x0e, F_udata = 0x0f, F_ref_addr = 0x10,
+    F_ref1 = 0x11, F_ref2 = 0x12, F_ref4 = 0x13, F_ref8 = 0x14, F_ref_udata = 0x15,
+    F_indirect = 0x16, F_sec_offset = 0x17, F_exprloc = 0x18, F_flag_present = 0x19,
+    F_strx = 0x1a, F_addrx = 0x1b, F_ref_sup4 = 0x1c, F_strp_sup = 0x1d, F_data16 = 0x1e,
+    F_line_strp = 0x1f, F_ref_sig8 = 0x20, F_implicit_const = 0x21, F_loclistx = 0x22,
+    F_rnglistx = 0x23, F_ref_sup8 = 0x24, F_strx1 = 0x25, F_strx2 = 0x26, F_strx3 = 0x27,
+    F_strx4 = 0x28, F_addrx1 = 0x29, F_addrx2 = 0x2a, F_addrx3 = 0x2b, F_addrx4 = 0x2c,
+    F_GNU_addr_index = 0x1f01, F_GNU_str_index = 0x1f02, F_GNU_ref_alt = 0x1f20,
+    F_GNU_strp_alt = 0x1f21,
+};
+
+/* the attributes the records need: their slot numbers */
+enum {
+    A_NAME, A_BYTE_SIZE, A_TYPE, A_DECLARATION, A_ENCODING, A_SIBLING, A_SIGNATURE,
+    A_DECL_FILE, A_DECL_LINE, A_DATA_MEMBER_LOCATION, A_DATA_BIT_OFFSET, A_BIT_OFFSET,
+    A_BIT_SIZE, A_CONST_VALUE, A_UPPER_BOUND, A_COUNT, A_LOWER_BOUND, A_ABSTRACT_ORIGIN,
+    A_EXTERNAL, A_LOW_PC, A_RANGES, A_INLINE, A_SPECIFICATION, A_ENTRY_PC, NSLOTS
+};
+
+static int slot_of_at(uint64_t at)
+{
+    switch (at) {
+    case 0x03: return A_NAME;            case 0x0b: return A_BYTE_SIZE;
+    case 0x49: return A_TYPE;            case 0x3c: return A_DECLARATION;
+    case 0x3e: return A_ENCODING;        case 0x01: return A_SIBLING;
+    case 0x69: return A_SIGNATURE;       case 0x3a: return A_DECL_FILE;
+    case 0x3b: return A_DECL_LINE;       case 0x38: return A_DATA_MEMBER_LOCATION;
+    case 0x6b: return A_DATA_BIT_OFFSET; case 0x0c: return A_BIT_OFFSET;
+    case 0x0d: return A_BIT_SIZE;        case 0x1c: return A_CONST_VALUE;
+    case 0x2f: return A_UPPER_BOUND;     case 0x37: return A_COUNT;
+    case 0x22: return A_LOWER_BOUND;     case 0x31: return A_ABSTRACT_ORIGIN;
+    case 0x3f: return A_EXTERNAL;        case 0x11: return A_LOW_PC;
+    case 0x55: return A_RANGES;          case 0x20: return A_INLINE;
+    case 0x47: return A_SPECIFICATION;   case 0x52: return A_ENTRY_PC;
+    }
+    return -1;
+}
+
+/* scan.py's actions and record kinds */
+enum { S_SKIP, S_BASE, S_PTR, S_TYPEDEF, S_QUAL, S_STRUCT, S_ENUM, S_ARRAY, S_SUBRTYPE,
+       S_UNSPEC, S_SUBPROGRAM, S_MEMBER, S_ENUMERATOR, S_SUBRANGE, S_PARAM, S_VARIADIC };
+enum { R_BASE, R_UNSPEC, R_PTR, R_QUAL, R_TYPEDEF, R_STRUCT, R_ENUM, R_ARRAY, R_PROTO,
+       R_SUB, R_ALIAS, R_KNOWN };
+#define TAG_LEXICAL_BLOCK 0x0b
+#define MAX_DEPTH 4000
+
+/* ---- configuration (configure()) ---------------------------------------------------- */
+static PyObject *FormError, *TagAction, *QualKind, *AggKind, *EnumKind;
+static PyObject *H_strp, *H_line_strp, *H_alt_strp, *H_strx, *H_sig, *MsbTag;
+static uint64_t AltBase;
+static PyObject *RecKind[12];
+
+/* ---- form classes (forms.py: _form_ok, fixed_size) ----------------------------------- */
+static int is_str_form(uint64_t f)
+{
+    return f == F_string || f == F_strp || f == F_line_strp || f == F_strx || f == F_strx1 ||
+           f == F_strx2 || f == F_strx3 || f == F_strx4 || f == F_GNU_strp_alt ||
+           f == F_strp_sup || f == F_GNU_str_index;
+}
+static int is_ref_form(uint64_t f)
+{
+    return f == F_ref1 || f == F_ref2 || f == F_ref4 || f == F_ref8 || f == F_ref_udata ||
+           f == F_ref_addr || f == F_ref_sig8 || f == F_GNU_ref_alt || f == F_ref_sup4 ||
+           f == F_ref_sup8;
+}
+static int is_const_form(uint64_t f)
+{
+    return f == F_data1 || f == F_data2 || f == F_data4 || f == F_data8 || f == F_data16 ||
+           f == F_sdata || f == F_udata || f == F_implicit_const || f == F_flag ||
+           f == F_flag_present;
+}
+static int is_block_form(uint64_t f)
+{
+    return f == F_block1 || f == F_block2 || f == F_block4 || f == F_block || f == F_exprloc;
+}
+static int form_ok(int slot, uint64_t f)
+{
+    switch (slot) {
+    case A_NAME:
+        return is_str_form(f);
+    case A_TYPE: case A_SIBLING: case A_ABSTRACT_ORIGIN: case A_SPECIFICATION:
+    case A_SIGNATURE:
+        return is_ref_form(f);
+    case A_DATA_MEMBER_LOCATION:
+        return is_const_form(f) || is_block_form(f);
+    case A_LOW_PC: case A_RANGES: case A_ENTRY_PC: case A_INLINE:
+        return 1;
+    }
+    return is_const_form(f) || f == F_sec_offset;
+}
+/* size of a fixed-size form, -1 if variable */
+static int fixed_size(uint64_t f, int asz, int osz, int ver)
+{
+    switch (f) {
+    case F_addr: return asz;
+    case F_data1: case F_ref1: case F_flag: case F_strx1: case F_addrx1: return 1;
+    case F_data2: case F_ref2: case F_strx2: case F_addrx2: return 2;
+    case F_strx3: case F_addrx3: return 3;
+    case F_data4: case F_ref4: case F_strx4: case F_addrx4: case F_ref_sup4: return 4;
+    case F_data8: case F_ref8: case F_ref_sig8: case F_ref_sup8: return 8;
+    case F_data16: return 16;
+    case F_flag_present: case F_implicit_const: return 0;
+    case F_strp: case F_line_strp: case F_sec_offset: case F_strp_sup: case F_GNU_ref_alt:
+    case F_GNU_strp_alt: return osz;
+    case F_ref_addr: return ver <= 2 ? asz : osz;
+    }
+    return -1;
+}
+
+/* ---- the abbreviation table of a unit: Table objects ---------------------------------- */
+typedef struct {
+    uint64_t form;
+    int64_t ic;           /* implicit_const value */
+    int slot;             /* A_* or -1: not needed */
+    int size;             /* fixed size or -1 */
+} Spec;
+
+typedef struct {
+    int present;
+    uint64_t tag;
+    int children;
+    int action;
+    int has_sib;          /* children and a DW_AT_sibling attribute */
+    int fixed;            /* total size when every form is fixed, else -1 */
+    int nspecs;
+    Spec *specs;
+} Abb;
+
+typedef struct {
+    PyObject_HEAD
+    Py_ssize_t n;
+    Abb *abbs;
+    Spec *pool;
+    int asz, osz, ver;
+} Table;
+
+static void Table_dealloc(Table *t)
+{
+    PyMem_Free(t->abbs);
+    PyMem_Free(t->pool);
+    Py_TYPE(t)->tp_free((PyObject *)t);
+}
+
+static PyTypeObject TableType;
+
+/* Table(abbrevs: {code: forms.Abbrev}, addr_size, off_size, version) */
+static PyObject *Table_new(PyTypeObject *type, PyObject *args, PyObject *kw)
+{
+    PyObject *abbrevs;
+    int asz, osz, ver;
+    if (!PyArg_ParseTuple(args, "O!iii", &PyDict_Type, &abbrevs, &asz, &osz, &ver))
+        return NULL;
+    Table *t = (Table *)type->tp_alloc(type, 0);
+    if (!t)
+        return NULL;
+    t->asz = asz; t->osz = osz; t->ver = ver;
+    Py_ssize_t top = 0, total = 0, pos = 0;
+    PyObject *k, *v;
+    while (PyDict_Next(abbrevs, &pos, &k, &v)) {
+        Py_ssize_t c = PyLong_AsSsize_t(k);
+        if (c == -1 && PyErr_Occurred())
+            goto fail;
+        if (c < 0 || c > 1000000) {
+            PyErr_Format(FormError, "abbreviation code %zd is implausibly large", c);
+            goto fail;
+        }
+        if (c > top)
+            top = c;
+        PyObject *specs = PyObject_GetAttrString(v, "specs");
+        if (!specs)
+            goto fail;
+        total += PyTuple_Size(specs);
+        Py_DECREF(specs);
+    }
+    t->n = top + 1;
+    t->abbs = PyMem_Calloc(t->n, sizeof(Abb));
+    t->pool = PyMem_Calloc(total ? total : 1, sizeof(Spec));
+    if (!t->abbs || !t->pool) {
+        PyErr_NoMemory();
+        goto fail;
+    }
+    Py_ssize_t used = 0;
+    pos = 0;
+    while (PyDict_Next(abbrevs, &pos, &k, &v)) {
+        Abb *a = &t->abbs[PyLong_AsSsize_t(k)];
+        PyObject *tag = PyObject_GetAttrString(v, "tag");
+        PyObject *ch = PyObject_GetAttrString(v, "children");
+        PyObject *specs = PyObject_GetAttrString(v, "specs");
+        if (!tag || !ch || !specs) {
+            Py_XDECREF(tag); Py_XDECREF(ch); Py_XDECREF(specs);
+            goto fail;
+        }
+        a->present = 1;
+        a->tag = PyLong_AsUnsignedLongLongMask(tag);
+        a->children = PyObject_IsTrue(ch);
+        PyObject *act = PyDict_GetItemWithError(TagAction, tag);
+        a->action = act ? (int)PyLong_AsLong(act) : S_SKIP;
+        Py_DECREF(tag); Py_DECREF(ch);
+        a->nspecs = (int)PyTuple_GET_SIZE(specs);
+        a->specs = t->pool + used;
+        used += a->nspecs;
+        a->fixed = 0;
+        a->has_sib = 0;
+        for (int i = 0; i < a->nspecs; i++) {
+            PyObject *sp = PyTuple_GET_ITEM(specs, i);
+            uint64_t at = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(sp, 0));
+            Spec *s = &a->specs[i];
+            s->form = PyLong_AsUnsignedLongLongMask(PyTuple_GET_ITEM(sp, 1));
+            PyObject *ic = PyTuple_GET_ITEM(sp, 2);
+            s->ic = ic == Py_None ? 0 : PyLong_AsLongLong(ic);
+            if (s->ic == -1 && PyErr_Occurred()) {       /* an implicit const beyond 64 bits */
+                Py_DECREF(specs);
+                goto fail;
+            }
+            int slot = slot_of_at(at);
+            s->slot = (slot >= 0 && form_ok(slot, s->form)) ? slot : -1;
+            s->size = fixed_size(s->form, asz, osz, ver);
+            if (at == 0x01 && a->children)
+                a->has_sib = 1;
+            if (s->size < 0)
+                a->fixed = -1;
+            else if (a->fixed >= 0)
+                a->fixed += s->size;
+        }
+        Py_DECREF(specs);
+    }
+    return (PyObject *)t;
+fail:
+    Py_DECREF(t);
+    return NULL;
+}
+
+static PyTypeObject TableType = {
+    PyVarObject_HEAD_INIT(NULL, 0)
+    .tp_name = "dbhive.dwarf._cscan.Table",
+    .tp_basicsize = sizeof(Table),
+    .tp_dealloc = (destructor)Table_dealloc,
+    .tp_flags = Py_TPFLAGS_DEFAULT,
+    .tp_new = Table_new,
+    .tp_doc = "A unit's abbreviation table prepared for scanning.",
+};
+
+/* ---- one scan ----------------------------------------------------------------------- */
+enum { V_U, V_S, V_TRUE, V_BIG, V_BLOCK, V_STR };   /* decoded value kinds */
+
+typedef struct {
+    int kind;
+    uint64_t form;
+    uint64_t u;            /* V_U value, V_S (as int64), V_STR raw (offset / index) */
+    const uint8_t *p;      /* V_BIG, V_BLOCK, inline V_STR */
+    Py_ssize_t n;
+} Val;
+
+typedef struct {
+    const uint8_t *d;
+    Py_ssize_t size;       /* of the section buffer */
+    Py_ssize_t end;        /* of the unit */
+    uint64_t space, base;
+    Table *t;
+    PyObject *cu, *records, *known, *files_fn, *files, *str_cache;
+    int depth;
+    uint32_t have;         /* bit per slot */
+    Val v[NSLOTS];
+} Scan;
+
+static PyObject *form_error(const char *msg, Py_ssize_t off)
+{
+    PyObject *e = PyObject_CallFunction(FormError, "sn", msg, off);
+    if (e) {
+        PyErr_SetObject(FormError, e);
+        Py_DECREF(e);
+    }
+    return NULL;
+}
+#define TRUNC(o) (form_error("DIE data runs past the end of its section", (o)), -1)
+
+static Py_ssize_t read_uleb(Scan *s, Py_ssize_t o, uint64_t *out)
+{
+    uint64_t v = 0;
+    int shift = 0;
+    for (;;) {
+        if (o >= s->size)
+            return TRUNC(o);
+        uint8_t b = s->d[o++];
+        if (shift < 64)
+            v |= (uint64_t)(b & 0x7f) << shift;
+        else if (b & 0x7f) {
+            form_error("LEB128 number wider than 64 bits", o);
+            return -1;
+        }
+        shift += 7;
+        if (!(b & 0x80))
+            break;
+    }
+    *out = v;
+    return o;
+}
+
+static Py_ssize_t read_sleb(Scan *s, Py_ssize_t o, int64_t *out)
+{
+    uint64_t v = 0;
+    int shift = 0;
+    uint8_t b;
+    do {
+        if (o >= s->size)
+            return TRUNC(o);
+        b = s->d[o++];
+        if (shift < 64)
+            v |= (uint64_t)(b & 0x7f) << shift;
+        else if ((b & 0x7f) != 0 && (b & 0x7f) != 0x7f) {
+            form_error("LEB128 number wider than 64 bits", o);
+            return -1;
+        }
+        shift += 7;
+    } while (b & 0x80);
+    if (shift < 64 && (b & 0x40))
+        v |= ~(uint64_t)0 << shift;
+    *out = (int64_t)v;
+    return o;
+}
+
+static uint64_t le(const uint8_t *p, int n)
+{
+    uint64_t v = 0;
+    for (int i = n - 1; i >= 0; i--)
+        v = (v << 8) | p[i];
+    return v;
+}
+
+/* Decode the attributes of a DIE of abbreviation `a` at `o` into s->v / s->have;
+ * returns the offset after them, -1 on error. */
+static Py_ssize_t decode(Scan *s, Abb *a, Py_ssize_t o)
+{
+    s->have = 0;
+    const uint8_t *d = s->d;
+    for (int i = 0; i < a->nspecs; i++) {
+        Spec *sp = &a->specs[i];
+        uint64_t f = sp->form;
+        Val *v = sp->slot >= 0 ? &s->v[sp->slot] : NULL;
+        if (sp->size >= 0) {
+            if (o + sp->size > s->size)
+                return TRUNC(o);
+            if (v) {
+                v->form = f;
+                if (f == F_flag_present) {
+                    v->kind = V_TRUE;
+                } else if (f == F_implicit_const) {
+                    v->kind = V_S;
+                    v->u = (uint64_t)sp->ic;
+                } else if (f == F_data16) {
+                    v->kind = V_BIG;
+                    v->p = d + o;
+                    v->n = 16;
+                } else {
+                    v->kind = is_str_form(f) ? V_STR : V_U;
+                    v->u = le(d + o, sp->size);
+                }
+                s->have |= 1u << sp->slot;
+            }
+            o += sp->size;
+            continue;
+        }
+        switch (f) {
+        case F_udata: case F_ref_udata: case F_strx: case F_addrx: case F_loclistx:
+        case F_rnglistx: case F_GNU_addr_index: case F_GNU_str_index: {
+            uint64_t x;
+            if ((o = read_uleb(s, o, &x)) < 0)
+                return -1;
+            if (v) {
+                v->form = f;
+                v->kind = is_str_form(f) ? V_STR : V_U;
+                v->u = x;
+                s->have |= 1u << sp->slot;
+            }
+            break;
+        }
+        case F_sdata: {
+            int64_t x;
+            if ((o = read_sleb(s, o, &x)) < 0)
+                return -1;
+            if (v) {
+                v->form = f;
+                v->kind = V_S;
+                v->u = (uint64_t)x;
+                s->have |= 1u << sp->slot;
+            }
+            break;
+        }
+        case F_string: {
+            const uint8_t *z = o < s->size ? memchr(d + o, 0, s->size - o) : NULL;
+            if (!z)
+                return TRUNC(o);
+            if (v) {
+                v->form = f;
+                v->kind = V_STR;
+                v->p = d + o;
+                v->n = z - (d + o);
+                s->have |= 1u << sp->slot;
+            }
+            o = z - d + 1;
+            break;
+        }
+        case F_block1: case F_block2: case F_block4: case F_block: case F_exprloc: {
+            uint64_t n;
+            if (f == F_block1 || f == F_block2 || f == F_block4) {
+                int w = f == F_block1 ? 1 : f == F_block2 ? 2 : 4;
+                if (o + w > s->size)
+                    return TRUNC(o);
+                n = le(d + o, w);
+                o += w;
+            } else if ((o = read_uleb(s, o, &n)) < 0) {
+                return -1;
+            }
+            if (n > (uint64_t)(s->size - o))
+                return TRUNC(o);
+            if (v) {
+                v->form = f;
+                v->kind = V_BLOCK;
+                v->p = d + o;
+                v->n = (Py_ssize_t)n;
+                s->have |= 1u << sp->slot;
+            }
+            o += (Py_ssize_t)n;
+            break;
+        }
+        case F_indirect:
+            form_error("DW_FORM_indirect is not supported", o);
+            return -1;
+        default: {
+            char msg[64];
+            snprintf(msg, sizeof msg, "unknown attribute form 0x%llx", (unsigned long long)f);
+            form_error(msg, o);
+            return -1;
+        }
+        }
+    }
+    return o;
+}
+
+#define HAS(s, a) ((s)->have & (1u << (a)))
+
+/* the Python value of a non-string, non-reference attribute (None when absent) */
+static PyObject *num(Scan *s, int a)
+{
+    if (!HAS(s, a))
+        Py_RETURN_NONE;
+    Val *v = &s->v[a];
+    switch (v->kind) {
+    case V_U: return PyLong_FromUnsignedLongLong(v->u);
+    case V_S: return PyLong_FromLongLong((int64_t)v->u);
+    case V_TRUE: Py_RETURN_TRUE;
+    case V_BIG: return _PyLong_FromByteArray(v->p, 16, 1, 0);
+    case V_BLOCK: return PyBytes_FromStringAndSize((const char *)v->p, v->n);
+    }
+    Py_RETURN_NONE;                     /* a string form where a number was expected */
+}
+
+/* truthiness of a flag-like attribute */
+static int flag(Scan *s, int a)
+{
+    if (!HAS(s, a))
+        return 0;
+    Val *v = &s->v[a];
+    switch (v->kind) {
+    case V_U: case V_S: return v->u != 0;
+    case V_TRUE: return 1;
+    case V_BIG: for (int i = 0; i < 16; i++) if (v->p[i]) return 1; return 0;
+    case V_BLOCK: return v->n != 0;
+    }
+    return 0;
+}
+
+static PyObject *call_helper(PyObject *fn, Scan *s, uint64_t x)
+{
+    return PyObject_CallFunction(fn, "OK", s->cu, (unsigned long long)x);
+}
+
+/* the name (a str) or None */
+static PyObject *str(Scan *s, int a)
+{
+    if (!HAS(s, a))
+        Py_RETURN_NONE;
+    Val *v = &s->v[a];
+    switch (v->form) {
+    case F_string:
+        return PyUnicode_DecodeUTF8((const char *)v->p, v->n, "replace");
+    case F_strp: {
+        PyObject *key = PyLong_FromUnsignedLongLong(v->u);
+        if (!key)
+            return NULL;
+        PyObject *r = PyDict_GetItemWithError(s->str_cache, key);
+        Py_DECREF(key);
+        if (r) {
+            Py_INCREF(r);
+            return r;
+        }
+        if (PyErr_Occurred())
+            return NULL;
+        return call_helper(H_strp, s, v->u);
+    }
+    case F_line_strp:
+        return call_helper(H_line_strp, s, v->u);
+    case F_strx: case F_strx1: case F_strx2: case F_strx4: case F_GNU_str_index:
+    case F_strx3:
+        return call_helper(H_strx, s, v->u);
+    case F_GNU_strp_alt: case F_strp_sup:
+        return call_helper(H_alt_strp, s, v->u);
+    }
+    Py_RETURN_NONE;
+}
+
+/* a reference as a virtual DIE offset: 0 and *ok = 0 when absent; -1 on error */
+static int ref(Scan *s, int a, uint64_t *out)
+{
+    if (!HAS(s, a))
+        return 0;
+    Val *v = &s->v[a];
+    switch (v->form) {
+    case F_ref1: case F_ref2: case F_ref4: case F_ref8: case F_ref_udata:
+        *out = v->u + s->base;
+        return 1;
+    case F_ref_addr:
+        *out = v->u + s->space;
+        return 1;
+    case F_GNU_ref_alt: case F_ref_sup4: case F_ref_sup8:
+        *out = v->u + AltBase;
+        return 1;
+    case F_ref_sig8: {
+        PyObject *r = call_helper(H_sig, s, v->u);
+        if (!r)
+            return -1;
+        *out = PyLong_AsUnsignedLongLong(r);
+        Py_DECREF(r);
+        if (PyErr_Occurred())
+            return -1;
+        return 1;
+    }
+    }
+    return 0;
+}
+
+static PyObject *ref_obj(Scan *s, int a)
+{
+    uint64_t x;
+    int r = ref(s, a, &x);
+    if (r < 0)
+        return NULL;
+    if (r == 0)
+        Py_RETURN_NONE;
+    return PyLong_FromUnsignedLongLong(x);
+}
+
+static int store(Scan *s, Py_ssize_t off, PyObject *rec)
+{
+    if (!rec)
+        return -1;
+    PyObject *key = PyLong_FromUnsignedLongLong((uint64_t)off + s->space);
+    if (!key) {
+        Py_DECREF(rec);
+        return -1;
+    }
+    int r = PyDict_SetItem(s->records, key, rec);
+    Py_DECREF(key);
+    Py_DECREF(rec);
+    return r;
+}
+
+static Abb *abb_at(Scan *s, uint64_t code, Py_ssize_t where)
+{
+    if (code < (uint64_t)s->t->n && s->t->abbs[code].present)
+        return &s->t->abbs[code];
+    char msg[96];
+    snprintf(msg, sizeof msg, "DIE uses abbreviation code %llu, absent from its table",
+             (unsigned long long)code);
+    form_error(msg, where);
+    return NULL;
+}
+
+static Py_ssize_t read_code(Scan *s, Py_ssize_t o, uint64_t *code)
+{
+    if (o < s->size && s->d[o] < 0x80) {
+        *code = s->d[o];
+        return o + 1;
+    }
+    return read_uleb(s, o, code);
+}
+
+static Py_ssize_t skip_children(Scan *s, Py_ssize_t o);
+
+/* the offset after the DIE (and subtree) whose attributes start at `o` */
+static Py_ssize_t skip(Scan *s, Abb *a, Py_ssize_t o)
+{
+    if (a->has_sib) {
+        if (decode(s, a, o) < 0)
+            return -1;
+        uint64_t sib;
+        int r = ref(s, A_SIBLING, &sib);
+        if (r < 0)
+            return -1;
+        if (r == 0)
+            return form_error("DW_AT_sibling of a form that is not a reference", o), -1;
+        uint64_t x = sib - s->space;
+        if (!((uint64_t)o < x && x <= (uint64_t)s->end)) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "DW_AT_sibling 0x%llx outside its unit",
+                     (unsigned long long)x);
+            form_error(msg, o);
+            return -1;
+        }
+        return (Py_ssize_t)x;
+    }
+    if (a->fixed >= 0)
+        o += a->fixed;
+    else if ((o = decode(s, a, o)) < 0)
+        return -1;
+    if (a->children)
+        o = skip_children(s, o);
+    return o;
+}
+
+static Py_ssize_t skip_children(Scan *s, Py_ssize_t o)
+{
+    if (++s->depth > MAX_DEPTH)
+        return form_error("DIE tree nested too deeply", o), -1;
+    for (;;) {
+        if (o >= s->end)
+            return form_error("DIE children run past the end of their unit", o), -1;
+        uint64_t code;
+        Py_ssize_t at = o;
+        if ((o = read_code(s, o, &code)) < 0)
+            return -1;
+        if (code == 0)
+            break;
+        Abb *a = abb_at(s, code, at);
+        if (!a || (o = skip(s, a, o)) < 0)
+            return -1;
+    }
+    s->depth--;
+    return o;
+}
+
+static Py_ssize_t handle(Scan *s, Abb *a, Py_ssize_t o, Py_ssize_t off);
+
+static int is_type_action(int a)
+{
+    return a == S_BASE || a == S_PTR || a == S_TYPEDEF || a == S_QUAL || a == S_STRUCT ||
+           a == S_ENUM || a == S_ARRAY || a == S_SUBRTYPE || a == S_UNSPEC;
+}
+
+static int append(PyObject *list, PyObject *x)
+{
+    if (!x)
+        return -1;
+    int r = PyList_Append(list, x);
+    Py_DECREF(x);
+    return r;
+}
+
+/* forms.expr_offset: a constant DW_AT_data_member_location expression, or None */
+static PyObject *expr_offset(const uint8_t *p, Py_ssize_t n)
+{
+    int64_t stack[64];
+    int sp = 0;
+    stack[sp++] = 0;
+    Py_ssize_t o = 0;
+    while (o < n) {
+        uint8_t op = p[o++];
+        uint64_t x = 0;
+        if (op == 0x23 || op == 0x10) {                  /* plus_uconst, constu */
+            int shift = 0;
+            uint8_t b;
+            do {
+                if (o >= n)
+                    Py_RETURN_NONE;
+                b = p[o++];
+                if (shift < 64)
+                    x |= (uint64_t)(b & 0x7f) << shift;
+                shift += 7;
+            } while (b & 0x80);
+            if (op == 0x23)
+                stack[sp - 1] += (int64_t)x;
+            else if (sp < 64)
+                stack[sp++] = (int64_t)x;
+            else
+                Py_RETURN_NONE;
+        } else if (op == 0x11) {                         /* consts */
+            int shift = 0;
+            uint8_t b;
+            do {
+                if (o >= n)
+                    Py_RETURN_NONE;
+                b = p[o++];
+                if (shift < 64)
+                    x |= (uint64_t)(b & 0x7f) << shift;
+                shift += 7;
+            } while (b & 0x80);
+            if (shift < 64 && (b & 0x40))
+                x |= ~(uint64_t)0 << shift;
+            if (sp >= 64)
+                Py_RETURN_NONE;
+            stack[sp++] = (int64_t)x;
+        } else if (op >= 0x30 && op <= 0x4f) {           /* lit0..31 */
+            if (sp >= 64)
+                Py_RETURN_NONE;
+            stack[sp++] = op - 0x30;
+        } else if (op == 0x08 || op == 0x0a || op == 0x0c || op == 0x0e) {
+            int w = op == 0x08 ? 1 : op == 0x0a ? 2 : op == 0x0c ? 4 : 8;
+            if (o + w > n || sp >= 64)
+                Py_RETURN_NONE;
+            stack[sp++] = (int64_t)le(p + o, w);
+            o += w;
+        } else if (op == 0x22) {                         /* plus */
+            if (sp < 2)
+                Py_RETURN_NONE;
+            sp--;
+            stack[sp - 1] += stack[sp];
+        } else {
+            Py_RETURN_NONE;
+        }
+    }
+    return PyLong_FromLongLong(stack[sp - 1]);
+}
+
+/* an attribute as a plain int for arithmetic: 1 if it is one, 0 if not */
+static int as_i64(Scan *s, int a, int64_t *out)
+{
+    Val *v = &s->v[a];
+    if (v->kind == V_U || v->kind == V_S) {
+        *out = (int64_t)v->u;
+        return 1;
+    }
+    if (v->kind == V_TRUE) {
+        *out = 1;
+        return 1;
+    }
+    return 0;
+}
+
+/* forms.FINISH_MEMBER: append name, type, bit offset, bit size */
+static int member(Scan *s, PyObject *out)
+{
+    if (append(out, str(s, A_NAME)) < 0 || append(out, ref_obj(s, A_TYPE)) < 0)
+        return -1;
+    PyObject *base;
+    if (HAS(s, A_DATA_MEMBER_LOCATION)) {
+        Val *v = &s->v[A_DATA_MEMBER_LOCATION];
+        PyObject *loc = v->kind == V_BLOCK ? expr_offset(v->p, v->n)
+                                           : num(s, A_DATA_MEMBER_LOCATION);
+        if (!loc)
+            return -1;
+        if (PyLong_CheckExact(loc)) {
+            PyObject *eight = PyLong_FromLong(8);
+            base = PyNumber_Multiply(loc, eight);
+            Py_DECREF(eight);
+        } else {
+            base = PyLong_FromLong(0);
+        }
+        Py_DECREF(loc);
+    } else {
+        base = PyLong_FromLong(0);
+    }
+    if (!base)
+        return -1;
+    PyObject *bit;
+    if (HAS(s, A_DATA_BIT_OFFSET)) {
+        bit = num(s, A_DATA_BIT_OFFSET);
+    } else if (HAS(s, A_BIT_OFFSET) && HAS(s, A_BIT_SIZE)) {
+        int64_t b, bo, bs, bsz;
+        if (!PyLong_CheckExact(base) || !as_i64(s, A_BIT_OFFSET, &bo) ||
+                !as_i64(s, A_BIT_SIZE, &bs)) {
+            Py_DECREF(base);
+            return form_error("member bit offset of an unexpected form", 0), -1;
+        }
+        if (HAS(s, A_BYTE_SIZE)) {
+            if (!as_i64(s, A_BYTE_SIZE, &bsz)) {
+                Py_DECREF(base);
+                return form_error("member byte size of an unexpected form", 0), -1;
+            }
+            b = PyLong_AsLongLong(base);
+            bit = PyLong_FromLongLong(b + bsz * 8 - bo - bs);
+        } else {
+            PyObject *bo_obj = num(s, A_BIT_OFFSET);
+            bit = bo_obj ? PyTuple_Pack(3, MsbTag, base, bo_obj) : NULL;
+            Py_XDECREF(bo_obj);
+        }
+    } else {
+        bit = base;
+        Py_INCREF(bit);
+    }
+    Py_DECREF(base);
+    if (append(out, bit) < 0)
+        return -1;
+    return append(out, HAS(s, A_BIT_SIZE) ? num(s, A_BIT_SIZE) : PyLong_FromLong(0));
+}
+
+static int enumerator(Scan *s, PyObject *out)
+{
+    if (append(out, str(s, A_NAME)) < 0)
+        return -1;
+    PyObject *val = num(s, A_CONST_VALUE);
+    if (val && !PyLong_CheckExact(val)) {
+        Py_DECREF(val);
+        val = PyLong_FromLong(0);
+    }
+    return append(out, val);
+}
+
+static int param(Scan *s, PyObject *out)
+{
+    if (append(out, str(s, A_NAME)) < 0 || append(out, ref_obj(s, A_TYPE)) < 0)
+        return -1;
+    return append(out, ref_obj(s, A_ABSTRACT_ORIGIN));
+}
+
+/* children of a struct/union (S_MEMBER) or enum (S_ENUMERATOR): the flat list in *out */
+static Py_ssize_t body(Scan *s, Py_ssize_t o, int action, const char *what, PyObject **out)
+{
+    PyObject *list = PyList_New(0);
+    if (!list)
+        return -1;
+    if (++s->depth > MAX_DEPTH)
+        goto nested;
+    for (;;) {
+        if (o >= s->end) {
+            char msg[64];
+            snprintf(msg, sizeof msg, "%s run past the end of their unit", what);
+            form_error(msg, o);
+            goto fail;
+        }
+        Py_ssize_t doff = o;
+        uint64_t code;
+        if ((o = read_code(s, o, &code)) < 0)
+            goto fail;
+        if (code == 0)
+            break;
+        Abb *q = abb_at(s, code, doff);
+        if (!q)
+            goto fail;
+        if (q->action == action) {
+            if ((o = decode(s, q, o)) < 0)
+                goto fail;
+            if ((action == S_MEMBER ? member(s, list) : enumerator(s, list)) < 0)
+                goto fail;
+            if (q->children && (o = skip_children(s, o)) < 0)
+                goto fail;
+        } else if (is_type_action(q->action)) {
+            if ((o = handle(s, q, o, doff)) < 0)
+                goto fail;
+        } else if ((o = skip(s, q, o)) < 0) {
+            goto fail;
+        }
+    }
+    s->depth--;
+    *out = list;
+    return o;
+nested:
+    form_error("DIE tree nested too deeply", o);
+fail:
+    Py_DECREF(list);
+    return -1;
+}
+
+static Py_ssize_t fbody(Scan *s, Py_ssize_t o);
+
+/* direct formal parameters; with `is_body`, the rest of a function's children go to fbody */
+static Py_ssize_t params(Scan *s, Py_ssize_t o, int is_body, PyObject **out, int *variadic)
+{
+    PyObject *list = PyList_New(0);
+    if (!list)
+        return -1;
+    *variadic = 0;
+    for (;;) {
+        if (o >= s->end) {
+            form_error("parameters run past the end of their unit", o);
+            goto fail;
+        }
+        Py_ssize_t doff = o;
+        uint64_t code;
+        if ((o = read_code(s, o, &code)) < 0)
+            goto fail;
+        if (code == 0)
+            break;
+        Abb *q = abb_at(s, code, doff);
+        if (!q)
+            goto fail;
+        if (q->action == S_PARAM) {
+            if ((o = decode(s, q, o)) < 0 || param(s, list) < 0)
+                goto fail;
+            if (q->children && (o = skip_children(s, o)) < 0)
+                goto fail;
+        } else if (q->action == S_VARIADIC) {
+            *variadic = 1;
+            if ((o = skip(s, q, o)) < 0)
+                goto fail;
+        } else if (is_body) {
+            if ((o = fbody(s, doff)) < 0)
+                goto fail;
+            break;
+        } else if ((o = skip(s, q, o)) < 0) {
+            goto fail;
+        }
+    }
+    *out = list;
+    return o;
+fail:
+    Py_DECREF(list);
+    return -1;
+}
+
+/* a function's or lexical block's children after its parameters */
+static Py_ssize_t fbody(Scan *s, Py_ssize_t o)
+{
+    if (++s->depth > MAX_DEPTH)
+        return form_error("DIE tree nested too deeply", o), -1;
+    for (;;) {
+        if (o >= s->end)
+            return form_error("function body runs past the end of its unit", o), -1;
+        Py_ssize_t doff = o;
+        uint64_t code;
+        if ((o = read_code(s, o, &code)) < 0)
+            return -1;
+        if (code == 0)
+            break;
+        Abb *q = abb_at(s, code, doff);
+        if (!q)
+            return -1;
+        if (q->action == S_SKIP) {
+            if (q->tag == TAG_LEXICAL_BLOCK && q->children) {
+                if (q->fixed >= 0)
+                    o += q->fixed;
+                else if ((o = decode(s, q, o)) < 0)
+                    return -1;
+                if ((o = fbody(s, o)) < 0)
+                    return -1;
+            } else if ((o = skip(s, q, o)) < 0) {
+                return -1;
+            }
+        } else if (is_type_action(q->action)) {
+            if ((o = handle(s, q, o, doff)) < 0)
+                return -1;
+        } else if ((o = skip(s, q, o)) < 0) {
+            return -1;
+        }
+    }
+    s->depth--;
+    return o;
+}
+
+/* scan.UnitScan.skey: (kind, name, size, header file, line, subtree length) or NULL
+ * (no error) when the definition has no identity */
+static PyObject *skey(Scan *s, PyObject *kind, PyObject *name, PyObject *size,
+                      Py_ssize_t length, int *err)
+{
+    *err = 0;
+    if (!s->files) {
+        s->files = PyObject_CallNoArgs(s->files_fn);
+        if (!s->files) {
+            *err = 1;
+            return NULL;
+        }
+        if (!PyList_Check(s->files)) {
+            PyErr_SetString(PyExc_TypeError, "files() must return a list");
+            *err = 1;
+            return NULL;
+        }
+    }
+    Val *v = &s->v[A_DECL_FILE];
+    if (!(v->kind == V_U || v->kind == V_S))
+        return NULL;
+    int64_t i = (int64_t)v->u;
+    if (v->kind == V_U && v->u > (uint64_t)INT64_MAX)
+        return NULL;
+    if (i < 0 || i >= PyList_GET_SIZE(s->files))
+        return NULL;
+    PyObject *f = PyList_GET_ITEM(s->files, i);
+    if (f == Py_None)
+        return NULL;
+    PyObject *line = num(s, A_DECL_LINE);
+    PyObject *len = PyLong_FromSsize_t(length);
+    PyObject *k = (line && len) ? PyTuple_Pack(6, kind, name, size, f, line, len) : NULL;
+    Py_XDECREF(line);
+    Py_XDECREF(len);
+    if (!k)
+        *err = 1;
+    return k;
+}
+
+/* struct/union/enum: the definition's record, or R_KNOWN when seen in an earlier unit */
+static Py_ssize_t aggregate(Scan *s, Abb *a, Py_ssize_t o, Py_ssize_t off, int is_enum)
+{
+    if ((o = decode(s, a, o)) < 0)
+        return -1;
+    PyObject *kind, *name = NULL, *size = NULL, *key = NULL, *typ = NULL, *list = NULL;
+    int decl = flag(s, A_DECLARATION);
+    int has_sig = HAS(s, A_SIGNATURE) != 0;
+    uint64_t sig = 0, sib = 0;
+    int has_sib;
+    if (is_enum) {
+        kind = EnumKind;
+    } else {
+        PyObject *t = PyLong_FromUnsignedLongLong(a->tag);
+        kind = t ? PyDict_GetItemWithError(AggKind, t) : NULL;
+        Py_XDECREF(t);
+        if (!kind) {
+            if (!PyErr_Occurred())
+                PyErr_SetString(PyExc_KeyError, "aggregate tag");
+            return -1;
+        }
+    }
+    if (has_sig && ref(s, A_SIGNATURE, &sig) < 0)
+        return -1;
+    if ((has_sib = ref(s, A_SIBLING, &sib)) < 0)
+        return -1;
+    if (!(name = str(s, A_NAME)) || !(size = num(s, A_BYTE_SIZE)))
+        goto fail;
+    if (is_enum && !(typ = ref_obj(s, A_TYPE)))
+        goto fail;
+    if (s->known && name != Py_None && HAS(s, A_DECL_FILE) && !decl && !has_sig) {
+        Py_ssize_t after = has_sib ? (Py_ssize_t)(sib - s->space) : -1;
+        if (has_sib && o < after && after <= s->end) {
+            int err;
+            key = skey(s, kind, name, size, after - o, &err);
+            if (err)
+                goto fail;
+            if (key) {
+                PyObject *tid = PyDict_GetItemWithError(s->known, key);
+                if (tid) {                          /* seen in an earlier unit: jump over */
+                    PyObject *rec = PyTuple_Pack(5, RecKind[R_KNOWN], tid, kind, name, size);
+                    Py_DECREF(key);
+                    Py_DECREF(name);
+                    Py_DECREF(size);
+                    Py_XDECREF(typ);
+                    if (store(s, off, rec) < 0)
+                        return -1;
+                    return after;
+                }
+                if (PyErr_Occurred())
+                    goto fail;
+            }
+        }
+    }
+    if (a->children) {
+        Py_ssize_t before = PyDict_GET_SIZE(s->records);
+        o = is_enum ? body(s, o, S_ENUMERATOR, "enumerators", &list)
+                    : body(s, o, S_MEMBER, "struct members", &list);
+        if (o < 0)
+            goto fail;
+        if (PyDict_GET_SIZE(s->records) != before)
+            Py_CLEAR(key);              /* nested type DIEs: other DIEs may refer to them */
+    } else if (!(list = PyList_New(0))) {
+        goto fail;
+    }
+    PyObject *rec;
+    PyObject *k = key ? key : Py_None;
+    if (has_sig) {
+        PyObject *so = PyLong_FromUnsignedLongLong(sig);
+        rec = so ? PyTuple_Pack(2, RecKind[R_ALIAS], so) : NULL;
+        Py_XDECREF(so);
+    } else if (is_enum) {
+        rec = PyTuple_Pack(7, RecKind[R_ENUM], name, size, decl ? Py_True : Py_False, list,
+                           typ, k);
+    } else {
+        rec = PyTuple_Pack(7, RecKind[R_STRUCT], kind, name, size, decl ? Py_True : Py_False,
+                           list, k);
+    }
+    Py_XDECREF(key);
+    Py_DECREF(name);
+    Py_DECREF(size);
+    Py_XDECREF(typ);
+    Py_DECREF(list);
+    if (store(s, off, rec) < 0)
+        return -1;
+    return o;
+fail:
+    Py_XDECREF(key);
+    Py_XDECREF(name);
+    Py_XDECREF(size);
+    Py_XDECREF(typ);
+    Py_XDECREF(list);
+    return -1;
+}
+
+static Py_ssize_t array(Scan *s, Abb *a, Py_ssize_t o, Py_ssize_t off)
+{
+    if ((o = decode(s, a, o)) < 0)
+        return -1;
+    PyObject *typ = ref_obj(s, A_TYPE);
+    PyObject *dims = PyList_New(0);
+    if (!typ || !dims)
+        goto fail;
+    if (a->children) {
+        for (;;) {
+            if (o >= s->end) {
+                form_error("array subranges run past the end of their unit", o);
+                goto fail;
+            }
+            uint64_t code;
+            Py_ssize_t at = o;
+            if ((o = read_code(s, o, &code)) < 0)
+                goto fail;
+            if (code == 0)
+                break;
+            Abb *q = abb_at(s, code, at);
+            if (!q)
+                goto fail;
+            if (q->action == S_SUBRANGE) {
+                if ((o = decode(s, q, o)) < 0)
+                    goto fail;
+                /* scan.UnitScan._array: count, else upper - lower + 1 */
+                PyObject *n;
+                int64_t x;
+                Val *cv = &s->v[A_COUNT], *uv = &s->v[A_UPPER_BOUND];
+                if (HAS(s, A_COUNT) && (cv->kind == V_U || cv->kind == V_S ||
+                                        cv->kind == V_BIG)) {
+                    n = num(s, A_COUNT);
+                } else if (HAS(s, A_UPPER_BOUND) && (uv->kind == V_U || uv->kind == V_S ||
+                                                     uv->kind == V_BIG)) {
+                    PyObject *ub = num(s, A_UPPER_BOUND);
+                    if (!ub)
+                        goto fail;
+                    if (uv->kind == V_U && uv->u >= (1ull << 63)) {
+                        x = (int64_t)uv->u;                   /* ub -= 1 << 64 */
+                        Py_DECREF(ub);
+                        ub = PyLong_FromLongLong(x);
+                    } else if (uv->kind == V_U && uv->u == 0xFFFFFFFFull) {
+                        Py_DECREF(ub);
+                        ub = PyLong_FromLong(-1);
+                    }
+                    Val *lv = &s->v[A_LOWER_BOUND];
+                    PyObject *lb = (HAS(s, A_LOWER_BOUND) && (lv->kind == V_U ||
+                                    lv->kind == V_S || lv->kind == V_BIG))
+                                   ? num(s, A_LOWER_BOUND) : PyLong_FromLong(0);
+                    PyObject *one = PyLong_FromLong(1);
+                    PyObject *t = (ub && lb) ? PyNumber_Subtract(ub, lb) : NULL;
+                    n = (t && one) ? PyNumber_Add(t, one) : NULL;
+                    Py_XDECREF(ub); Py_XDECREF(lb); Py_XDECREF(one); Py_XDECREF(t);
+                } else {
+                    n = PyLong_FromLong(0);
+                }
+                if (!n)
+                    goto fail;
+                int pos = PyObject_RichCompareBool(n, Py_False, Py_GT);  /* n > 0 */
+                if (pos < 0) {
+                    Py_DECREF(n);
+                    goto fail;
+                }
+                if (!pos) {
+                    Py_DECREF(n);
+                    n = PyLong_FromLong(0);
+                }
+                if (append(dims, n) < 0)
+                    goto fail;
+                if (q->children && (o = skip_children(s, o)) < 0)
+                    goto fail;
+            } else if ((o = skip(s, q, o)) < 0) {
+                goto fail;
+            }
+        }
+    }
+    if (PyList_GET_SIZE(dims) == 0 && append(dims, PyLong_FromLong(0)) < 0)
+        goto fail;
+    PyObject *rec = PyTuple_Pack(3, RecKind[R_ARRAY], typ, dims);
+    Py_DECREF(typ);
+    Py_DECREF(dims);
+    return store(s, off, rec) < 0 ? -1 : o;
+fail:
+    Py_XDECREF(typ);
+    Py_XDECREF(dims);
+    return -1;
+}
+
+static Py_ssize_t subrtype(Scan *s, Abb *a, Py_ssize_t o, Py_ssize_t off)
+{
+    if ((o = decode(s, a, o)) < 0)
+        return -1;
+    PyObject *typ = ref_obj(s, A_TYPE), *list = NULL;
+    int variadic = 0;
+    if (!typ)
+        return -1;
+    if (a->children)
+        o = params(s, o, 0, &list, &variadic);
+    else
+        list = PyList_New(0);
+    if (o < 0 || !list) {
+        Py_DECREF(typ);
+        Py_XDECREF(list);
+        return -1;
+    }
+    PyObject *rec = PyTuple_Pack(4, RecKind[R_PROTO], typ, list,
+                                 variadic ? Py_True : Py_False);
+    Py_DECREF(typ);
+    Py_DECREF(list);
+    return store(s, off, rec) < 0 ? -1 : o;
+}
+
+static Py_ssize_t subprogram(Scan *s, Abb *a, Py_ssize_t o, Py_ssize_t off)
+{
+    if ((o = decode(s, a, o)) < 0)
+        return -1;
+    PyObject *name = str(s, A_NAME), *typ = NULL, *dfile = NULL, *dline = NULL;
+    PyObject *origin = NULL, *list = NULL, *rec = NULL;
+    int ext = flag(s, A_EXTERNAL), decl = flag(s, A_DECLARATION), variadic = 0;
+    /* 2: machine code; 1: a definition without code of its own; 0: abstract inline */
+    int has_code = (HAS(s, A_LOW_PC) && s->v[A_LOW_PC].kind != V_STR) ||
+                   (HAS(s, A_RANGES) && s->v[A_RANGES].kind != V_STR) ||
+                   (HAS(s, A_ENTRY_PC) && s->v[A_ENTRY_PC].kind != V_STR) ? 2
+                   : (HAS(s, A_INLINE) && s->v[A_INLINE].kind != V_STR) ? 0 : 1;
+    if (!name || !(typ = ref_obj(s, A_TYPE)) || !(dfile = num(s, A_DECL_FILE)) ||
+            !(dline = num(s, A_DECL_LINE)))
+        goto done;
+    origin = ref_obj(s, A_ABSTRACT_ORIGIN);
+    if (origin == Py_None) {
+        Py_DECREF(origin);
+        origin = ref_obj(s, A_SPECIFICATION);
+    }
+    if (!origin)
+        goto done;
+    if (a->children)
+        o = params(s, o, 1, &list, &variadic);
+    else
+        list = PyList_New(0);
+    if (o < 0 || !list)
+        goto done;
+    PyObject *hc = PyLong_FromLong(has_code);
+    rec = hc ? PyTuple_Pack(11, RecKind[R_SUB], name, typ, ext ? Py_True : Py_False,
+                            decl ? Py_True : Py_False, dfile, dline, hc, origin, list,
+                            variadic ? Py_True : Py_False) : NULL;
+    Py_XDECREF(hc);
+done:
+    Py_XDECREF(name); Py_XDECREF(typ); Py_XDECREF(dfile); Py_XDECREF(dline);
+    Py_XDECREF(origin); Py_XDECREF(list);
+    if (!rec)
+        return -1;
+    return store(s, off, rec) < 0 ? -1 : o;
+}
+
+/* the one-field records: base, pointer, typedef, qualifier, unspecified */
+static Py_ssize_t simple(Scan *s, Abb *a, Py_ssize_t o, Py_ssize_t off)
+{
+    if ((o = decode(s, a, o)) < 0)
+        return -1;
+    PyObject *rec = NULL, *x = NULL, *y = NULL;
+    switch (a->action) {
+    case S_BASE:
+        if ((x = str(s, A_NAME)) && (y = num(s, A_BYTE_SIZE))) {
+            PyObject *enc = num(s, A_ENCODING);
+            rec = enc ? PyTuple_Pack(4, RecKind[R_BASE], x, y, enc) : NULL;
+            Py_XDECREF(enc);
+        }
+        break;
+    case S_PTR:
+        if ((x = ref_obj(s, A_TYPE)) && (y = num(s, A_BYTE_SIZE)))
+            rec = PyTuple_Pack(3, RecKind[R_PTR], x, y);
+        break;
+    case S_TYPEDEF:
+        if ((x = str(s, A_NAME)) && (y = ref_obj(s, A_TYPE)))
+            rec = PyTuple_Pack(3, RecKind[R_TYPEDEF], x, y);
+        break;
+    case S_QUAL: {
+        PyObject *t = PyLong_FromUnsignedLongLong(a->tag);
+        PyObject *qk = t ? PyDict_GetItemWithError(QualKind, t) : NULL;
+        Py_XDECREF(t);
+        if (qk && (x = ref_obj(s, A_TYPE)))
+            rec = PyTuple_Pack(3, RecKind[R_QUAL], qk, x);
+        else if (!qk && !PyErr_Occurred())
+            PyErr_SetString(PyExc_KeyError, "qualifier tag");
+        break;
+    }
+    case S_UNSPEC:
+        if ((x = str(s, A_NAME)))
+            rec = PyTuple_Pack(2, RecKind[R_UNSPEC], x);
+        break;
+    }
+    Py_XDECREF(x);
+    Py_XDECREF(y);
+    if (!rec || store(s, off, rec) < 0)
+        return -1;
+    return a->children ? skip_children(s, o) : o;
+}
+
+/* a DIE whose action is not S_SKIP at unit level or nested in a body */
+static Py_ssize_t handle(Scan *s, Abb *a, Py_ssize_t o, Py_ssize_t off)
+{
+    if (++s->depth > MAX_DEPTH)
+        return form_error("DIE tree nested too deeply", o), -1;
+    Py_ssize_t r;
+    switch (a->action) {
+    case S_BASE: case S_PTR: case S_TYPEDEF: case S_QUAL: case S_UNSPEC:
+        r = simple(s, a, o, off); break;
+    case S_STRUCT: r = aggregate(s, a, o, off, 0); break;
+    case S_ENUM: r = aggregate(s, a, o, off, 1); break;
+    case S_ARRAY: r = array(s, a, o, off); break;
+    case S_SUBRTYPE: r = subrtype(s, a, o, off); break;
+    case S_SUBPROGRAM: r = subprogram(s, a, o, off); break;
+    default: r = skip(s, a, o); break;
+    }
+    s->depth--;
+    return r;
+}
+
+/* scan(d, o, end, table, cu, records, known, files, str_cache) -> offset after the unit
+ * DIE's children (scan.UnitScan.top) */
+static PyObject *py_scan(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t o, end;
+    PyObject *table, *cu, *records, *known, *files_fn, *cache;
+    if (!PyArg_ParseTuple(args, "y*nnO!OO!OOO!", &buf, &o, &end, &TableType, &table, &cu,
+                          &PyDict_Type, &records, &known, &files_fn, &PyDict_Type, &cache))
+        return NULL;
+    Scan s;
+    memset(&s, 0, sizeof s);
+    s.d = buf.buf;
+    s.size = buf.len;
+    s.end = end < buf.len ? end : buf.len;
+    s.t = (Table *)table;
+    s.cu = cu;
+    s.records = records;
+    s.known = (known != Py_None && files_fn != Py_None) ? known : NULL;
+    s.files_fn = files_fn;
+    s.str_cache = cache;
+    PyObject *space = PyObject_GetAttrString(cu, "space");
+    PyObject *base = space ? PyObject_GetAttrString(cu, "base") : NULL;
+    if (!base) {
+        Py_XDECREF(space);
+        PyBuffer_Release(&buf);
+        return NULL;
+    }
+    s.space = PyLong_AsUnsignedLongLong(space);
+    s.base = PyLong_AsUnsignedLongLong(base);
+    Py_DECREF(space);
+    Py_DECREF(base);
+    PyObject *result = NULL;
+    if (PyErr_Occurred())
+        goto out;
+    for (;;) {
+        if (o >= s.end) {
+            if (o == s.end) {            /* some producers omit the unit's final null entry */
+                result = PyLong_FromSsize_t(o);
+                goto out;
+            }
+            form_error("DIE tree runs past the end of its unit", o);
+            goto out;
+        }
+        Py_ssize_t off = o;
+        uint64_t code;
+        if ((o = read_code(&s, o, &code)) < 0)
+            goto out;
+        if (code == 0) {
+            result = PyLong_FromSsize_t(o);
+            goto out;
+        }
+        Abb *a = abb_at(&s, code, off);
+        if (!a)
+            goto out;
+        o = a->action == S_SKIP ? skip(&s, a, o) : handle(&s, a, o, off);
+        if (o < 0)
+            goto out;
+    }
+out:
+    Py_XDECREF(s.files);
+    PyBuffer_Release(&buf);
+    return result;
+}
+
+/* configure(FormError, tag_action, qual_kind, agg_kind, enum_kind, helpers, alt_base) */
+static PyObject *py_configure(PyObject *self, PyObject *args)
+{
+    PyObject *fe, *ta, *qk, *ak, *ek, *helpers, *ab;
+    if (!PyArg_ParseTuple(args, "OO!O!O!OO!O", &fe, &PyDict_Type, &ta, &PyDict_Type, &qk,
+                          &PyDict_Type, &ak, &ek, &PyDict_Type, &helpers, &ab))
+        return NULL;
+    PyObject *h[5];
+    const char *names[5] = {"STRP", "LINE_STRP", "ALT_STRP", "STRX", "SIG"};
+    for (int i = 0; i < 5; i++) {
+        h[i] = PyDict_GetItemString(helpers, names[i]);
+        if (!h[i])
+            return PyErr_Format(PyExc_KeyError, "helper %s missing", names[i]);
+    }
+    AltBase = PyLong_AsUnsignedLongLong(ab);
+    if (PyErr_Occurred())
+        return NULL;
+    Py_XSETREF(FormError, Py_NewRef(fe));
+    Py_XSETREF(TagAction, Py_NewRef(ta));
+    Py_XSETREF(QualKind, Py_NewRef(qk));
+    Py_XSETREF(AggKind, Py_NewRef(ak));
+    Py_XSETREF(EnumKind, Py_NewRef(ek));
+    Py_XSETREF(H_strp, Py_NewRef(h[0]));
+    Py_XSETREF(H_line_strp, Py_NewRef(h[1]));
+    Py_XSETREF(H_alt_strp, Py_NewRef(h[2]));
+    Py_XSETREF(H_strx, Py_NewRef(h[3]));
+    Py_XSETREF(H_sig, Py_NewRef(h[4]));
+    if (!MsbTag && !(MsbTag = PyUnicode_InternFromString("msb")))
+        return NULL;
+    for (int i = 0; i < 12; i++)
+        if (!RecKind[i] && !(RecKind[i] = PyLong_FromLong(i)))
+            return NULL;
+    Py_RETURN_NONE;
+}
+
+static PyMethodDef methods[] = {
+    {"configure", py_configure, METH_VARARGS, "Set the Python objects the scanner uses."},
+    {"scan", py_scan, METH_VARARGS, "Scan one unit's DIE tree into records (scan.py)."},
+    {NULL, NULL, 0, NULL},
+};
+
+static struct PyModuleDef module = {
+    PyModuleDef_HEAD_INIT, "_cscan", "The DWARF scanner's hot path (see scan.py).", -1,
+    methods,
+};
+
+PyMODINIT_FUNC PyInit__cscan(void)
+{
+    if (PyType_Ready(&TableType) < 0)
+        return NULL;
+    PyObject *m = PyModule_Create(&module);
+    if (!m)
+        return NULL;
+    Py_INCREF(&TableType);
+    if (PyModule_AddObject(m, "Table", (PyObject *)&TableType) < 0) {
+        Py_DECREF(&TableType);
+        Py_DECREF(m);
+        return NULL;
+    }
+    return m;
+}
