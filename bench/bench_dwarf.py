@@ -1,12 +1,15 @@
 """DWARF -> types: ours next to `pahole -F dwarf`, back to back in one run, on the real
 Debian vmlinux; then the whole .deb -> DB next to `bsdtar -x` of the vmlinux + pahole.
 
-    .venv/bin/python -m bench.bench_dwarf [--vmlinux F] [--deb F] [--runs N] [--no-deb]
+    .venv/bin/python -m bench.bench_dwarf [--vmlinux F] [--deb F] [--runs N] [--no-deb] [--cold]
 
-Rows (each a separate process; page cache warm):
-  pahole -F dwarf             every struct/union to /dev/null (single-threaded)
+Rows (each a separate process, interleaved run by run; page cache warm, or with --cold
+dropped before every run):
+  pahole -F dwarf / -j        every struct/union to /dev/null (one thread / -j: one per core)
   ours read_dwarf jobs=1/2    dbhive.dwarf.read_dwarf() only, one process / two workers
-  ours dbhive build -> DB     `dbhive build VMLINUX --source dwarf --out X.db`: the complete DB
+  ours ... pure Python        the same with the C scanner off (DBHIVE_DWARF_PURE=1)
+  ours dbhive build -> DB     `dbhive build VMLINUX --source dwarf --out X.db`: the complete DB,
+                              -j 1 and -j 2 (the 1 -> 2 scaling is printed)
 Columns: wall, CPU (user+sys, workers included), peak RSS of the largest single process
 (wait4), peak sum of PSS over the whole process tree (sampled every 50 ms from
 /proc/PID/smaps_rollup: counts forked workers without double-counting shared pages), and
@@ -57,10 +60,19 @@ def _pss_kb(pid: int) -> int:
     return 0
 
 
-def run(argv, stdout=subprocess.DEVNULL) -> dict:
+def drop_caches() -> None:
+    subprocess.run(["sync"], check=True)
+    with open("/proc/sys/vm/drop_caches", "w") as fh:
+        fh.write("3\n")
+
+
+def run(argv, stdout=subprocess.DEVNULL, env=None, cold=False) -> dict:
     """Run to completion: wall, cpu, max single-process RSS, peak tree PSS (MB)."""
+    if cold:
+        drop_caches()
     t0 = time.perf_counter()
-    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE)
+    proc = subprocess.Popen(argv, stdout=stdout, stderr=subprocess.PIPE,
+                            env=None if env is None else {**os.environ, **env})
     peak = [0]
     done = threading.Event()
 
@@ -137,32 +149,48 @@ def main():
                                       or [None])[-1])
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--no-deb", action="store_true")
+    ap.add_argument("--cold", action="store_true",
+                    help="drop the page cache before every run (root)")
     args = ap.parse_args()
     py = sys.executable
     dbhive = os.path.join(os.path.dirname(py), "dbhive")
     vm = args.vmlinux
     warm(vm)
     dies = count_dies(vm)
+    build = [dbhive, "build", vm, "--source", "dwarf", "--out", "{out}", "--no-progress", "-j"]
+    pure = {"DBHIVE_DWARF_PURE": "1"}
     cmds = {
-        "pahole -F dwarf": ["pahole", "-F", "dwarf", vm],
-        "ours read_dwarf jobs=2": [py, "-c", READ.format(jobs=2), vm],
-        "ours read_dwarf jobs=1": [py, "-c", READ.format(jobs=1), vm],
-        "ours dbhive build -> DB (jobs=2)": [dbhive, "build", vm, "--source", "dwarf",
-                                             "--out", "{out}", "--no-progress", "-j", "2"],
+        "pahole -F dwarf": (["pahole", "-F", "dwarf", vm], None),
+        "pahole -j -F dwarf": (["pahole", "-j", "-F", "dwarf", vm], None),
+        "ours read_dwarf jobs=2": ([py, "-c", READ.format(jobs=2), vm], None),
+        "ours read_dwarf jobs=1": ([py, "-c", READ.format(jobs=1), vm], None),
+        "ours read_dwarf jobs=2 pure Python": ([py, "-c", READ.format(jobs=2), vm], pure),
+        "ours dbhive build -> DB (-j 1)": (build + ["1"], None),
+        "ours dbhive build -> DB (-j 2)": (build + ["2"], None),
     }
     samples = {k: [] for k in cmds}
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         out = os.path.join(tmp, "bench.db")
+        load = os.getloadavg()[0]
         for _ in range(args.runs):
-            for label, argv in cmds.items():          # interleaved: same load for each
-                samples[label].append(run([a.replace("{out}", out) for a in argv]))
+            for label, (argv, env) in cmds.items():   # interleaved: same load for each
+                samples[label].append(run([a.replace("{out}", out) for a in argv], env=env,
+                                          cold=args.cold))
                 if os.path.exists(out):
                     os.unlink(out)
         print(f"input: {vm} ({os.path.getsize(vm) / 1e6:.0f} MB, {dies} DIEs), "
               f"{os.cpu_count()} cores, {'median of %d runs' % args.runs if args.runs > 1 else 'one run'}, "
-              f"load average before: {os.getloadavg()[0]:.2f}")
+              f"page cache {'cold (dropped before each run)' if args.cold else 'warm'}, "
+              f"load average before: {load:.2f}")
         rows = [(k, median(v)) for k, v in samples.items()]
-        print(table(rows, dies, "pahole -F dwarf"))
+        print(table(rows, dies, "pahole -j -F dwarf"))
+        med = dict(rows)
+        print(f"scaling 1 -> 2 workers (complete DB): "
+              f"{med['ours dbhive build -> DB (-j 1)']['wall'] / med['ours dbhive build -> DB (-j 2)']['wall']:.2f}x; "
+              f"single process vs pahole -F dwarf: "
+              f"{med['ours dbhive build -> DB (-j 1)']['wall'] / med['pahole -F dwarf']['wall']:.2f}x; "
+              f"peak RSS vs pahole: "
+              f"{med['ours dbhive build -> DB (-j 2)']['rss'] / med['pahole -j -F dwarf']['rss']:.2f}")
 
         if args.no_deb or not args.deb:
             return
@@ -171,26 +199,26 @@ def main():
         vm_out = os.path.join(tmp, "vmlinux")
         extract = ("bsdtar -xOf {pkg} 'data.tar.*' | bsdtar -xqOf - {member} > {out}").format(
             pkg=shlex.quote(args.deb), member=shlex.quote(member), out=shlex.quote(vm_out))
-        deb_rows = {"bsdtar -x vmlinux": [], "pahole -F dwarf (extracted)": [],
+        deb_rows = {"bsdtar -x vmlinux": [], "pahole -j -F dwarf (extracted)": [],
                     "ours dbhive build .deb -> DB": []}
         for _ in range(args.runs):
-            deb_rows["bsdtar -x vmlinux"].append(run(["sh", "-c", extract]))
-            deb_rows["pahole -F dwarf (extracted)"].append(run(["pahole", "-F", "dwarf",
-                                                                 vm_out]))
+            deb_rows["bsdtar -x vmlinux"].append(run(["sh", "-c", extract], cold=args.cold))
+            deb_rows["pahole -j -F dwarf (extracted)"].append(
+                run(["pahole", "-j", "-F", "dwarf", vm_out], cold=args.cold))
             os.unlink(vm_out)
             deb_rows["ours dbhive build .deb -> DB"].append(
                 run([dbhive, "build", args.deb, "--source", "dwarf", "--out", out,
-                     "--no-progress", "-j", "2"]))
+                     "--no-progress", "-j", "2"], cold=args.cold))
             os.unlink(out)
         d = {k: median(v) for k, v in deb_rows.items()}
-        anchor = {"wall": d["bsdtar -x vmlinux"]["wall"] + d["pahole -F dwarf (extracted)"]["wall"],
-                  "cpu": d["bsdtar -x vmlinux"]["cpu"] + d["pahole -F dwarf (extracted)"]["cpu"],
-                  "rss": max(d["bsdtar -x vmlinux"]["rss"], d["pahole -F dwarf (extracted)"]["rss"]),
-                  "pss": max(d["bsdtar -x vmlinux"]["pss"], d["pahole -F dwarf (extracted)"]["pss"])}
+        anchor = {"wall": d["bsdtar -x vmlinux"]["wall"] + d["pahole -j -F dwarf (extracted)"]["wall"],
+                  "cpu": d["bsdtar -x vmlinux"]["cpu"] + d["pahole -j -F dwarf (extracted)"]["cpu"],
+                  "rss": max(d["bsdtar -x vmlinux"]["rss"], d["pahole -j -F dwarf (extracted)"]["rss"]),
+                  "pss": max(d["bsdtar -x vmlinux"]["pss"], d["pahole -j -F dwarf (extracted)"]["pss"])}
         print(f"\nwhole package: {os.path.basename(args.deb)} "
               f"({os.path.getsize(args.deb) / 1e6:.0f} MB)")
-        rows = list(d.items()) + [("bsdtar -x + pahole (sum)", anchor)]
-        print(table(rows, 0, "bsdtar -x + pahole (sum)"))
+        rows = list(d.items()) + [("bsdtar -x + pahole -j (sum)", anchor)]
+        print(table(rows, 0, "bsdtar -x + pahole -j (sum)"))
 
 
 if __name__ == "__main__":

@@ -124,3 +124,20 @@ def test_damaged_input_same_outcome(tmp_path, seeds, data):
     norm = (lambda rs: rs if isinstance(rs, str) else
             [r if isinstance(r, dict) else "error" for r in rs])
     assert norm(c) == norm(py)
+
+
+@pytest.mark.parametrize("name", ["user-dwarf2", "user-dwarf5", "user-clang5", "user-dwz5",
+                                  "kmod-dwarf5"])
+def test_same_abbreviation_tables(dwarf_fixtures, name):
+    from dbhive.dwarf import forms
+    rd = R.Reader(str(dwarf_fixtures[name]))
+    for u in rd.units:
+        ab = u.file.abbrev
+        c = forms._c_parse_abbrevs(ab, u.abbrev_offset, len(ab))
+        saved, forms._c_parse_abbrevs = forms._c_parse_abbrevs, None
+        try:
+            py = forms.parse_abbrev_table(ab, u.abbrev_offset, len(ab))
+        finally:
+            forms._c_parse_abbrevs = saved
+        assert {e[0]: (e[1], e[2], e[3]) for e in c} == \
+            {k: (a.tag, a.children, a.specs) for k, a in py.items()}

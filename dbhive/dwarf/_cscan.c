@@ -1,6 +1,8 @@
-/* The DWARF scanner's hot path in C: the same walk and the same records as
- * dbhive/dwarf/scan.py (UnitScan), which stays the reference implementation and the
- * fallback when this extension is not built (see dbhive/dwarf/cscan.py).
+/* The DWARF reader's hot paths in C: the scanner (the same walk and the same records as
+ * dbhive/dwarf/scan.py's UnitScan) and the interner's loop over a unit's records (the same
+ * keys as dbhive/dwarf/keys.py's UnitInterner.unit / rid).  The Python code stays the
+ * reference implementation and the fallback when this extension is not built
+ * (DBHIVE_DWARF_PURE=1 forces it; tests/test_dwarf_cscan.py holds the two together).
  *
  * What it does, for one unit: walk the children of the unit DIE over the raw section
  * bytes, decode the attributes the type model needs, and store scan.py's record tuples in
@@ -67,7 +69,7 @@ enum { R_BASE, R_UNSPEC, R_PTR, R_QUAL, R_TYPEDEF, R_STRUCT, R_ENUM, R_ARRAY, R_
 
 /* ---- configuration (configure()) ---------------------------------------------------- */
 static PyObject *FormError, *TagAction, *QualKind, *AggKind, *EnumKind;
-static PyObject *H_strp, *H_line_strp, *H_alt_strp, *H_strx, *H_sig, *MsbTag;
+static PyObject *H_strp, *H_line_strp, *H_alt_strp, *H_strx, *H_sig, *MsbTag, *HeaderSuffix;
 static uint64_t AltBase;
 static PyObject *RecKind[12];
 
@@ -278,7 +280,7 @@ typedef struct {
     Py_ssize_t end;        /* of the unit */
     uint64_t space, base;
     Table *t;
-    PyObject *cu, *records, *known, *files_fn, *files, *str_cache;
+    PyObject *cu, *records, *known, *files_fn, *files, *headers, *str_cache;
     int depth;
     uint32_t have;         /* bit per slot */
     Val v[NSLOTS];
@@ -973,17 +975,15 @@ static PyObject *skey(Scan *s, PyObject *kind, PyObject *name, PyObject *size,
                       Py_ssize_t length, int *err)
 {
     *err = 0;
-    if (!s->files) {
-        s->files = PyObject_CallNoArgs(s->files_fn);
-        if (!s->files) {
+    if (!s->files) {           /* the unit's decl_file table (units.FileNames, lazy) */
+        Py_ssize_t n;
+        if (!(s->files = PyObject_CallNoArgs(s->files_fn)) ||
+                (n = PyObject_Length(s->files)) < 0 || !(s->headers = PyList_New(n))) {
             *err = 1;
             return NULL;
         }
-        if (!PyList_Check(s->files)) {
-            PyErr_SetString(PyExc_TypeError, "files() must return a list");
-            *err = 1;
-            return NULL;
-        }
+        for (Py_ssize_t j = 0; j < n; j++)      /* NotImplemented: not looked at yet */
+            PyList_SET_ITEM(s->headers, j, Py_NewRef(Py_NotImplemented));
     }
     Val *v = &s->v[A_DECL_FILE];
     if (!(v->kind == V_U || v->kind == V_S))
@@ -991,9 +991,23 @@ static PyObject *skey(Scan *s, PyObject *kind, PyObject *name, PyObject *size,
     int64_t i = (int64_t)v->u;
     if (v->kind == V_U && v->u > (uint64_t)INT64_MAX)
         return NULL;
-    if (i < 0 || i >= PyList_GET_SIZE(s->files))
+    if (i < 0 || i >= PyList_GET_SIZE(s->headers))
         return NULL;
-    PyObject *f = PyList_GET_ITEM(s->files, i);
+    PyObject *f = PyList_GET_ITEM(s->headers, i);
+    if (f == Py_NotImplemented) {      /* only headers count (scan.UnitScan.skey) */
+        f = PySequence_GetItem(s->files, i);
+        if (!f) {
+            *err = 1;
+            return NULL;
+        }
+        if (!PyUnicode_Check(f) || PyUnicode_GET_LENGTH(f) < 2 ||
+                PyUnicode_Tailmatch(f, HeaderSuffix, 0, PY_SSIZE_T_MAX, 1) != 1) {
+            PyErr_Clear();
+            Py_DECREF(f);
+            f = Py_NewRef(Py_None);
+        }
+        PyList_SetItem(s->headers, i, f);
+    }
     if (f == Py_None)
         return NULL;
     PyObject *line = num(s, A_DECL_LINE);
@@ -1380,8 +1394,663 @@ static PyObject *py_scan(PyObject *self, PyObject *args)
     }
 out:
     Py_XDECREF(s.files);
+    Py_XDECREF(s.headers);
     PyBuffer_Release(&buf);
     return result;
+}
+
+/* ---- the interner's hot loop (keys.UnitInterner.unit / rid) ------------------------- */
+static PyObject *K_FWD, *K_PTR, *K_TYPEDEF, *K_FUNC_PROTO, *K_ARRAY, *K_ENUM, *K_FLOAT, *K_INT;
+static PyObject *Ate, *AteDefault, *Eight, *Zero;
+#define VP (1ull << 62)
+#define MAX_RID_DEPTH 5000
+
+typedef struct {
+    PyObject *recs, *memo, *pmemo, *ids, *keys, *origins, *origin, *known, *other;
+    uint64_t lo, hi;
+    Py_ssize_t dangling;
+    int depth;
+    Py_ssize_t unit_offset;
+} Interner;
+
+/* the record at a virtual offset (borrowed from recs, or a new ref from other(); *own set) */
+static PyObject *rec_at(Interner *it, uint64_t off, int *own)
+{
+    *own = 0;
+    if (it->lo <= off && off < it->hi) {
+        PyObject *k = PyLong_FromUnsignedLongLong(off);
+        if (!k)
+            return NULL;
+        PyObject *r = PyDict_GetItemWithError(it->recs, k);
+        Py_DECREF(k);
+        if (!r && !PyErr_Occurred())
+            return Py_None;
+        return r;
+    }
+    PyObject *r = PyObject_CallFunction(it->other, "K", (unsigned long long)off);
+    if (r)
+        *own = 1;
+    return r;
+}
+
+static int off_of(PyObject *o, uint64_t *out)
+{
+    *out = PyLong_AsUnsignedLongLong(o);
+    return (*out == (uint64_t)-1 && PyErr_Occurred()) ? -1 : 0;
+}
+
+static long rec_kind(PyObject *rec)
+{
+    return PyLong_AsLong(PyTuple_GET_ITEM(rec, 0));
+}
+
+static PyObject *rid(Interner *it, PyObject *off, int vp);
+
+/* memo.get(key) if present else rid(t, vp) -- a new reference */
+static PyObject *rid_memo(Interner *it, PyObject *t, int vp)
+{
+    if (t == Py_None)
+        return Py_NewRef(Zero);
+    PyObject *r;
+    if (vp) {
+        uint64_t o;
+        if (off_of(t, &o) < 0)
+            return NULL;
+        PyObject *mk = PyLong_FromUnsignedLongLong(o | VP);
+        if (!mk)
+            return NULL;
+        r = PyDict_GetItemWithError(it->memo, mk);
+        Py_DECREF(mk);
+    } else {
+        r = PyDict_GetItemWithError(it->memo, t);
+    }
+    if (r)
+        return Py_NewRef(r);
+    if (PyErr_Occurred())
+        return NULL;
+    return rid(it, t, vp);
+}
+
+/* keys.UnitInterner._size_of: the byte size of a member's type, or None */
+static PyObject *size_of(Interner *it, PyObject *t)
+{
+    if (t == Py_None)
+        Py_RETURN_NONE;
+    uint64_t o;
+    if (off_of(t, &o) < 0)
+        return NULL;
+    int own;
+    PyObject *r = rec_at(it, o, &own);
+    PyObject *res = NULL;
+    for (int seen = 0; r && r != Py_None && seen < 32; seen++) {
+        long k = rec_kind(r);
+        PyObject *next = NULL;
+        if (k == R_BASE || k == R_ENUM) {
+            res = Py_NewRef(PyTuple_GET_ITEM(r, 2));
+        } else if (k == R_STRUCT) {
+            res = Py_NewRef(PyTuple_GET_ITEM(r, 3));
+        } else if (k == R_KNOWN) {
+            res = Py_NewRef(PyTuple_GET_ITEM(r, 4));
+        } else if (k == R_PTR) {
+            PyObject *sz = PyTuple_GET_ITEM(r, 2);
+            int t2 = PyObject_IsTrue(sz);
+            res = t2 < 0 ? NULL : Py_NewRef(t2 ? sz : Eight);
+            if (!res) { if (own) Py_DECREF(r); return NULL; }
+        } else if (k == R_TYPEDEF || k == R_QUAL) {
+            next = PyTuple_GET_ITEM(r, 2);
+        } else {
+            break;
+        }
+        if (res) {
+            if (own)
+                Py_DECREF(r);
+            return res;
+        }
+        if (next == Py_None) {
+            if (own) Py_DECREF(r);
+            Py_RETURN_NONE;
+        }
+        uint64_t no;
+        if (off_of(next, &no) < 0) {
+            if (own) Py_DECREF(r);
+            return NULL;
+        }
+        PyObject *old = own ? r : NULL;
+        r = rec_at(it, no, &own);
+        Py_XDECREF(old);
+    }
+    if (!r)
+        return NULL;
+    if (own)
+        Py_DECREF(r);
+    Py_RETURN_NONE;
+}
+
+/* keys.UnitInterner._signed */
+static int enum_signed(Interner *it, PyObject *under, PyObject *values)
+{
+    if (under != Py_None) {
+        uint64_t o;
+        if (off_of(under, &o) < 0)
+            return -1;
+        int own;
+        PyObject *r = rec_at(it, o, &own);
+        int seen = 0;
+        while (r && r != Py_None && seen < 16) {
+            long k = rec_kind(r);
+            if (k != R_TYPEDEF && k != R_QUAL)
+                break;
+            PyObject *next = PyTuple_GET_ITEM(r, 2);
+            PyObject *old = own ? r : NULL;
+            if (next == Py_None) {
+                r = Py_None;
+                own = 0;
+            } else if (off_of(next, &o) < 0) {
+                Py_XDECREF(old);
+                return -1;
+            } else {
+                r = rec_at(it, o, &own);
+            }
+            Py_XDECREF(old);
+            seen++;
+        }
+        if (!r)
+            return -1;
+        if (r != Py_None && rec_kind(r) == R_BASE) {
+            PyObject *e = PyDict_GetItemWithError(Ate, PyTuple_GET_ITEM(r, 3));
+            int res = e ? PyTuple_GET_ITEM(e, 1) == Py_True : 0;
+            if (own)
+                Py_DECREF(r);
+            if (!e && PyErr_Occurred())
+                return -1;
+            return res;
+        }
+        if (own)
+            Py_DECREF(r);
+    }
+    Py_ssize_t n = PyList_GET_SIZE(values);
+    for (Py_ssize_t j = 1; j < n; j += 2) {
+        int neg = PyObject_RichCompareBool(PyList_GET_ITEM(values, j), Zero, Py_LT);
+        if (neg)
+            return neg;
+    }
+    return 0;
+}
+
+static PyObject *intern_key(Interner *it, PyObject *key, PyObject *origin)
+{
+    PyObject *r = PyDict_GetItemWithError(it->ids, key);
+    if (r)
+        return Py_NewRef(r);
+    if (PyErr_Occurred())
+        return NULL;
+    r = PyLong_FromSsize_t(PyList_GET_SIZE(it->keys));
+    if (!r || PyDict_SetItem(it->ids, key, r) < 0 || PyList_Append(it->keys, key) < 0 ||
+            PyList_Append(it->origins, origin) < 0) {
+        Py_XDECREF(r);
+        return NULL;
+    }
+    return r;
+}
+
+/* keys.UnitInterner._proto_key */
+static PyObject *proto_key(Interner *it, PyObject *ret, PyObject *params, PyObject *variadic)
+{
+    Py_ssize_t n = PyList_GET_SIZE(params) / 3;
+    PyObject *key = PyTuple_New(3 + 2 * n);
+    if (!key)
+        return NULL;
+    PyObject *r = rid_memo(it, ret, 1);
+    if (!r)
+        goto fail;
+    PyTuple_SET_ITEM(key, 0, Py_NewRef(K_FUNC_PROTO));
+    PyTuple_SET_ITEM(key, 1, r);
+    PyTuple_SET_ITEM(key, 2, Py_NewRef(variadic));
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *t = PyList_GET_ITEM(params, 3 * i + 1);
+        PyTuple_SET_ITEM(key, 3 + 2 * i, Py_NewRef(PyList_GET_ITEM(params, 3 * i)));
+        PyObject *x = rid_memo(it, t, 1);
+        if (!x)
+            goto fail;
+        PyTuple_SET_ITEM(key, 4 + 2 * i, x);
+    }
+    return key;
+fail:
+    Py_DECREF(key);
+    return NULL;
+}
+
+static PyObject *tuple2(PyObject *a, PyObject *b) { return PyTuple_Pack(2, a, b); }
+
+/* keys.UnitInterner.rid: the type id of the DIE at virtual offset `off` (new ref) */
+static PyObject *rid(Interner *it, PyObject *offo, int vp)
+{
+    if (offo == Py_None)
+        return Py_NewRef(Zero);
+    uint64_t off;
+    if (off_of(offo, &off) < 0)
+        return NULL;
+    PyObject *mk = vp ? PyLong_FromUnsignedLongLong(off | VP) : Py_NewRef(offo);
+    if (!mk)
+        return NULL;
+    PyObject *r = PyDict_GetItemWithError(it->memo, mk), *rec = NULL, *key = NULL;
+    PyObject *skey = Py_None;
+    int own = 0;
+    if (r) {
+        Py_DECREF(mk);
+        return Py_NewRef(r);
+    }
+    if (PyErr_Occurred())
+        goto fail;
+    if (++it->depth > MAX_RID_DEPTH) {
+        form_error("type references form a cycle", it->unit_offset);
+        goto fail;
+    }
+    int local = it->lo <= off && off < it->hi;
+    if (local) {
+        rec = PyDict_GetItemWithError(it->recs, offo);
+        if (!rec) {
+            if (PyErr_Occurred())
+                goto fail;
+            rec = Py_None;
+        }
+    } else {
+        r = PyDict_GetItemWithError(it->pmemo, mk);
+        if (r) {
+            if (PyDict_SetItem(it->memo, mk, r) < 0)
+                goto fail;
+            Py_DECREF(mk);
+            it->depth--;
+            return Py_NewRef(r);
+        }
+        if (PyErr_Occurred())
+            goto fail;
+        rec = PyObject_CallFunction(it->other, "O", offo);
+        if (!rec)
+            goto fail;
+        own = 1;
+    }
+    if (rec == Py_None) {
+        it->dangling++;
+        r = Py_NewRef(Zero);
+        goto done;            /* Python does not memoize a dangling reference */
+    }
+    long k = rec_kind(rec);
+    r = NULL;
+    if (k == R_STRUCT) {
+        PyObject *kind = PyTuple_GET_ITEM(rec, 1), *name = PyTuple_GET_ITEM(rec, 2);
+        PyObject *size = PyTuple_GET_ITEM(rec, 3), *members = PyTuple_GET_ITEM(rec, 5);
+        int decl = PyObject_IsTrue(PyTuple_GET_ITEM(rec, 4));
+        skey = PyTuple_GET_ITEM(rec, 6);
+        if (decl || size == Py_None || (vp && name != Py_None)) {
+            skey = Py_None;
+            if (name != Py_None && !(key = PyTuple_Pack(3, K_FWD, kind, name)))
+                goto fail;
+        } else {
+            Py_ssize_t n = PyList_GET_SIZE(members);
+            key = PyTuple_New(3 + n);
+            if (!key)
+                goto fail;
+            PyTuple_SET_ITEM(key, 0, Py_NewRef(kind));
+            PyTuple_SET_ITEM(key, 1, Py_NewRef(name));
+            PyTuple_SET_ITEM(key, 2, Py_NewRef(size));
+            for (Py_ssize_t j = 0; j < n; j += 4) {
+                PyObject *t = PyList_GET_ITEM(members, j + 1);
+                PyObject *x = rid_memo(it, t, 0);
+                if (!x)
+                    goto fail;
+                PyObject *bit = PyList_GET_ITEM(members, j + 2);
+                PyObject *bs = PyList_GET_ITEM(members, j + 3);
+                PyTuple_SET_ITEM(key, 3 + j, Py_NewRef(PyList_GET_ITEM(members, j)));
+                PyTuple_SET_ITEM(key, 4 + j, x);
+                if (PyTuple_CheckExact(bit)) {
+                    /* ('msb', base bits, DW_AT_bit_offset): numbered from the top of a
+                     * storage unit the size of the member's type */
+                    PyObject *sz = size_of(it, t);
+                    if (!sz)
+                        goto fail;
+                    int truthy = PyObject_IsTrue(sz);
+                    PyObject *a = PyNumber_Multiply(truthy > 0 ? sz : Zero, Eight);
+                    PyObject *b = a ? PyNumber_Add(PyTuple_GET_ITEM(bit, 1), a) : NULL;
+                    PyObject *c = b ? PyNumber_Subtract(b, PyTuple_GET_ITEM(bit, 2)) : NULL;
+                    PyObject *d = c ? PyNumber_Subtract(c, bs) : NULL;
+                    Py_DECREF(sz); Py_XDECREF(a); Py_XDECREF(b); Py_XDECREF(c);
+                    if (!d)
+                        goto fail;
+                    PyTuple_SET_ITEM(key, 5 + j, d);
+                } else {
+                    PyTuple_SET_ITEM(key, 5 + j, Py_NewRef(bit));
+                }
+                PyTuple_SET_ITEM(key, 6 + j, Py_NewRef(bs));
+            }
+        }
+    } else if (k == R_PTR) {
+        PyObject *x = rid_memo(it, PyTuple_GET_ITEM(rec, 1), 1);
+        if (!x)
+            goto fail;
+        PyObject *sz = PyTuple_GET_ITEM(rec, 2);
+        int keep = 0;
+        if (sz != Py_None) {
+            keep = PyObject_RichCompareBool(sz, Eight, Py_NE);
+            if (keep < 0) { Py_DECREF(x); goto fail; }
+        }
+        key = keep ? PyTuple_Pack(3, K_PTR, x, sz) : tuple2(K_PTR, x);
+        Py_DECREF(x);
+        if (!key)
+            goto fail;
+    } else if (k == R_TYPEDEF) {
+        PyObject *name = PyTuple_GET_ITEM(rec, 1);
+        if (vp && name != Py_None) {
+            key = PyTuple_Pack(3, K_FWD, K_TYPEDEF, name);
+        } else {
+            PyObject *x = rid_memo(it, PyTuple_GET_ITEM(rec, 2), 0);
+            if (!x)
+                goto fail;
+            key = PyTuple_Pack(3, K_TYPEDEF, name, x);
+            Py_DECREF(x);
+        }
+        if (!key)
+            goto fail;
+    } else if (k == R_QUAL) {
+        PyObject *x = rid_memo(it, PyTuple_GET_ITEM(rec, 2), vp);
+        if (!x)
+            goto fail;
+        if (PyTuple_GET_ITEM(rec, 1) != Py_None) {
+            key = tuple2(PyTuple_GET_ITEM(rec, 1), x);
+            Py_DECREF(x);
+            if (!key)
+                goto fail;
+        } else {
+            r = x;                                    /* _Atomic: transparent */
+        }
+    } else if (k == R_BASE) {
+        PyObject *name = PyTuple_GET_ITEM(rec, 1), *size = PyTuple_GET_ITEM(rec, 2);
+        PyObject *e = PyDict_GetItemWithError(Ate, PyTuple_GET_ITEM(rec, 3));
+        if (!e) {
+            if (PyErr_Occurred())
+                goto fail;
+            e = AteDefault;
+        }
+        if (PyTuple_GET_ITEM(e, 0) == K_FLOAT)
+            key = PyTuple_Pack(3, K_FLOAT, name, size);
+        else
+            key = PyTuple_Pack(5, K_INT, name, size, PyTuple_GET_ITEM(e, 1),
+                               PyTuple_GET_ITEM(e, 2));
+        if (!key)
+            goto fail;
+    } else if (k == R_PROTO) {
+        if (!(key = proto_key(it, PyTuple_GET_ITEM(rec, 1), PyTuple_GET_ITEM(rec, 2),
+                              PyTuple_GET_ITEM(rec, 3))))
+            goto fail;
+    } else if (k == R_ARRAY) {
+        PyObject *dims = PyTuple_GET_ITEM(rec, 2);
+        r = rid_memo(it, PyTuple_GET_ITEM(rec, 1), vp);
+        for (Py_ssize_t j = PyList_GET_SIZE(dims) - 1; r && j >= 0; j--) {
+            PyObject *ak = PyTuple_Pack(3, K_ARRAY, r, PyList_GET_ITEM(dims, j));
+            Py_DECREF(r);
+            r = ak ? intern_key(it, ak, Py_None) : NULL;      /* arrays carry no origin */
+            Py_XDECREF(ak);
+        }
+        if (!r)
+            goto fail;
+    } else if (k == R_KNOWN) {
+        PyObject *kind = PyTuple_GET_ITEM(rec, 2);
+        if (vp && kind != K_ENUM) {
+            if (!(key = PyTuple_Pack(3, K_FWD, kind, PyTuple_GET_ITEM(rec, 3))))
+                goto fail;
+        } else {
+            r = Py_NewRef(PyTuple_GET_ITEM(rec, 1));
+        }
+    } else if (k == R_ENUM) {
+        PyObject *name = PyTuple_GET_ITEM(rec, 1), *size = PyTuple_GET_ITEM(rec, 2);
+        PyObject *values = PyTuple_GET_ITEM(rec, 4);
+        int decl = PyObject_IsTrue(PyTuple_GET_ITEM(rec, 3));
+        skey = PyTuple_GET_ITEM(rec, 6);
+        if (decl || size == Py_None) {
+            skey = Py_None;
+            if (name != Py_None && !(key = PyTuple_Pack(3, K_FWD, K_ENUM, name)))
+                goto fail;
+        } else {
+            int sgn = enum_signed(it, PyTuple_GET_ITEM(rec, 5), values);
+            if (sgn < 0)
+                goto fail;
+            Py_ssize_t n = PyList_GET_SIZE(values);
+            key = PyTuple_New(4 + n);
+            if (!key)
+                goto fail;
+            PyTuple_SET_ITEM(key, 0, Py_NewRef(K_ENUM));
+            PyTuple_SET_ITEM(key, 1, Py_NewRef(name));
+            PyTuple_SET_ITEM(key, 2, Py_NewRef(size));
+            PyTuple_SET_ITEM(key, 3, Py_NewRef(sgn ? Py_True : Py_False));
+            PyObject *mask = NULL;
+            for (Py_ssize_t j = 0; j < n; j++) {
+                PyObject *v = PyList_GET_ITEM(values, j);
+                if (!sgn && (j & 1)) {
+                    int neg = PyObject_RichCompareBool(v, Zero, Py_LT);
+                    if (neg < 0) { Py_XDECREF(mask); goto fail; }
+                    if (neg) {
+                        if (!mask) {              /* (1 << (8 * size)) - 1 */
+                            PyObject *bits = PyNumber_Multiply(size, Eight);
+                            PyObject *one = PyLong_FromLong(1);
+                            PyObject *sh = (bits && one) ? PyNumber_Lshift(one, bits) : NULL;
+                            mask = sh ? PyNumber_Subtract(sh, one) : NULL;
+                            Py_XDECREF(bits); Py_XDECREF(one); Py_XDECREF(sh);
+                            if (!mask)
+                                goto fail;
+                        }
+                        PyObject *m = PyNumber_And(v, mask);
+                        if (!m) { Py_DECREF(mask); goto fail; }
+                        PyTuple_SET_ITEM(key, 4 + j, m);
+                        continue;
+                    }
+                }
+                PyTuple_SET_ITEM(key, 4 + j, Py_NewRef(v));
+            }
+            Py_XDECREF(mask);
+        }
+    } else if (k == R_ALIAS) {
+        if (!(r = rid_memo(it, PyTuple_GET_ITEM(rec, 1), vp)))
+            goto fail;
+    } else {                           /* R_UNSPEC (void), or a subprogram used as a type */
+        if (k != R_UNSPEC)
+            it->dangling++;
+        r = Py_NewRef(Zero);
+    }
+    if (key) {
+        Py_XDECREF(r);
+        if (!(r = intern_key(it, key, it->origin)))
+            goto fail;
+        if (skey != Py_None && PyDict_SetItem(it->known, skey, r) < 0)
+            goto fail;
+    } else if (!r) {
+        r = Py_NewRef(Zero);
+    }
+    if (PyDict_SetItem(it->memo, mk, r) < 0 || (!local && PyDict_SetItem(it->pmemo, mk, r) < 0))
+        goto fail;
+done:
+    Py_XDECREF(key);
+    if (own)
+        Py_DECREF(rec);
+    Py_DECREF(mk);
+    it->depth--;
+    return r;
+fail:
+    Py_XDECREF(key);
+    Py_XDECREF(r);
+    if (own)
+        Py_XDECREF(rec);
+    Py_DECREF(mk);
+    return NULL;
+}
+
+/* intern_unit(records, lo, hi, memo, pmemo, ids, keys, origins, origin, known, other,
+ *             unit_offset) -> (subprogram records [(off, rec)], dangling references):
+ * keys.UnitInterner.unit's loop over the records */
+static PyObject *py_intern_unit(PyObject *self, PyObject *args)
+{
+    Interner it;
+    memset(&it, 0, sizeof it);
+    unsigned long long lo, hi;
+    if (!PyArg_ParseTuple(args, "O!KKO!O!O!O!O!OO!On", &PyDict_Type, &it.recs, &lo, &hi,
+                          &PyDict_Type, &it.memo, &PyDict_Type, &it.pmemo, &PyDict_Type,
+                          &it.ids, &PyList_Type, &it.keys, &PyList_Type, &it.origins,
+                          &it.origin, &PyDict_Type, &it.known, &it.other, &it.unit_offset))
+        return NULL;
+    if (!K_FWD)
+        return PyErr_Format(PyExc_RuntimeError, "configure_keys() was not called");
+    it.lo = lo;
+    it.hi = hi;
+    PyObject *subs = PyList_New(0);
+    if (!subs)
+        return NULL;
+    Py_ssize_t pos = 0;
+    PyObject *off, *rec;
+    while (PyDict_Next(it.recs, &pos, &off, &rec)) {
+        if (rec_kind(rec) == R_SUB) {
+            if (!PyObject_IsTrue(PyTuple_GET_ITEM(rec, 4))) {
+                PyObject *pair = PyTuple_Pack(2, off, rec);
+                if (!pair || PyList_Append(subs, pair) < 0) {
+                    Py_XDECREF(pair);
+                    goto fail;
+                }
+                Py_DECREF(pair);
+            }
+            continue;
+        }
+        int in = PyDict_Contains(it.memo, off);
+        if (in < 0)
+            goto fail;
+        if (!in) {
+            PyObject *r = rid(&it, off, 0);
+            if (!r)
+                goto fail;
+            Py_DECREF(r);
+        }
+    }
+    return Py_BuildValue("Nn", subs, it.dangling);
+fail:
+    Py_DECREF(subs);
+    return NULL;
+}
+
+/* configure_keys(kinds: dict of the model's kind names, ate: keys._ATE) */
+static PyObject *py_configure_keys(PyObject *self, PyObject *args)
+{
+    PyObject *kinds, *ate;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyDict_Type, &kinds, &PyDict_Type, &ate))
+        return NULL;
+    PyObject **dst[] = {&K_FWD, &K_PTR, &K_TYPEDEF, &K_FUNC_PROTO, &K_ARRAY, &K_ENUM,
+                        &K_FLOAT, &K_INT};
+    const char *names[] = {"FWD", "PTR", "TYPEDEF", "FUNC_PROTO", "ARRAY", "ENUM", "FLOAT",
+                           "INT"};
+    for (int i = 0; i < 8; i++) {
+        PyObject *v = PyDict_GetItemString(kinds, names[i]);
+        if (!v)
+            return PyErr_Format(PyExc_KeyError, "kind %s missing", names[i]);
+        Py_XSETREF(*dst[i], Py_NewRef(v));
+    }
+    Py_XSETREF(Ate, Py_NewRef(ate));
+    Py_XSETREF(AteDefault, Py_BuildValue("(OOs)", K_INT, Py_False, "unsigned"));
+    if (!Eight)
+        Eight = PyLong_FromLong(8);
+    if (!Zero)
+        Zero = PyLong_FromLong(0);
+    if (!AteDefault || !Eight || !Zero)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* parse_abbrevs(d, o, end) -> [(code, tag, children, ((at, form, implicit_const|None), ...))]
+ * of the table at `o` (forms.parse_abbrev_table's loop), or None when it is malformed (the
+ * Python parser then says why) */
+static Py_ssize_t abbrev_uleb(const uint8_t *d, Py_ssize_t n, Py_ssize_t o, uint64_t *out,
+                              int sign)
+{
+    uint64_t v = 0;
+    int shift = 0;
+    uint8_t b;
+    do {
+        if (o >= n || shift >= 64)
+            return -1;
+        b = d[o++];
+        v |= (uint64_t)(b & 0x7f) << shift;
+        shift += 7;
+    } while (b & 0x80);
+    if (sign && shift < 64 && (b & 0x40))
+        v |= ~(uint64_t)0 << shift;
+    *out = v;
+    return o;
+}
+
+static PyObject *py_parse_abbrevs(PyObject *self, PyObject *args)
+{
+    Py_buffer buf;
+    Py_ssize_t o, end;
+    if (!PyArg_ParseTuple(args, "y*nn", &buf, &o, &end))
+        return NULL;
+    const uint8_t *d = buf.buf;
+    Py_ssize_t n = buf.len;
+    PyObject *out = PyList_New(0), *specs = NULL;
+    if (!out)
+        goto fail;
+    for (;;) {
+        uint64_t code, tag, at, form, ic;
+        if ((o = abbrev_uleb(d, n, o, &code, 0)) < 0)
+            goto bad;
+        if (code == 0)
+            break;
+        if ((o = abbrev_uleb(d, n, o, &tag, 0)) < 0 || o >= n)
+            goto bad;
+        int children = d[o++] != 0;
+        if (!(specs = PyList_New(0)))
+            goto fail;
+        for (;;) {
+            if ((o = abbrev_uleb(d, n, o, &at, 0)) < 0 ||
+                    (o = abbrev_uleb(d, n, o, &form, 0)) < 0)
+                goto bad;
+            if (at == 0 && form == 0)
+                break;
+            PyObject *spec;
+            if (form == F_implicit_const) {
+                if ((o = abbrev_uleb(d, n, o, &ic, 1)) < 0)
+                    goto bad;
+                spec = Py_BuildValue("(KKL)", (unsigned long long)at,
+                                     (unsigned long long)form, (long long)(int64_t)ic);
+            } else {
+                spec = Py_BuildValue("(KKO)", (unsigned long long)at,
+                                     (unsigned long long)form, Py_None);
+            }
+            if (!spec || PyList_Append(specs, spec) < 0) {
+                Py_XDECREF(spec);
+                goto fail;
+            }
+            Py_DECREF(spec);
+        }
+        PyObject *st = PyList_AsTuple(specs);
+        Py_CLEAR(specs);
+        PyObject *e = st ? Py_BuildValue("(KKON)", (unsigned long long)code,
+                                         (unsigned long long)tag,
+                                         children ? Py_True : Py_False, st) : NULL;
+        if (!e || PyList_Append(out, e) < 0) {
+            Py_XDECREF(e);
+            goto fail;
+        }
+        Py_DECREF(e);
+        if (o > end)
+            goto bad;
+    }
+    PyBuffer_Release(&buf);
+    return out;
+bad:
+    Py_XDECREF(specs);
+    Py_XDECREF(out);
+    PyBuffer_Release(&buf);
+    Py_RETURN_NONE;
+fail:
+    Py_XDECREF(specs);
+    Py_XDECREF(out);
+    PyBuffer_Release(&buf);
+    return NULL;
 }
 
 /* configure(FormError, tag_action, qual_kind, agg_kind, enum_kind, helpers, alt_base) */
@@ -1413,6 +2082,8 @@ static PyObject *py_configure(PyObject *self, PyObject *args)
     Py_XSETREF(H_sig, Py_NewRef(h[4]));
     if (!MsbTag && !(MsbTag = PyUnicode_InternFromString("msb")))
         return NULL;
+    if (!HeaderSuffix && !(HeaderSuffix = PyUnicode_InternFromString(".h")))
+        return NULL;
     for (int i = 0; i < 12; i++)
         if (!RecKind[i] && !(RecKind[i] = PyLong_FromLong(i)))
             return NULL;
@@ -1422,6 +2093,10 @@ static PyObject *py_configure(PyObject *self, PyObject *args)
 static PyMethodDef methods[] = {
     {"configure", py_configure, METH_VARARGS, "Set the Python objects the scanner uses."},
     {"scan", py_scan, METH_VARARGS, "Scan one unit's DIE tree into records (scan.py)."},
+    {"parse_abbrevs", py_parse_abbrevs, METH_VARARGS, "Parse one abbreviation table."},
+    {"configure_keys", py_configure_keys, METH_VARARGS, "Set the model's kinds for interning."},
+    {"intern_unit", py_intern_unit, METH_VARARGS,
+     "Intern one unit's type records (keys.UnitInterner.unit)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -12,6 +12,7 @@ Form and tag numbers come from pyelftools' enum tables.
 """
 from __future__ import annotations
 
+import os
 import struct
 from typing import Optional
 
@@ -41,6 +42,21 @@ class FormError(Exception):
 # ---------------------------------------------------------------------------
 # abbreviation tables
 
+def c_enabled() -> bool:
+    """Whether the C hot paths (dwarf/_cscan.c) are used: built, and not turned off by
+    DBHIVE_DWARF_PURE=1 (the pure-Python reader, the reference, gives the same result)."""
+    try:
+        from . import _cscan  # noqa: F401
+    except ImportError:
+        return False
+    return os.environ.get("DBHIVE_DWARF_PURE", "") in ("", "0")
+
+
+if c_enabled():                          # the C loop, the same result as the one below
+    from ._cscan import parse_abbrevs as _c_parse_abbrevs
+else:
+    _c_parse_abbrevs = None
+
 class Abbrev:
     __slots__ = ("code", "tag", "children", "specs", "shape")
 
@@ -53,6 +69,10 @@ class Abbrev:
 
 def parse_abbrev_table(d, o: int, end: int) -> dict:
     """{code: Abbrev} of the table starting at `o` in .debug_abbrev bytes `d`."""
+    if _c_parse_abbrevs is not None:
+        entries = _c_parse_abbrevs(d, o, end)
+        if entries is not None:          # None: malformed, the loop below says why
+            return {e[0]: Abbrev(*e) for e in entries}
     table = {}
     try:
         while True:

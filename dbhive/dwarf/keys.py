@@ -101,8 +101,10 @@ class UnitInterner:
     `other(off)` returns the record at a virtual offset outside the current unit (type
     units, dwz partial units, DW_FORM_ref_addr), scanning that unit on demand."""
 
-    def __init__(self, table: KeyTable, other, func_symbols=frozenset()):
+    def __init__(self, table: KeyTable, other, func_symbols=frozenset(), c=None):
+        """`c`: the C interner (dwarf/_cscan.c, configured by reader.py), or None."""
         self.t = table
+        self.c = c
         self.func_symbols = func_symbols
         self.other = other
         self.pmemo: dict = {}        # memo for DIEs outside the current unit (kept)
@@ -121,6 +123,23 @@ class UnitInterner:
         self.hi = unit.space + unit.end
         self.memo = {}
         self.origin = origin or unit.name
+        if self.c is not None:
+            t = self.t
+            subs, dangling = self.c.intern_unit(records, self.lo, self.hi, self.memo,
+                                                self.pmemo, t.ids, t.keys, t.origins,
+                                                self.origin, self.known, self.other,
+                                                unit.offset)
+            self.dangling += dangling
+        else:
+            subs = self._intern_records(records, unit)
+        for off, rec in subs:
+            self._function(off, rec, files_of)
+        self.memo = None
+        self.recs = None
+
+    def _intern_records(self, records, unit) -> list:
+        """Intern every type record of the unit; returns its subprogram records
+        [(offset, record)] (the C interner's loop is the same: _cscan.c intern_unit)."""
         rid = self.rid
         memo = self.memo
         subs = []
@@ -133,10 +152,7 @@ class UnitInterner:
                     rid(off)
         except RecursionError:
             raise FormError("type references form a cycle", unit.offset) from None
-        for off, rec in subs:
-            self._function(off, rec, files_of)
-        self.memo = None
-        self.recs = None
+        return subs
 
     def rec(self, off):
         if self.lo <= off < self.hi:

@@ -3,14 +3,13 @@ per-unit scan -> resolve step.  `read_dwarf` (dwarf.py) runs one of these per wo
 from __future__ import annotations
 
 import bisect
-import os
 import struct
 
 from .keys import KeyTable, UnitInterner
 from .sections import DebugFile, SectionError, find_altfile
 from .forms import (ALT_BASE, TAG, TYPES_BASE, WANT_IMPORT, WANT_UNIT, Decoders,
-                          FormError, parse_abbrev_table, uleb)
-from .scan import _AGG_KIND, _QUAL_KIND, _TAG_ACTION, UnitScan, header_files, make_plans
+                          FormError, c_enabled, parse_abbrev_table, uleb)
+from .scan import _AGG_KIND, _QUAL_KIND, _TAG_ACTION, UnitScan, make_plans
 from .units import (DW_UT_partial, DW_UT_split_type, DW_UT_type, iter_unit_headers,
                           line_file_names)
 
@@ -121,11 +120,13 @@ if _cscan is not None:
     _cscan.configure(FormError, _TAG_ACTION, _QUAL_KIND, _AGG_KIND, _M.ENUM,
                      dict(STRP=_strp, LINE_STRP=_line_strp, ALT_STRP=_alt_strp, STRX=_strx,
                           SIG=_sig), ALT_BASE)
+    from .keys import _ATE
+    _cscan.configure_keys({k: getattr(_M, k) for k in ("FWD", "PTR", "TYPEDEF", "FUNC_PROTO",
+                                                        "ARRAY", "ENUM", "FLOAT", "INT")},
+                          _ATE)
 
 
-def c_scanner() -> bool:
-    """Whether units are scanned by the C scanner."""
-    return _cscan is not None and os.environ.get("DBHIVE_DWARF_PURE", "") in ("", "0")
+c_scanner = c_enabled
 
 
 class _Records:
@@ -264,9 +265,7 @@ class Reader:
                     if t is None:
                         t = plans.ctable = _cscan.Table(plans.abbrevs, u.addr_size,
                                                         u.off_size, u.version)
-                    end = _cscan.scan(d, o, u.end, t, u, records, known,
-                                      (lambda: header_files(files())) if known is not None
-                                      else None, u.sc)
+                    end = _cscan.scan(d, o, u.end, t, u, records, known, files, u.sc)
                     if end > u.end:
                         raise FormError("DIE tree runs past the end of its unit", u.end)
                 return _Records(records)
@@ -411,7 +410,8 @@ class Reader:
     def process(self, unit_indexes, table: KeyTable = None, tick=None):
         """Scan and resolve the given units; returns the UnitInterner (keys in its table)."""
         table = table or KeyTable()
-        res = UnitInterner(table, self.other_record, self.func_symbols)
+        res = UnitInterner(table, self.other_record, self.func_symbols,
+                           _cscan if self.c else None)
         known = self._known = res.known if self.skip_seen else None
         for n, i in enumerate(unit_indexes):
             u = self.units[i]

@@ -147,12 +147,6 @@ def make_plans(abbrevs: dict, decoders, unit) -> Plans:
     return Plans(abbrevs, decoders, unit)
 
 
-def header_files(files) -> list:
-    """A unit's decl_file table with None for the files that are not headers (the
-    definitions a scan may skip are those of headers, see UnitScan.skey)."""
-    return [f if f and f.endswith(".h") else None for f in files]
-
-
 class UnitScan:
     """Scan the children of one unit's DIE (the caller decodes the unit DIE itself):
     `records` maps virtual DIE offsets to the records described above.
@@ -182,11 +176,11 @@ class UnitScan:
         kernel's own ABI rule); the subtree's byte length is part of the identity too."""
         files = self._files
         if files is None:
-            files = self._files = header_files(self._files_of())
+            files = self._files = self._files_of()
         if dfile.__class__ is not int or not 0 <= dfile < len(files):
             return None
         f = files[dfile]
-        return (kind, name, size, f, dline, length) if f is not None else None
+        return (kind, name, size, f, dline, length) if f and f.endswith(".h") else None
 
     # ---- generic -------------------------------------------------------------
     def code_at(self, o):
