@@ -76,6 +76,7 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
                              tempfile.gettempdir())
     output.sweep_stale_temps(tmp_parent)
     tmp = output.temp_dir(tmp_parent)
+    sha256 = (lambda: source_sha256) if source_sha256 else identity.file_sha256_later(input_path)
     try:
         ex, ident = identity.identify(input_path, tmp, progress=progress,
                                       max_member_bytes=max_member_bytes)
@@ -114,7 +115,7 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
             "package_version": ex.package_version,
             "source_file": os.path.basename(input_path),
             "source_member": ex.member or "",
-            "source_sha256": source_sha256 or identity.file_sha256(input_path),
+            "source_sha256": sha256(),
             "source_kind": ex.kind,
             "type_source": src,
             "builder_version": __version__,

@@ -188,6 +188,29 @@ def kernel_flavour(release: str, package_name: str = "") -> str:
     return m.group(1) if m else "default"
 
 
+def file_sha256_later(path: str):
+    """file_sha256(path) computed in a thread meanwhile (hashlib releases the GIL: the
+    hash of a 600 MB input overlaps the build instead of following it); returns a
+    callable giving the hex digest (and raising what the hashing raised)."""
+    import threading
+    box: dict = {}
+
+    def work():
+        try:
+            box["sha"] = file_sha256(path)
+        except BaseException as e:             # re-raised in the caller's thread
+            box["error"] = e
+    th = threading.Thread(target=work, name="sha256", daemon=True)
+    th.start()
+
+    def result() -> str:
+        th.join()
+        if "error" in box:
+            raise box["error"]
+        return box["sha"]
+    return result
+
+
 def file_sha256(path: str) -> str:
     """sha256 (hex) of a file, read in 1 MiB blocks."""
     import hashlib                     # here: OpenSSL's start-up costs every command ~40 ms
