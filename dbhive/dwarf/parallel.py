@@ -1,7 +1,7 @@
-"""The units of one file split across forked worker processes: each worker scans and
-interns its contiguous share, the parent merges the key tables in order (so the result is
-the one a single process would give).  A worker that dies or fails is reported, never
-waited for forever."""
+"""The units of one file split across processes: this one and forked workers each scan
+and intern a contiguous share, then this one merges the workers' key tables into its own in
+order (so the result is the one a single process would give).  A worker that dies or fails
+is reported, never waited for forever."""
 from __future__ import annotations
 
 import multiprocessing
@@ -47,47 +47,62 @@ def _worker(reader, units, wid, queue, parent_pid):
 
 
 def run_parallel(reader, units, jobs, tick):
-    """Read `units` in `jobs` forked workers; returns the merged (KeyTable, functions)."""
+    """Read `units` with `jobs` processes (this one and jobs - 1 forked workers); returns
+    the merged (KeyTable, functions)."""
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     parts = _split(reader, units, jobs)
     procs = [ctx.Process(target=_worker, args=(reader, part, wid, queue, os.getpid()),
                          daemon=True)
-             for wid, part in enumerate(parts)]
+             for wid, part in enumerate(parts) if wid > 0]
     for p in procs:
         p.start()
     done_units = [0] * len(parts)
     results = [None] * len(parts)
-    try:
-        pending = len(parts)
-        while pending:
+    pending = [len(parts) - 1]
+
+    def handle(kind, wid, payload):
+        if kind == "tick":
+            done_units[wid] = payload
+            if tick is not None:
+                tick(sum(done_units))
+        elif kind == "done":
+            results[wid] = payload
+            pending[0] -= 1
+        elif kind == "error":
+            raise DwarfError(payload[0], payload[1], payload[2], payload[3])
+        else:
+            raise RuntimeError(f"DWARF worker {wid} crashed:\n{payload}")
+
+    def own_tick(n):                # this process's share; the workers' news meanwhile
+        handle("tick", 0, n)
+        while True:
             try:
-                kind, wid, payload = queue.get(timeout=5)
+                msg = queue.get_nowait()
+            except Exception:                     # queue.Empty
+                return
+            handle(*msg)
+
+    try:
+        own = reader.process(parts[0], tick=own_tick)
+        while pending[0]:
+            try:
+                msg = queue.get(timeout=5)
             except Exception:                     # queue.Empty: check the workers live
                 dead = [p for p in procs if p.exitcode not in (None, 0)]
                 if dead:
                     raise DwarfError(f"{reader.path}: a DWARF worker died "
                                      f"(exit code {dead[0].exitcode})", reader.path) from None
                 continue
-            if kind == "tick":
-                done_units[wid] = payload
-                if tick is not None:
-                    tick(sum(done_units))
-            elif kind == "done":
-                results[wid] = payload
-                pending -= 1
-            elif kind == "error":
-                raise DwarfError(payload[0], payload[1], payload[2], payload[3])
-            else:
-                raise RuntimeError(f"DWARF worker {wid} crashed:\n{payload}")
+            handle(*msg)
     finally:
         for p in procs:
             if p.is_alive():
                 p.terminate()
             p.join()
-    table = KeyTable()
-    functions = []
-    for keys, origins, funcs in results:
+    table = own.t
+    functions = own.function_list()
+    for keys, origins, funcs in results[1:]:
         m = table.merge(keys, origins)
         functions.extend((n, m[proto], st, f, ln, rk) for (n, proto, st, f, ln, rk) in funcs)
     return table, functions
