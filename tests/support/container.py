@@ -29,7 +29,7 @@ BASE_IMAGE = "localhost/dbhive-debian:bookworm"
 IMAGE = "localhost/dbhive-builder:test"
 SUITE, MIRROR = "bookworm", "http://deb.debian.org/debian"
 # what the Dockerfile copies into the image
-CONTEXT_FILES = ("pyproject.toml", "README.md", "dbhive", "resolver", "tracer", "containers")
+CONTEXT_FILES = ("pyproject.toml", "setup.py", "README.md", "dbhive", "resolver", "tracer", "containers")
 
 
 def _dir() -> str:
@@ -115,7 +115,7 @@ def builder_image() -> str:
             src = os.path.join(ROOT, name)
             if os.path.isdir(src):
                 shutil.copytree(src, os.path.join(ctx, name),
-                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "wheels"))
+                                ignore=shutil.ignore_patterns("__pycache__", "*.pyc", "*.so", "wheels"))
             else:
                 shutil.copy(src, ctx)
         shutil.copytree(wheels(), os.path.join(ctx, "containers", "wheels"))
