@@ -4,6 +4,7 @@ in one run, page cache warm; and the exhaustive proof that every module of the D
 (prototypes) on its own .ko, built with the network unreachable.
 
     .venv/bin/python -m bench.bench_kobuild [--runs N] [--part one|all|build] [--no-check]
+                                            [--limit N]
 
 Parts:
   one    one module: the custom dbhive_kotest.ko (built here) and Debian's bridge.ko
@@ -12,7 +13,8 @@ Parts:
   all    the 1121 .ko of the package (extracted once into the cache): `kobuild DIR -o
          all.db` (2 workers) next to pahole -F dwarf run on each module in turn (the anchor
          is the sum of those wall times, as a user would run it), alternating, --runs
-         (default 1) each
+         (default 1) each.  --limit N: N of them, spread evenly over the sorted list (every
+         1121/N-th: small and large, every directory), given to kobuild as files
   build  `unshare -n dbhive build <deb> --modules all --out X.db`: wall, CPU, memory; then
          every module checked against pahole and pfunct + nm on its .ko (--no-check skips)
 Columns: wall s, CPU s (user+sys, children included), peak RSS of the largest process (MB),
@@ -92,23 +94,34 @@ def pahole_sweep(files: list) -> dict:
             "rss": max(r["rss"] for r in rows), "pss": max(r["pss"] for r in rows)}
 
 
-def part_all(runs: int, deb: str, tmp: str) -> None:
+def spread(files: list, limit: int) -> list:
+    """`limit` of `files`, evenly spaced over the (sorted) list."""
+    if limit >= len(files):
+        return files
+    return [files[i * len(files) // limit] for i in range(limit)]
+
+
+def part_all(runs: int, deb: str, tmp: str, limit: int = 0) -> None:
     root = all_modules(deb)
-    files = ko_files(root)
+    every = ko_files(root)
+    files = spread(every, limit) if limit else every
     total = sum(os.path.getsize(f) for f in files)
     for f in files:
         warm(f)
     out = os.path.join(tmp, "all.db")
+    inputs = [root] if files == every else files
     ours, theirs = [], []
     for _ in range(runs):
         theirs.append(pahole_sweep(files))
-        ours.append(run([os.path.join(BIN, "kobuild"), root, "-o", out, "--no-progress"]))
+        ours.append(run([os.path.join(BIN, "kobuild"), *inputs, "-o", out, "--no-progress"]))
         os.unlink(out)
     a = median(theirs)
-    print(f"\n== all {len(files)} modules of {os.path.basename(deb)} ({total / 1e6:.0f} MB of "
+    which = "all" if files == every else f"{len(files)} of the {len(every)}"
+    print(f"\n== {which} modules of {os.path.basename(deb)} ({total / 1e6:.0f} MB of "
           f".ko; {runs} run{'s' if runs > 1 else ''} each, alternating) ==\n{HEADER}")
     print(row("pahole -F dwarf, each module (sum)", a))
-    print(row("kobuild DIR -o all.db (2 workers)", median(ours), a))
+    print(row(f"kobuild {'DIR' if files == every else 'FILES'} -o all.db (2 workers)",
+              median(ours), a))
 
 
 def part_build(deb: str, tmp: str, check: bool) -> None:
@@ -209,6 +222,8 @@ def main():
     ap.add_argument("--runs", type=int, default=None)
     ap.add_argument("--part", choices=["one", "all", "build"], action="append")
     ap.add_argument("--no-check", action="store_true")
+    ap.add_argument("--limit", type=int, default=0, metavar="N",
+                    help="--part all: only N modules, spread over the package's (0: all)")
     args = ap.parse_args()
     parts = args.part or ["one", "all", "build"]
     deb = fetch_deb(DEBIAN_DBG_PKG)
@@ -218,7 +233,7 @@ def main():
         if "one" in parts:
             part_one(args.runs or 5, deb, tmp)
         if "all" in parts:
-            part_all(args.runs or 1, deb, tmp)
+            part_all(args.runs or 1, deb, tmp, args.limit)
         if "build" in parts:
             part_build(deb, tmp, not args.no_check)
     print(f"load average at the end {os.getloadavg()[0]:.2f}")

@@ -158,9 +158,7 @@ class Resolver:
         none, or "auto" ($LBC_PREVDB, else ./prev.db when it exists)."""
         choice = choose.choose_db(db=db, hive=hive, release=release, arch=arch,
                                   build_id=build_id)
-        kdb = KernelDB(choice.path)
-        overlays = tuple(KernelDB(p) for p in choose.overlay_paths(overlay))
-        return cls(kdb, overlays, choice.warnings)
+        return cls(KernelDB(choice.path), (), choice.warnings)._overlaid(overlay)
 
     @classmethod
     def for_running_kernel(cls, hive: Optional[str] = None, overlay: Optional[str] = "auto"):
@@ -174,9 +172,48 @@ class Resolver:
         those of a DB built from the same BTF.  `meta`: the kernel identity to report
         (default: the running kernel's for /sys/kernel/btf/vmlinux, else the path only)."""
         from .btfsource import btf_source
-        src = btf_source(path, meta)
-        overlays = tuple(KernelDB(p) for p in choose.overlay_paths(overlay))
-        return cls(src, overlays)
+        return cls(btf_source(path, meta))._overlaid(overlay)
+
+    def set_overlays(self, overlay: Optional[str] = "auto") -> "Resolver":
+        """Consult these overlay DBs (kobuild's prev.db of modules) before the kernel's, in
+        place of any before: a path, None for none, or "auto" ($LBC_PREVDB, else ./prev.db
+        when it exists).  NoKernelDB when an overlay is for another kernel (release or arch)
+        than this resolver's; a warning in `self.warnings` when one side does not say.
+        Returns self."""
+        opened, notes = [], []
+        try:
+            for p in choose.overlay_paths(overlay):
+                o = KernelDB(p)
+                opened.append(o)
+                note = choose.check_overlay(o.path, o.meta, self.db.meta,
+                                            f"the kernel's {self.source}")
+                if note:
+                    notes.append(note)
+        except BaseException:
+            for o in opened:
+                o.close()
+            raise
+        for o in self.overlays:
+            o.close()
+        self.overlays = tuple(o for o in opened if o.has_kt)
+        self.sources = self.overlays + (self.db,)
+        self.warnings.extend(notes)
+        for cache in (self._results, self._types, self._notes, self._surftrace):
+            cache.clear()
+        return self
+
+    def _overlaid(self, overlay: Optional[str]) -> "Resolver":
+        """set_overlays for a resolver just opened: closed again when that fails."""
+        try:
+            return self.set_overlays(overlay)
+        except BaseException:
+            self.close()
+            raise
+
+    @property
+    def overlay_files(self) -> list:
+        """The overlay DBs consulted before the kernel's (absolute paths), in order."""
+        return [o.path for o in self.overlays]
 
     def close(self) -> None:
         for s in self.sources:
@@ -250,7 +287,7 @@ class Resolver:
         hit = self._results.get(path)
         if hit is not None:
             return hit
-        res = self._offset(paths.parse_path(path))
+        res = self._offset(paths.parse_path(path))[0]
         if len(self._results) < _RESULT_CACHE_MAX:
             self._results[path] = res
         return res
@@ -265,7 +302,14 @@ class Resolver:
                 out[p] = e
         return out
 
-    def _offset(self, mp: paths.MemberPath) -> Offset:
+    def answered_by(self, path: str) -> str:
+        """Where offset(path)'s answer (its last hop's layout) came from: 'overlay:<file>'
+        for an overlay DB, else `self.source`.  Raises as offset() does."""
+        db = self._offset(paths.parse_path(path))[1]
+        return self.source if db is self.db else f"overlay:{db.path}"
+
+    def _offset(self, mp: paths.MemberPath) -> tuple:
+        """(Offset, the source whose layout gave the last hop)."""
         ref = self.find_type(mp.root, mp.root_kind)
         note = self._layout_note(ref)
         # the text walked so far, kept as parts: joined only for messages and hop paths
@@ -316,9 +360,9 @@ class Resolver:
         if hop_results:
             last = self._make_offset(db, mp.text, bits, mtype, bsize)
             hop_results.append(last)
-            return last._replace(hops=tuple(hop_results), note=note)
+            return last._replace(hops=tuple(hop_results), note=note), db
         last = self._make_offset(db, mp.text, bits, mtype, bsize)
-        return last._replace(note=note) if note else last
+        return (last._replace(note=note) if note else last), db
 
     def _make_offset(self, db: TypeSource, path: str, bits: int, mtype: int, bsize: int) -> Offset:
         spelled = db.spelling(mtype)

@@ -7,10 +7,12 @@
   match with another build-id is used with a warning (a different build of the same
   version); a debug-flavour DB never stands for a normal kernel (nor the reverse).
 
-Overlay DBs (kobuild's `prev.db` for custom modules): $LBC_PREVDB, else ./prev.db.
+Overlay DBs (kobuild's `prev.db` for custom modules): $LBC_PREVDB, else ./prev.db.  An overlay
+for another kernel (release or arch) than the DB it overlays is refused (`check_overlay`).
 """
 from __future__ import annotations
 
+import json
 import os
 from dataclasses import dataclass, field
 from typing import Optional
@@ -153,3 +155,35 @@ def overlay_paths(overlay: Optional[str] = "auto") -> list:
     if env:
         return [env] if os.path.isfile(env) else []
     return ["prev.db"] if os.path.isfile("prev.db") else []
+
+
+def check_overlay(path: str, meta: dict, kernel_meta: dict, kernel_label: str) -> Optional[str]:
+    """Refuse (NoKernelDB) overlay DB `path` (its `meta`) when it is for another kernel than
+    `kernel_meta` (release or arch; modules' release is their vermagic's first word, as
+    kobuild records it).  A warning (str) when one side does not say, else None."""
+    rel, krel = meta.get("release") or "", kernel_meta.get("release") or ""
+    arch, karch = meta.get("arch") or "", kernel_meta.get("arch") or ""
+    if rel and krel and rel != krel:
+        raise NoKernelDB(f"overlay {path} is for kernel {rel}{_vermagic(meta)}, but "
+                         f"{kernel_label} is for {krel}: build the overlay for {krel} "
+                         f"(kobuild) or pass --no-overlay")
+    if arch and karch and arch != karch:
+        raise NoKernelDB(f"overlay {path} is for {arch}, but {kernel_label} is for {karch}: "
+                         f"pass --no-overlay or an overlay built for {karch}")
+    if not rel:
+        return (f"overlay {path} does not say which kernel it is for (no vermagic): "
+                f"its layouts are used unchecked")
+    if not krel:
+        return (f"{kernel_label} does not say its release: overlay {path} (for {rel}) is "
+                f"used unchecked")
+    return None
+
+
+def _vermagic(meta: dict) -> str:
+    """` (vermagic '...')` of an overlay's first module, as kobuild's meta lists them."""
+    try:
+        mods = json.loads(meta.get("modules") or "[]")
+        vm = (mods[0].get("vermagic") or "").strip() if mods else ""
+    except (ValueError, AttributeError, TypeError, KeyError):
+        return ""
+    return f" (vermagic {vm!r})" if vm else ""

@@ -29,7 +29,8 @@ Examples:
 The kernel: --db FILE, or --hive DIR --release R [--arch A], or (default) the running
 kernel matched by release, arch and build-id against the hive ($DBHIVE_HOME,
 /var/lib/dbhive for root, ~/.local/share/dbhive otherwise).  An overlay DB of custom
-modules ($LBC_PREVDB, else ./prev.db) is consulted first.
+modules (--overlay DB, else $LBC_PREVDB, else ./prev.db) is consulted first; one built for
+another kernel (release or arch) than the DB is refused (exit 3).
 """
 
 

@@ -22,11 +22,11 @@ import pytest
 from dbhive import model as M
 from dbhive import store
 from resolver import Resolver
-from resolver.errors import NoSuchFunction, NoSuchType
+from resolver.errors import NoKernelDB, NoSuchFunction, NoSuchType
 from tests.support import need_tool
 from tests.support.pahole_compare import compare_with_pahole, pahole_view
 from tests.support.db_dump import dump_tables
-from tests.support.pahole_oracle import pahole_layouts
+from tests.support.pahole_oracle import pahole_layouts, pahole_typedef, typedef_target
 from tests.support.pfunct_oracle import check_functions
 from tests.support.surftrace_client import surftrace_run, surftrace_show, surftrace_show_remote
 
@@ -181,7 +181,7 @@ def test_module_own_layout_kept_beside_the_kernels(kotest, debian_vmlinux_btf, t
     peer = peer_layouts["struct pid_entry"][0]
     holder = peer_layouts["struct kotest_peer"][0]
     kern = pahole_layouts(debian_vmlinux_btf, "btf")["struct pid_entry"][0]
-    assert (peer.size, kern.size) == (24, 40)
+    assert peer.size != kern.size
     r = Resolver.open(db=db, overlay=None)
     hop = r.offset("kotest_peer->entry->peer_next")
     assert hop.offset == peer.member("peer_next").offset
@@ -189,13 +189,13 @@ def test_module_own_layout_kept_beside_the_kernels(kotest, debian_vmlinux_btf, t
         holder.member("inline_entry").offset + peer.member("peer_flags").offset
     g = store.load_graph(db)
     sizes = sorted(t.size for _, t in g.named() if t.name == "pid_entry")
-    assert sizes == [24, 40]
+    assert sizes == sorted([peer.size, kern.size])
     # the kernel's own users of pid_entry (proc_pident_lookup's table) still reach 40 bytes
     fn = next(f for f in g.functions if f.name == "proc_pident_lookup")
     ptrs = [g.types[g.strip(p.type)] for p in g.types[fn.proto].params]
     targets = {g.types[g.strip(t.ref)].size for t in ptrs
                if t.kind == M.PTR and g.types[g.strip(t.ref)].name == "pid_entry"}
-    assert targets == {40}
+    assert targets == {kern.size}
 
 
 def test_base_db_completes_declared_types(prev_db, kotest, debian_db, running_db, tmp_path):
@@ -262,8 +262,21 @@ def test_debug_only_module(kotest, prev_db, tmp_path):
 # ---------------------------------------------------------------------------------------
 # the overlay: resolver API, CLI, server; the surftrace client
 
+def _pahole_facts(ko: str) -> dict:
+    """What pahole says of dbhive_kotest's own types: kotest_dev's layout, the anonymous
+    struct kotest_pair_t names, what kotest_id_t is, and (as the sizes of kotest_dev's
+    members of those types) the sizes of kotest_id_t and enum kotest_state."""
+    lay = pahole_layouts(ko, "dwarf")
+    dev = lay["struct kotest_dev"][0]
+    id_m, state_m = dev.member("id"), dev.member("state")
+    assert (id_m.type, state_m.type) == ("kotest_id_t", "enum kotest_state")
+    return {"lay": lay, "dev": dev, "pair": pahole_typedef(ko, "kotest_pair_t"),
+            "id": id_m, "id_type": typedef_target(ko, "kotest_id_t"), "state": state_m}
+
+
 def test_resolver_overlay(prev_db, debian_db, kotest):
-    lay = pahole_layouts(kotest["dbhive_kotest"], "dwarf")
+    facts = _pahole_facts(kotest["dbhive_kotest"])
+    lay = facts["lay"]
     with Resolver.open(db=debian_db, overlay=prev_db) as r:
         # struct: every member pahole prints, nested and anonymous ones too
         dev = lay["struct kotest_dev"][0]
@@ -278,13 +291,18 @@ def test_resolver_overlay(prev_db, debian_db, kotest):
         assert checked >= 20
         # union, anonymous typedef'd struct, typedef, enum
         assert r.struct("union kotest_addr").size == lay["union kotest_addr"][0].size
-        assert r.offset("kotest_addr.pp.proto").offset == 2
+        proto = lay["union kotest_addr"][0].member("pp.proto")
+        assert (r.offset("kotest_addr.pp.proto").offset, r.offset("kotest_addr.pp.proto").size) \
+            == (proto.offset, proto.size)
         pair = r.struct("kotest_pair_t")
-        assert (pair.size, [m.name for m in pair.members]) == (8, ["a", "b"])
-        assert r.surftrace_type("kotest_id_t") == {"name": "kotest_id_t", "type": "unsigned int",
-                                                   "size": 4}
-        assert r.sizeof_name("enum kotest_state") == 4
-        assert r.surftrace_type("enum kotest_state")["size"] == 4
+        assert [(m.name, m.offset, m.size) for m in pair.members] == \
+            [(m.path, m.offset, m.size) for m in facts["pair"].members]
+        assert pair.size == facts["pair"].size == facts["dev"].member("pair").size
+        assert r.surftrace_type("kotest_id_t") == {"name": "kotest_id_t",
+                                                   "type": facts["id_type"],
+                                                   "size": facts["id"].size}
+        assert r.sizeof_name("enum kotest_state") == facts["state"].size
+        assert r.surftrace_type("enum kotest_state")["size"] == facts["state"].size
         # functions
         f, = r.func("kotest_account")
         assert f.module == "dbhive_kotest" and f.ret == "long int"
@@ -304,13 +322,15 @@ def test_resolver_overlay(prev_db, debian_db, kotest):
         kernel.close()
 
 
-def test_overlay_found_as_prev_db_and_lbc_prevdb(prev_db, debian_db, tmp_path, monkeypatch):
+def test_overlay_found_as_prev_db_and_lbc_prevdb(prev_db, debian_db, kotest, tmp_path,
+                                                 monkeypatch):
+    dev = pahole_layouts(kotest["dbhive_kotest"], "dwarf")["struct kotest_dev"][0]
     monkeypatch.delenv("LBC_PREVDB", raising=False)
     monkeypatch.chdir(tmp_path)
     with pytest.raises(NoSuchType):
         Resolver.open(db=debian_db).offset("kotest_dev.id")
     shutil.copy(prev_db, tmp_path / "prev.db")
-    assert Resolver.open(db=debian_db).offset("kotest_dev.id").offset == 16
+    assert Resolver.open(db=debian_db).offset("kotest_dev.id").offset == dev.member("id").offset
     os.unlink(tmp_path / "prev.db")
     monkeypatch.setenv("LBC_PREVDB", prev_db)
     assert Resolver.open(db=debian_db).func("kotest_xmit")[0].module == "dbhive_kotest"
@@ -365,7 +385,8 @@ def _post(srv, path, body):
         return json.loads(resp.read())
 
 
-def test_server_answers_from_the_overlay(overlay_server, prev_db, debian_db):
+def test_server_answers_from_the_overlay(overlay_server, prev_db, debian_db, kotest):
+    facts = _pahole_facts(kotest["dbhive_kotest"])
     with Resolver.open(db=debian_db, overlay=prev_db) as r:
         reqs = [{"cmd": "struct", "struct": "struct kotest_dev"},
                 {"cmd": "struct", "struct": "union kotest_addr"},
@@ -376,11 +397,15 @@ def test_server_answers_from_the_overlay(overlay_server, prev_db, debian_db):
                 {"cmd": "struct", "struct": "struct task_struct"}]
         res = _post(overlay_server, "/lbc", [dict(q, arch="x86_64", ver="x") for q in reqs])
         got = [x["res"] for x in res["res"]]
-        assert got[0] == r.surftrace_struct("struct kotest_dev") and got[0]["size"] == 248
+        assert got[0] == r.surftrace_struct("struct kotest_dev")
+        assert got[0]["size"] == facts["dev"].size
         assert got[1] == r.surftrace_struct("union kotest_addr")
-        assert got[2]["size"] == 8 and [c["name"] for c in got[2]["cell"]] == ["a", "b"]
-        assert got[3] == {"name": "kotest_id_t", "type": "unsigned int", "size": 4}
-        assert got[4]["size"] == 4
+        assert [(c["name"], c["offset"], c["size"]) for c in got[2]["cell"]] == \
+            [(m.path, m.offset, m.size) for m in facts["pair"].members]
+        assert got[2]["size"] == facts["pair"].size
+        assert got[3] == {"name": "kotest_id_t", "type": facts["id_type"],
+                          "size": facts["id"].size}
+        assert got[4]["size"] == facts["state"].size
         assert got[5] == r.surftrace_funcs("kotest_xmit")
         assert got[5][0]["args"] == ["struct sk_buff *", "struct kotest_dev *"]
         assert got[6]["size"] == r.surftrace_struct("struct task_struct")["size"]
@@ -412,13 +437,143 @@ def test_surftrace_client_through_lbc_prevdb(prev_db, debian_db, tmp_path):
     assert p.returncode != 0 and "no kotest_xmit debuginfo" in p.stderr
 
 
-def test_surftrace_client_remote_mode_gets_module_structs(overlay_server, tmp_path):
+def test_surftrace_client_remote_mode_gets_module_structs(overlay_server, kotest, tmp_path):
     """Remote mode: the client asks our server (with the overlay) for the module's function
-    *and* struct, which its local mode cannot do (it never reads prev.db for structs)."""
+    *and* struct, which its local mode cannot do (it never reads prev.db for structs).  The
+    offsets are pahole's on the .ko (the second argument's register is x86_64's %si)."""
+    dev = pahole_layouts(kotest["dbhive_kotest"], "dwarf")["struct kotest_dev"][0]
     exprs = ["p kotest_xmit st=%1->state id=%1->id hi=%1->hi"]
     theirs = surftrace_show_remote(overlay_server.server_address[0], exprs, tmp_path)
-    assert theirs[0]["fxpr"].startswith("p:p0 kotest_xmit st=+0x1c(%si):u32 id=+0x10(%si):u32 "
-                                        "hi=+0x24(%si):u32")
+    want = " ".join(f"{n}=+0x{m.offset:x}(%si):u{8 * m.size}" for n, m in
+                    (("st", dev.member("state")), ("id", dev.member("id")),
+                     ("hi", dev.member("hi"))))
+    assert theirs[0]["fxpr"].startswith(f"p:p0 kotest_xmit {want}")
+
+
+# ---------------------------------------------------------------------------------------
+# the overlay in the tracer; an overlay for another kernel is refused
+
+def _pahole_member(lay: dict, path: str):
+    """pahole's view of a tracer member path `struct.a.b`: (the byte its lowest bit is in,
+    the member), through members of a named struct type (which pahole prints as one member)
+    by that type's own layout."""
+    root, *parts = path.split(".")
+    layout, off = lay[f"struct {root}"][0], 0
+    while parts:
+        for n in range(len(parts), 0, -1):        # pahole's flattened `x.y` paths first
+            try:
+                m = layout.member(".".join(parts[:n]))
+                break
+            except KeyError:
+                continue
+        else:
+            raise KeyError(f"pahole has no {path}")
+        off, parts = off + m.offset, parts[n:]
+        if parts:
+            layout = lay[m.type][0]
+    return (off * 8 + (m.bit_offset or 0)) // 8, m
+
+
+def test_tracer_offsets_through_the_overlay(prev_db, debian_db, kotest, tmp_path):
+    """`tracer offsets` with the 6.1 DB and the kotest overlay: the fields whose struct the
+    modules define (pahole prints it for their .ko) come from the overlay, at pahole's
+    offsets on the .ko; the others from the DB; the same values as without the overlay (one
+    kernel).  ./prev.db and $LBC_PREVDB are found as the resolver finds them, with a warning."""
+    from tests.support.tracer_env import tracer
+    by_module = {}
+    for ko in kotest.values():
+        for key, lays in pahole_layouts(ko, "dwarf").items():
+            by_module.setdefault(key, lays)
+    base = json.loads(tracer("offsets", "--ignore-btf", "--db", debian_db, "--no-overlay",
+                             "--json", check=0).stdout)
+    d = json.loads(tracer("offsets", "--ignore-btf", "--db", debian_db, "--overlay", prev_db,
+                          "--json", check=0).stdout)
+    assert base["overlays"] == [] and d["overlays"] == [prev_db]
+    assert {f["source"] for f in base["fields"]} == {f"db:{debian_db}"}
+    assert [f["value"] for f in d["fields"]] == [f["value"] for f in base["fields"]]
+    from_overlay = []
+    for f in d["fields"]:
+        if f["path"] is None:
+            continue
+        in_module = f"struct {f['path'].split('.')[0]}" in by_module
+        assert f["source"] == (f"overlay:{prev_db}" if in_module else f"db:{debian_db}"), f
+        if in_module:
+            byte, m = _pahole_member(by_module, f["path"])
+            assert f["value"] == byte, (f, m)
+            from_overlay.append(f["field"])
+    assert len(from_overlay) >= 10, from_overlay
+    # found as ./prev.db in the working directory, and through $LBC_PREVDB
+    shutil.copy(prev_db, tmp_path / "prev.db")
+    here = json.loads(tracer("offsets", "--ignore-btf", "--db", debian_db, "--json",
+                             cwd=str(tmp_path), check=0).stdout)
+    assert here["overlays"] == [str(tmp_path / "prev.db")]
+    assert any("--no-overlay" in w for w in here["warnings"]), here["warnings"]
+    env = json.loads(tracer("offsets", "--ignore-btf", "--db", debian_db, "--json",
+                            env={"LBC_PREVDB": prev_db}, check=0).stdout)
+    assert env["overlays"] == [prev_db] and [f["source"] for f in env["fields"]] == \
+        [f["source"] for f in d["fields"]]
+
+
+def _refused(res, overlay: str, overlay_release: str, kernel_release: str) -> None:
+    assert res.returncode == 3 and res.stdout == "", (res.returncode, res.stderr)
+    line = res.stderr.strip()
+    assert "\n" not in line and "Traceback" not in line, line
+    assert f"overlay {overlay} is for kernel {overlay_release}" in line, line
+    assert f"is for {kernel_release}" in line and "--no-overlay" in line, line
+
+
+def test_overlay_for_another_kernel_is_refused(prev_db, debian_db, running_db, running_btf,
+                                              kotest, tmp_path):
+    """The 6.1 overlay with the running kernel's DB, with its BTF, by $LBC_PREVDB: refused
+    by the tracer and the resolver (one line, exit 3); with --no-overlay it runs.  An
+    overlay kobuild made of the same modules with vermagic 6.1.0-48 is refused with the
+    6.1.0-47 DB; one for another arch too; one that does not say its kernel is used with a
+    warning."""
+    from tests.support.tracer_env import tracer
+    ov_rel = store.read_meta(prev_db)["release"]
+    run_rel = store.read_meta(running_db)["release"]
+    assert ov_rel == store.read_meta(debian_db)["release"] != run_rel
+    _refused(tracer("offsets", "--ignore-btf", "--db", running_db, "--overlay", prev_db),
+             prev_db, ov_rel, run_rel)
+    _refused(tracer("offsets", "--overlay", prev_db), prev_db, ov_rel, run_rel)   # its BTF
+    _refused(tracer("offsets", "--ignore-btf", "--db", running_db,
+                    env={"LBC_PREVDB": prev_db}), prev_db, ov_rel, run_rel)
+    ok = tracer("offsets", "--ignore-btf", "--db", running_db, "--no-overlay", "--json",
+                env={"LBC_PREVDB": prev_db}, check=0)
+    assert json.loads(ok.stdout)["overlays"] == []
+    p = subprocess.run([RESOLVER, "--db", running_db, "--overlay", prev_db, "offset",
+                        "task_struct.files"], capture_output=True, text=True)
+    _refused(p, prev_db, ov_rel, run_rel)
+    # a real overlay of the next ABI (vermagic 6.1.0-48), against the 6.1.0-47 DB
+    os.makedirs(tmp_path / "next")
+    for name, ko in kotest.items():
+        _vermagic_changed(ko, str(tmp_path / "next" / os.path.basename(ko)))
+    next_db = str(tmp_path / "next.db")
+    kobuild(str(tmp_path / "next"), "-o", next_db)
+    next_rel = store.read_meta(next_db)["release"]
+    assert next_rel != ov_rel
+    _refused(tracer("offsets", "--ignore-btf", "--db", debian_db, "--overlay", next_db),
+             next_db, next_rel, ov_rel)
+    with pytest.raises(NoKernelDB, match=f"is for kernel {next_rel}"):
+        Resolver.open(db=debian_db, overlay=next_db)
+    # another arch; no vermagic at all (a .ko.debug's overlay): a warning, not a refusal
+    other_arch = str(tmp_path / "arm.db")
+    shutil.copy(prev_db, other_arch)
+    con = sqlite3.connect(other_arch)
+    con.execute("UPDATE meta SET value = ? WHERE key = 'arch'", ("aarch64",))
+    con.commit()
+    con.close()
+    res = tracer("offsets", "--ignore-btf", "--db", debian_db, "--overlay", other_arch)
+    assert res.returncode == 3 and "is for aarch64" in res.stderr, res.stderr
+    dbg = tmp_path / "dbhive_kotest.ko.debug"
+    subprocess.run(["objcopy", "--only-keep-debug", kotest["dbhive_kotest"], str(dbg)],
+                   check=True)
+    unsaid = str(tmp_path / "unsaid.db")
+    kobuild(str(dbg), "-o", unsaid)
+    d = json.loads(tracer("offsets", "--ignore-btf", "--db", debian_db, "--overlay", unsaid,
+                          "--json", check=0).stdout)
+    assert d["overlays"] == [unsaid]
+    assert any("does not say which kernel" in w for w in d["warnings"]), d["warnings"]
 
 
 # ---------------------------------------------------------------------------------------

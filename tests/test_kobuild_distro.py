@@ -94,7 +94,8 @@ def test_kernel_struct_reaches_module_struct(distro_db, debian_db, debian_vmlinu
     with Resolver.open(db=debian_db, overlay=distro_db) as r:
         o = r.offset("net_device->mpls_ptr->sysctl")
         assert o.hops[0].offset == kernel_lay["struct net_device"][0].member("mpls_ptr").offset
-        assert (o.offset, o.size) == (mod_lay.member("sysctl").offset, 8)
+        sysctl = mod_lay.member("sysctl")
+        assert (o.offset, o.size) == (sysctl.offset, sysctl.size)
         back = r.offset("net_device->mpls_ptr->dev->mtu")
         assert back.offset == kernel_lay["struct net_device"][0].member("mtu").offset
         f, = r.func("mpls_forward")
@@ -234,7 +235,8 @@ def _offline(*argv, **kw):
                           capture_output=True, text=True, **kw)
 
 
-def test_dbhive_build_modules_offline(debian_dbg_deb, dbg_kos, debian_db, tmp_path):
+def test_dbhive_build_modules_offline(debian_dbg_deb, dbg_kos, debian_db, debian_vmlinux_btf,
+                                     tmp_path):
     out = str(tmp_path / "k.db")
     p = _offline(os.path.join(BIN, "dbhive"), "build", debian_dbg_deb, "--modules",
                  "isofs,virtio-net,mpls_router", "--out", out, "--json")
@@ -254,8 +256,14 @@ def test_dbhive_build_modules_offline(debian_dbg_deb, dbg_kos, debian_db, tmp_pa
     modules = {f.module for f in g.functions}
     assert modules == {"vm", "isofs", "virtio_net", "mpls_router"}
     # one DB: the kernel's pointer now reaches the module's layout, no overlay needed
+    # (the kernel's hop by pahole on the 6.1 BTF, the module's by pahole on mpls_router.ko)
+    mpls_ptr = pahole_layouts(debian_vmlinux_btf, "btf")["struct net_device"][0].member("mpls_ptr")
+    sysctl = pahole_layouts(dbg_kos["mpls_router"], "dwarf")["struct mpls_dev"][0].member("sysctl")
+    assert mpls_ptr.type == "struct mpls_dev *"
     with Resolver.open(db=out, overlay=None) as r, Resolver.open(db=debian_db, overlay=None) as k:
-        assert r.offset("net_device->mpls_ptr->sysctl").offset == 24
+        hop = r.offset("net_device->mpls_ptr->sysctl")
+        assert [(h.offset, h.size) for h in hop.hops] == [(mpls_ptr.offset, mpls_ptr.size),
+                                                          (sysctl.offset, sysctl.size)]
         for path in ("task_struct.pid", "sk_buff.len", "net_device.mpls_ptr"):
             assert r.offset(path).offset == k.offset(path).offset
 

@@ -21,7 +21,7 @@ import pytest
 
 from tests.support import need_tool
 from tests.support.pahole_oracle import (Layout, PaholeParseError, pahole_layouts,
-                           parse_pahole_output)
+                           pahole_typedef, parse_pahole_output, typedef_target)
 
 SRC = os.path.join(os.path.dirname(__file__), "..", "data", "oracle-src")
 
@@ -107,6 +107,24 @@ def test_btf_matches_compiler(layouts_binary, tmp_path):
     # pahole 1.24's BTF encoder flattens multi-dimensional arrays (m[2][3][4] -> m[24]).
     assert found["struct arrays"][0].member("m").array_dims == [24]
     check_against_compiler(found, truth, flat_arrays=True)
+
+
+def test_typedef_oracle(layouts_binary):
+    """`typedef struct {...} my_atomic_t`, which pahole's full output leaves out: its layout
+    by `pahole -C` is the compiler's (sizeof of a member of that type); no typedef is an
+    error, not an answer."""
+    exe, truth = layouts_binary
+    lay = pahole_typedef(exe, "my_atomic_t")
+    refs = dict((k, m) for k, _s, m in compiler_layouts(truth))["struct anon"]["refs"]
+    assert (lay.key, lay.size) == ("struct my_atomic_t", refs[2])
+    assert [(m.path, m.offset) for m in lay.members] == [("counter", 0)]
+    for name in ("anon", "no_such_type"):                 # a struct; nothing
+        with pytest.raises(ValueError):
+            pahole_typedef(exe, name)
+    with pytest.raises(ValueError, match="anonymous struct"):
+        typedef_target(exe, "my_atomic_t")
+    with pytest.raises(ValueError):
+        typedef_target(exe, "anon")
 
 
 def test_type_text(layouts_binary):

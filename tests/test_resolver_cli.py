@@ -196,7 +196,8 @@ def _overlay_graph() -> M.TypeGraph:
 
 
 def test_overlay_prev_db(tmp_path, hive):
-    store.write_db(_overlay_graph(), {"release": "mod", "arch": "x86_64"},
+    # the overlay says it is for the running kernel (the hive's DB the commands choose)
+    store.write_db(_overlay_graph(), {"release": running_meta()["release"], "arch": "x86_64"},
                    str(tmp_path / "prev.db"))
     p = run(["offset", "--hive", hive, "--json", "my_mod_state.t", "my_mod_state.b",
              "my_mod_state->t->files", "file.f_pos", "task_struct.files"], cwd=tmp_path)
@@ -210,3 +211,10 @@ def test_overlay_prev_db(tmp_path, hive):
     assert "my_mod_fn(struct my_mod_state *st)" in p.stdout
     p = run(["--no-overlay", "offset", "--hive", hive, "my_mod_state.t"], cwd=tmp_path)
     assert p.returncode == 4
+    # the same overlay saying another kernel: refused, one line
+    store.write_db(_overlay_graph(), {"release": "mod", "arch": "x86_64"},
+                   str(tmp_path / "other.db"))
+    p = run(["--overlay", str(tmp_path / "other.db"), "offset", "--hive", hive,
+             "my_mod_state.t"])
+    assert p.returncode == 3 and "is for kernel mod" in p.stderr, p.stderr
+    assert p.stderr.count("\n") == 1 and p.stdout == ""

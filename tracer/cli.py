@@ -24,15 +24,25 @@ Examples:
   tracer verify --json --go-probe ./tracerprobe
   tracer start --go-delay 0 --events            # follow Go processes, print events
   tracer start --pid 1234 --pid 5678
+  tracer offsets --db info-6.1.0-47-cloud-amd64.db --overlay mods.db   # kobuild's overlay
 \b
 Offsets come from the kernel's BTF (/sys/kernel/btf/vmlinux, /usr/lib/btf/vmlinux-R.btf, or
 an ELF vmlinux with .BTF under /boot, /lib/modules/R, /usr/lib/debug whose build-id is the
 running kernel's) unless --ignore-btf; else from the hive DB of the running kernel (build-id
 match; a release-only match warns).  --db FILE uses that DB and nothing else.
+An overlay DB of modules (kobuild; --overlay DB, else $LBC_PREVDB, else ./prev.db, as for
+the resolver) is consulted before that source and shown as the source of what it answers;
+one built for another kernel (release or arch) is refused (exit 3).  --no-overlay: none.
 """
 
 
 def _source_opts(f):
+    # click lists options in the reverse of the order they are applied here
+    f = click.option("--no-overlay", is_flag=True,
+                     help="No overlay DB (ignore $LBC_PREVDB and ./prev.db).")(f)
+    f = click.option("--overlay", metavar="DB", type=click.Path(dir_okay=False),
+                     help="Overlay DB of modules (kobuild), consulted first; default "
+                          "$LBC_PREVDB, else ./prev.db when it exists.")(f)
     f = click.option("--ignore-btf", is_flag=True,
                      help="Do not use the kernel's BTF (act as on a kernel without it).")(f)
     f = click.option("--db", "db", metavar="FILE", help="Use this DB (and nothing else).")(f)
@@ -46,11 +56,14 @@ class _Group(OneLineErrorGroup):
     prog = "tracer"
 
 
-def _source(hive, db, ignore_btf, k):
+def _source(hive, db, ignore_btf, overlay, no_overlay, k):
     from .offsets import open_source
     if hive and db:
         raise click.UsageError("give --hive or --db, not both")
-    src = open_source(k, hive=hive, db=db, ignore_btf=ignore_btf)
+    if overlay and no_overlay:
+        raise click.UsageError("give --overlay or --no-overlay, not both")
+    src = open_source(k, hive=hive, db=db, ignore_btf=ignore_btf,
+                      overlay=None if no_overlay else (overlay or "auto"))
     if db and not ignore_btf and os.path.exists(SYS_BTF):
         src.warnings.append(f"using --db {db}; the kernel's BTF ({SYS_BTF}) is not consulted "
                             f"when a DB is named")
@@ -74,17 +87,18 @@ def main():
 @main.command(epilog=EXAMPLES)
 @_source_opts
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def offsets(hive, db, ignore_btf, as_json):
+def offsets(hive, db, ignore_btf, overlay, no_overlay, as_json):
     """What goes into members_offset, and where each value came from."""
     from .offsets import resolve_all
     k = running()
     check_supported(k)
-    src = _source(hive, db, ignore_btf, k)
+    src = _source(hive, db, ignore_btf, overlay, no_overlay, k)
     vals = resolve_all(src.resolver, k.machine)
     if as_json:
         click.echo(json.dumps({"kernel": {"release": k.release, "arch": k.machine,
                                           "build_id": k.build_id},
                                "source": src.label, "db_kernel": src.resolver.kernel,
+                               "overlays": src.resolver.overlay_files,
                                "fields": [v.as_dict(src.label) for v in vals],
                                "warnings": src.warnings}, indent=2))
         return
@@ -93,7 +107,7 @@ def offsets(hive, db, ignore_btf, as_json):
     rows = [("field", "value", "path", "source")]
     for v in vals:
         rows.append((v.member.name, v.shown(), v.path or "/".join(v.member.paths),
-                     src.label if v.ok else f"absent: {v.absent}"))
+                     (v.source or src.label) if v.ok else f"absent: {v.absent}"))
     w = [max(len(r[i]) for r in rows) for i in range(3)]
     for r in rows:
         click.echo(f"{r[0]:<{w[0]}}  {r[1]:<{w[1]}}  {r[2]:<{w[2]}}  {r[3]}")
@@ -106,7 +120,7 @@ def offsets(hive, db, ignore_btf, as_json):
                    "byte counts through proc_info_map).  Default: $TRACER_GO_PROBE.")
 @click.option("--timeout", default=5.0, show_default=True, help="Seconds to wait for an event.")
 @click.option("--json", "as_json", is_flag=True, help="Print JSON.")
-def verify(hive, db, ignore_btf, go_probe, timeout, as_json):
+def verify(hive, db, ignore_btf, overlay, no_overlay, go_probe, timeout, as_json):
     """Prove the offsets on the live kernel: read known sockets, a file, this task and a Go
     program through members_offset/proc_info_map and compare with what user space knows.
     Exit 0 when every check passes, 1 when one fails."""
@@ -116,7 +130,7 @@ def verify(hive, db, ignore_btf, go_probe, timeout, as_json):
     _need_bpf()
     if go_probe and not os.access(go_probe, os.X_OK):
         raise InputError(f"--go-probe {go_probe}: not an executable file")
-    src = _source(hive, db, ignore_btf, k)
+    src = _source(hive, db, ignore_btf, overlay, no_overlay, k)
     res = Verifier(src, k, go_probe=go_probe, timeout=timeout).run()
     if as_json:
         click.echo(json.dumps(res.as_dict(), indent=2))
@@ -136,14 +150,14 @@ def verify(hive, db, ignore_btf, go_probe, timeout, as_json):
               help="Follow only these processes (and their forks); repeatable.")
 @click.option("--events", is_flag=True, help="Print one JSON line per TCP write/read and Go "
                                              "TLS write/read (and attach/detach) on stdout.")
-def start(hive, db, ignore_btf, go_delay, pids, events):
+def start(hive, db, ignore_btf, overlay, no_overlay, go_delay, pids, events):
     """Fill the maps and follow Go processes until Ctrl-C / SIGTERM (then detach everything,
     clear the maps, exit 0).  Status lines go to stderr."""
     from .start import Tracer
     k = running()
     check_supported(k)
     _need_bpf()
-    src = _source(hive, db, ignore_btf, k)
+    src = _source(hive, db, ignore_btf, overlay, no_overlay, k)
     code = Tracer(src, k, go_delay=go_delay, pids=pids or None, events=events).run()
     sys.exit(code)
 

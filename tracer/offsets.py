@@ -10,7 +10,7 @@ from typing import Dict, List, Optional, Tuple
 from resolver import AbsentMember, NoKernelDB, Offset, Resolver, ResolverError
 
 from . import fields as F
-from .kernel import Running, btf_places, is_elf
+from .kernel import SYS_BTF, Running, btf_places, is_elf
 
 
 @dataclass
@@ -28,24 +28,26 @@ class Source:
 
 
 def open_source(k: Running, hive: Optional[str] = None, db: Optional[str] = None,
-                ignore_btf: bool = False) -> Source:
+                ignore_btf: bool = False, overlay: Optional[str] = None) -> Source:
     """The offsets source for the running kernel.
 
     An explicit --db is used as given.  Otherwise the kernel's BTF, from the first place
     that has it (an ELF vmlinux only when its build-id is the running kernel's), unless
     ignore_btf; then the hive's DB of the running kernel (build-id match, or release match
-    with a warning).  None found: NoKernelDB naming every place tried."""
+    with a warning).  None found: NoKernelDB naming every place tried.
+    `overlay` (a prev.db path, "auto" for $LBC_PREVDB / ./prev.db, None for none) is
+    consulted before that source; one for another kernel is refused (NoKernelDB)."""
     tried: List[str] = []
     if db:
         r = Resolver.open(db=db, overlay=None)
-        return Source(r, r.source, "db", [r.source], list(r.warnings))
+        return _source(r, "db", [r.source], overlay)
     if not ignore_btf:
         for place in btf_places(k.release):
             if not os.path.exists(place):
                 tried.append(f"{place} (missing)")
                 continue
             try:
-                r = Resolver.from_btf(place)
+                r = Resolver.from_btf(place, meta=_btf_meta(place, k))
             except ResolverError as e:
                 tried.append(f"{place} ({e})")
                 continue
@@ -57,7 +59,7 @@ def open_source(k: Running, hive: Optional[str] = None, db: Optional[str] = None
                     r.close()
                     continue
             tried.append(place)
-            return Source(r, r.source, "btf", tried, [])
+            return _source(r, "btf", tried, overlay)
     else:
         tried.append("kernel BTF (ignored: --ignore-btf)")
     try:
@@ -66,7 +68,30 @@ def open_source(k: Running, hive: Optional[str] = None, db: Optional[str] = None
         tried.append(str(e))
         raise NoKernelDB("no offsets for this kernel; tried: " + "; ".join(tried)) from None
     tried.append(r.source)
-    return Source(r, r.source, "db", tried, list(r.warnings))
+    return _source(r, "db", tried, overlay)
+
+
+def _btf_meta(place: str, k: Running) -> Optional[dict]:
+    """A raw <release>.btf says nothing of its kernel: it is the running one's by its name
+    (the other places identify themselves: the running kernel's BTF, an ELF's build-id)."""
+    if place == SYS_BTF or is_elf(place):
+        return None
+    return {"release": k.release, "arch": k.machine, "build_id": ""}
+
+
+def _source(r: Resolver, kind: str, tried: List[str], overlay: Optional[str]) -> Source:
+    """The Source of resolver `r` with the overlay DBs (checked against r's kernel)."""
+    try:
+        r.set_overlays(overlay)
+    except BaseException:
+        r.close()
+        raise
+    warnings = list(r.warnings)
+    if overlay == "auto":
+        for path in r.overlay_files:
+            warnings.append(f"overlay {path} ($LBC_PREVDB or ./prev.db) is consulted before "
+                            f"{r.source}; --no-overlay ignores it")
+    return Source(r, r.source, kind, tried, warnings)
 
 
 # ---- field values --------------------------------------------------------------------------
@@ -79,13 +104,14 @@ class Value:
     detail: str = ""                # e.g. "bitfield", "u16 field", the kernel macro used
     absent: Optional[str] = None    # why there is no answer
     note: Optional[str] = None      # the resolver's note (several layouts)
+    source: str = ""                # the DB that answered, when not the Source's own (overlay)
 
     @property
     def ok(self) -> bool:
         return self.absent is None
 
     def as_dict(self, source: str) -> dict:
-        d = {"field": self.member.name, "kind": self.member.kind, "source": source,
+        d = {"field": self.member.name, "kind": self.member.kind, "source": self.source or source,
              "path": self.path, "paths": self.member.paths}
         if self.ok:
             d["value"] = self.words[self.member.name]
@@ -141,7 +167,7 @@ def resolve_member(r: Resolver, m: F.Member, machine: str) -> Value:
                 reasons.append(f"{alt.path}: {e}")
                 continue
             return Value(m, {m.name: byte, m.name + "_shift": bit, m.name + "_width": width},
-                         alt.path, detail, note=off.note)
+                         alt.path, detail, note=off.note, source=_overlay_of(r, alt.path))
         if off.bit_size is not None:
             reasons.append(f"{alt.path}: a bitfield, expected a whole member")
             continue
@@ -149,8 +175,17 @@ def resolve_member(r: Resolver, m: F.Member, machine: str) -> Value:
             reasons.append(f"{alt.path}: {off.size} bytes ({off.type}), the BPF side reads "
                            f"{m.read}")
             continue
-        return Value(m, {m.name: off.offset}, alt.path, off.type, note=off.note)
+        return Value(m, {m.name: off.offset}, alt.path, off.type, note=off.note,
+                     source=_overlay_of(r, alt.path))
     return Value(m, {}, absent="; ".join(reasons) or "no path")
+
+
+def _overlay_of(r: Resolver, path: str) -> str:
+    """'overlay:<file>' when an overlay DB gave `path`'s answer, else ''."""
+    if not r.overlay_files:
+        return ""
+    by = r.answered_by(path)
+    return by if by.startswith("overlay:") else ""
 
 
 def resolve_all(r: Resolver, machine: str) -> List[Value]:

@@ -272,6 +272,55 @@ def _apply_sizes(layouts: List[Layout], sizes_text: str) -> None:
 
 
 # ---------------------------------------------------------------------------------------
+# Typedefs, one at a time (`pahole -C NAME`)
+# ---------------------------------------------------------------------------------------
+
+MAX_TYPEDEF_CHAIN = 32          # real chains are a few steps; a longer one is a loop
+
+
+def pahole_typedef(path: str, name: str, fmt: str = "dwarf"):
+    """What typedef NAME is, as `pahole -C NAME` prints it: the Layout of the anonymous
+    struct/union it names (`typedef struct {...} NAME;`: pahole's full output leaves those
+    out; the Layout is keyed 'struct NAME'; a union's size is -1, pahole prints none), or the
+    spelling of the type it aliases (`typedef u32 NAME;` -> 'u32').  ValueError when pahole
+    prints no typedef of that name."""
+    p = subprocess.run(["pahole", "-F", fmt, *BASE_ARGS, "-C", name, path],
+                       capture_output=True, text=True, check=True)
+    lines = p.stdout.rstrip("\n").splitlines()
+    head = re.fullmatch(r"typedef (struct|union) \{", lines[0]) if lines else None
+    if head:
+        if lines[-1] != f"}} {name};":
+            raise ValueError(f"pahole -C {name} {path}: typedef block not closed by "
+                             f"'}} {name};': {lines[-1]!r}")
+        lay, = parse_pahole_output("\n".join([f"{head.group(1)} {name} {{", *lines[1:-1],
+                                               "};"]))
+        return lay
+    m = re.fullmatch(rf"typedef (.+?) {re.escape(name)};", p.stdout.strip())
+    if not m:
+        raise ValueError(f"pahole -C {name} {path}: not a typedef: "
+                         f"{(p.stdout or p.stderr).strip()[:200]!r}")
+    return _squash(m.group(1))
+
+
+def typedef_target(path: str, name: str, fmt: str = "dwarf") -> str:
+    """The type a typedef chain ends in, each step by pahole (`kotest_id_t` -> `u32` ->
+    `__u32` -> 'unsigned int'): the first spelling pahole has no typedef of.  ValueError when
+    NAME itself is no typedef, or for a typedef of an anonymous struct/union."""
+    chain = [name]
+    while len(chain) <= MAX_TYPEDEF_CHAIN:
+        try:
+            nxt = pahole_typedef(path, chain[-1], fmt)
+        except ValueError:
+            if len(chain) == 1:
+                raise
+            return chain[-1]
+        if isinstance(nxt, Layout):
+            raise ValueError(f"{' -> '.join(chain)} is an anonymous {nxt.kind}")
+        chain.append(nxt)
+    raise ValueError(f"typedef chain longer than {MAX_TYPEDEF_CHAIN}: {' -> '.join(chain)}")
+
+
+# ---------------------------------------------------------------------------------------
 # Parsing pahole's text output
 # ---------------------------------------------------------------------------------------
 

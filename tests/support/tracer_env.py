@@ -21,9 +21,10 @@ def bpf_reason():
 needs_bpf = pytest.mark.skipif(bpf_reason() is not None, reason=f"BPF: {bpf_reason()}")
 
 
-def tracer(*args, timeout=120, check=None):
+def tracer(*args, timeout=120, check=None, cwd=ROOT, env=None):
+    """`python -m tracer ARGS` (in the repo, or `cwd`; `env` added to the environment)."""
     res = subprocess.run(TRACER + list(args), capture_output=True, text=True, timeout=timeout,
-                         cwd=ROOT)
+                         cwd=cwd, env=None if env is None else {**os.environ, **env})
     assert "Traceback" not in res.stderr, res.stderr
     if check is not None:
         assert res.returncode == check, (res.returncode, res.stdout[-3000:], res.stderr[-3000:])
