@@ -83,7 +83,28 @@ class Kernels:
             self._fixed = self._resolver(db)
 
     def _resolver(self, path: str) -> Resolver:
-        return Resolver(KernelDB(path), tuple(KernelDB(p) for p in self.overlay_paths))
+        """The resolver of one kernel DB with the overlays that are for that kernel: with
+        one --db an overlay for another kernel is refused (NoKernelDB, as by `resolver`);
+        across a hive each overlay serves only its own kernel."""
+        kdb = KernelDB(path)
+        overlays = []
+        try:
+            for p in self.overlay_paths:
+                o = KernelDB(p)
+                try:
+                    choose.check_overlay(o.path, o.meta, kdb.meta, f"DB {path}")
+                except choose.NoKernelDB:
+                    o.close()
+                    if self.db:
+                        raise
+                    continue
+                overlays.append(o)
+        except BaseException:
+            for o in overlays:
+                o.close()
+            kdb.close()
+            raise
+        return Resolver(kdb, tuple(overlays))
 
     def get(self, ver: Optional[str], arch: Optional[str], field: str = "ver") -> Resolver:
         if self.db:

@@ -417,6 +417,43 @@ def test_server_answers_from_the_overlay(overlay_server, prev_db, debian_db, kot
         assert "kotest_peer_poke" in json.dumps(fn)
 
 
+def test_server_over_a_hive_applies_an_overlay_to_its_own_kernel_only(prev_db, debian_db,
+                                                                      running_db, tmp_path):
+    """A hive of two kernels (the 6.1 DB and this machine's) served with the 6.1 overlay:
+    the module's types answer for 6.1 only; with one --db of the other kernel the server
+    refuses to start."""
+    from dbhive import hive as hivemod
+    from resolver.kernel import KernelDB
+    hive = str(tmp_path / "hive")
+    releases = []
+    for db in (debian_db, running_db):
+        k = KernelDB(db)
+        meta = dict(k.meta)
+        k.close()
+        dest = hivemod.db_path(hive, meta["arch"], None, meta["release"], meta.get("flavour"))
+        os.makedirs(os.path.dirname(dest), exist_ok=True)
+        shutil.copy(db, dest)
+        releases.append(meta["release"])
+    srv = _free_loopback_server(hive=hive, overlay=prev_db)
+    t = threading.Thread(target=srv.serve_forever, kwargs={"poll_interval": 0.1}, daemon=True)
+    t.start()
+    try:
+        q = {"cmd": "struct", "struct": "struct kotest_dev", "arch": "x86_64"}
+        mod, other = (_post(srv, "/lbc", [dict(q, ver=rel)])["res"][0] for rel in releases)
+        with Resolver.open(db=debian_db, overlay=prev_db) as r:
+            assert mod["res"] == r.surftrace_struct("struct kotest_dev")
+        assert "res" not in other or not other["res"], other       # not in that kernel
+        task = _post(srv, "/lbc", [{"cmd": "struct", "struct": "struct task_struct",
+                                    "arch": "x86_64", "ver": releases[1]}])["res"][0]
+        with Resolver.open(db=running_db, overlay=None) as r:
+            assert task["res"]["size"] == r.surftrace_struct("struct task_struct")["size"]
+    finally:
+        srv.shutdown()
+        srv.server_close()
+    with pytest.raises(NoKernelDB, match="is for kernel"):
+        _free_loopback_server(db=running_db, overlay=prev_db)
+
+
 EXPRS = ["p kotest_xmit len=%0->len dev=%0->dev->name proto=%0->protocol",
          "p kotest_packed_sum pos=%1->f_pos pid=%2->pid"]
 

@@ -1,5 +1,7 @@
 """Run a command under resource limits and report how it ended: exit code, output, wall
-time and its own peak RSS (from wait4).  RLIMIT_DATA bounds the heap and private mappings
+time and its own peak RSS (VmHWM of its /proc status, sampled every 20 ms: wait4's
+ru_maxrss is no use here, it keeps the RSS the forked child had before exec, i.e. the
+size of the pytest process that started it).  RLIMIT_DATA bounds the heap and private mappings
 (mapping a large input file read-only is not counted, reading it into memory is); a timeout
 bounds the wall time."""
 from __future__ import annotations
@@ -48,11 +50,13 @@ def run_bounded(cmd, timeout: float = 60, max_data_mb: int = 1536, cwd=None, env
                threading.Thread(target=drain, args=(p.stderr, "err"), daemon=True)]
     for r in readers:
         r.start()
-    status = ru = None
+    status = None
+    peak_kb = 0
     while status is None:
+        peak_kb = max(peak_kb, _hwm_kb(p.pid))
         pid, st, usage = os.wait4(p.pid, os.WNOHANG)
         if pid:
-            status, ru = st, usage
+            status = st
         elif time.monotonic() - t0 > timeout:
             p.kill()
             os.wait4(p.pid, 0)
@@ -66,4 +70,16 @@ def run_bounded(cmd, timeout: float = 60, max_data_mb: int = 1536, cwd=None, env
         r.join(5)
     return Outcome(p.returncode, b"".join(chunks["out"]).decode("utf-8", "replace"),
                    b"".join(chunks["err"]).decode("utf-8", "replace"), wall,
-                   ru.ru_maxrss / 1024)
+                   peak_kb / 1024)
+
+
+def _hwm_kb(pid: int) -> int:
+    """The peak RSS (kB) of the program `pid` runs now (0 before its exec is visible)."""
+    try:
+        with open(f"/proc/{pid}/status") as fh:
+            for line in fh:
+                if line.startswith("VmHWM:"):
+                    return int(line.split()[1])
+    except (OSError, ValueError):
+        pass
+    return 0
