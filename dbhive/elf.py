@@ -26,7 +26,13 @@ import zlib
 from typing import Dict, Iterable, Iterator, List, NamedTuple, Optional
 
 from . import quirks
+from .dwarf import c_enabled
 from .errors import ElfError, InputError
+
+if c_enabled():                # the relocation loop of relocated_section in C
+    from .dwarf._cscan import apply_abs_relocs as _c_relocs
+else:
+    _c_relocs = None
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -446,6 +452,12 @@ class ElfFile:
         raw = self.section_bytes(rel)
         raw = raw[:len(raw) - len(raw) % entsize]
         out = bytearray(data)
+        if _c_relocs is not None:              # the same loop in C (dwarf/_cscan.c)
+            bad = _c_relocs(out, raw, self.is64, is_rela, self.little_endian, widths, values)
+            if bad is not None:
+                raise ElfError(f"{self.path}: unsupported or out-of-range relocation (type "
+                               f"{bad[0]}) at offset {bad[1]} of {rel.name}")
+            return bytes(out)
         n = len(out)
         byteorder = "little" if self.little_endian else "big"
         # the entries' fields as lists (a .ko's .rela.debug_info has ~10^5 entries: one

@@ -141,3 +141,44 @@ def test_same_abbreviation_tables(dwarf_fixtures, name):
             forms._c_parse_abbrevs = saved
         assert {e[0]: (e[1], e[2], e[3]) for e in c} == \
             {k: (a.tag, a.children, a.specs) for k, a in py.items()}
+
+
+def test_same_relocated_debug_sections(debian_ko, dwarf_fixtures, monkeypatch):
+    # a module's .debug_* with its relocations applied: the C loop vs the Python one
+    from dbhive import elf
+    assert elf._c_relocs is not None
+    for path in (debian_ko, dwarf_fixtures["kmod-dwarf4"], dwarf_fixtures["kmod-dwarf5"]):
+        names = [".debug_info", ".debug_line", ".debug_str_offsets", ".debug_ranges",
+                 ".debug_rnglists", ".debug_loclists"]
+        with elf.ElfFile(path) as e:
+            c = {n: e.relocated_section(n) for n in names}
+        with monkeypatch.context() as mp:
+            mp.setattr(elf, "_c_relocs", None)
+            with elf.ElfFile(path) as e:
+                py = {n: e.relocated_section(n) for n in names}
+        assert c == py
+        assert c[".debug_info"] and any(c.values())
+        with elf.ElfFile(path) as e:
+            assert c[".debug_info"] != bytes(e.section_data(".debug_info"))  # relocated
+
+
+def test_same_key_merging(dwarf_fixtures, debian_ko):
+    # KeyTable.merge and remap_key: the C loops vs the Python ones, on real key tables
+    from dbhive.dwarf import keys as K
+    tables = []
+    for path in (debian_ko, dwarf_fixtures["user-dwarf5"], dwarf_fixtures["kmod-dwarf5"]):
+        rd = R.Reader(str(path))
+        with _bulk_mode():
+            tables.append(rd.process(range(len(rd.units))).t)
+
+    def merged(c):
+        saved, K._c = K._c, c
+        try:
+            t = K.KeyTable()
+            ms = [t.merge(x.keys, x.origins) for x in tables]
+            remapped = [K.remap_key(k, ms[0]) for k in tables[0].keys]
+            return t.keys, t.origins, ms, remapped
+        finally:
+            K._c = saved
+    assert K._c is not None
+    assert merged(K._c) == merged(None)

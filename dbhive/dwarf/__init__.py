@@ -27,9 +27,22 @@ deduplicated by interning (keys.py), and the units split across worker processes
 """
 from __future__ import annotations
 
+import os
+
 from ..errors import DwarfError
 
-__all__ = ["DwarfError", "has_dwarf", "read_dwarf", "read_dwarf_keys"]
+__all__ = ["DwarfError", "c_enabled", "has_dwarf", "read_dwarf", "read_dwarf_keys"]
+
+
+def c_enabled() -> bool:
+    """Whether the C hot paths (dwarf/_cscan.c: the scanner, the interner's loop, key
+    remapping, abbreviation tables, module relocations) are used: built, and not turned off
+    by DBHIVE_DWARF_PURE=1 (the pure-Python code, the reference, gives the same result)."""
+    try:
+        from . import _cscan  # noqa: F401
+    except ImportError:
+        return False
+    return os.environ.get("DBHIVE_DWARF_PURE", "") in ("", "0")
 
 
 def __getattr__(name):

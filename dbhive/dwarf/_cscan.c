@@ -281,6 +281,8 @@ typedef struct {
     uint64_t space, base;
     Table *t;
     PyObject *cu, *records, *known, *files_fn, *files, *headers, *str_cache;
+    const uint8_t *str;      /* the unit's .debug_str (strp without a Python call) */
+    Py_ssize_t str_len;
     int depth;
     uint32_t have;         /* bit per slot */
     Val v[NSLOTS];
@@ -519,6 +521,24 @@ static PyObject *str(Scan *s, int a)
         }
         if (PyErr_Occurred())
             return NULL;
+        /* a valid offset: decode and cache here; anything else: the Python helper, which
+         * raises the error (reader.StrTab.get) */
+        if (s->str && v->u < (uint64_t)s->str_len) {
+            const uint8_t *z = memchr(s->str + v->u, 0, s->str_len - v->u);
+            if (z) {
+                PyObject *k2 = PyLong_FromUnsignedLongLong(v->u);
+                PyObject *val = k2 ? PyUnicode_DecodeUTF8((const char *)s->str + v->u,
+                                                          z - (s->str + v->u), "replace")
+                                   : NULL;
+                if (!val || PyDict_SetItem(s->str_cache, k2, val) < 0) {
+                    Py_XDECREF(k2);
+                    Py_XDECREF(val);
+                    return NULL;
+                }
+                Py_DECREF(k2);
+                return val;
+            }
+        }
         return call_helper(H_strp, s, v->u);
     }
     case F_line_strp:
@@ -1333,18 +1353,21 @@ static Py_ssize_t handle(Scan *s, Abb *a, Py_ssize_t o, Py_ssize_t off)
     return r;
 }
 
-/* scan(d, o, end, table, cu, records, known, files, str_cache) -> offset after the unit
- * DIE's children (scan.UnitScan.top) */
+/* scan(d, o, end, table, cu, records, known, files, str_cache, str_data) -> offset after
+ * the unit DIE's children (scan.UnitScan.top); str_data: the unit's .debug_str */
 static PyObject *py_scan(PyObject *self, PyObject *args)
 {
-    Py_buffer buf;
+    Py_buffer buf, sbuf;
     Py_ssize_t o, end;
     PyObject *table, *cu, *records, *known, *files_fn, *cache;
-    if (!PyArg_ParseTuple(args, "y*nnO!OO!OOO!", &buf, &o, &end, &TableType, &table, &cu,
-                          &PyDict_Type, &records, &known, &files_fn, &PyDict_Type, &cache))
+    if (!PyArg_ParseTuple(args, "y*nnO!OO!OOO!y*", &buf, &o, &end, &TableType, &table, &cu,
+                          &PyDict_Type, &records, &known, &files_fn, &PyDict_Type, &cache,
+                          &sbuf))
         return NULL;
     Scan s;
     memset(&s, 0, sizeof s);
+    s.str = sbuf.buf;
+    s.str_len = sbuf.len;
     s.d = buf.buf;
     s.size = buf.len;
     s.end = end < buf.len ? end : buf.len;
@@ -1359,6 +1382,7 @@ static PyObject *py_scan(PyObject *self, PyObject *args)
     if (!base) {
         Py_XDECREF(space);
         PyBuffer_Release(&buf);
+        PyBuffer_Release(&sbuf);
         return NULL;
     }
     s.space = PyLong_AsUnsignedLongLong(space);
@@ -1396,11 +1420,13 @@ out:
     Py_XDECREF(s.files);
     Py_XDECREF(s.headers);
     PyBuffer_Release(&buf);
+    PyBuffer_Release(&sbuf);
     return result;
 }
 
 /* ---- the interner's hot loop (keys.UnitInterner.unit / rid) ------------------------- */
 static PyObject *K_FWD, *K_PTR, *K_TYPEDEF, *K_FUNC_PROTO, *K_ARRAY, *K_ENUM, *K_FLOAT, *K_INT;
+static PyObject *K_CONST, *K_VOLATILE, *K_RESTRICT, *K_TYPE_TAG, *K_STRUCT, *K_UNION;
 static PyObject *Ate, *AteDefault, *Eight, *Zero;
 #define VP (1ull << 62)
 #define MAX_RID_DEPTH 5000
@@ -1933,6 +1959,171 @@ fail:
     return NULL;
 }
 
+/* ---- key remapping (keys.remap_key) ---------------------------------------------------- */
+static int same_kind(PyObject *a, PyObject *b)
+{
+    if (a == b)
+        return 1;
+    if (!PyUnicode_CheckExact(a))
+        return 0;
+    return PyUnicode_Compare(a, b) == 0;
+}
+
+/* m[old] for a type id: m a list; NULL on error */
+static PyObject *mapped(PyObject *m, PyObject *old)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(old);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0)
+        i += PyList_GET_SIZE(m);
+    if (i < 0 || i >= PyList_GET_SIZE(m)) {
+        PyErr_SetString(PyExc_IndexError, "type id outside the id map");
+        return NULL;
+    }
+    return Py_NewRef(PyList_GET_ITEM(m, i));
+}
+
+/* keys.remap_key(key, m) with m a list: a new reference */
+static PyObject *remap(PyObject *key, PyObject *m)
+{
+    Py_ssize_t n = PyTuple_GET_SIZE(key);
+    if (n < 2)
+        return Py_NewRef(key);
+    PyObject *k = PyTuple_GET_ITEM(key, 0);
+    int start, step, also1;           /* id positions: start, start + step, ...; also key[1] */
+    if (same_kind(k, K_PTR) || same_kind(k, K_CONST) || same_kind(k, K_VOLATILE) ||
+            same_kind(k, K_RESTRICT) || same_kind(k, K_TYPE_TAG) || same_kind(k, K_ARRAY)) {
+        start = 1; step = 0; also1 = 0;
+    } else if (same_kind(k, K_TYPEDEF)) {
+        start = 2; step = 0; also1 = 0;
+    } else if (same_kind(k, K_STRUCT) || same_kind(k, K_UNION)) {
+        start = 4; step = 4; also1 = 0;
+    } else if (same_kind(k, K_FUNC_PROTO)) {
+        start = 4; step = 2; also1 = 1;
+    } else {
+        return Py_NewRef(key);
+    }
+    PyObject *out = PyTuple_New(n);
+    if (!out)
+        return NULL;
+    for (Py_ssize_t j = 0; j < n; j++) {
+        PyObject *x = PyTuple_GET_ITEM(key, j);
+        int is_id = (also1 && j == 1) || (step == 0 ? j == start
+                                                     : (j >= start && (j - start) % step == 0));
+        PyObject *y = is_id ? mapped(m, x) : Py_NewRef(x);
+        if (!y) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyTuple_SET_ITEM(out, j, y);
+    }
+    return out;
+}
+
+static PyObject *py_remap_key(PyObject *self, PyObject *args)
+{
+    PyObject *key, *m;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyTuple_Type, &key, &PyList_Type, &m))
+        return NULL;
+    if (!K_FWD)
+        return PyErr_Format(PyExc_RuntimeError, "configure_keys() was not called");
+    return remap(key, m);
+}
+
+/* remap_all(keys, m) -> [remap_key(k, m) for k in keys] */
+static PyObject *py_remap_all(PyObject *self, PyObject *args)
+{
+    PyObject *keys, *m;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &keys, &PyList_Type, &m))
+        return NULL;
+    if (!K_FWD)
+        return PyErr_Format(PyExc_RuntimeError, "configure_keys() was not called");
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    PyObject *out = PyList_New(n);
+    if (!out)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *r = remap(PyList_GET_ITEM(keys, i), m);
+        if (!r) {
+            Py_DECREF(out);
+            return NULL;
+        }
+        PyList_SET_ITEM(out, i, r);
+    }
+    return out;
+}
+
+/* dry_ids(keys, ids) -> dry: dry[i] = ids[remap_key(keys[i], dry)] or ~i (merge.differing) */
+static PyObject *py_dry_ids(PyObject *self, PyObject *args)
+{
+    PyObject *keys, *ids;
+    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &keys, &PyDict_Type, &ids))
+        return NULL;
+    if (!K_FWD)
+        return PyErr_Format(PyExc_RuntimeError, "configure_keys() was not called");
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    PyObject *dry = PyList_New(n);
+    if (!dry)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyList_SET_ITEM(dry, i, Py_NewRef(Zero));
+    for (Py_ssize_t i = 1; i < n; i++) {
+        PyObject *k = remap(PyList_GET_ITEM(keys, i), dry);
+        if (!k)
+            goto fail;
+        PyObject *g = PyDict_GetItemWithError(ids, k);
+        Py_DECREF(k);
+        if (!g && PyErr_Occurred())
+            goto fail;
+        PyObject *v = g ? Py_NewRef(g) : PyLong_FromSsize_t(~i);
+        if (!v)
+            goto fail;
+        PyList_SetItem(dry, i, v);
+    }
+    return dry;
+fail:
+    Py_DECREF(dry);
+    return NULL;
+}
+
+/* merge_into(keys, origins, ids, tkeys, torigins) -> m: KeyTable.merge (intern every key of
+ * another table in its order into this one; m[old id] = new id) */
+static PyObject *py_merge_into(PyObject *self, PyObject *args)
+{
+    Interner it;
+    memset(&it, 0, sizeof it);
+    PyObject *keys, *origins;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!O!", &PyList_Type, &keys, &PyList_Type, &origins,
+                          &PyDict_Type, &it.ids, &PyList_Type, &it.keys, &PyList_Type,
+                          &it.origins))
+        return NULL;
+    if (!K_FWD)
+        return PyErr_Format(PyExc_RuntimeError, "configure_keys() was not called");
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(origins) != n)
+        return PyErr_Format(PyExc_ValueError, "keys and origins differ in length");
+    PyObject *m = PyList_New(n);
+    if (!m)
+        return NULL;
+    for (Py_ssize_t i = 0; i < n; i++)
+        PyList_SET_ITEM(m, i, Py_NewRef(Zero));
+    for (Py_ssize_t i = 1; i < n; i++) {
+        PyObject *k = remap(PyList_GET_ITEM(keys, i), m);
+        if (!k)
+            goto fail;
+        PyObject *r = intern_key(&it, k, PyList_GET_ITEM(origins, i));
+        Py_DECREF(k);
+        if (!r)
+            goto fail;
+        PyList_SetItem(m, i, r);
+    }
+    return m;
+fail:
+    Py_DECREF(m);
+    return NULL;
+}
+
 /* configure_keys(kinds: dict of the model's kind names, ate: keys._ATE) */
 static PyObject *py_configure_keys(PyObject *self, PyObject *args)
 {
@@ -1940,10 +2131,12 @@ static PyObject *py_configure_keys(PyObject *self, PyObject *args)
     if (!PyArg_ParseTuple(args, "O!O!", &PyDict_Type, &kinds, &PyDict_Type, &ate))
         return NULL;
     PyObject **dst[] = {&K_FWD, &K_PTR, &K_TYPEDEF, &K_FUNC_PROTO, &K_ARRAY, &K_ENUM,
-                        &K_FLOAT, &K_INT};
+                        &K_FLOAT, &K_INT, &K_CONST, &K_VOLATILE, &K_RESTRICT, &K_TYPE_TAG,
+                        &K_STRUCT, &K_UNION};
     const char *names[] = {"FWD", "PTR", "TYPEDEF", "FUNC_PROTO", "ARRAY", "ENUM", "FLOAT",
-                           "INT"};
-    for (int i = 0; i < 8; i++) {
+                           "INT", "CONST", "VOLATILE", "RESTRICT", "TYPE_TAG", "STRUCT",
+                           "UNION"};
+    for (int i = 0; i < 14; i++) {
         PyObject *v = PyDict_GetItemString(kinds, names[i]);
         if (!v)
             return PyErr_Format(PyExc_KeyError, "kind %s missing", names[i]);
@@ -2053,6 +2246,85 @@ fail:
     return NULL;
 }
 
+/* ---- relocations of a module's debug sections (elf.Elf.relocated_section's loop) ------ */
+static uint64_t get_word(const uint8_t *p, int w, int little)
+{
+    uint64_t v = 0;
+    if (little)
+        for (int i = w - 1; i >= 0; i--) v = (v << 8) | p[i];
+    else
+        for (int i = 0; i < w; i++) v = (v << 8) | p[i];
+    return v;
+}
+
+static void put_word(uint8_t *p, int w, int little, uint64_t v)
+{
+    for (int i = 0; i < w; i++) {
+        int at = little ? i : w - 1 - i;
+        p[at] = (uint8_t)(v >> (8 * i));
+    }
+}
+
+/* apply_abs_relocs(out: bytearray, raw, is64, is_rela, little, widths {type: 4|8},
+ *                  values [symbol value]) -> None, or (type, offset) of the first entry that
+ *                  is unsupported or out of range (nothing is guaranteed written then) */
+static PyObject *py_apply_abs_relocs(PyObject *self, PyObject *args)
+{
+    Py_buffer out, raw;
+    int is64, is_rela, little;
+    PyObject *widths, *values;
+    if (!PyArg_ParseTuple(args, "w*y*pppO!O!", &out, &raw, &is64, &is_rela, &little,
+                          &PyDict_Type, &widths, &PyList_Type, &values))
+        return NULL;
+    int ws = is64 ? 8 : 4;
+    Py_ssize_t ent = (is_rela ? 3 : 2) * ws;
+    Py_ssize_t n = raw.len / ent, nsym = PyList_GET_SIZE(values);
+    const uint8_t *r = raw.buf;
+    uint8_t *o = out.buf;
+    int wtab[1024];                    /* width by relocation type (0: not absolute) */
+    for (int i = 0; i < 1024; i++)
+        wtab[i] = 0;
+    Py_ssize_t pos = 0;
+    PyObject *k, *v, *result = NULL;
+    while (PyDict_Next(widths, &pos, &k, &v)) {
+        long t = PyLong_AsLong(k), w = PyLong_AsLong(v);
+        if (t >= 0 && t < 1024 && (w == 4 || w == 8))
+            wtab[t] = (int)w;
+    }
+    if (PyErr_Occurred())
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++, r += ent) {
+        uint64_t off = get_word(r, ws, little), info = get_word(r + ws, ws, little);
+        uint64_t rtype = is64 ? (info & 0xFFFFFFFFu) : (info & 0xFF);
+        uint64_t sym = is64 ? (info >> 32) : (info >> 8);
+        if (rtype == 0)
+            continue;
+        int w = rtype < 1024 ? wtab[rtype] : 0;
+        if (!w || sym >= (uint64_t)nsym || off > (uint64_t)out.len ||
+                off + w > (uint64_t)out.len) {
+            result = Py_BuildValue("(KK)", (unsigned long long)rtype, (unsigned long long)off);
+            goto done;
+        }
+        uint64_t addend;
+        if (is_rela) {
+            addend = get_word(r + 2 * ws, ws, little);
+            if (!is64 && (addend & 0x80000000u))       /* Elf32_Sword */
+                addend |= 0xFFFFFFFF00000000ull;
+        } else {
+            addend = get_word(o + off, w, little);
+        }
+        uint64_t sv = PyLong_AsUnsignedLongLongMask(PyList_GET_ITEM(values, sym));
+        if (PyErr_Occurred())
+            goto done;
+        put_word(o + off, w, little, sv + addend);     /* masked to the width by put_word */
+    }
+    result = Py_NewRef(Py_None);
+done:
+    PyBuffer_Release(&out);
+    PyBuffer_Release(&raw);
+    return result;
+}
+
 /* configure(FormError, tag_action, qual_kind, agg_kind, enum_kind, helpers, alt_base) */
 static PyObject *py_configure(PyObject *self, PyObject *args)
 {
@@ -2094,6 +2366,12 @@ static PyMethodDef methods[] = {
     {"configure", py_configure, METH_VARARGS, "Set the Python objects the scanner uses."},
     {"scan", py_scan, METH_VARARGS, "Scan one unit's DIE tree into records (scan.py)."},
     {"parse_abbrevs", py_parse_abbrevs, METH_VARARGS, "Parse one abbreviation table."},
+    {"apply_abs_relocs", py_apply_abs_relocs, METH_VARARGS,
+     "Apply absolute relocations to a section's bytes."},
+    {"remap_key", py_remap_key, METH_VARARGS, "keys.remap_key with a list map."},
+    {"remap_all", py_remap_all, METH_VARARGS, "remap_key of every key of a list."},
+    {"dry_ids", py_dry_ids, METH_VARARGS, "The ids a graph's keys already have in a table."},
+    {"merge_into", py_merge_into, METH_VARARGS, "Intern another table's keys (KeyTable.merge)."},
     {"configure_keys", py_configure_keys, METH_VARARGS, "Set the model's kinds for interning."},
     {"intern_unit", py_intern_unit, METH_VARARGS,
      "Intern one unit's type records (keys.UnitInterner.unit)."},

@@ -12,12 +12,12 @@ Form and tag numbers come from pyelftools' enum tables.
 """
 from __future__ import annotations
 
-import os
 import struct
 from typing import Optional
 
 from elftools.dwarf import enums as _E
 
+from . import c_enabled
 from ..leb128 import skip_leb128 as skip_leb, sleb128 as sleb, uleb128 as uleb  # noqa: F401
 
 TAG = {k[7:]: v for k, v in _E.ENUM_DW_TAG.items() if k.startswith("DW_TAG_")}
@@ -41,16 +41,6 @@ class FormError(Exception):
 
 # ---------------------------------------------------------------------------
 # abbreviation tables
-
-def c_enabled() -> bool:
-    """Whether the C hot paths (dwarf/_cscan.c) are used: built, and not turned off by
-    DBHIVE_DWARF_PURE=1 (the pure-Python reader, the reference, gives the same result)."""
-    try:
-        from . import _cscan  # noqa: F401
-    except ImportError:
-        return False
-    return os.environ.get("DBHIVE_DWARF_PURE", "") in ("", "0")
-
 
 if c_enabled():                          # the C loop, the same result as the one below
     from ._cscan import parse_abbrevs as _c_parse_abbrevs

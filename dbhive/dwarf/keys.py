@@ -22,11 +22,12 @@ Key layouts (ids of referenced types marked *):
 from __future__ import annotations
 
 from .. import model as M
-from .forms import FormError
+from .forms import FormError, c_enabled
 from .scan import (R_ALIAS, R_ARRAY, R_BASE, R_ENUM, R_KNOWN, R_PROTO, R_PTR, R_QUAL,
                    R_STRUCT, R_SUB, R_TYPEDEF, R_UNSPEC)
 
 VOID_KEY = (M.VOID,)
+
 _VP = 1 << 62            # memo-key bit: "reached through a pointer"
 
 # DW_ATE_* -> (model kind, signed, encoding)
@@ -47,6 +48,16 @@ _ATE = {
 }
 
 
+# the C loops (dwarf/_cscan.c: the interner's, remap_key, KeyTable.merge), or None
+if c_enabled():
+    from . import _cscan as _c
+    _c.configure_keys({k: getattr(M, k) for k in (
+        "FWD", "PTR", "TYPEDEF", "FUNC_PROTO", "ARRAY", "ENUM", "FLOAT", "INT", "CONST",
+        "VOLATILE", "RESTRICT", "TYPE_TAG", "STRUCT", "UNION")}, _ATE)
+else:
+    _c = None
+
+
 class KeyTable:
     """Interned type keys; id = position.  Children are always interned before parents."""
 
@@ -65,6 +76,8 @@ class KeyTable:
 
     def merge(self, keys, origins) -> list:
         """Intern another table's keys (in its order); returns its id -> our id."""
+        if _c is not None:
+            return _c.merge_into(keys, origins, self.ids, self.keys, self.origins)
         m = [0] * len(keys)
         for i in range(1, len(keys)):
             m[i] = self.intern(remap_key(keys[i], m), origins[i])
@@ -73,6 +86,8 @@ class KeyTable:
 
 def remap_key(key, m):
     """`key` with its type ids replaced: new = m[old] (m: list or a callable)."""
+    if _c is not None and m.__class__ is list:
+        return _c.remap_key(key, m)
     f = m.__getitem__ if isinstance(m, list) else m
     k = key[0]
     if k == M.PTR or k == M.CONST or k == M.VOLATILE or k == M.RESTRICT or k == M.TYPE_TAG:
@@ -424,8 +439,7 @@ def finalize(table: KeyTable, functions, module: str = "vm",
         new_id[i] = new_id[find(i)]
     g = M.TypeGraph(types=[], source="dwarf")
     for i in order:
-        g.types.append(_type_from_key(remap_key(keys[i], new_id.__getitem__),
-                                      table.origins[i]))
+        g.types.append(_type_from_key(remap_key(keys[i], new_id), table.origins[i]))
     # functions with code first (a name lookup finds the real definition before an inline
     # wrapper of the same name), otherwise in unit order
     seen_f = set()

@@ -120,10 +120,6 @@ if _cscan is not None:
     _cscan.configure(FormError, _TAG_ACTION, _QUAL_KIND, _AGG_KIND, _M.ENUM,
                      dict(STRP=_strp, LINE_STRP=_line_strp, ALT_STRP=_alt_strp, STRX=_strx,
                           SIG=_sig), ALT_BASE)
-    from .keys import _ATE
-    _cscan.configure_keys({k: getattr(_M, k) for k in ("FWD", "PTR", "TYPEDEF", "FUNC_PROTO",
-                                                        "ARRAY", "ENUM", "FLOAT", "INT")},
-                          _ATE)
 
 
 c_scanner = c_enabled
@@ -265,7 +261,8 @@ class Reader:
                     if t is None:
                         t = plans.ctable = _cscan.Table(plans.abbrevs, u.addr_size,
                                                         u.off_size, u.version)
-                    end = _cscan.scan(d, o, u.end, t, u, records, known, files, u.sc)
+                    end = _cscan.scan(d, o, u.end, t, u, records, known, files, u.sc,
+                                      u.file.str.data)
                     if end > u.end:
                         raise FormError("DIE tree runs past the end of its unit", u.end)
                 return _Records(records)

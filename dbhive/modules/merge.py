@@ -39,6 +39,7 @@ from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
 from .. import model as M
+from ..dwarf import keys as _keys
 from ..dwarf.keys import KeyTable, finalize, remap_key
 from ..errors import FormatError
 
@@ -383,6 +384,18 @@ def _has_ids(key) -> bool:
     return key[0] in (_PTR, _ARRAY, _TYPEDEF, _STRUCT, _UNION, _PROTO) or key[0] in _QUALS
 
 
+def dry_ids(lkeys: list, ids: dict) -> list:
+    """local id -> the id its key already has in the table `ids` (after remapping the ids
+    it refers to the same way), or ~local id when the table lacks it."""
+    if _keys._c is not None:
+        return _keys._c.dry_ids(lkeys, ids)
+    dry: list = [0] * len(lkeys)
+    for lid in range(1, len(lkeys)):
+        gid = ids.get(remap_key(lkeys[lid], dry))
+        dry[lid] = gid if gid is not None else ~lid
+    return dry
+
+
 class TypeMerger:
     """Accumulates graphs; `graph()` returns the merged TypeGraph."""
 
@@ -424,11 +437,7 @@ class TypeMerger:
         the graph's first."""
         ids = self.table.ids
         lkeys = mk.keys
-        dry: list = [0] * len(lkeys)          # local id -> global id if already there
-        for lid in range(1, len(lkeys)):
-            gid = ids.get(remap_key(lkeys[lid], dry))
-            dry[lid] = gid if gid is not None else ~lid
-        mk.dry = dry
+        mk.dry = dry = dry_ids(lkeys, ids)    # local id -> global id if already there
         local_first: dict = {}
         for lid in sorted(mk.named):
             local_first.setdefault(mk.named[lid], lid)
