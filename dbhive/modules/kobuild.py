@@ -190,6 +190,8 @@ def read_modules(files: list, source: str, workdir: str, btf_base=None,
             return
         _worker_state.update(files=files, source=source, workdir=workdir, btf_base=btf_base,
                              base_release=base_release, limit=limit)
+        if source != "btf":
+            from ..dwarf import reader   # noqa: F401  imported once here, not in each worker
         ctx = multiprocessing.get_context("fork")
         window = 2 * jobs + 2
         with ctx.Pool(jobs, initializer=_worker_signals) as pool:
