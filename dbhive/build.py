@@ -137,8 +137,8 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
             from . import cheader
             head_dest = header_path(hive, dest, meta)
             output.check_destination(head_dest)
-            files.append((head_dest, cheader.render(kernel_graph,
-                                                    cheader.banner(meta)).encode()))
+            files.append((head_dest, cheader.render(kernel_graph, cheader.banner(meta),
+                                                    input_path).encode()))
         meta = store.write_db(graph, meta, dest, must_exist_dir=bool(out))
         write_files(files)                # BTF and header files beside the DB
     finally:

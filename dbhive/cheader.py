@@ -44,7 +44,7 @@ GUARD = "__VMLINUX_H__"
 MARKER = "dbhive-header:"
 MAX_MARKER_BYTES = 4096
 # Definitions nest (a struct holding a struct ...) far less deep than this in real kernels.
-MAX_DEPTH = 200
+MAX_DEPTH = 100
 
 _KEYWORDS = frozenset(
     "auto break case char const continue default do double else enum extern float for goto "
@@ -64,16 +64,21 @@ _PAD_UNITS = ((64, "long"), (32, "int"), (16, "short"), (8, "char"))
 _SIMPLE_QUALIFIERS = (M.CONST, M.VOLATILE, M.RESTRICT)
 
 
-def render(g: M.TypeGraph, banner: str = "") -> str:
-    """The header of every type in `g` (FormatError if some type cannot be written in C,
-    OutputError for a kernel that is not 64-bit)."""
+def render(g: M.TypeGraph, comment: str = "", source: str = "") -> str:
+    """The header of every type in `g`, `comment` first (FormatError if some type cannot be
+    written in C, OutputError for a kernel that is not 64-bit; `source` names the input in
+    their message)."""
     from .btf.dedup import dedup
+    where = f"{source}: " if source else ""
     if g.ptr_size != 8:
-        raise OutputError(f"a C header is laid out for the 64-bit BPF target; this kernel's "
-                          f"pointers are {g.ptr_size} bytes")
+        raise OutputError(f"{where}a C header is laid out for the 64-bit BPF target; this "
+                          f"kernel's pointers are {g.ptr_size} bytes")
     deduped, _ = dedup(g)               # one definition per shape (a DWARF graph has copies)
-    body = _Writer(deduped).write()
-    head = f"/* {banner} */\n" if banner else ""
+    try:
+        body = _Writer(deduped).write()
+    except FormatError as e:
+        raise FormatError(f"{where}{e}") from None
+    head = f"/* {comment} */\n" if comment else ""
     return (f"{head}#ifndef {GUARD}\n#define {GUARD}\n\n"
             "#ifndef BPF_NO_PRESERVE_ACCESS_INDEX\n"
             "#pragma clang attribute push (__attribute__((preserve_access_index)), "
@@ -85,18 +90,17 @@ def render(g: M.TypeGraph, banner: str = "") -> str:
 
 def banner(meta: dict) -> str:
     """The comment the header starts with: the kernel, and what `is_current` checks."""
-    kernel = " ".join(x for x in (meta.get("release") or "unknown", meta.get("arch") or "")
-                      if x)
-    build_id = meta.get("build_id") or "-"
-    return (f"vmlinux.h of {kernel} (build-id {build_id}), written by dbhive from its "
-            f"{meta.get('type_source') or ''} types\n"
-            f" * {MARKER} builder={__version__} source-sha256={meta.get('source_sha256') or '-'}")
+    def text(key: str, default: str = "") -> str:       # from the input: no `*/`, one line
+        return re.sub(r"[^\x20-\x7e]|\*/|/\*", "?", str(meta.get(key) or default))
+    kernel = " ".join(x for x in (text("release", "unknown"), text("arch")) if x)
+    return (f"vmlinux.h of {kernel} (build-id {text('build_id', '-')}), written by dbhive from "
+            f"its {text('type_source')} types\n"
+            f" * {MARKER} builder={__version__} source-sha256={text('source_sha256', '-')}")
 
 
-def write(g: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = False) -> None:
+def write(g: M.TypeGraph, meta: dict, dest: str, source: str = "") -> None:
     """Render and write the header of a kernel (temp file + rename)."""
-    output.write_bytes(dest, render(g, banner(meta)).encode(), must_exist_dir=must_exist_dir,
-                       mode=0o644)
+    output.write_bytes(dest, render(g, banner(meta), source).encode(), mode=0o644)
 
 
 def is_current(path: str, meta: dict) -> bool:
@@ -107,8 +111,9 @@ def is_current(path: str, meta: dict) -> bool:
             head = fh.read(MAX_MARKER_BYTES).decode("utf-8", "replace")
     except OSError:
         return False
-    want = f"{MARKER} builder={__version__} source-sha256={meta.get('source_sha256') or '-'}"
-    return bool(meta.get("source_sha256")) and want in head.split(" */", 1)[0]
+    sha = meta.get("source_sha256")
+    want = f"{MARKER} builder={__version__} source-sha256={sha}"
+    return bool(sha) and want in head.split(" */", 1)[0]
 
 
 def _ident(name: Optional[str], fallback: str) -> str:

@@ -268,7 +268,7 @@ def header(input_path, out, hive, source, jobs, progress):
             output.check_destination(out, must_exist_dir=True)
         [kernel] = resolve_inputs([input_path], hive, source=source, progress=progress,
                                   jobs=jobs)
-        text = cheader.render(kernel.load_graph(), cheader.banner(kernel.meta))
+        text = cheader.render(kernel.load_graph(), cheader.banner(kernel.meta), input_path)
         if out is None:
             sys.stdout.write(text)
         else:

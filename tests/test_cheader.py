@@ -178,3 +178,32 @@ def test_build_with_header_beside_a_db(kernel, tmp_path):
     written = (tmp_path / "info.h").read_text()
     assert written == dbhive("header", out).stdout
     assert C.compile_header(str(tmp_path / "info.h")).returncode == 0
+
+
+def test_a_db_no_header_can_describe_is_a_one_line_error(kernel, tmp_path):
+    """A 32-bit kernel (the BPF target is 64-bit), a struct whose members overlap (a damaged
+    DB): one line naming what, exit 1, nothing written."""
+    if kernel.name != "running":
+        pytest.skip("once")
+    import shutil
+    import sqlite3
+    cases = {
+        "i686": ("UPDATE meta SET value = 'i686' WHERE key = 'arch'",
+                 "a C header is laid out for the 64-bit BPF target; this kernel's pointers "
+                 "are 4 bytes"),
+        "overlap": ("UPDATE kt_members SET bit_offset = 0 WHERE idx = 1 AND type_id = "
+                    "(SELECT id FROM kt_types WHERE kind = 'struct' AND name = 'list_head')",
+                    "struct list_head (type id "),
+    }
+    for name, (sql, message) in cases.items():
+        db = tmp_path / f"{name}.db"
+        shutil.copyfile(kernel.db, db)
+        conn = sqlite3.connect(db)
+        with conn:
+            assert conn.execute(sql).rowcount == 1
+        conn.close()
+        out = tmp_path / f"{name}.h"
+        proc = dbhive("header", db, "-o", out, check=False)
+        assert proc.returncode == 1 and "Traceback" not in proc.stderr, proc.stderr
+        assert proc.stderr.startswith(f"dbhive: error: {db}: {message}"), proc.stderr
+        assert len(proc.stderr.strip().splitlines()) == 1 and not out.exists()

@@ -569,7 +569,7 @@ def _header_from_db(hive: str, db: str, meta: dict) -> str:
     from .. import cheader, store
     dest = records.head_of(hive, meta)
     if not cheader.is_current(dest, meta):
-        cheader.write(store.load_graph(db), meta, dest)
+        cheader.write(store.load_graph(db), meta, dest, os.path.relpath(db, hive))
     return os.path.relpath(dest, hive)
 
 
