@@ -4,13 +4,16 @@ kernel at a time).
 
     .venv/bin/python -m bench.bench_batch [--kernels 4] [--rounds 3] [--splits 1x2,2x1]
 
-Inputs: distinct real Debian cloud -dbg packages (281 MB .deb, 587 MB vmlinux each):
-6.1.0-47 and 6.1.0-50 from the test cache, more fetched by `dbhive fetch` (bookworm-security)
-into $DBHIVE_TEST_CACHE/batch/bench-pack.  Every run starts from an empty hive (packages
-linked), the packages are read once before timing (warm page cache), runs alternate between
-the anchor and each split, and medians are quoted.  These machines are shared with other
-work: the load average at the start is printed with the figures, and beside the measured
-kernels/hour the CPU-bound rate (what the CPU seconds used would give on cores of our own).
+Inputs: distinct real Debian cloud -dbg packages (281 MB .deb, 587 MB vmlinux each): the
+test cache's two (6.1.0-47 and the mini-hive's second kernel), and those fetched before into
+$DBHIVE_TEST_CACHE/batch/bench-pack, read with no network; only when these are too few are
+more chosen from bookworm's and bookworm-security's signed indexes (newest first: a point
+release drops old ABIs, so none is pinned) and fetched by `dbhive fetch`.  Every run starts
+from an empty hive (packages linked), the packages are read once before timing (warm page
+cache), runs alternate between the anchor and each split, and medians are quoted.  These
+machines are shared with other work: the load average at the start is printed with the
+figures, and beside the measured kernels/hour the CPU-bound rate (what the CPU seconds used
+would give on cores of our own).
 """
 from __future__ import annotations
 
@@ -18,33 +21,52 @@ import argparse
 import glob
 import json
 import os
+import re
 import statistics
 import subprocess
 import sys
 import tempfile
 
 from bench.measure import run_cmd
-from scripts.realdata import CACHE, cache_dir
-from tests.support.minihive import fetch_second_deb
+from scripts.realdata import DEBIAN_DBG_PKG, cache_dir, fetch_deb
+from tests.support.minihive import cached_second_deb, fetch_second_deb
 
 BIN = os.path.dirname(sys.executable)
 DBHIVE = os.path.join(BIN, "dbhive")
-MORE = ("6.1.0-53-cloud-amd64", "6.1.0-54-cloud-amd64", "6.1.0-55-cloud-amd64",
-        "6.1.0-56-cloud-amd64")
+_DBG = re.compile(r"linux-image-(.+)-dbg_[^_]+_amd64\.deb")
+
+
+def release_of(path: str) -> str:
+    return _DBG.fullmatch(os.path.basename(path)).group(1)
 
 
 def packages(n: int) -> list[str]:
-    found = sorted(glob.glob(f"{CACHE}/linux-image-6.1.0-47-cloud-amd64-dbg_*.deb"))[-1:]
-    found.append(fetch_second_deb()["path"])
+    """`n` distinct kernels' packages; the network only when the cache holds too few."""
+    second = cached_second_deb() or fetch_second_deb()
     hive = cache_dir("batch", "bench-pack")
-    for release in MORE[:max(0, n - len(found))]:
-        out = subprocess.run([DBHIVE, "fetch", "debian", "--suite", "bookworm-security",
-                              "--release", release, "--hive", hive, "--json"], check=True,
-                             capture_output=True, text=True).stdout
-        found.append(os.path.join(hive, json.loads(out)[0]["file"]))
-    if len(found) < n:
-        raise SystemExit(f"only {len(found)} kernels available")
-    return found[:n]
+    found = [fetch_deb(DEBIAN_DBG_PKG), second["path"]]
+    found += sorted(glob.glob(os.path.join(hive, "x86_64", "pack", "debian",
+                                           "linux-image-*-cloud-amd64-dbg_*_amd64.deb")))
+    unique = {}
+    for p in found:
+        unique.setdefault(release_of(p), p)
+    if len(unique) < n:
+        out = subprocess.run([DBHIVE, "fetch", "debian", "--suite", "bookworm", "--suite",
+                              "bookworm-security", "--flavour", "cloud", "--list", "--hive",
+                              hive, "--json"], check=True, capture_output=True, text=True).stdout
+        for p in json.loads(out):
+            if len(unique) >= n:
+                break
+            if p["flavour"] != "cloud-amd64" or p["release"] in unique:
+                continue
+            got = subprocess.run([DBHIVE, "fetch", "debian", "--suite", p["suite"],
+                                  "--release", p["release"], "--hive", hive, "--json"],
+                                 check=True, capture_output=True, text=True).stdout
+            entry = next(e for e in json.loads(got) if e["version"] == p["version"])
+            unique[p["release"]] = os.path.join(hive, entry["file"])
+    if len(unique) < n:
+        raise SystemExit(f"only {len(unique)} kernels available")
+    return list(unique.values())[:n]
 
 
 def warm(paths) -> None:

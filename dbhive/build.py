@@ -55,7 +55,8 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
           arch: Optional[str] = None, max_btf_bytes: int = MAX_BTF_BYTES,
           max_member_bytes: Optional[int] = None, with_btf: bool = False,
           btf_dir: Optional[str] = None, modules=None, source_sha256: Optional[str] = None,
-          on_identity: Optional[Callable[[dict, str], None]] = None) -> BuildResult:
+          on_identity: Optional[Callable[[dict, str], None]] = None,
+          with_header: bool = False) -> BuildResult:
     """Build the DB of the kernel in `input_path`; returns where it went and its meta.
     Nothing is left behind on error (temp extraction dir and temp DB are removed).
 
@@ -63,6 +64,8 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
     of the DB it replaces (both usually mean damaged input).  `arch`: the kernel's arch
     when the input cannot tell (raw BTF outside a btfhub `<arch>/` directory).
     `with_btf` / `btf_dir`: also write BTF for the kernel (dbhive.btf.make.build_btf_files).
+    `with_header`: also write its C header (dbhive/cheader.py): in the hive
+    <arch>/head/<distro>/<release>.h, or <db>.h beside a single DB.
     `modules`: "all" or a list of module names of the package to add (dbhive/modules).
     `source_sha256`: the input's sha256 when the caller has it already (batch).
     `on_identity(meta, kernel_path)`: called once the kernel is identified, before its types
@@ -127,15 +130,30 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
         guard_replacement(graph, dest, input_path, force)
         from .btf.make import build_btf_files, write_files
         with identity.about_member(ex, input_path):
-            btf_files, btf_meta = build_btf_files(kernel_graph, meta, ex.path, is_raw_btf,
-                                                  ident.has_btf, hive, dest, with_btf, btf_dir,
-                                                  max_btf_bytes)
+            files, btf_meta = build_btf_files(kernel_graph, meta, ex.path, is_raw_btf,
+                                              ident.has_btf, hive, dest, with_btf, btf_dir,
+                                              max_btf_bytes)
         meta.update(btf_meta)
+        if with_header:                 # made before anything is written: an error leaves none
+            from . import cheader
+            head_dest = header_path(hive, dest, meta)
+            output.check_destination(head_dest)
+            files.append((head_dest, cheader.render(kernel_graph, cheader.banner(meta),
+                                                    input_path).encode()))
         meta = store.write_db(graph, meta, dest, must_exist_dir=bool(out))
-        write_files(btf_files)
+        write_files(files)                # BTF and header files beside the DB
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return BuildResult(dest, meta)
+
+
+def header_path(hive: Optional[str], db_dest: str, meta: dict) -> str:
+    """Where `--with-header` puts a kernel's C header: in the hive's head/, else beside the
+    DB file (<db>.h)."""
+    if hive:
+        return hivemod.head_path(hive, meta["arch"], meta["distro"], meta["release"],
+                                 meta.get("flavour"))
+    return (db_dest[:-3] if db_dest.endswith(".db") else db_dest) + ".h"
 
 
 def guard_replacement(graph, dest: str, input_path: str, force: bool) -> None:

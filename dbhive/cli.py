@@ -87,9 +87,12 @@ def main():
                    "has none of its own) and btfhub's <release>.btf.tar.xz.")
 @click.option("--btf-dir", default=None, metavar="DIR",
               help="Also write DIR/vmlinux-<release>.btf (e.g. /usr/lib/btf); implies --with-btf.")
+@click.option("--with-header", is_flag=True,
+              help="Also write the kernel's C header (vmlinux.h): "
+                   "<hive>/<arch>/head/<distro>/<release>.h, or <DB>.h beside --out.")
 @click.option("--json", "as_json", is_flag=True, help="Print the result as JSON.")
 def build(input_path, hive, out, distro, source, jobs, modules, progress, arch, force,
-          max_btf_bytes, max_member_bytes, with_btf, btf_dir, as_json):
+          max_btf_bytes, max_member_bytes, with_btf, btf_dir, with_header, as_json):
     """Build the DB of one kernel from INPUT: an RPM/DEB/ddeb debuginfo package, a vmlinux
     ELF (DWARF and/or .BTF), raw BTF (/sys/kernel/btf/vmlinux, *.btf) or a btfhub
     *.btf.tar.xz archive.
@@ -100,6 +103,7 @@ def build(input_path, hive, out, distro, source, jobs, modules, progress, arch, 
       dbhive build kernel-debuginfo-4.18.0-553.el8.x86_64.rpm --hive ./hive --distro centos
       dbhive build ./vmlinux --out ./info.db --source btf
       dbhive build vmlinux-5.4.0-dbg --hive ./hive --with-btf --btf-dir /usr/lib/btf
+      dbhive build ./vmlinux --out ./info.db --with-header        # and ./info.h
       dbhive build linux-image-6.1.0-47-cloud-amd64-dbg_6.1.170-3_amd64.deb --modules ext4,bridge
     """
     from .build import build as do_build
@@ -121,7 +125,8 @@ def build(input_path, hive, out, distro, source, jobs, modules, progress, arch, 
             extra["max_member_bytes"] = max_member_bytes
         res = do_build(input_path, hive=hive, out=out, distro=distro, source=source,
                        progress=progress, jobs=jobs, arch=arch, force=force,
-                       with_btf=with_btf, btf_dir=btf_dir, modules=modules, **extra)
+                       with_btf=with_btf, btf_dir=btf_dir, modules=modules,
+                       with_header=with_header, **extra)
     except KeyboardInterrupt:
         fail("interrupted; nothing was written", EXIT_INTERRUPTED)
     except DbhiveError as e:
@@ -230,6 +235,46 @@ def show(db, as_json, names):
         click.echo("\n\n".join(out))
     if missing:
         fail(f"not in {os.path.basename(db)}: {', '.join(missing)}", 3)
+
+
+@main.command()
+@click.argument("input_path", metavar="DB | RELEASE | PACKAGE | VMLINUX | BTF")
+@click.option("-o", "--out", default=None, metavar="FILE",
+              help="Write the header here (default: standard output).")
+@click.option("--hive", default=None, help="Hive to find RELEASE in. " + HIVE_HELP)
+@click.option("--source", type=click.Choice(["btf", "dwarf"]), default=None,
+              help="For a vmlinux with both: read this (default DWARF).")
+@click.option("--jobs", "-j", type=int, default=None, help="Processes for DWARF.")
+@click.option("--progress/--no-progress", default=None,
+              help="Progress bars (default: when stderr is a terminal).")
+def header(input_path, out, hive, source, jobs, progress):
+    """Write a kernel's types as a C header, the vmlinux.h BPF CO-RE programs include (what
+    `bpftool btf dump file X format c` writes): every struct, union, enum and typedef, laid
+    out by clang -target bpf exactly as in the kernel.  The input is a DB file, a release in
+    the hive, or a package / vmlinux / raw BTF file (read as `dbhive build` reads it).
+
+    \b
+    Examples:
+      dbhive header ./hive/x86_64/db/debian/info-6.1.0-47-cloud-amd64.db -o vmlinux.h
+      dbhive header 6.1.0-47-cloud-amd64 --hive ./hive -o vmlinux.h
+      dbhive header /sys/kernel/btf/vmlinux > vmlinux.h
+    """
+    from . import cheader, output
+    from .btf.make import resolve_inputs
+    if progress is None:
+        progress = sys.stderr.isatty()
+    try:
+        if out is not None:
+            output.check_destination(out, must_exist_dir=True)
+        [kernel] = resolve_inputs([input_path], hive, source=source, progress=progress,
+                                  jobs=jobs)
+        text = cheader.render(kernel.load_graph(), cheader.banner(kernel.meta), input_path)
+        if out is None:
+            sys.stdout.write(text)
+        else:
+            output.write_bytes(out, text.encode(), must_exist_dir=True, mode=0o644)
+    except DbhiveError as e:
+        fail(e)
 
 
 from .btf.cli import btf as _btf_command  # noqa: E402  (the command lives in dbhive/btf/cli.py)

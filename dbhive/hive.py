@@ -1,6 +1,7 @@
 """Where DBs live: the hive directory and its layout.
 
     <hive>/<arch>/db/<distro>/info-<release>.db     one DB per kernel
+    <hive>/<arch>/head/<distro>/<release>.h         its C header (on request)
     <hive>/<arch>/{pack,btf,vmlinux}/               inputs and extracted artefacts (optional)
 
 The hive is `--hive DIR` everywhere, defaulting to $DBHIVE_HOME, else /var/lib/dbhive for
@@ -64,6 +65,16 @@ def btf_path(hive: str, arch: str, release: str, flavour: Optional[str] = None) 
     """Where the build keeps a kernel's raw BTF (served by `resolver serve`'s `btf` command)."""
     return os.path.join(hive, safe_component(arch, "arch"), "btf",
                         kernel_key(release, flavour) + ".btf")
+
+
+def head_path(hive: str, arch: str, distro: Optional[str], release: str,
+              flavour: Optional[str] = None) -> str:
+    """Where a kernel's C header (vmlinux.h, dbhive/cheader.py) goes, beside its DB:
+    <arch>/head/<distro>/<release>.h.  (By distro as the DBs are: a hive can hold two DBs of
+    one release, e.g. a btfhub archive's and the distro package's, and their headers differ.)"""
+    return os.path.join(hive, safe_component(arch, "arch"), "head",
+                        safe_component(distro or DEFAULT_DISTRO, "distro"),
+                        kernel_key(release, flavour) + ".h")
 
 
 def hive_of_db(db: str) -> Optional[str]:

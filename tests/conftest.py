@@ -98,6 +98,8 @@ def batch_inputs(debian_dbg_deb, debian_vmlinux_btf, running_btf):
     """The real inputs of the batch tests' mini-hive (tests/support/minihive.py)."""
     from tests.support import minihive
     from tests.support.rpms import make_rpms
-    return minihive.Inputs(deb47=debian_dbg_deb, deb50=minihive.fetch_second_deb()["path"],
+    second = minihive.fetch_second_deb()
+    return minihive.Inputs(deb47=debian_dbg_deb, deb2=second["path"],
+                           release2=second["release"],
                            rpm=make_rpms("big")["big.zstd"], raw_btf=running_btf,
                            btfhub=minihive.btfhub_archive(debian_vmlinux_btf))

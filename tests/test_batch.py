@@ -18,12 +18,16 @@ from dbhive.batch.pack import shard_of
 from scripts.realdata import DEBIAN_RELEASE
 from tests.support import need_tool
 from tests.support.minihive import (BTFHUB_DIR, BTFHUB_RELEASE, CORRUPT_NAME, DBHIVE,
-                                    SECOND_RELEASE, db_digest, db_files, dbhive, make_pack,
-                                    merge_hives, normalized_index)
+                                    db_digest, db_files, dbhive, make_pack, merge_hives,
+                                    normalized_index)
 
 DEB47_DB = f"x86_64/db/debian/info-{DEBIAN_RELEASE}.db"
-DEB50_DB = f"x86_64/db/debian/info-{SECOND_RELEASE}.db"
 CORRUPT = f"x86_64/pack/debian/{CORRUPT_NAME}"
+
+
+def second_db(inputs) -> str:
+    """The DB of the mini-hive's second Debian kernel (chosen from the index at run time)."""
+    return f"x86_64/db/debian/info-{inputs.release2}.db"
 
 
 def pids_of_children(pid: int) -> list[int]:
@@ -107,10 +111,10 @@ def test_kill9_takes_its_build_processes_with_it(resumed):
     assert resumed.left == []
 
 
-def test_kill9_leaves_only_complete_dbs(resumed):
+def test_kill9_leaves_only_complete_dbs(resumed, batch_inputs):
     """What was finished is there and complete; the build that was running left no DB."""
     assert DEB47_DB in resumed.before
-    assert DEB50_DB not in resumed.after_kill
+    assert second_db(batch_inputs) not in resumed.after_kill
     assert resumed.after_kill and all(resumed.after_kill.values())
     deb47 = next(p for p in resumed.packages if DEBIAN_RELEASE in p and p.endswith(".deb"))
     assert resumed.after_kill[DEB47_DB]["source_sha256"] == \
@@ -131,9 +135,9 @@ def test_resume_does_not_rebuild_finished_dbs(resumed):
 def test_resume_completes_the_rest_and_reports_the_corrupt_one(resumed, batch_inputs):
     out = by_package(resumed.run2_json)
     assert set(out) == set(resumed.packages)
-    deb50 = out[f"x86_64/pack/debian/{os.path.basename(batch_inputs.deb50)}"]
-    assert (deb50["status"], deb50["release"], deb50["type_source"], deb50["db"]) == \
-        ("built", SECOND_RELEASE, "dwarf", DEB50_DB)
+    deb2 = out[f"x86_64/pack/debian/{os.path.basename(batch_inputs.deb2)}"]
+    assert (deb2["status"], deb2["release"], deb2["type_source"], deb2["db"]) == \
+        ("built", batch_inputs.release2, "dwarf", second_db(batch_inputs))
     corrupt = out[CORRUPT]
     assert corrupt["status"] == "failed" and "truncated .deb" in corrupt["reason"]
     rec = records.read(os.path.join(resumed.hive, CORRUPT.replace("/pack/", "/state/", 1)
@@ -474,3 +478,123 @@ def test_with_btf_passes_through_to_build(tmp_path, batch_inputs):
     assert out[hub]["status"] == "built" and os.path.isfile(archive)
     out = by_package(json.loads(dbhive("batch", "--hive", hive, "--with-btf", "--json").stdout))
     assert out[hub]["status"] == "skipped"
+
+
+# ----------------------------------------------------------------------------- filters
+
+def test_distro_and_arch_filters_build_what_one_run_builds_restricted(tmp_path, batch_inputs):
+    """Each --distro / --arch filter builds exactly the packages it names, as one unfiltered
+    run of the hive builds them (same status, DB content, failure), and nothing else.  The
+    hive: the mini-hive's raw BTF, btfhub archive and corrupt package, and the corrupt one
+    again under a second <arch>/ (no package kernel crosses a filter, so no alias moves)."""
+    btf = f"x86_64/pack/btf/{os.uname().release}.btf"
+    hub = f"x86_64/pack/{BTFHUB_DIR}/{BTFHUB_RELEASE}.btf.tar.xz"
+    other = f"aarch64/pack/debian/{CORRUPT_NAME}"
+
+    def hive(name: str) -> str:
+        h = str(tmp_path / name)
+        make_pack(h, batch_inputs, only={btf, hub, CORRUPT})
+        os.makedirs(os.path.dirname(os.path.join(h, other)))
+        os.link(os.path.join(h, CORRUPT), os.path.join(h, other))
+        return h
+
+    everything = hive("all")
+    proc = dbhive("batch", "--hive", everything, "--json", check=False)
+    assert proc.returncode == 8                     # the two corrupt packages
+    one_run = normalized_index(everything)
+    assert set(one_run) == {btf, hub, CORRUPT, other}
+    assert [one_run[p][0] for p in (btf, hub, CORRUPT, other)] == \
+        ["built", "built", "failed", "failed"]
+    filters = {("--distro", "btf"): {btf},
+               ("--distro", "btfhub", "--distro", "debian"): {hub, CORRUPT, other},
+               ("--arch", "aarch64"): {other},
+               ("--arch", "x86_64"): {btf, hub, CORRUPT},
+               ("--arch", "x86_64", "--distro", "btfhub"): {hub}}
+    for i, (args, chosen) in enumerate(filters.items()):
+        h = hive(f"filtered-{i}")
+        out = json.loads(dbhive("batch", "--hive", h, *args, "--json", check=False).stdout)
+        assert set(by_package(out)) == chosen, args
+        assert out["counts"]["built"] == len(chosen & {btf, hub}), args
+        got = normalized_index(h)
+        assert {p: got[p] for p in chosen} == {p: one_run[p] for p in chosen}, args
+        assert {p: got[p][0] for p in set(got) - chosen} == \
+            {p: "pending" for p in set(one_run) - chosen}, args
+    # the comparison can fail: a filtered hive is not the whole run
+    assert normalized_index(h) != one_run
+
+
+# ----------------------------------------------------------------------------- C headers
+
+def test_with_header_builds_each_kernels_header(tmp_path, batch_inputs):
+    """--with-header on a package not built yet: the build writes the header beside the DB
+    (the same bytes `dbhive header` writes of that DB), and the manifest records it."""
+    hive = str(tmp_path / "hive")
+    hub = f"x86_64/pack/{BTFHUB_DIR}/{BTFHUB_RELEASE}.btf.tar.xz"
+    make_pack(hive, batch_inputs, only={hub})
+    out = by_package(json.loads(dbhive("batch", "--hive", hive, "--with-header",
+                                       "--json").stdout))
+    head = f"x86_64/head/btfhub/{BTFHUB_RELEASE}.h"
+    assert (out[hub]["status"], out[hub]["head"]) == ("built", head)
+    with open(os.path.join(hive, head)) as fh:
+        text = fh.read()
+    assert text == dbhive("header", os.path.join(hive, out[hub]["db"])).stdout
+    man = json.loads(dbhive("index", "--hive", hive, "--json").stdout)
+    [entry] = man["entries"]
+    assert (entry["head"], entry["head_sha256"]) == (head, sha256sum(os.path.join(hive, head)))
+
+
+def test_with_header_writes_headers_of_built_dbs_without_rebuilding(resumed, tmp_path,
+                                                                   debian_vmlinux):
+    """On the resumed mini-hive (a copy): every DB is skipped, not rebuilt, and its header
+    written from it; each compiles for BPF, the DWARF-built 6.1.0-47 one is that vmlinux by
+    pahole; run again nothing is written; a header removed or stale is written again."""
+    from tests.support import cheader_check as C
+    from tests.support.pahole_oracle import pahole_layouts
+    hive = str(tmp_path / "hive")
+    merge_hives(hive, resumed.hive)                         # DBs, records: hard links
+    dbs = {f: os.stat(os.path.join(hive, f)) for f in db_files(hive)}
+    out = by_package(json.loads(dbhive("batch", "--hive", hive, "--with-header", "--json",
+                                       check=False).stdout))
+    built = {p: o for p, o in out.items() if o["status"] == "skipped"}
+    assert len(built) == 4 and {o["status"] for o in out.values()} == \
+        {"skipped", "alias", "failed-earlier"}
+    for f, st in dbs.items():                               # no DB was written again
+        now = os.stat(os.path.join(hive, f))
+        assert (now.st_ino, now.st_mtime_ns) == (st.st_ino, st.st_mtime_ns), f
+    heads = {p: os.path.join(hive, o["head"]) for p, o in built.items()}
+    assert sorted(os.path.relpath(os.path.join(d, f), hive) for d, _, fs in
+                  os.walk(os.path.join(hive, "x86_64/head")) for f in fs) == \
+        sorted(o["head"] for o in built.values())
+    for h in heads.values():
+        proc = C.compile_header(h)
+        assert proc.returncode == 0, (h, proc.stderr[-2000:])
+    deb47 = heads[next(p for p in built if DEBIAN_RELEASE in p and p.endswith(".deb"))]
+    assert C.layout_differences(pahole_layouts(debian_vmlinux, "dwarf"),
+                                C.compiled_layouts(deb47)) == []
+    man = {e["package"]: e for e in
+           json.loads(dbhive("index", "--hive", hive, "--json").stdout)["entries"]}
+    for p, h in heads.items():
+        assert man[p]["head_sha256"] == sha256sum(h)
+    # again: everything current, decided from the records, nothing written
+    before = {h: os.stat(h) for h in heads.values()}
+    again = json.loads(dbhive("batch", "--hive", hive, "--with-header", "--json",
+                              check=False).stdout)
+    assert {o["status"] for o in again["packages"]} == {"skipped", "alias", "failed-earlier"}
+    for h, st in before.items():
+        assert (os.stat(h).st_ino, os.stat(h).st_mtime_ns) == (st.st_ino, st.st_mtime_ns)
+    # one removed, one stale (another input's): both written again, DBs untouched
+    gone, stale = sorted(heads.values())[:2]
+    os.unlink(gone)
+    with open(stale) as fh:
+        text = fh.read()
+    with open(stale, "w") as fh:
+        fh.write(text.replace("source-sha256=", "source-sha256=0", 1))
+    man = {e["package"]: e for e in
+           json.loads(dbhive("index", "--hive", hive, "--json").stdout)["entries"]}
+    assert sum(1 for e in man.values() if "head_stale" in e) == 1
+    dbhive("batch", "--hive", hive, "--with-header", check=False)
+    with open(stale) as fh:
+        assert fh.read() == text
+    assert os.path.isfile(gone)
+    for f, st in dbs.items():
+        assert os.stat(os.path.join(hive, f)).st_ino == st.st_ino, f

@@ -321,6 +321,21 @@ def test_parser_accepts_good_text():
     assert (lay.key, lay.size, lay.paths()) == ("struct s", 8, ["a", "b"])
 
 
+def test_parser_skips_the_padding_pahole_invents():
+    """pahole (DWARF of a clang-built object) prints padding as an unnamed bitfield of the
+    previous member's type, whatever it is: a pointer, a function pointer, an in-place
+    union.  None is a member."""
+    invented = GOOD.replace("/*     4: 0  4 */\n", "/*     4: 0  4 */\n"
+                            "\tstruct x *                 :64;\n"
+                            "\tvoid                       (*)(int *):64;\n"
+                            "\tunion {\n\t\tint        c;             /*     0     4 */\n"
+                            "\t} :4096;\n")
+    (lay,) = parse_pahole_output(invented)
+    assert (lay.key, lay.size, lay.paths()) == ("struct s", 8, ["a", "b"])
+    with pytest.raises(PaholeParseError):            # a named one without a position is not
+        parse_pahole_output(GOOD.replace("\n\n", "\n\tint                        c:3;\n\n"))
+
+
 @pytest.mark.parametrize("bad, lineno", [
     (GOOD.replace("/* size: 8", "/* sizes: 8"), 5),                  # unknown comment
     (GOOD.replace("/*     0     4 */", ""), 2),                      # no offset comment

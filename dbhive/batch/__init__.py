@@ -1,7 +1,8 @@
 """Batch hive generation: many packages -> many DBs, unattended, resumable, sharded.
 
     <hive>/<arch>/pack/<distro>/...   inputs (any file `dbhive build` takes; sub-directories too)
-    <hive>/<arch>/db/<distro>/        the DBs (`dbhive build`'s layout), BTF in <arch>/btf/
+    <hive>/<arch>/db/<distro>/        the DBs (`dbhive build`'s layout), BTF in <arch>/btf/,
+                                      C headers in <arch>/head/<distro>/ (--with-header)
     <hive>/<arch>/state/<distro>/...  one small JSON record per package: its sha256, what
                                       became of it (built, alias, failed), reason, time
 

@@ -49,6 +49,10 @@ def _raise_interrupt(signum, frame):
               help="Also write each kernel's BTF (emitted from its types when it has none) and "
                    "btfhub's <release>.btf.tar.xz into <hive>/<arch>/btf/ (as dbhive build "
                    "--with-btf).")
+@click.option("--with-header", "--with-headers", "with_header", is_flag=True,
+              help="Also write each kernel's C header (vmlinux.h, as bpftool btf dump ... "
+                   "format c) to <hive>/<arch>/head/<distro>/<release>.h; for a DB already "
+                   "built it is written from the DB.")
 @click.option("--keep-vmlinux", is_flag=True,
               help="Keep each package's extracted vmlinux in <hive>/<arch>/vmlinux/.")
 @click.option("--memory", default=None, metavar="SIZE",
@@ -61,7 +65,7 @@ def _raise_interrupt(signum, frame):
 @click.option("--json", "as_json", is_flag=True,
               help="Print the outcome of every package as JSON on stdout.")
 def batch(hive, jobs, workers, shard, shards, distros, arches, retry_failed, with_btf,
-          keep_vmlinux, memory, scratch, progress, as_json):
+          with_header, keep_vmlinux, memory, scratch, progress, as_json):
     """Build the DB of every package under <hive>/<arch>/pack/<distro>/ into
     <hive>/<arch>/db/<distro>/: resumable (what is complete is skipped), failures recorded
     per package, identical kernels built once, sharded for a job engine.
@@ -72,6 +76,7 @@ def batch(hive, jobs, workers, shard, shards, distros, arches, retry_failed, wit
       dbhive batch --hive ./hive --shard 1/4 --json
       dbhive batch --hive /hive --shards 4          # in a Kubernetes Indexed Job
       dbhive batch --hive ./hive --retry-failed --distro debian
+      dbhive batch --hive ./hive --with-btf --with-header   # BTF and vmlinux.h too
     """
     from . import pack, run
     from .resources import cpu_count, parse_size
@@ -91,6 +96,7 @@ def batch(hive, jobs, workers, shard, shards, distros, arches, retry_failed, wit
     opts = run.Options(hive=hive, jobs=jobs or cpu_count(), workers=workers, shard=where,
                        arches=arches, distros=distros, retry_failed=retry_failed,
                        keep_vmlinux=keep_vmlinux, scratch=scratch, with_btf=with_btf,
+                       with_header=with_header,
                        memory=parse_size(memory) if memory else None)
     view = _BatchView(progress)
     signal.signal(signal.SIGTERM, _raise_interrupt)
@@ -137,6 +143,8 @@ class _BatchView:
         detail = {"built": f"-> {o.db}", "skipped": f"= {o.db}",
                   "alias": f"same kernel as {o.alias_of or o.db}"}.get(o.status,
                                                                      _short(o.reason, o.package))
+        if o.head and o.status in ("built", "skipped"):
+            detail += f" + {o.head}"
         kernel = o.release or "-"
         line = f"{o.status:<14} {o.package}  {kernel}"
         if o.type_source:

@@ -4,7 +4,10 @@
      "entries": [{"package": "x86_64/pack/debian/x.deb", "size", "sha256", "status",
                   "release", "arch", "build_id", "flavour", "type_source", "types",
                   "structs", "functions", "db", "db_sha256", "db_size", "btf",
-                  "btf_sha256", "alias_of", "reason"}, ...]}
+                  "btf_sha256", "head", "head_sha256", "alias_of", "reason"}, ...]}
+
+`head` is the kernel's C header when it is the one written for this DB (the same input
+sha256, this builder); an older one there is listed as `head_stale`.
 
 Status: `built` (its DB is complete: same input sha256, this builder version), `alias` (the
 same kernel as an earlier package in package order: no DB of its own, or - shards that ran
@@ -117,6 +120,12 @@ def _describe(entry: dict, hive: str, db: str, meta: dict, rec: dict, verify: bo
     if os.path.isfile(btf):
         entry["btf"] = os.path.relpath(btf, hive)
         entry["btf_sha256"] = file_sha256(btf)
+    head = records.head_of(hive, meta)
+    if records.header_complete(hive, meta):
+        entry["head"] = os.path.relpath(head, hive)
+        entry["head_sha256"] = file_sha256(head)
+    elif os.path.isfile(head):
+        entry["head_stale"] = os.path.relpath(head, hive)
 
 
 def _mark_aliases(entries: list) -> None:

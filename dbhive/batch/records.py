@@ -5,7 +5,7 @@
      "db": "x86_64/db/debian/info-R.db" (the primary's for an alias), "db_sha256": ...,
      "release", "arch", "build_id", "flavour", "type_source", "types", "structs", ...,
      "alias_of": package, "reason": one line, "exit_code": n, "seconds", "peak_rss",
-     "kernel_bytes", "workers", "run"}
+     "kernel_bytes", "workers", "run", "head": "x86_64/head/debian/R.h" (--with-header)}
 
 A record is a cache and a log, never the only proof: a DB counts as done when its own meta
 says it was built from an input of the same sha256 by the same builder version (`complete_db`),
@@ -93,9 +93,22 @@ def built_from(meta: dict, pkg) -> bool:
 
 
 def outputs_complete(hive: str, meta: dict, with_btf: bool) -> bool:
-    """With --with-btf a kernel is done only when its BTF and btfhub archive are there too."""
+    """With --with-btf a kernel is done only when its BTF and btfhub archive are there too
+    (made by a build: without them the DB is built again)."""
     if not with_btf:
         return True
     btf = hivemod.btf_path(hive, meta.get("arch", ""), meta.get("release", ""),
                            meta.get("flavour"))
     return os.path.isfile(btf) and os.path.isfile(btf[:-len(".btf")] + ".btf.tar.xz")
+
+
+def header_complete(hive: str, meta: dict) -> bool:
+    """Whether the kernel's C header in the hive was written for this DB (its input sha256)
+    by this builder; if not, --with-header writes it from the DB (no rebuild)."""
+    from .. import cheader
+    return cheader.is_current(head_of(hive, meta), meta)
+
+
+def head_of(hive: str, meta: dict) -> str:
+    return hivemod.head_path(hive, meta.get("arch", ""), meta.get("distro"),
+                             meta.get("release", ""), meta.get("flavour"))

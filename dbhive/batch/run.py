@@ -59,6 +59,7 @@ class Options:
     scratch: Optional[str] = None       # where packages are extracted (default: $TMPDIR)
     memory: Optional[int] = None        # bytes the builds may use (default: available now)
     with_btf: bool = False              # also BTF for each kernel (`dbhive build --with-btf`)
+    with_header: bool = False           # also its C header (`dbhive build --with-header`)
 
 
 @dataclass
@@ -73,6 +74,7 @@ class Outcome:
     alias_of: str = ""
     reason: str = ""
     seconds: float = 0.0
+    head: str = ""              # its C header (--with-header)
 
     @classmethod
     def of(cls, status: str, rec: dict) -> "Outcome":
@@ -80,7 +82,7 @@ class Outcome:
                    arch=rec.get("arch", ""), build_id=rec.get("build_id", ""),
                    type_source=rec.get("type_source", ""), db=rec.get("db", ""),
                    alias_of=rec.get("alias_of", ""), reason=rec.get("reason", ""),
-                   seconds=float(rec.get("seconds") or 0.0))
+                   seconds=float(rec.get("seconds") or 0.0), head=rec.get("head", ""))
 
 
 @dataclass
@@ -218,8 +220,11 @@ def _decided(hive: str, rec: dict, opts: Options) -> Optional[Outcome]:
         return None
     status, db = rec.get("status"), os.path.join(hive, rec.get("db") or "")
     meta = records.complete_db(db, rec["sha256"]) if status == records.BUILT else None
-    if meta and records.outputs_complete(hive, meta, opts.with_btf):
+    if meta and records.outputs_complete(hive, meta, opts.with_btf) and \
+            (not opts.with_header or records.header_complete(hive, meta)):
         outcome = Outcome.of(SKIPPED, rec)
+        if opts.with_header:
+            outcome.head = os.path.relpath(records.head_of(hive, meta), hive)
     elif status == records.ALIAS and records.complete_db(db, build_id=rec.get("build_id")):
         outcome = Outcome.of(records.ALIAS, rec)
     elif status == records.FAILED and not opts.retry_failed:
@@ -477,17 +482,21 @@ def _build_one(task: _Task, conn, opts: Options, hive: str, scratch: str, worker
     try:
         sha = task.sha or identity.file_sha256(pkg.path)
         rec["sha256"] = sha
+        # its DB may be there: killed before the record was written, or only its C header
+        # is missing (written from the DB, not rebuilt).  (The same bytes under another
+        # name are an alias: their identity question says so.)
+        db = by_sha.get(sha)
+        meta = records.complete_db(db, sha) if db else None
+        if meta and records.built_from(meta, pkg) and \
+                records.outputs_complete(hive, meta, opts.with_btf):
+            if opts.with_header:
+                rec["head"] = _header_from_db(hive, db, meta)
+            rec.update(_from_meta(meta, hive, db), status=records.BUILT, at=records.now(),
+                       seconds=round(time.monotonic() - t0, 2))
+            return SKIPPED, rec, {}
         if task.sha is None:
-            # seen for the first time, or changed: its DB may be there (killed before the
-            # record was written), or it failed before with this very content.  (The same
-            # bytes under another name are an alias: their identity question says so.)
-            db = by_sha.get(sha)
-            meta = records.complete_db(db, sha) if db else None
-            if meta and records.built_from(meta, pkg) and \
-                    records.outputs_complete(hive, meta, opts.with_btf):
-                rec.update(_from_meta(meta, hive, db), status=records.BUILT, at=records.now(),
-                           seconds=round(time.monotonic() - t0, 2))
-                return SKIPPED, rec, {}
+            # seen for the first time, or changed: it may have failed before with this
+            # very content
             old = task.old
             if old and old.get("sha256") == sha and old.get("status") == records.FAILED \
                     and old.get("builder_version") == __version__ and not opts.retry_failed:
@@ -516,9 +525,13 @@ def _build_one(task: _Task, conn, opts: Options, hive: str, scratch: str, worker
                     _keep_vmlinux(keep, kernel_path, hive, meta)
 
             extra = {"with_btf": True} if opts.with_btf else {}
+            if opts.with_header:
+                extra["with_header"] = True
             res = buildmod.build(pkg.path, hive=hive, distro=pkg.distro, progress=False,
                                  jobs=workers, workdir=scratch, arch=arch,
                                  source_sha256=sha, on_identity=on_identity, **extra)
+            if opts.with_header:
+                rec["head"] = os.path.relpath(records.head_of(hive, res.meta), hive)
     except _Alias as a:
         rec.update(_from_meta(kernel, hive, None), status=records.ALIAS, alias_of=a.primary,
                    db=a.db, at=records.now(), seconds=round(time.monotonic() - t0, 2))
@@ -549,6 +562,15 @@ def _from_meta(meta: dict, hive: str, db: Optional[str]) -> dict:
         st = os.stat(db)
         out.update(db_size=st.st_size, db_mtime_ns=st.st_mtime_ns)
     return out
+
+
+def _header_from_db(hive: str, db: str, meta: dict) -> str:
+    """The kernel's C header, written from its DB unless the one there is current."""
+    from .. import cheader, store
+    dest = records.head_of(hive, meta)
+    if not cheader.is_current(dest, meta):
+        cheader.write(store.load_graph(db), meta, dest, os.path.relpath(db, hive))
+    return os.path.relpath(dest, hive)
 
 
 def _peak_rss(workers: int) -> int:

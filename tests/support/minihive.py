@@ -1,8 +1,8 @@
 """The real mini-hive of the batch tests, and helpers to compare hives.
 
     <hive>/x86_64/pack/debian/linux-image-6.1.0-47-cloud-amd64-dbg_6.1.170-3_amd64.deb  (real)
-    <hive>/x86_64/pack/debian/linux-image-6.1.0-50-cloud-amd64-dbg_6.1.176-1_amd64.deb  (real,
-                                                       downloaded by `dbhive fetch` itself)
+    <hive>/x86_64/pack/debian/linux-image-<another>-cloud-amd64-dbg_<v>_amd64.deb  (real, chosen
+                         from bookworm's signed index and downloaded by `dbhive fetch` itself)
     <hive>/x86_64/pack/debian/linux-image-6.1.0-99-cloud-amd64-dbg_6.1.999-1_amd64.deb  (corrupt:
                                                        the first 5 MB of the real 6.1.0-47 one)
     <hive>/x86_64/pack/fedora/kernel-debuginfo-6.1.0-47.big.zstd.x86_64.rpm   (real RPM made by
@@ -12,6 +12,12 @@
                                    made with tar from the Debian kernel's .BTF)
 
 Big inputs are linked from the shared cache ($DBHIVE_TEST_CACHE), never copied.
+
+The second kernel is not pinned: a Debian point release drops old ABIs from bookworm, so it
+is whichever other cloud -dbg package the index lists now, the one already in the cache as
+long as the index still lists it (no new 281 MB download), else the newest.  When the index
+cannot be read (offline), the cached one is used: it was verified against the signed index
+when it was fetched.
 """
 from __future__ import annotations
 
@@ -25,11 +31,11 @@ import sys
 from dataclasses import dataclass
 
 from dbhive import schema
-from scripts.realdata import CACHE, cache_dir
+from scripts.realdata import CACHE, DEBIAN_RELEASE, cache_dir
 
 DBHIVE = os.path.join(os.path.dirname(sys.executable), "dbhive")
-SECOND_RELEASE = "6.1.0-50-cloud-amd64"
 FETCH_HIVE = os.path.join(CACHE, "batch", "fetch-hive")
+SECOND_CHOICE = os.path.join(FETCH_HIVE, ".second-kernel.json")     # the last choice
 CORRUPT_NAME = "linux-image-6.1.0-99-cloud-amd64-dbg_6.1.999-1_amd64.deb"
 CORRUPT_BYTES = 5_000_000
 BTFHUB_DIR = "btfhub/debian/12/x86_64"
@@ -46,16 +52,57 @@ def dbhive(*args, env=None, check=True, timeout=3600) -> subprocess.CompletedPro
 
 
 def fetch_second_deb() -> dict:
-    """The 6.1.0-50 cloud -dbg package, fetched from the real Debian registry by
-    `dbhive fetch` into a cached hive (a later call finds it present, verified again).
-    Returns fetch's JSON entry, with `path` added."""
+    """The mini-hive's second kernel (see the module doc): a bookworm cloud-amd64 -dbg
+    package other than DEBIAN_RELEASE, fetched from the real Debian registry by `dbhive
+    fetch` into a cached hive (a later call finds it present, verified again).  Returns
+    fetch's JSON entry, with `path` added."""
+    listing = dbhive("fetch", "debian", "--suite", "bookworm", "--flavour", "cloud",
+                     "--list", "--hive", FETCH_HIVE, "--json", check=False)
+    if listing.returncode != 0:
+        return _cached_choice(listing.stderr)
+    others = [p for p in json.loads(listing.stdout)
+              if p["flavour"] == "cloud-amd64" and p["release"] != DEBIAN_RELEASE]
+    if not others:
+        raise AssertionError(f"bookworm lists no cloud-amd64 -dbg package besides "
+                             f"{DEBIAN_RELEASE}")
+    # after 6.1.0-47 in package order (the kill -9 test stops the batch between the two)
+    others = [p for p in others if p["release"] > DEBIAN_RELEASE] or others
+    present = [p for p in others if p["status"] == "present"]
+    pick = (present or others)[0]           # newest first (fetch's order)
     proc = dbhive("fetch", "debian", "--suite", "bookworm", "--flavour", "cloud",
-                  "--release", SECOND_RELEASE, "--hive", FETCH_HIVE, "--json")
-    entries = json.loads(proc.stdout)
+                  "--release", pick["release"], "--hive", FETCH_HIVE, "--json")
+    entries = [e for e in json.loads(proc.stdout) if e["version"] == pick["version"]]
     if len(entries) != 1:
-        raise AssertionError(f"expected one {SECOND_RELEASE} package, fetch gave {entries}")
-    entries[0]["path"] = os.path.join(FETCH_HIVE, entries[0]["file"])
-    return entries[0]
+        raise AssertionError(f"expected one {pick['release']} package, fetch gave {entries}")
+    entry = entries[0]
+    entry["path"] = os.path.join(FETCH_HIVE, entry["file"])
+    tmp = f"{SECOND_CHOICE}.part-{os.getpid()}"
+    with open(tmp, "w") as fh:
+        json.dump(entry, fh)
+    os.replace(tmp, SECOND_CHOICE)
+    return entry
+
+
+def cached_second_deb():
+    """The second kernel chosen last time, if its package is still in the cache (it was
+    verified against the signed index when fetched), else None.  No network."""
+    try:
+        with open(SECOND_CHOICE) as fh:
+            entry = json.load(fh)
+        if os.path.getsize(entry["path"]) != entry["size"]:
+            return None
+    except (OSError, ValueError, KeyError, TypeError):
+        return None
+    entry["status"] = "present"
+    return entry
+
+
+def _cached_choice(why: str) -> dict:
+    entry = cached_second_deb()
+    if entry is None:
+        raise AssertionError(f"cannot list bookworm's packages and none is cached: "
+                             f"{why.strip()[-500:]}")
+    return entry
 
 
 def btfhub_archive(debian_btf: str) -> str:
@@ -75,7 +122,8 @@ def btfhub_archive(debian_btf: str) -> str:
 @dataclass
 class Inputs:
     deb47: str
-    deb50: str
+    deb2: str           # the second Debian kernel (fetch_second_deb)
+    release2: str       # its release, e.g. 6.1.0-50-cloud-amd64
     rpm: str
     raw_btf: str        # this machine's BTF (copied into each hive under its release)
     btfhub: str
@@ -85,7 +133,7 @@ class Inputs:
         release = os.uname().release
         return {
             f"x86_64/pack/debian/{os.path.basename(self.deb47)}": self.deb47,
-            f"x86_64/pack/debian/{os.path.basename(self.deb50)}": self.deb50,
+            f"x86_64/pack/debian/{os.path.basename(self.deb2)}": self.deb2,
             f"x86_64/pack/debian/{CORRUPT_NAME}": None,
             f"x86_64/pack/fedora/{os.path.basename(self.rpm)}": self.rpm,
             f"x86_64/pack/btf/{release}.btf": self.raw_btf,

@@ -167,15 +167,16 @@ class Layout:
 # Running pahole (with an on-disk cache)
 # ---------------------------------------------------------------------------------------
 
-def pahole_layouts(path: str, fmt: str = "dwarf",
-                   extra_args: Iterable[str] = ()) -> Dict[str, List[Layout]]:
+def pahole_layouts(path: str, fmt: str = "dwarf", extra_args: Iterable[str] = (),
+                   cache: bool = True) -> Dict[str, List[Layout]]:
     """All named struct/union layouts pahole prints for `path` (ELF or raw BTF file).
 
     fmt is pahole's -F: 'dwarf' or 'btf'.  extra_args are added to both pahole runs (e.g.
     ['-C', 'task_struct']; never --expand_types, which this parser does not handle).
     The parse of a file of CACHE_MIN_BYTES or more is cached as JSON under
     $DBHIVE_TEST_CACHE (default /var/cache/dbhive-ci)/pahole-cache/, keyed by the file's
-    path, size and mtime, fmt, the arguments, pahole's version and PARSER_VERSION.
+    path, size and mtime, fmt, the arguments, pahole's version and PARSER_VERSION
+    (`cache=False`: not, for a file made afresh by a test).
     """
     if fmt not in ("dwarf", "btf"):
         raise ValueError(f"fmt must be 'dwarf' or 'btf', not {fmt!r}")
@@ -185,7 +186,7 @@ def pahole_layouts(path: str, fmt: str = "dwarf",
     base = ["pahole", "-F", fmt, *BASE_ARGS, *extra]
 
     cache_file = None
-    if st.st_size >= CACHE_MIN_BYTES:
+    if cache and st.st_size >= CACHE_MIN_BYTES:
         cache_file = _cache_path([os.path.abspath(path), st.st_size, st.st_mtime_ns, fmt,
                                   extra, _pahole_version(), PARSER_VERSION])
         cached = _cache_load(cache_file)
@@ -348,7 +349,8 @@ _KNOWN_COMMENTS = re.compile(
 _TOP_OPEN = re.compile(r"(struct|union) (\w+) \{$")
 _NESTED_OPEN = re.compile(r"((?:(?:const|volatile) )*)(struct|union|enum) \{$")
 _ENUMERATOR = re.compile(r"\w+\s*=\s*-?\d+,$")
-_UNNAMED_BITFIELD = re.compile(r"[\w ]+ :\d+;$")   # `unsigned int :0;` - no comment
+# `unsigned int :0;`, `struct x *   :64;`, `void (*)(int):64;` (no name, no offset comment)
+_UNNAMED_BITFIELD = re.compile(r".*\W:\d+;$")
 _DIMS = re.compile(r"((?:\[\d*\]\s*)+)$")
 _FUNC_PTR_NAME = re.compile(r"\(\s*\*+\s*(\w+)\s*((?:\[\d*\]\s*)*)\)")
 _PLAIN_DECL = re.compile(r"(.*?)\b(\w+)$", re.S)
@@ -486,7 +488,9 @@ def parse_pahole_output(text: str) -> List[Layout]:
                 if not stack:
                     layouts.append(_finish_top(block, top_name, line))
                 else:
-                    stack[-1].items.append(_close_nested(block, line))
+                    closed = _close_nested(block, line)
+                    if closed is not None:
+                        stack[-1].items.append(closed)
                 continue
             decl, pos = _split_position(line)
             if pos is None:
@@ -508,8 +512,12 @@ def parse_pahole_output(text: str) -> List[Layout]:
 
 
 def _close_nested(block: _Block, line: str):
-    """The closing line of a nested block: `} [*]* [name][dims][:w]; /* pos */`."""
+    """The closing line of a nested block: `} [*]* [name][dims][:w]; /* pos */`, or None
+    for `} :N;`: padding pahole invents in the previous member's (in-place) type, as it
+    does for `int :N;`, not a member in C."""
     decl, pos = _split_position(line)
+    if pos is None and re.fullmatch(r"\}\s*:\d+;", line):
+        return None
     if pos is None or not decl.endswith(";"):
         raise ValueError("nested block closed without `; /* offset size */`")
     decl = _squash(_strip_attributes(decl[1:-1]))
