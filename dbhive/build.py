@@ -68,6 +68,7 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
     <arch>/head/<distro>/<release>.h, or <db>.h beside a single DB.
     `modules`: "all" or a list of module names of the package to add (dbhive/modules).
     `source_sha256`: the input's sha256 when the caller has it already (batch).
+    `jobs`: processes for the DWARF and for writing the DB (default: cores; 1: all here).
     `on_identity(meta, kernel_path)`: called once the kernel is identified, before its types
     are read; an exception it raises stops the build (batch: identical kernels built once)."""
     from . import identity
@@ -128,20 +129,25 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
         dest = out or hivemod.db_path(hive, meta["arch"], meta["distro"], meta["release"],
                                       meta["flavour"])
         guard_replacement(graph, dest, input_path, force)
-        from .btf.make import build_btf_files, write_files
-        with identity.about_member(ex, input_path):
-            files, btf_meta = build_btf_files(kernel_graph, meta, ex.path, is_raw_btf,
-                                              ident.has_btf, hive, dest, with_btf, btf_dir,
-                                              max_btf_bytes)
-        meta.update(btf_meta)
+        files: list = []
+        if hive or with_btf or btf_dir is not None:     # else no BTF is kept beside the DB
+            from .btf.make import build_btf_files
+            with identity.about_member(ex, input_path):
+                files, btf_meta = build_btf_files(kernel_graph, meta, ex.path, is_raw_btf,
+                                                  ident.has_btf, hive, dest, with_btf,
+                                                  btf_dir, max_btf_bytes)
+            meta.update(btf_meta)
         if with_header:                 # made before anything is written: an error leaves none
             from . import cheader
             head_dest = header_path(hive, dest, meta)
             output.check_destination(head_dest)
             files.append((head_dest, cheader.render(kernel_graph, cheader.banner(meta),
                                                     input_path).encode()))
-        meta = store.write_db(graph, meta, dest, must_exist_dir=bool(out))
-        write_files(files)                # BTF and header files beside the DB
+        meta = store.write_db(graph, meta, dest, must_exist_dir=bool(out),
+                              parallel=jobs is None or jobs > 1)
+        if files:                         # BTF and header files beside the DB
+            from .btf.make import write_files
+            write_files(files)
     finally:
         shutil.rmtree(tmp, ignore_errors=True)
     return BuildResult(dest, meta)

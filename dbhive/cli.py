@@ -68,7 +68,8 @@ def main():
 @click.option("--distro", default=None, help="Distro name used in the hive path (e.g. debian).")
 @click.option("--source", type=click.Choice(["btf", "dwarf"]), default=None,
               help="Type source when the input has both (default: DWARF, the complete truth).")
-@click.option("--jobs", "-j", type=int, default=None, help="Processes for DWARF (default: cores).")
+@click.option("--jobs", "-j", type=int, default=None,
+              help="Processes for DWARF and for writing the DB (default: cores; 1: one).")
 @click.option("--modules", "modules", default=None, metavar="all|NAME,...",
               help="Also the package's kernel modules (their DWARF), all or these.")
 @click.option("--progress/--no-progress", default=None,

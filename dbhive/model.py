@@ -16,6 +16,8 @@ of the three.
 """
 from __future__ import annotations
 
+import contextlib
+import gc
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
@@ -134,6 +136,21 @@ class TypeCycle(FormatError):
     """A reference cycle no C type can have (the input is damaged or crafted)."""
 
 
+@contextlib.contextmanager
+def gc_paused():
+    """Python's cycle collector off while a graph is built or written.  A graph's objects
+    refer to each other by id, so they make no reference cycles for it to find, but with
+    it on, every few thousand new objects it walks all of them again: a third of the time
+    of reading a kernel's BTF and writing its DB."""
+    was_on = gc.isenabled()
+    gc.disable()
+    try:
+        yield
+    finally:
+        if was_on:
+            gc.enable()
+
+
 @dataclass
 class TypeGraph:
     types: list = field(default_factory=lambda: [Type(VOID, "void")])
@@ -202,16 +219,10 @@ class TypeGraph:
 
     # ---- C spelling ------------------------------------------------------
     def spelling_cache(self):
-        """A memoized `type_name` (each id is spelled once)."""
-        cache: dict = {}
-        type_name = self.type_name
-
-        def spell(tid: int) -> str:
-            s = cache.get(tid)
-            if s is None:
-                s = cache[tid] = type_name(tid)
-            return s
-        return spell
+        """A memoized `type_name`: spell(tid) == type_name(tid), each id worked out once
+        from its target's parts (see `_speller`), not re-walked for every type that
+        points at it."""
+        return _speller(self)
 
     def type_name(self, tid: int) -> str:
         """C spelling of a type with no declarator name: `struct file *`,
@@ -391,3 +402,81 @@ def c_decl(graph: TypeGraph, tid: int, declarator: str, depth: int = 0) -> str:
         return c_decl(graph, t.ref, declarator, depth)
     head = graph.base_name(tid)
     return f"{head} {declarator}" if declarator else head
+
+
+def _speller(graph: TypeGraph):
+    """spell(tid) == c_decl(graph, tid, "") for every id, each worked out once.
+
+    c_decl(tid, D) for a non-empty declarator D is always left + D + right, where left and
+    right depend on the type only (pointer: the target's left + "*", array: "[n]" before the
+    element's right, ...); so each id's (left, right) is built from its target's, and its
+    spelling (the empty declarator) from those.  The cases and their order are c_decl's.
+    `nest` is how deep c_decl's recursion goes from the id: what c_decl refuses as nested
+    too deep (a cycle) is refused here too."""
+    types = graph.types
+    cache: dict = {}              # tid -> (spelling, left, right, nest)
+    get = cache.get
+    strip_cv_kind, base_name = graph.strip_cv_kind, graph.base_name
+
+    # `parts` is handed to itself: a function naming itself through its closure is a
+    # reference cycle, which would keep the graph alive until the cycle collector runs
+    def parts(tid: int, depth: int, parts) -> tuple:
+        if depth > MAX_DECL_DEPTH:
+            _too_deep(tid)
+        t = types[tid]
+        k = t.kind
+        if k == PTR:
+            ref = t.ref if t.ref is not None else 0
+            _s, left, right, n = get(ref) or parts(ref, depth + 1, parts)
+            if t.ref is not None and strip_cv_kind(ref) in (ARRAY, FUNC_PROTO):
+                left, right = left + "(*", ")" + right
+            else:
+                left += "*"
+            e = (left + right, left, right, n + 1)
+        elif k == ARRAY:
+            _s, left, right, n = get(t.ref) or parts(t.ref, depth + 1, parts)
+            right = f"[{t.nelems if t.nelems else ''}]" + right
+            e = (left + right, left, right, n + 1)
+        elif k == FUNC_PROTO:
+            n = 0
+            ps = []
+            for p in t.params or ():
+                pe = get(p.type) or parts(p.type, depth + 1, parts)
+                ps.append(pe[0])
+                if pe[3] > n:
+                    n = pe[3]
+            if t.variadic:
+                ps.append("...")
+            ref = t.ref if t.ref is not None else 0
+            _s, left, right, rn = get(ref) or parts(ref, depth + 1, parts)
+            right = f"({', '.join(ps) if ps else 'void'})" + right
+            e = (left + right, left, right, (rn if rn > n else n) + 1)
+        elif k in (CONST, VOLATILE, RESTRICT):
+            target = types[t.ref] if t.ref is not None else types[0]
+            if target.kind == PTR:          # `char * const p`
+                _s, left, right, n = get(t.ref) or parts(t.ref, depth + 1, parts)
+                e = (left + k + right, left + k + " ", right, n + 1)
+            else:
+                ref = t.ref if t.ref is not None else 0
+                s, left, right, n = get(ref) or parts(ref, depth + 1, parts)
+                e = (f"{k} {s}", f"{k} {left}", right, n + 1)
+        elif k == TYPE_TAG:
+            s, left, right, n = get(t.ref) or parts(t.ref, depth + 1, parts)
+            e = (s, left, right, n + 1)
+        else:
+            head = base_name(tid)
+            e = (head, head + " ", "", 1)
+        cache[tid] = e
+        return e
+
+    def spell(tid: int) -> str:
+        e = get(tid) or parts(tid, 0, parts)
+        if e[3] > MAX_DECL_DEPTH + 1:
+            _too_deep(tid)
+        return e[0]
+    return spell
+
+
+def _too_deep(tid: int):
+    raise TypeCycle(f"type id {tid}: declarator nests more than {MAX_DECL_DEPTH} deep "
+                    f"(a reference cycle)")

@@ -7,11 +7,13 @@ destination and renamed into place only when complete.
 """
 from __future__ import annotations
 
+import os
 import sqlite3
 from typing import Iterable
 
 from . import model as M
 from . import output
+from . import procs
 from . import schema as S
 from . import surftrace
 from .errors import SchemaError
@@ -20,38 +22,53 @@ SCHEMA_VERSION = S.SCHEMA_VERSION
 
 
 # ---------------------------------------------------------------------------
-# rows of the normalized tables
+# rows of the normalized tables: lists of tuples in column order, built in one comprehension
+# each (the per-row Python is most of a write).  A column that is often NULL is bound as
+# S.NULL (see schema.insert_sql): `N if x is None else x`.
 
-def _type_rows(g: M.TypeGraph, spell):
-    for tid, t in enumerate(g.types):
-        yield (tid, t.kind, t.name, t.size, t.ref, t.nelems, int(t.variadic),
-               None if t.signed is None else int(t.signed), t.encoding, t.origin, spell(tid))
+N = S.NULL
 
-
-def _child_rows(g: M.TypeGraph, attr: str, fields):
-    """(type id, index, *fields(child)) for the members / enumerators / params of each type."""
-    for tid, t in enumerate(g.types):
-        children = getattr(t, attr)
-        if children:
-            for i, c in enumerate(children):
-                yield (tid, i) + fields(c)
-
-
-def _member_rows(g: M.TypeGraph):
-    return _child_rows(g, "members", lambda m: (m.name, m.type, m.bit_offset, m.bit_size))
+# table -> its columns bound as S.NULL for NULL
+_SPARSE = {
+    S.KT_TYPES: ("name", "size", "ref", "nelems", "signed", "encoding", "origin"),
+    S.KT_MEMBERS: ("name",),
+    S.KT_PARAMS: ("name",),
+    S.KT_FUNCTIONS: ("file", "line", "module"),
+    S.FUNS: ("line", "module"),
+}
 
 
-def _enum_rows(g: M.TypeGraph):
-    return _child_rows(g, "enumerators", lambda e: (e[0], str(e[1])))
+def _type_rows(g: M.TypeGraph, spelled: list) -> list:
+    return [(tid, t.kind, N if t.name is None else t.name, N if t.size is None else t.size,
+             N if t.ref is None else t.ref, N if t.nelems is None else t.nelems,
+             int(t.variadic), N if t.signed is None else int(t.signed),
+             N if t.encoding is None else t.encoding, N if t.origin is None else t.origin,
+             spelled[tid])
+            for tid, t in enumerate(g.types)]
 
 
-def _param_rows(g: M.TypeGraph):
-    return _child_rows(g, "params", lambda p: (p.name, p.type))
+def _member_rows(g: M.TypeGraph) -> list:
+    return [(tid, i, N if m.name is None else m.name, m.type, m.bit_offset, m.bit_size)
+            for tid, t in enumerate(g.types) if t.members
+            for i, m in enumerate(t.members)]
 
 
-def _function_rows(g: M.TypeGraph):
-    for i, f in enumerate(g.functions):
-        yield (i + 1, f.name, f.proto, int(f.static), f.file, f.line, f.module)
+def _enum_rows(g: M.TypeGraph) -> list:
+    return [(tid, i, e[0], str(e[1]))
+            for tid, t in enumerate(g.types) if t.enumerators
+            for i, e in enumerate(t.enumerators)]
+
+
+def _param_rows(g: M.TypeGraph) -> list:
+    return [(tid, i, N if p.name is None else p.name, p.type)
+            for tid, t in enumerate(g.types) if t.params
+            for i, p in enumerate(t.params)]
+
+
+def _function_rows(g: M.TypeGraph) -> list:
+    return [(i, f.name, f.proto, int(f.static), N if f.file is None else f.file,
+             N if f.line is None else f.line, N if f.module is None else f.module)
+            for i, f in enumerate(g.functions, start=1)]
 
 
 # functions and variables are numbered from 1 in the DB (their index + 1)
@@ -86,10 +103,16 @@ def _decl_tag_rows(g: M.TypeGraph):
 
 # ---------------------------------------------------------------------------
 
-def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = False) -> dict:
+def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = False,
+             parallel: bool = True) -> dict:
     """Write `graph` and `meta` to `dest` atomically (output.atomic_path: temp file + rename;
     a non-regular destination is refused).  Returns the meta as written (with the counts
-    and schema version added)."""
+    and schema version added).
+
+    `parallel`: the surftrace tables are made in a forked worker, into a file of their own
+    that is then copied in (SQLite copies whole tables between files with the same schema
+    page by page), while this process writes the normalized ones: the two halves take
+    about the same time.  Where forking is not safe (procs.can_fork) all is done here."""
     meta = dict(meta)
     meta.setdefault("schema_version", SCHEMA_VERSION)
     meta.setdefault("type_source", graph.source)
@@ -97,40 +120,112 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
     meta["functions"] = str(len(graph.functions))
     meta["structs"] = str(sum(1 for t in graph.types
                               if t.kind in M.COMPOSITE and t.size is not None))
-    with output.atomic_path(dest, suffix=".db", must_exist_dir=must_exist_dir) as tmp:
-        conn = sqlite3.connect(tmp)
+    with output.atomic_path(dest, suffix=".db", must_exist_dir=must_exist_dir) as tmp, \
+            M.gc_paused():
+        # every type's C spelling, worked out once: kt_types and the surftrace tables
+        spell = graph.spelling_cache()
+        spelled = [spell(tid) for tid in range(len(graph.types))]
+        side = side_path = None
+        if parallel and procs.can_fork():
+            side_path = output.temp_name(os.path.dirname(tmp), ".db")
+            side = procs.Forked(f"{dest}: writing the surftrace tables", _write_surftrace_file,
+                                side_path, graph, spelled)
         try:
-            # a temp file renamed only when complete: no journal, no fsync per statement
-            conn.execute("PRAGMA journal_mode=OFF")
-            conn.execute("PRAGMA synchronous=OFF")
-            for t in S.TABLES:
-                conn.execute(S.create_table_sql(t))
-            _bulk(conn, S.META, ((k, None if v is None else str(v))
-                                 for k, v in sorted(meta.items())))
-            spell = graph.spelling_cache()
-            _bulk(conn, S.KT_TYPES, _type_rows(graph, spell))
-            _bulk(conn, S.KT_MEMBERS, _member_rows(graph))
-            _bulk(conn, S.KT_ENUMERATORS, _enum_rows(graph))
-            _bulk(conn, S.KT_PARAMS, _param_rows(graph))
-            _bulk(conn, S.KT_FUNCTIONS, _function_rows(graph))
-            _bulk(conn, S.KT_VARIABLES, _variable_rows(graph))
-            _bulk(conn, S.KT_DATASECS, _datasec_rows(graph))
-            _bulk(conn, S.KT_DATASEC_ENTRIES, _datasec_entry_rows(graph))
-            _bulk(conn, S.KT_DECL_TAGS, _decl_tag_rows(graph))
-            for table, rows in zip(S.SURFTRACE_TABLES, surftrace.table_rows(graph, spell)):
-                _bulk(conn, table, rows)
-            # indexes after the bulk load: building them once is faster
-            for t in S.TABLES:
-                for stmt in S.create_index_sql(t):
-                    conn.execute(stmt)
-            conn.commit()
+            conn = sqlite3.connect(tmp)
+            try:
+                _create_tables(conn)
+                _bulk(conn, S.META, ((k, None if v is None else str(v))
+                                     for k, v in sorted(meta.items())))
+                _write_normalized(conn, graph, spelled)
+                if side is None:
+                    _write_surftrace(conn, graph, spelled.__getitem__)
+                    _create_indexes(conn, S.TABLES)
+                else:
+                    _create_indexes(conn, NORMALIZED_TABLES)
+                    side.wait()
+                    side = None
+                    _copy_surftrace(conn, side_path)
+                conn.commit()
+            finally:
+                conn.close()
         finally:
-            conn.close()
+            if side is not None:
+                side.kill()
+            if side_path is not None:
+                os.unlink(side_path)
     return meta
 
 
+NORMALIZED_TABLES = tuple(t for t in S.TABLES if t not in S.SURFTRACE_TABLES)
+
+
+# The steps of write_db, in its order (bench/bench_btf.py times each).
+
+def _create_tables(conn: sqlite3.Connection) -> None:
+    # a temp file renamed only when complete: no journal, no fsync per statement
+    conn.execute("PRAGMA journal_mode=OFF")
+    conn.execute("PRAGMA synchronous=OFF")
+    for t in S.TABLES:
+        conn.execute(S.create_table_sql(t))
+
+
+def _write_normalized(conn: sqlite3.Connection, graph: M.TypeGraph, spelled: list) -> None:
+    _bulk(conn, S.KT_TYPES, _type_rows(graph, spelled))
+    _bulk(conn, S.KT_MEMBERS, _member_rows(graph))
+    _bulk(conn, S.KT_ENUMERATORS, _enum_rows(graph))
+    _bulk(conn, S.KT_PARAMS, _param_rows(graph))
+    _bulk(conn, S.KT_FUNCTIONS, _function_rows(graph))
+    _bulk(conn, S.KT_VARIABLES, _variable_rows(graph))
+    _bulk(conn, S.KT_DATASECS, _datasec_rows(graph))
+    _bulk(conn, S.KT_DATASEC_ENTRIES, _datasec_entry_rows(graph))
+    _bulk(conn, S.KT_DECL_TAGS, _decl_tag_rows(graph))
+
+
+def _write_surftrace(conn: sqlite3.Connection, graph: M.TypeGraph, spell) -> None:
+    for table, rows in zip(S.SURFTRACE_TABLES, surftrace.table_rows(graph, spell, N)):
+        _bulk(conn, table, rows)
+
+
+def _create_indexes(conn: sqlite3.Connection, tables) -> None:
+    # after the bulk load: building an index once is faster than keeping it up to date
+    for t in tables:
+        for stmt in S.create_index_sql(t):
+            conn.execute(stmt)
+
+
+def _write_surftrace_file(path: str, graph: M.TypeGraph, spelled: list) -> None:
+    """The surftrace tables, with their indexes, alone in a DB file of their own (the
+    forked worker of write_db)."""
+    conn = sqlite3.connect(path)
+    try:
+        conn.execute("PRAGMA journal_mode=OFF")
+        conn.execute("PRAGMA synchronous=OFF")
+        for t in S.SURFTRACE_TABLES:
+            conn.execute(S.create_table_sql(t))
+        _write_surftrace(conn, graph, spelled.__getitem__)
+        _create_indexes(conn, S.SURFTRACE_TABLES)
+        conn.commit()
+    finally:
+        conn.close()
+
+
+def _copy_surftrace(conn: sqlite3.Connection, path: str) -> None:
+    """Copy the surftrace tables from the worker's file: their indexes are made first (on
+    empty tables) so that the rows and the index entries are copied alike, and the DB ends
+    up as a single process writes it, sqlite_master's order included."""
+    conn.commit()                       # ATTACH is refused inside a transaction
+    conn.execute("ATTACH DATABASE ? AS side", (path,))
+    try:
+        for t in S.SURFTRACE_TABLES:
+            _create_indexes(conn, (t,))
+            conn.execute(S.copy_sql(t, "side"))
+        conn.commit()
+    finally:
+        conn.execute("DETACH DATABASE side")
+
+
 def _bulk(conn: sqlite3.Connection, table: S.Table, rows: Iterable[tuple]) -> None:
-    conn.executemany(S.insert_sql(table), rows)
+    conn.executemany(S.insert_sql(table, _SPARSE.get(table, ())), rows)
 
 
 # ---------------------------------------------------------------------------

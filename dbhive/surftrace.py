@@ -14,8 +14,8 @@ over a resolver `TypeSource` (a DB) alike:
 """
 from __future__ import annotations
 
-import json
-from typing import Callable, Iterator
+from json.encoder import encode_basestring_ascii as _json_str
+from typing import Callable
 
 from . import model as M
 from .errors import FormatError
@@ -25,12 +25,15 @@ MAX_CHAIN = 1 << 16        # qualifier/array links before a type is called a cyc
 
 
 class TypeAccess:
-    """The accessors a walk needs (see the module docstring)."""
+    """The accessors a walk needs (see the module docstring), and what the walks learn
+    about each member type, kept: the same few types are the types of most members."""
 
     def __init__(self, kind_of: Callable, members_of: Callable, sizeof: Callable,
                  spell: Callable):
         self.kind_of, self.members_of, self.sizeof, self.spell = (kind_of, members_of, sizeof,
                                                                   spell)
+        self.peeled: dict = {}     # member type id -> (element id, element type, "[2][4]")
+        self.leaves: dict = {}     # member type id -> (element spelled, bytes of the member)
 
     @classmethod
     def of_graph(cls, g: M.TypeGraph, spell=None) -> "TypeAccess":
@@ -38,24 +41,12 @@ class TypeAccess:
         return cls(types.__getitem__, lambda tid: types[tid].members or (), g.sizeof,
                    spell or g.spelling_cache())
 
-
-def flat_members(acc: TypeAccess, tid: int) -> Iterator[tuple]:
-    """Leaf members of a struct/union, flattened surftrace-style: members of embedded
-    (non-pointer, non-typedef) structs/unions as `outer.inner` with absolute offsets;
-    members of anonymous structs/unions without a prefix.
-    Yields (name, type_string, byte_offset, bytes, bits)."""
-    yield from _flat(acc, tid, "", 0, (tid,))
-
-
-def _flat(acc: TypeAccess, tid: int, prefix: str, base_bits: int, path: tuple):
-    kind_of, sizeof, spell = acc.kind_of, acc.sizeof, acc.spell
-    if len(path) > MAX_NESTING:
-        raise FormatError(f"type id {path[0]}: structs nested more than {MAX_NESTING} deep")
-    for m in acc.members_of(tid):
-        bit_off = base_bits + m.bit_offset
-        mt = m.type
-        # peel qualifiers and array dimensions to find the element type
+    def peel(self, tid: int) -> tuple:
+        """(element type id, its type, the dimensions as `[2][4]` or ""): qualifiers and
+        array dimensions peeled off a member's type."""
+        kind_of = self.kind_of
         dims = []
+        mt = tid
         t = kind_of(mt)
         hops = 0
         while t.kind in M.QUALIFIERS or t.kind == M.ARRAY:
@@ -65,29 +56,59 @@ def _flat(acc: TypeAccess, tid: int, prefix: str, base_bits: int, path: tuple):
             t = kind_of(mt)
             hops += 1
             if hops > MAX_CHAIN or mt is None:
-                raise FormatError(f"type id {m.type}: qualifier/array chain does not end "
+                raise FormatError(f"type id {tid}: qualifier/array chain does not end "
                                   f"(a reference cycle)")
+        p = self.peeled[tid] = (mt, t, "".join(f"[{d}]" for d in dims))
+        return p
+
+    def leaf(self, tid: int) -> tuple:
+        """(spelling of the element type, bytes) of a member of type `tid` that is a leaf."""
+        e = self.leaves[tid] = (self.spell((self.peeled.get(tid) or self.peel(tid))[0]),
+                                self.sizeof(tid) or 0)
+        return e
+
+
+def flat_members(acc: TypeAccess, tid: int) -> list:
+    """Leaf members of a struct/union, flattened surftrace-style: members of embedded
+    (non-pointer, non-typedef) structs/unions as `outer.inner` with absolute offsets;
+    members of anonymous structs/unions without a prefix.
+    Returns [(name, type_string, byte_offset, bytes, bits)]."""
+    out: list = []
+    _flat(acc, tid, "", 0, (tid,), out)
+    return out
+
+
+def _flat(acc: TypeAccess, tid: int, prefix: str, base_bits: int, path: tuple, out: list):
+    if len(path) > MAX_NESTING:
+        raise FormatError(f"type id {path[0]}: structs nested more than {MAX_NESTING} deep")
+    members_of, peeled, leaves = acc.members_of, acc.peeled, acc.leaves
+    add = out.append
+    for m in members_of(tid):
+        bit_off = base_bits + m.bit_offset
+        # the element type, qualifiers and array dimensions peeled off
+        mt, t, dims = peeled.get(m.type) or acc.peel(m.type)
         if not dims and t.kind in M.COMPOSITE:
-            inner = acc.members_of(mt)
+            inner = members_of(mt)
             if m.name is None or inner:
                 if inner:
                     if mt in path:
                         raise FormatError(f"type id {mt} contains itself (a reference cycle "
                                           f"through type ids {', '.join(map(str, path))})")
                     inner_prefix = prefix if m.name is None else f"{prefix}{m.name}."
-                    yield from _flat(acc, mt, inner_prefix, bit_off, path + (mt,))
+                    _flat(acc, mt, inner_prefix, bit_off, path + (mt,), out)
                     continue
-        name = (prefix + (m.name or "")) + "".join(f"[{d}]" for d in dims)
+        name = prefix + m.name + dims if m.name else prefix + dims
         if m.bit_size:
-            unit = sizeof(mt) or 4
+            unit = acc.sizeof(mt) or 4
             unit_bits = unit * 8
             start = (bit_off // unit_bits) * unit_bits
             # keep the whole bitfield inside one storage unit
             if bit_off + m.bit_size > start + unit_bits:
                 start = bit_off - (bit_off % 8)
-            yield (name, spell(mt), start // 8, unit, f"{bit_off - start}:{m.bit_size}")
+            add((name, acc.spell(mt), start // 8, unit, f"{bit_off - start}:{m.bit_size}"))
         else:
-            yield (name, spell(mt), bit_off // 8, sizeof(m.type) or 0, "")
+            spelled, nbytes = leaves.get(m.type) or acc.leaf(m.type)
+            add((name, spelled, bit_off // 8, nbytes, ""))
 
 
 def struct_ids(g: M.TypeGraph) -> dict:
@@ -115,32 +136,49 @@ def signature(param_types: list, variadic: bool, ret: str, static: bool) -> tupl
 TYPE_ROW_KINDS = (M.INT, M.FLOAT, M.TYPEDEF, M.ENUM, M.PTR, M.VOID)
 
 
-def table_rows(g: M.TypeGraph, spell) -> tuple:
-    """(files, funs, structs, members, types) row lists, tuples in column order."""
+def table_rows(g: M.TypeGraph, spell, null=None) -> tuple:
+    """(files, funs, structs, members, types) row lists, tuples in column order; `null`
+    stands for SQL NULL in the columns that are often NULL (funs.line, funs.module: see
+    schema.insert_sql)."""
+    types = g.types
     files: dict = {}
     funs = []
+    sigs: dict = {}                     # (proto id, static) -> (args as JSON, ret)
     for f in g.functions:
-        proto = g.types[f.proto]
-        fid = files.setdefault(f.file or "", len(files) + 1)
-        args, ret = signature([spell(p.type) for p in (proto.params or [])], proto.variadic,
-                              spell(proto.ref if proto.ref is not None else 0), f.static)
-        funs.append((f.name, json.dumps(args), ret, f.line, fid, f.module))
+        key = (f.proto, f.static)
+        sig = sigs.get(key)
+        if sig is None:
+            proto = types[f.proto]
+            args, ret = signature([spell(p.type) for p in (proto.params or [])],
+                                  proto.variadic,
+                                  spell(proto.ref if proto.ref is not None else 0), f.static)
+            sig = sigs[key] = (_json_strings(args), ret)
+        file = f.file or ""
+        fid = files.get(file) or files.setdefault(file, len(files) + 1)
+        funs.append((f.name, sig[0], sig[1], null if f.line is None else f.line, fid,
+                     null if f.module is None else f.module))
     acc = TypeAccess.of_graph(g, spell)
     structs, members = [], []
     for sid, (name, tid) in enumerate(sorted(struct_ids(g).items()), start=1):
-        rows = list(flat_members(acc, tid))
-        structs.append((sid, name, len(rows), g.types[tid].size))
-        # flat_members yields (name, type, ...); the table's columns are (fid, types, name, ...)
-        members.extend((sid, tstr, mname, off, nbytes, bits)
-                       for (mname, tstr, off, nbytes, bits) in rows)
+        rows = flat_members(acc, tid)
+        structs.append((sid, name, len(rows), types[tid].size))
+        # flat_members gives (name, type, ...); the table's columns are (fid, types, name, ...)
+        members += [(sid, tstr, mname, off, nbytes, bits)
+                    for (mname, tstr, off, nbytes, bits) in rows]
     types_rows: dict = {}
-    for tid, t in enumerate(g.types):
+    sizeof = g.sizeof
+    for tid, t in enumerate(types):
         if t.kind in TYPE_ROW_KINDS:
             name = spell(tid)
             if name not in types_rows:
-                types_rows[name] = (spell(g.strip(tid)), g.sizeof(tid) or 0)
+                types_rows[name] = (spell(g.strip(tid)), sizeof(tid) or 0)
     types_rows.setdefault("void *", ("void *", g.ptr_size))
     trow = [(i, name, alias, size)
             for i, (name, (alias, size)) in enumerate(types_rows.items(), start=1)]
     frow = [(i, name) for name, i in files.items()]
     return frow, funs, structs, members, trow
+
+
+def _json_strings(strings: list) -> str:
+    """json.dumps(strings), without building an encoder for each list."""
+    return "[" + ", ".join(map(_json_str, strings)) + "]"

@@ -21,7 +21,7 @@ import tempfile
 from dbhive.btf import kinds as K
 from scripts.realdata import CACHE, RUNNING_BTF
 
-VERSION = "1"
+VERSION = "2"
 ARCH_DIR = "x86_64"          # raw BTF is filed under its arch, as btfhub does
 LS = "/bin/ls"
 LIBCRYPTO = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
@@ -99,6 +99,11 @@ def btf_cases(real: bytes) -> dict:
                                             b.set_ref(volatiles[0], typedefs[0]),
                                             b.set_ref(typedefs[0], consts[0])))
     out["struct-embeds-self"] = patched(lambda b: b.set_member_type(structs[0], 0, structs[0]))
+    # 300 structs of one member each, each embedding the next: no cycle, but nested deeper
+    # than the flattening of the surftrace tables follows
+    single = [i for i, r in enumerate(Btf(real).records) if r and r[1] == K.STRUCT and r[2] == 1]
+    out["nested-300"] = patched(lambda b: [b.set_member_type(single[i], 0, single[i + 1])
+                                           for i in range(300)])
     out["dangling-ref"] = patched(lambda b: b.set_ref(ptrs[0], 10 ** 7))
     out["empty-types"] = patched(lambda b: b.set_header(type_len=0, str_off=0))
     # a tiny BTF: one struct that claims 65535 members and has none

@@ -232,3 +232,31 @@ def test_interrupted_dwarf_build_stops_its_workers(tmp_path, debian_vmlinux):
     assert not hive.exists() or files_under(str(hive)) == []
     time.sleep(1)
     assert [c for c in children if os.path.exists(f"/proc/{c}")] == []
+
+
+def _children(pid: int) -> list:
+    try:
+        with open(f"/proc/{pid}/task/{pid}/children") as fh:
+            return fh.read().split()
+    except OSError:
+        return []
+
+
+@pytest.mark.parametrize("sig", [signal.SIGTERM, signal.SIGINT])
+def test_interrupt_while_the_db_is_written(tmp_path, running_btf, sig):
+    """SIGTERM / Ctrl-C while the worker that writes the surftrace tables runs: one line,
+    no DB, no temp file, no worker left behind."""
+    proc = subprocess.Popen([DBHIVE, "build", running_btf, "--out", str(tmp_path / "x.db"),
+                             "--no-progress"], stderr=subprocess.PIPE, text=True)
+    deadline = time.monotonic() + 120
+    kids: list = []
+    while not kids and proc.poll() is None and time.monotonic() < deadline:
+        kids = _children(proc.pid)
+        time.sleep(0.002)
+    assert kids, "the build wrote its DB without a worker process"
+    proc.send_signal(sig)
+    _, err = proc.communicate(timeout=60)
+    assert proc.returncode == 130, err
+    assert err.strip() == "dbhive: error: interrupted; nothing was written"
+    assert files_under(str(tmp_path)) == []
+    assert [c for c in kids if os.path.exists(f"/proc/{c}")] == []

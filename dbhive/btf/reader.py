@@ -17,6 +17,7 @@ the base's functions or variables are not kept).
 """
 from __future__ import annotations
 
+import itertools
 import struct
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -86,6 +87,7 @@ class BtfBase:
     string: Callable           # string offset -> text
     str_len: int
     source: str
+    type_map: dict             # BTF id -> model id, of the types only (and 0 -> 0)
 
     @property
     def type_count(self) -> int:
@@ -95,23 +97,26 @@ class BtfBase:
 
 def read_btf_base(data: bytes, source: str = "BTF") -> BtfBase:
     """Parse a base BTF (a kernel's) for reading split BTF on top of it."""
-    parser = _parser(data, source, None)
-    graph = parser.parse()
+    with M.gc_paused():
+        parser = _parser(data, source, None)
+        graph = parser.parse()
     return BtfBase(graph, parser.model_id, parser.int_bits, parser.string,
-                   parser.strs_end - parser.strs_start, source)
+                   parser.strs_end - parser.strs_start, source, parser.type_map)
 
 
 def read_btf(data: bytes, source: str = "BTF", base: Optional[BtfBase] = None) -> M.TypeGraph:
     """Parse raw BTF bytes.  `source` names the input in error messages; `base`: the base
     BTF `data` is a split BTF of (ids and string offsets continue the base's)."""
-    return _parser(data, source, base).parse()
+    with M.gc_paused():
+        return _parser(data, source, base).parse()
 
 
 def read_btf_ids(data: bytes, source: str = "BTF") -> tuple:
     """(graph, ids): `ids[btf_id]` is ('type', model type id), ('func', index into
     graph.functions), ('var', ...), ('datasec', ...) or ('decl_tag', ...); ids[0] is void."""
-    p = _parser(data, source, None)
-    g = p.parse()
+    with M.gc_paused():
+        p = _parser(data, source, None)
+        g = p.parse()
     return g, p.btf_ids
 
 
@@ -139,11 +144,48 @@ def _parser(data: bytes, source: str, base: Optional[BtfBase]) -> "_Parser":
     return _Parser(data, bo, types_start, types_end, strs_start, strs_end, source, base)
 
 
+class _Strings(dict):
+    """String offset -> text (offset 0: None).  Every string that starts right after a NUL
+    is put in at once (one split of the section, not a find() per name); an offset into the
+    middle of a string (legal, rare) is looked up when first asked for (`__missing__`), so
+    `strings[off]` serves comprehensions too.  A split BTF's offsets continue its base's:
+    those below the base's string section are the base's."""
+
+    def __init__(self, data: bytes, start: int, end: int, source: str,
+                 base: Optional[BtfBase]):
+        self.data, self.start, self.end, self.source, self.base = data, start, end, source, base
+        self.str_base = base.str_len if base else 0
+        section = data[start:end]
+        raw = section.split(b"\0")
+        if section.isascii():
+            parts = section.decode("ascii").split("\0")
+        else:
+            parts = [r.decode("utf-8", "replace") for r in raw]
+        # each string starts one byte (its NUL) after the one before it ends
+        offsets = itertools.accumulate(map((1).__add__, map(len, raw)), initial=self.str_base)
+        super().__init__(zip(offsets, parts))
+        if not raw[-1]:                 # just past the last NUL: outside the section
+            del self[self.str_base + len(section)]
+        self[0] = None
+
+    def __missing__(self, off: int) -> str:
+        if off < self.str_base:
+            s = self.base.string(off)
+        else:
+            start = self.start + off - self.str_base
+            nul = self.data.find(b"\0", start, self.end)
+            if start >= self.end or nul < 0:
+                raise BtfError(f"{self.source}: string offset {off} outside the string "
+                               f"section")
+            s = self.data[start:nul].decode("utf-8", "replace")
+        self[off] = s
+        return s
+
+
 class _Parser:
     def __init__(self, data, bo, types_start, types_end, strs_start, strs_end, source,
                  base: Optional[BtfBase] = None):
         self.base = base
-        self.str_base = base.str_len if base else 0
         self.data = data
         self.bo = bo
         self.pos = types_start
@@ -151,51 +193,30 @@ class _Parser:
         self.strs_start = strs_start
         self.strs_end = strs_end
         self.source = source
-        # every string that starts right after a NUL, keyed by its offset: one pass over the
-        # section instead of a find() per name (offsets into the middle of a string, legal
-        # but rare, take the slow path below)
-        section = data[strs_start:strs_end]
-        self._str_cache: dict = {}
-        off = 0
-        for raw in section.split(b"\0"):
-            if raw:
-                self._str_cache[off] = raw.decode("utf-8", "replace")
-            off += len(raw) + 1
+        self.strings = _Strings(data, strs_start, strs_end, source, base)
 
     def string(self, off: int) -> Optional[str]:
-        if off == 0:
-            return None
-        if self.str_base:
-            if off < self.str_base:
-                return self.base.string(off)
-            off -= self.str_base
-        s = self._str_cache.get(off)
-        if s is None:
-            start = self.strs_start + off
-            end = self.data.find(b"\0", start, self.strs_end)
-            if start >= self.strs_end or end < 0:
-                raise BtfError(f"{self.source}: string offset {off + self.str_base} outside "
-                               f"the string section")
-            s = self.data[start:end].decode("utf-8", "replace")
-            self._str_cache[off] = s
-        return s
+        return self.strings[off]
 
     def fail(self, what: str, btf_id: int, pos: int):
         raise BtfError(f"{self.source}: {what} (type id {btf_id} at byte {pos})")
 
     def parse(self) -> M.TypeGraph:
         data, bo, end = self.data, self.bo, self.end
-        hdr = struct.Struct(bo + "III")
-        u32 = struct.Struct(bo + "I")
+        hdr = struct.Struct(bo + "III").unpack_from
+        u32 = struct.Struct(bo + "I").unpack_from
         arr = struct.Struct(bo + "III")
-        pair = struct.Struct(bo + "II")
-        enum32 = struct.Struct(bo + "Ii")
-        enum32u = struct.Struct(bo + "II")
-        enum64 = struct.Struct(bo + "III")
-        string = self.string
+        arr_iter = arr.iter_unpack
+        pair_iter = struct.Struct(bo + "II").iter_unpack
+        enum32_iter = struct.Struct(bo + "Ii").iter_unpack
+        enum32u_iter = struct.Struct(bo + "II").iter_unpack
+        enum64_iter = struct.Struct(bo + "III").iter_unpack
+        strings = self.strings
+        Type, Member, Param = M.Type, M.Member, M.Param
         KIND_SHIFT, KIND_MASK, VLEN_MASK, KFLAG_SHIFT = (K.KIND_SHIFT, K.KIND_MASK, K.VLEN_MASK,
                                                          K.KFLAG_SHIFT)
         BF_SHIFT, OFF_MASK = K.MEMBER_BITFIELD_SHIFT, K.MEMBER_OFFSET_MASK
+        fixed_extra, per_vlen = _FIXED_EXTRA.get, _PER_VLEN.get
 
         # First pass builds records with BTF ids; model ids are assigned after, because
         # VAR/DATASEC/DECL_TAG/FUNC records are not types in the model.
@@ -203,112 +224,90 @@ class _Parser:
         # btf id -> Type or ("func", name, proto, static) or None; a split BTF's ids start
         # after its base's (whose records are the base graph's, not repeated here)
         records: list = [None] * (self.base.type_count if self.base else 1)
+        add = records.append
         int_bits: dict = dict(self.base.int_bits) if self.base else {}
         pos = self.pos
         while pos < end:
-            btf_id = len(records)
             if pos + 12 > end:
-                self.fail("truncated type record", btf_id, pos)
-            name_off, info, size_type = hdr.unpack_from(data, pos)
+                self.fail("truncated type record", len(records), pos)
+            name_off, info, size_type = hdr(data, pos)
             rec_pos = pos
             pos += 12
             kind = (info >> KIND_SHIFT) & KIND_MASK
             vlen = info & VLEN_MASK
             kflag = info >> KFLAG_SHIFT
-            name = string(name_off)
-            extra = _FIXED_EXTRA.get(kind, 0) + _PER_VLEN.get(kind, 0) * vlen
+            name = strings[name_off]
+            extra = fixed_extra(kind, 0) + per_vlen(kind, 0) * vlen
             if pos + extra > end:
                 self.fail(f"record of kind {kind} with {vlen} entries runs past the type "
-                          f"section", btf_id, rec_pos)
-            if kind == K_INT:
-                (enc,) = u32.unpack_from(data, pos)
-                pos += 4
+                          f"section", len(records), rec_pos)
+            if kind == K_STRUCT or kind == K_UNION:
+                entries = arr_iter(data[pos:pos + extra])
+                if kflag:
+                    members = [Member(strings[n], t, off & OFF_MASK, off >> BF_SHIFT)
+                               for n, t, off in entries]
+                else:
+                    members = [Member(strings[n], t, off, 0) for n, t, off in entries]
+                add(Type(M.STRUCT if kind == K_STRUCT else M.UNION, name, size_type, None,
+                         members))
+            elif kind in _SIMPLE_REF:
+                add(Type(_SIMPLE_REF[kind], name, None, size_type))
+            elif kind == K_FUNC_PROTO:
+                pairs = list(pair_iter(data[pos:pos + extra]))
+                if (0, 0) in pairs:
+                    add(Type(M.FUNC_PROTO, None, ref=size_type, variadic=True,
+                             params=[Param(strings[n], t) for n, t in pairs if n or t]))
+                else:
+                    add(Type(M.FUNC_PROTO, None, ref=size_type,
+                             params=[Param(strings[n], t) for n, t in pairs]))
+            elif kind == K_FUNC:
+                add(("func", name, size_type, vlen == FUNC_STATIC))
+                if vlen not in _LINKAGE:
+                    self.fail(f"FUNC with unknown linkage {vlen}", len(records) - 1, rec_pos)
+            elif kind == K_INT:
+                (enc,) = u32(data, pos)
                 encoding = (enc >> K.INT_ENCODING_SHIFT) & 0xF
                 signed = bool(encoding & INT_SIGNED)
-                t = M.Type(M.INT, name, size_type, signed=signed,
-                           encoding="bool" if encoding & INT_BOOL else
-                           "char" if encoding & INT_CHAR else
-                           "signed" if signed else "unsigned")
                 # without kind_flag a bitfield's width/extra offset live in its INT type
                 bits, bit_off = enc & 0xFF, (enc >> K.INT_OFFSET_SHIFT) & 0xFF
                 if bits != size_type * 8 or bit_off:
-                    int_bits[btf_id] = (bit_off, bits)
-                records.append(t)
-            elif kind in _SIMPLE_REF:
-                records.append(M.Type(_SIMPLE_REF[kind], name, ref=size_type))
+                    int_bits[len(records)] = (bit_off, bits)
+                add(Type(M.INT, name, size_type, signed=signed,
+                         encoding="bool" if encoding & INT_BOOL else
+                         "char" if encoding & INT_CHAR else
+                         "signed" if signed else "unsigned"))
             elif kind == K_ARRAY:
                 elem, _index, nelems = arr.unpack_from(data, pos)
-                pos += 12
-                records.append(M.Type(M.ARRAY, None, ref=elem, nelems=nelems))
-            elif kind == K_STRUCT or kind == K_UNION:
-                members = []
-                for mname_off, mtype, moff in arr.iter_unpack(data[pos:pos + 12 * vlen]):
-                    if kflag:
-                        members.append(M.Member(string(mname_off), mtype, moff & OFF_MASK,
-                                                moff >> BF_SHIFT))
-                    else:
-                        members.append(M.Member(string(mname_off), mtype, moff, 0))
-                pos += 12 * vlen
-                records.append(M.Type(M.STRUCT if kind == K_STRUCT else M.UNION, name,
-                                      size_type, members=members))
+                add(Type(M.ARRAY, None, ref=elem, nelems=nelems))
             elif kind == K_ENUM:
-                fmt = enum32 if kflag else enum32u
-                vals = [(string(n), v) for n, v in fmt.iter_unpack(data[pos:pos + 8 * vlen])]
-                pos += 8 * vlen
-                records.append(M.Type(M.ENUM, name, size_type, enumerators=vals,
-                                      signed=bool(kflag)))
+                it = (enum32_iter if kflag else enum32u_iter)(data[pos:pos + extra])
+                add(Type(M.ENUM, name, size_type, enumerators=[(strings[n], v) for n, v in it],
+                         signed=bool(kflag)))
             elif kind == K_ENUM64:
                 vals = []
-                for n, lo, hi in enum64.iter_unpack(data[pos:pos + 12 * vlen]):
+                for n, lo, hi in enum64_iter(data[pos:pos + extra]):
                     v = (hi << 32) | lo
                     if kflag and v >= 1 << 63:
                         v -= 1 << 64
-                    vals.append((string(n), v))
-                pos += 12 * vlen
-                records.append(M.Type(M.ENUM, name, size_type, enumerators=vals,
-                                      signed=bool(kflag)))
+                    vals.append((strings[n], v))
+                add(Type(M.ENUM, name, size_type, enumerators=vals, signed=bool(kflag)))
             elif kind == K_FWD:
-                records.append(M.Type(M.FWD, name, encoding="union" if kflag else "struct"))
-            elif kind == K_FUNC:
-                records.append(("func", name, size_type, vlen == FUNC_STATIC))
-                if vlen not in _LINKAGE:
-                    self.fail(f"FUNC with unknown linkage {vlen}", btf_id, rec_pos)
-            elif kind == K_FUNC_PROTO:
-                params, variadic = [], False
-                for pname_off, ptype in pair.iter_unpack(data[pos:pos + 8 * vlen]):
-                    if ptype == 0 and pname_off == 0:
-                        variadic = True
-                    else:
-                        params.append(M.Param(string(pname_off), ptype))
-                pos += 8 * vlen
-                records.append(M.Type(M.FUNC_PROTO, None, ref=size_type, params=params,
-                                      variadic=variadic))
+                add(Type(M.FWD, name, encoding="union" if kflag else "struct"))
             elif kind == K_VAR:
-                if pos + 4 > end:
-                    self.fail("record runs past the type section", btf_id, rec_pos)
-                (linkage,) = u32.unpack_from(data, pos)
-                pos += 4
+                (linkage,) = u32(data, pos)
+                add(("var", name, size_type, _LINKAGE.get(linkage)))
                 if linkage not in _LINKAGE:
-                    self.fail(f"VAR with unknown linkage {linkage}", btf_id, rec_pos)
-                records.append(("var", name, size_type, _LINKAGE[linkage]))
+                    self.fail(f"VAR with unknown linkage {linkage}", len(records) - 1, rec_pos)
             elif kind == K_DATASEC:
-                if pos + 12 * vlen > end:
-                    self.fail("record runs past the type section", btf_id, rec_pos)
-                entries = list(arr.iter_unpack(data[pos:pos + 12 * vlen]))
-                pos += 12 * vlen
-                records.append(("datasec", name, size_type, entries))
+                add(("datasec", name, size_type, list(arr_iter(data[pos:pos + extra]))))
             elif kind == K_FLOAT:
-                records.append(M.Type(M.FLOAT, name, size_type))
+                add(Type(M.FLOAT, name, size_type))
             elif kind == K_DECL_TAG:
-                if pos + 4 > end:
-                    self.fail("record runs past the type section", btf_id, rec_pos)
                 (component,) = struct.unpack_from(bo + "i", data, pos)
-                pos += 4
-                records.append(("decl_tag", name, size_type, component))
+                add(("decl_tag", name, size_type, component))
             else:
-                self.fail(f"unknown BTF kind {kind}", btf_id, rec_pos)
-            if pos > end:
-                self.fail("record runs past the type section", btf_id, rec_pos)
+                self.fail(f"unknown BTF kind {kind}", len(records), rec_pos)
+            pos += extra
         g = self._to_graph(records, int_bits)
         # a split BTF: only its own types are new (the base was checked when read)
         M.check_references(g, self.source, len(self.base.graph.types) if self.base else 0)
@@ -321,31 +320,35 @@ class _Parser:
         first = 1
         model_id = [0] * n
         ids: list = [("type", 0)] * n        # btf id -> (what it became, index)
+        type_map: dict = {0: 0}             # btf id -> model id, of the types only
         if base is not None:
             g.types = list(base.graph.types)
             g.ptr_size = base.graph.ptr_size
             first = base.type_count
             model_id[:first] = base.model_id
-            for btf_id in range(1, first):   # the base's functions/vars are not in this graph
-                ids[btf_id] = ("type", model_id[btf_id]) if model_id[btf_id] else ("base", 0)
+            type_map = dict(base.type_map)
+            # the base's functions/vars are not in this graph
+            ids[1:first] = [("type", m) if m else ("base", 0) for m in base.model_id[1:]]
         counts = {"func": 0, "var": 0, "datasec": 0, "decl_tag": 0}
+        Type = M.Type
+        add = g.types.append
         for btf_id in range(first, n):
             r = records[btf_id]
-            if isinstance(r, M.Type):
-                model_id[btf_id] = g.add(r)
+            if type(r) is Type:
+                model_id[btf_id] = type_map[btf_id] = len(g.types)
+                add(r)
                 ids[btf_id] = ("type", model_id[btf_id])
             else:
                 ids[btf_id] = (r[0], counts[r[0]])
                 counts[r[0]] += 1
         self.btf_ids = ids
-        self.model_id, self.int_bits = model_id, int_bits
+        self.model_id, self.int_bits, self.type_map = model_id, int_bits, type_map
 
-        def remap(ref: Optional[int], btf_id: int) -> int:
-            if ref is None or ref == 0:
-                return 0
-            if ref >= n or ids[ref][0] != "type":
+        def remap(ref: int, btf_id: int) -> int:
+            m = type_map.get(ref)
+            if m is None:
                 self.fail(f"reference to type id {ref}, which is not a type", btf_id, 0)
-            return model_id[ref]
+            return m
 
         def target(ref: int, btf_id: int, allowed: tuple) -> Optional[tuple]:
             if 0 < ref < n and ids[ref][0] == "base":
@@ -355,9 +358,10 @@ class _Parser:
                           btf_id, 0)
             return ids[ref]
 
+        get = type_map.get
         for btf_id in range(first, n):
             r = records[btf_id]
-            if not isinstance(r, M.Type):
+            if type(r) is not Type:
                 what = r[0]
                 if what == "func":
                     _, name, proto, static = r
@@ -377,16 +381,22 @@ class _Parser:
                     if where is not None:
                         g.decl_tags.append(M.DeclTag(value, where[0], where[1], component))
                 continue
-            k = r.kind
-            if r.ref is not None:
-                r.ref = remap(r.ref, btf_id)
-            if r.members:
-                for m in r.members:
-                    if not m.bit_size and m.type in int_bits:
-                        extra_off, m.bit_size = int_bits[m.type]
-                        m.bit_offset += extra_off
-                    m.type = remap(m.type, btf_id)
-            if k == M.FUNC_PROTO:
+            ref = r.ref
+            if ref is not None:
+                m = get(ref)
+                r.ref = m if m is not None else remap(ref, btf_id)
+            members = r.members
+            if members:
+                if int_bits:
+                    for m in members:
+                        if not m.bit_size and m.type in int_bits:
+                            extra_off, m.bit_size = int_bits[m.type]
+                            m.bit_offset += extra_off
+                for m in members:
+                    t = get(m.type)
+                    m.type = t if t is not None else remap(m.type, btf_id)
+            elif r.params:
                 for p in r.params:
-                    p.type = remap(p.type, btf_id)
+                    t = get(p.type)
+                    p.type = t if t is not None else remap(p.type, btf_id)
         return g

@@ -1,0 +1,94 @@
+"""The DB writer's fast paths (dbhive/store.py, model spelling, surftrace flattening) against
+the plain ones they replace, on real kernels' BTF: the memoized spelling against c_decl for
+every type, the DB written by two processes against the DB written by one, NULL written
+as NULL.  (The figures are bench/bench_btf.py's.)"""
+from __future__ import annotations
+
+import sqlite3
+
+import pytest
+
+from dbhive import model as M
+from dbhive import schema as S
+from dbhive import store
+from dbhive.btf import read_btf, read_btf_file
+from tests.support.db_dump import diff_dbs
+
+
+@pytest.fixture(scope="module", params=["running", "debian"])
+def graph(request, running_btf, debian_vmlinux_btf):
+    path = running_btf if request.param == "running" else debian_vmlinux_btf
+    return read_btf(read_btf_file(path), path)
+
+
+def test_spelling_cache_is_c_decl_for_every_type(graph):
+    spell = graph.spelling_cache()
+    # in reverse too: the memo must not depend on which ids were spelled first
+    ids = list(range(len(graph.types)))
+    for order in (ids, ids[::-1]):
+        fresh = graph.spelling_cache()
+        assert [fresh(tid) for tid in order] == [M.c_decl(graph, tid, "") for tid in order]
+    assert spell(0) == "void"
+
+
+def _pointer_chain(n: int) -> tuple:
+    g = M.TypeGraph()
+    tid = g.add(M.Type(M.INT, "int", 4, signed=True, encoding="signed"))
+    for _ in range(n):
+        tid = g.add(M.Type(M.PTR, ref=tid))
+    return g, tid
+
+
+@pytest.mark.parametrize("depth", [M.MAX_DECL_DEPTH - 1, M.MAX_DECL_DEPTH,
+                                   M.MAX_DECL_DEPTH + 1, 3 * M.MAX_DECL_DEPTH])
+def test_spelling_refuses_what_c_decl_refuses(depth):
+    """A declarator nested too deep (what a reference cycle looks like) is refused by the
+    memoized spelling exactly where c_decl refuses it, whether or not the inner types
+    were spelled before."""
+    g, top = _pointer_chain(depth)
+    try:
+        expected = M.c_decl(g, top, "")
+    except M.TypeCycle:
+        expected = M.TypeCycle
+    for warm in (False, True):
+        spell = g.spelling_cache()
+        if warm:                        # an inner type (spellable on its own) first
+            spell(min(top // 2, 100))
+        if expected is M.TypeCycle:
+            with pytest.raises(M.TypeCycle):
+                spell(top)
+        else:
+            assert spell(top) == expected
+
+
+def test_two_processes_write_the_db_one_process_writes(graph, tmp_path):
+    """The surftrace tables made by a forked worker and copied in: the same DB, rows,
+    rowids and the order of sqlite_master included."""
+    one, two = str(tmp_path / "one.db"), str(tmp_path / "two.db")
+    store.write_db(graph, {"release": "x"}, one, parallel=False)
+    store.write_db(graph, {"release": "x"}, two, parallel=True)
+    assert diff_dbs(one, two, ignore_meta=()) == []
+
+
+def test_null_is_written_as_null(graph, tmp_path):
+    """NULL goes through a float stand-in (schema.insert_sql): no float is left in any
+    table, and each column holds as many NULLs as the graph has Nones."""
+    db = str(tmp_path / "x.db")
+    store.write_db(graph, {"release": "x"}, db)
+    conn = sqlite3.connect(db)
+    try:
+        for t in S.TABLES:
+            for col in t.column_names:
+                # names from the schema's own declarations
+                n = conn.execute(f"SELECT count(*) FROM {t.name} WHERE typeof({col}) = 'real'"
+                                 ).fetchone()[0]
+                assert n == 0, (t.name, col)
+        nulls = dict(zip(("name", "size", "ref", "nelems", "signed", "encoding", "origin"),
+                         conn.execute("SELECT count(*) - count(name), count(*) - count(size), "
+                                      "count(*) - count(ref), count(*) - count(nelems), "
+                                      "count(*) - count(signed), count(*) - count(encoding), "
+                                      "count(*) - count(origin) FROM kt_types").fetchone()))
+    finally:
+        conn.close()
+    assert nulls == {f: sum(getattr(t, f) is None for t in graph.types) for f in nulls}
+    assert nulls["name"] > 0 and nulls["origin"] == len(graph.types)     # BTF has no origin
