@@ -154,7 +154,20 @@ def test_bad_input_one_line_error_nothing_written(tmp_path, running_btf, debian_
     assert sorted(p.name for p in tmp_path.iterdir() if p.name.startswith("dbhive-")) == []
 
 
-@pytest.mark.parametrize("delay", [1.5, 3.0, 6.0])
+def _wait_for(cond, proc, timeout=60.0):
+    """Poll until cond() while `proc` runs; fails if it ended first."""
+    t0 = time.monotonic()
+    while not cond():
+        assert proc.poll() is None, "the build ended before the point to interrupt it at"
+        assert time.monotonic() - t0 < timeout, "the point to interrupt at never came"
+        time.sleep(0.02)
+
+
+def _written(work) -> int:
+    return sum(os.path.getsize(os.path.join(d, f)) for d, _, fs in os.walk(work) for f in fs)
+
+
+@pytest.mark.parametrize("delay", [0.0, 0.5, 1.5])
 def test_interrupted_build_leaves_nothing(tmp_path, debian_dbg_deb, delay):
     """SIGTERM at several points of the streaming extraction (inside libarchive's read
     callback too): one line saying so, nothing left in the hive or the temp dir."""
@@ -164,7 +177,9 @@ def test_interrupted_build_leaves_nothing(tmp_path, debian_dbg_deb, delay):
     env = dict(os.environ, TMPDIR=str(work))
     proc = subprocess.Popen([DBHIVE, "build", debian_dbg_deb, "--hive", str(hive),
                              "--source", "btf"], env=env, stderr=subprocess.PIPE, text=True)
+    _wait_for(lambda: _written(work) > 0, proc)        # the kernel member is being written
     time.sleep(delay)
+    assert proc.poll() is None, "the build ended before the signal"
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
@@ -222,9 +237,10 @@ def test_interrupted_dwarf_build_stops_its_workers(tmp_path, debian_vmlinux):
     hive = tmp_path / "hive"
     proc = subprocess.Popen([DBHIVE, "build", debian_vmlinux, "--hive", str(hive)],
                             stderr=subprocess.PIPE, text=True)
-    time.sleep(6)                      # past identity and sha256, inside read_dwarf
-    children = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True,
-                              text=True).stdout.split()
+    _wait_for(lambda: _children(proc.pid), proc)     # a DWARF worker runs
+    time.sleep(0.3)
+    children = _children(proc.pid)
+    assert children and proc.poll() is None
     proc.send_signal(signal.SIGTERM)
     _, err = proc.communicate(timeout=60)
     assert proc.returncode == 130
