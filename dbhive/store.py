@@ -7,6 +7,7 @@ destination and renamed into place only when complete.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 from typing import Iterable
@@ -224,8 +225,24 @@ def _copy_surftrace(conn: sqlite3.Connection, path: str) -> None:
         conn.execute("DETACH DATABASE side")
 
 
+# Rows per INSERT statement in a bulk load: each statement run costs the sqlite3 module a
+# reset, a step and the GIL released and taken again, and SQLite a mutex per call, a third
+# of the time when it is one row.  At most this many values in a statement (SQLite before
+# 3.32 allows 999).
+_VALUES_PER_STATEMENT = 999
+
+
 def _bulk(conn: sqlite3.Connection, table: S.Table, rows: Iterable[tuple]) -> None:
-    conn.executemany(S.insert_sql(table, _SPARSE.get(table, ())), rows)
+    sparse = _SPARSE.get(table, ())
+    rows = rows if isinstance(rows, list) else list(rows)
+    k = max(1, _VALUES_PER_STATEMENT // len(table.columns))
+    whole = len(rows) - len(rows) % k
+    if whole:
+        values = itertools.chain.from_iterable
+        conn.executemany(S.insert_sql(table, sparse, rows=k),
+                         (tuple(values(rows[i:i + k])) for i in range(0, whole, k)))
+    if whole < len(rows):
+        conn.executemany(S.insert_sql(table, sparse), rows[whole:])
 
 
 # ---------------------------------------------------------------------------
