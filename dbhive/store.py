@@ -113,8 +113,9 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
     `parallel`: most of the surftrace tables (WORKER_TABLES: the flattened structs and the
     functions) are made by a forked worker, into a file of their own that is then copied
     in (SQLite copies a table between files of the same schema page by page), while this
-    process writes the others: the two take about the same time.  Where forking is not safe (procs.can_fork) all is done here.
-    Either way the DB is the same, down to the order of sqlite_master and the rowids."""
+    process writes the others: the two take about the same time.  Where forking is not
+    safe (procs.can_fork) all is done here.  Either way the DB is the same, down to the
+    order of sqlite_master and the rowids."""
     meta = dict(meta)
     meta.setdefault("schema_version", SCHEMA_VERSION)
     meta.setdefault("type_source", graph.source)
@@ -250,14 +251,12 @@ def _copy_worker_tables(conn: sqlite3.Connection, path: str, tables) -> None:
     are copied alike and sqlite_master ends up in the order one process makes it."""
     conn.commit()                       # ATTACH is refused inside a transaction
     conn.execute("ATTACH DATABASE ? AS side", (path,))
-    try:
-        for t in tables:
-            _create_indexes(conn, (t,))
-            if t in WORKER_TABLES:
-                conn.execute(S.copy_sql(t, "side"))
-        conn.commit()
-    finally:
-        conn.execute("DETACH DATABASE side")
+    for t in tables:
+        _create_indexes(conn, (t,))
+        if t in WORKER_TABLES:
+            conn.execute(S.copy_sql(t, "side"))
+    conn.commit()
+    conn.execute("DETACH DATABASE side")
 
 
 # Rows per INSERT statement in a bulk load: each statement run costs the sqlite3 module a
