@@ -9,7 +9,7 @@ Default inputs: this machine's /sys/kernel/btf/vmlinux and the Debian 6.1 kernel
 pahole alternating, median of N after one unmeasured run of each (warm page cache).
 --cold: also N runs of each with the page cache dropped before every run (root; the
 interpreter and its modules are read from disk again too).  --phases: where our time goes,
-in one process: CPU and wall per step of the build, minimum of N.  Start-up is reported
+in one process (--jobs 1): CPU and wall per step of the build, minimum of N.  Start-up is reported
 as `python -c "import dbhive.cli"` against `python -c pass`.  --baseline SRC_DIR: a third
 contestant, ours from another source tree (before/after a change, in the same run).
 """
@@ -50,10 +50,12 @@ def contestants(btf: str, out: str, baseline) -> list:
     out = [(OURS, [dbhive] + build, None), (OURS_1, [dbhive] + build + ["--jobs", "1"], None),
            (ANCHOR, [shutil.which("pahole"), "-F", "btf", btf], None)]
     if baseline:
-        # what the `dbhive` entry point runs, with the other tree first on the path
-        entry = "import sys; from dbhive.cli import main; sys.argv[0] = 'dbhive'; sys.exit(main())"
-        out.append((BASELINE, [sys.executable, "-c", entry] + build,
-                    dict(os.environ, PYTHONPATH=os.path.abspath(baseline))))
+        # what the `dbhive` entry point runs, the other tree first on the path (in place
+        # of -c's current directory, which may be this tree)
+        entry = (f"import sys; sys.path[0] = {os.path.abspath(baseline)!r}; import dbhive; "
+                 f"assert dbhive.__file__.startswith(sys.path[0]), dbhive.__file__; "
+                 f"from dbhive.cli import main; sys.argv[0] = 'dbhive'; sys.exit(main())")
+        out.append((BASELINE, [sys.executable, "-c", entry] + build, None))
     return out
 
 
@@ -91,11 +93,12 @@ def startup(runs: int) -> tuple:
 
 
 def phases(btf: str, runs: int) -> list:
-    """[(step, cpu s, wall s)] of one in-process `build.build`, each the minimum of `runs`:
-    the store's steps and the model's graph checks timed by wrapping them."""
+    """[(step, cpu s, wall s)] of one in-process `build.build` in one process (jobs=1, so
+    that every step runs here), each the minimum of `runs`: the store's steps and the
+    model's graph checks timed by wrapping them."""
     from dbhive import build, model as M, store
     steps = {"graph checks": (M, "check_references"),
-             "write normalized tables (+ type spelling)": (store, "_write_normalized"),
+             "write normalized tables": (store, "_write_normalized"),
              "write surftrace tables (flattening)": (store, "_write_surftrace"),
              "create indexes": (store, "_create_indexes"),
              "write_db (all)": (store, "write_db"),
@@ -120,7 +123,7 @@ def phases(btf: str, runs: int) -> list:
                 spent.clear()
                 out = os.path.join(tmp, "bench.db")
                 c, w = time.process_time(), time.perf_counter()
-                build.build(btf, out=out, arch="x86_64")
+                build.build(btf, out=out, arch="x86_64", jobs=1)
                 spent["total (build.build)"] = (time.process_time() - c, time.perf_counter() - w)
                 os.unlink(out)
                 for k, v in spent.items():
@@ -135,12 +138,12 @@ def phases(btf: str, runs: int) -> list:
              cpu["read + parse BTF (all)"] - cpu["graph checks"],
              wall["read + parse BTF (all)"] - wall["graph checks"]),
             ("graph checks", cpu["graph checks"], wall["graph checks"])]
-    for k in ("write normalized tables (+ type spelling)", "write surftrace tables (flattening)",
+    for k in ("write normalized tables", "write surftrace tables (flattening)",
               "create indexes"):
         rows.append((k, cpu[k], wall[k]))
-    inner = ("write normalized tables (+ type spelling)", "write surftrace tables (flattening)",
+    inner = ("write normalized tables", "write surftrace tables (flattening)",
              "create indexes")
-    rows.append(("write_db rest (tables, meta, commit, rename)",
+    rows.append(("write_db rest (spelling, meta, commit, rename)",
                  cpu["write_db (all)"] - sum(cpu[k] for k in inner),
                  wall["write_db (all)"] - sum(wall[k] for k in inner)))
     rows.append(("build rest (identity, sha256, meta)",
@@ -192,7 +195,7 @@ def main():
                 print(f"  {label}, every run: {' '.join(f'{x.wall:.3f}' for x in s)}")
     if args.phases:                 # last: it grows this process, whose size forked children
         for btf in inputs:          # would report as their own peak RSS
-            print(f"\nin process (build.build) on {btf}, minimum of {args.runs}:")
+            print(f"\nin process (build.build, --jobs 1) on {btf}, minimum of {args.runs}:")
             print(f"  {'step':48s} {'cpu s':>7s} {'wall s':>7s}")
             for name, c, w in phases(btf, args.runs):
                 print(f"  {name:48s} {c:7.3f} {w:7.3f}")

@@ -119,7 +119,9 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
             "package_version": ex.package_version,
             "source_file": os.path.basename(input_path),
             "source_member": ex.member or "",
-            "source_sha256": sha256(),
+            # a raw BTF input is the file identity hashed already
+            "source_sha256": (ident.btf_sha256 if ex.kind == "raw-btf" and not ex.temporary
+                              and ident.btf_sha256 and not source_sha256 else sha256()),
             "source_kind": ex.kind,
             "type_source": src,
             "builder_version": __version__,

@@ -141,13 +141,17 @@ def gc_paused():
     """Python's cycle collector off while a graph is built or written.  A graph's objects
     refer to each other by id, so they make no reference cycles for it to find, but with
     it on, every few thousand new objects it walks all of them again: a third of the time
-    of reading a kernel's BTF and writing its DB."""
+    of reading a kernel's BTF and writing its DB.  On the way out the objects made
+    meanwhile join the oldest generation (freeze + unfreeze), or the first collection after
+    would walk them all at once."""
     was_on = gc.isenabled()
     gc.disable()
     try:
         yield
     finally:
         if was_on:
+            gc.freeze()
+            gc.unfreeze()
             gc.enable()
 
 

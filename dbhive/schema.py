@@ -122,14 +122,16 @@ def create_index_sql(t: Table) -> list:
 NULL = 0.5
 
 
-def insert_sql(t: Table, sparse: tuple = ()) -> str:
+def insert_sql(t: Table, sparse: tuple = (), rows: int = 1) -> str:
     """Positional INSERT: rows are tuples in the table's column order.  The `sparse`
-    columns take `NULL` (the float above) for SQL NULL."""
+    columns take `NULL` (the float above) for SQL NULL.  `rows` > 1: that many rows in one
+    statement (their values one after the other in one tuple), inserted in their order."""
     unknown = [c for c in sparse if c not in t.column_names]
     if unknown:
         raise AssertionError(f"{t.name} has no column {unknown[0]!r}")
     values = [f"NULLIF(?, {NULL!r})" if c in sparse else "?" for c in t.column_names]
-    return f"INSERT INTO {t.name} ({', '.join(t.column_names)}) VALUES ({', '.join(values)})"
+    row = f"({', '.join(values)})"
+    return f"INSERT INTO {t.name} ({', '.join(t.column_names)}) VALUES {', '.join([row] * rows)}"
 
 
 def copy_sql(t: Table, from_schema: str) -> str:

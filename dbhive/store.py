@@ -7,6 +7,7 @@ destination and renamed into place only when complete.
 """
 from __future__ import annotations
 
+import itertools
 import os
 import sqlite3
 from typing import Iterable
@@ -16,7 +17,7 @@ from . import output
 from . import procs
 from . import schema as S
 from . import surftrace
-from .errors import SchemaError
+from .errors import DbhiveError, SchemaError
 
 SCHEMA_VERSION = S.SCHEMA_VERSION
 
@@ -109,10 +110,12 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
     a non-regular destination is refused).  Returns the meta as written (with the counts
     and schema version added).
 
-    `parallel`: the surftrace tables are made in a forked worker, into a file of their own
-    that is then copied in (SQLite copies whole tables between files with the same schema
-    page by page), while this process writes the normalized ones: the two halves take
-    about the same time.  Where forking is not safe (procs.can_fork) all is done here."""
+    `parallel`: most of the surftrace tables (WORKER_TABLES: the flattened structs and the
+    functions) are made by a forked worker, into a file of their own that is then copied
+    in (SQLite copies a table between files of the same schema page by page), while this
+    process writes the others: the two take about the same time.  Where forking is not
+    safe (procs.can_fork) all is done here.  Either way the DB is the same, down to the
+    order of sqlite_master and the rowids."""
     meta = dict(meta)
     meta.setdefault("schema_version", SCHEMA_VERSION)
     meta.setdefault("type_source", graph.source)
@@ -128,7 +131,7 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
         side = side_path = None
         if parallel and procs.can_fork():
             side_path = output.temp_name(os.path.dirname(tmp), ".db")
-            side = procs.Forked(f"{dest}: writing the surftrace tables", _write_surftrace_file,
+            side = procs.Forked(f"{dest}: the surftrace tables", _write_worker_file,
                                 side_path, graph, spelled)
         try:
             conn = sqlite3.connect(tmp)
@@ -141,10 +144,13 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
                     _write_surftrace(conn, graph, spelled.__getitem__)
                     _create_indexes(conn, S.TABLES)
                 else:
-                    _create_indexes(conn, NORMALIZED_TABLES)
+                    _write_the_rest(conn, graph, spelled.__getitem__, side)
+                    # the indexes of the tables before the worker's now, the rest in order
+                    first = S.TABLES.index(WORKER_TABLES[0])
+                    _create_indexes(conn, S.TABLES[:first])
                     side.wait()
                     side = None
-                    _copy_surftrace(conn, side_path)
+                    _copy_worker_tables(conn, side_path, S.TABLES[first:])
                 conn.commit()
             finally:
                 conn.close()
@@ -156,7 +162,8 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
     return meta
 
 
-NORMALIZED_TABLES = tuple(t for t in S.TABLES if t not in S.SURFTRACE_TABLES)
+# the tables write_db's worker makes (see write_db): as much work as the rest, measured
+WORKER_TABLES = (S.FILES, S.FUNS, S.STRUCTS, S.MEMBERS)
 
 
 # The steps of write_db, in its order (bench/bench_btf.py times each).
@@ -186,6 +193,32 @@ def _write_surftrace(conn: sqlite3.Connection, graph: M.TypeGraph, spell) -> Non
         _bulk(conn, table, rows)
 
 
+def _surftrace_parts(graph: M.TypeGraph, spell) -> tuple:
+    """((tables, make their rows), ...) in the order table_rows makes them."""
+    return (((S.FILES, S.FUNS), lambda: surftrace.function_rows(graph, spell, N)),
+            ((S.STRUCTS, S.MEMBERS), lambda: surftrace.struct_rows(graph, spell)),
+            ((S.TYPES,), lambda: (surftrace.type_rows(graph, spell),)))
+
+
+def _write_the_rest(conn: sqlite3.Connection, graph: M.TypeGraph, spell, side) -> None:
+    """The surftrace tables but the worker's.  One process meets the parts' errors in the
+    parts' order, so an error here after a part of the worker's waits for the worker's
+    verdict: its error, if it has one, is the one raised."""
+    worker_before = False
+    for tables, make in _surftrace_parts(graph, spell):
+        if tables[0] in WORKER_TABLES:
+            worker_before = True
+            continue
+        try:
+            rows = make()
+        except DbhiveError:
+            if worker_before:
+                side.wait()             # raises the worker's error, if it had one
+            raise
+        for t, r in zip(tables, rows):
+            _bulk(conn, t, r)
+
+
 def _create_indexes(conn: sqlite3.Connection, tables) -> None:
     # after the bulk load: building an index once is faster than keeping it up to date
     for t in tables:
@@ -193,39 +226,57 @@ def _create_indexes(conn: sqlite3.Connection, tables) -> None:
             conn.execute(stmt)
 
 
-def _write_surftrace_file(path: str, graph: M.TypeGraph, spelled: list) -> None:
-    """The surftrace tables, with their indexes, alone in a DB file of their own (the
-    forked worker of write_db)."""
+def _write_worker_file(path: str, graph: M.TypeGraph, spelled: list) -> None:
+    """WORKER_TABLES, with their indexes, alone in a DB file of their own (the forked
+    worker of write_db)."""
     conn = sqlite3.connect(path)
     try:
         conn.execute("PRAGMA journal_mode=OFF")
         conn.execute("PRAGMA synchronous=OFF")
-        for t in S.SURFTRACE_TABLES:
+        for t in WORKER_TABLES:
             conn.execute(S.create_table_sql(t))
-        _write_surftrace(conn, graph, spelled.__getitem__)
-        _create_indexes(conn, S.SURFTRACE_TABLES)
+        for tables, make in _surftrace_parts(graph, spelled.__getitem__):
+            if tables[0] in WORKER_TABLES:
+                for t, rows in zip(tables, make()):
+                    _bulk(conn, t, rows)
+        _create_indexes(conn, WORKER_TABLES)
         conn.commit()
     finally:
         conn.close()
 
 
-def _copy_surftrace(conn: sqlite3.Connection, path: str) -> None:
-    """Copy the surftrace tables from the worker's file: their indexes are made first (on
-    empty tables) so that the rows and the index entries are copied alike, and the DB ends
-    up as a single process writes it, sqlite_master's order included."""
+def _copy_worker_tables(conn: sqlite3.Connection, path: str, tables) -> None:
+    """`tables`' indexes in their order, and the worker's tables copied in from its file:
+    each one's indexes first (on the empty table), so that the rows and the index entries
+    are copied alike and sqlite_master ends up in the order one process makes it."""
     conn.commit()                       # ATTACH is refused inside a transaction
     conn.execute("ATTACH DATABASE ? AS side", (path,))
-    try:
-        for t in S.SURFTRACE_TABLES:
-            _create_indexes(conn, (t,))
+    for t in tables:
+        _create_indexes(conn, (t,))
+        if t in WORKER_TABLES:
             conn.execute(S.copy_sql(t, "side"))
-        conn.commit()
-    finally:
-        conn.execute("DETACH DATABASE side")
+    conn.commit()
+    conn.execute("DETACH DATABASE side")
+
+
+# Rows per INSERT statement in a bulk load: each statement run costs the sqlite3 module a
+# reset, a step and the GIL released and taken again, and SQLite a mutex per call, a third
+# of the time when it is one row.  At most this many values in a statement (SQLite before
+# 3.32 allows 999).
+_VALUES_PER_STATEMENT = 999
 
 
 def _bulk(conn: sqlite3.Connection, table: S.Table, rows: Iterable[tuple]) -> None:
-    conn.executemany(S.insert_sql(table, _SPARSE.get(table, ())), rows)
+    sparse = _SPARSE.get(table, ())
+    rows = rows if isinstance(rows, list) else list(rows)
+    k = max(1, _VALUES_PER_STATEMENT // len(table.columns))
+    whole = len(rows) - len(rows) % k
+    if whole:
+        values = itertools.chain.from_iterable
+        conn.executemany(S.insert_sql(table, sparse, rows=k),
+                         (tuple(values(rows[i:i + k])) for i in range(0, whole, k)))
+    if whole < len(rows):
+        conn.executemany(S.insert_sql(table, sparse), rows[whole:])
 
 
 # ---------------------------------------------------------------------------

@@ -139,7 +139,14 @@ TYPE_ROW_KINDS = (M.INT, M.FLOAT, M.TYPEDEF, M.ENUM, M.PTR, M.VOID)
 def table_rows(g: M.TypeGraph, spell, null=None) -> tuple:
     """(files, funs, structs, members, types) row lists, tuples in column order; `null`
     stands for SQL NULL in the columns that are often NULL (funs.line, funs.module: see
-    schema.insert_sql)."""
+    schema.insert_sql).  The three parts below, in this order."""
+    files, funs = function_rows(g, spell, null)
+    structs, members = struct_rows(g, spell)
+    return files, funs, structs, members, type_rows(g, spell)
+
+
+def function_rows(g: M.TypeGraph, spell, null=None) -> tuple:
+    """(files, funs) rows."""
     types = g.types
     files: dict = {}
     funs = []
@@ -157,6 +164,12 @@ def table_rows(g: M.TypeGraph, spell, null=None) -> tuple:
         fid = files.get(file) or files.setdefault(file, len(files) + 1)
         funs.append((f.name, sig[0], sig[1], null if f.line is None else f.line, fid,
                      null if f.module is None else f.module))
+    return [(i, name) for name, i in files.items()], funs
+
+
+def struct_rows(g: M.TypeGraph, spell) -> tuple:
+    """(structs, members) rows: every struct flattened (the bulk of the work)."""
+    types = g.types
     acc = TypeAccess.of_graph(g, spell)
     structs, members = [], []
     for sid, (name, tid) in enumerate(sorted(struct_ids(g).items()), start=1):
@@ -165,18 +178,21 @@ def table_rows(g: M.TypeGraph, spell, null=None) -> tuple:
         # flat_members gives (name, type, ...); the table's columns are (fid, types, name, ...)
         members += [(sid, tstr, mname, off, nbytes, bits)
                     for (mname, tstr, off, nbytes, bits) in rows]
+    return structs, members
+
+
+def type_rows(g: M.TypeGraph, spell) -> list:
+    """`types` rows: each spelling of a base, typedef or pointer type once."""
     types_rows: dict = {}
     sizeof = g.sizeof
-    for tid, t in enumerate(types):
+    for tid, t in enumerate(g.types):
         if t.kind in TYPE_ROW_KINDS:
             name = spell(tid)
             if name not in types_rows:
                 types_rows[name] = (spell(g.strip(tid)), sizeof(tid) or 0)
     types_rows.setdefault("void *", ("void *", g.ptr_size))
-    trow = [(i, name, alias, size)
+    return [(i, name, alias, size)
             for i, (name, (alias, size)) in enumerate(types_rows.items(), start=1)]
-    frow = [(i, name) for name, i in files.items()]
-    return frow, funs, structs, members, trow
 
 
 def _json_strings(strings: list) -> str:

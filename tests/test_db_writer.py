@@ -92,3 +92,32 @@ def test_null_is_written_as_null(graph, tmp_path):
         conn.close()
     assert nulls == {f: sum(getattr(t, f) is None for t in graph.types) for f in nulls}
     assert nulls["name"] > 0 and nulls["origin"] == len(graph.types)     # BTF has no origin
+
+
+def _two_faults() -> M.TypeGraph:
+    """A graph whose flattening fails (structs nested deeper than surftrace.MAX_NESTING)
+    and whose types table fails too (a typedef naming itself: write_db is handed graphs
+    the readers checked, this one is not)."""
+    from dbhive import surftrace
+    g = M.TypeGraph()
+    inner = g.add(M.Type(M.INT, "int", 4, signed=True, encoding="signed"))
+    for i in range(surftrace.MAX_NESTING + 10):
+        inner = g.add(M.Type(M.STRUCT, f"s{i}", 4, members=[M.Member("m", inner, 0)]))
+    loop = len(g.types)
+    g.add(M.Type(M.TYPEDEF, "t", ref=loop))
+    return g
+
+
+def test_two_processes_raise_the_error_one_process_raises(tmp_path):
+    """One process meets the flattening's error before the types table's; the worker that
+    flattens must not let the other error win."""
+    from dbhive.errors import DbhiveError
+    errors = []
+    for parallel in (False, True):
+        with pytest.raises(DbhiveError) as e:
+            store.write_db(_two_faults(), {"release": "x"}, str(tmp_path / "x.db"),
+                           parallel=parallel)
+        errors.append((type(e.value), str(e.value)))
+    assert errors[0] == errors[1]
+    assert "nested more than" in errors[0][1]
+    assert sorted(p.name for p in tmp_path.iterdir()) == []

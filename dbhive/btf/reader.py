@@ -212,7 +212,7 @@ class _Parser:
         enum32u_iter = struct.Struct(bo + "II").iter_unpack
         enum64_iter = struct.Struct(bo + "III").iter_unpack
         strings = self.strings
-        Type, Member, Param = M.Type, M.Member, M.Param
+        Type, Member, Param, Function = M.Type, M.Member, M.Param, M.Function
         KIND_SHIFT, KIND_MASK, VLEN_MASK, KFLAG_SHIFT = (K.KIND_SHIFT, K.KIND_MASK, K.VLEN_MASK,
                                                          K.KFLAG_SHIFT)
         BF_SHIFT, OFF_MASK = K.MEMBER_BITFIELD_SHIFT, K.MEMBER_OFFSET_MASK
@@ -221,8 +221,9 @@ class _Parser:
         # First pass builds records with BTF ids; model ids are assigned after, because
         # VAR/DATASEC/DECL_TAG/FUNC records are not types in the model.
 
-        # btf id -> Type or ("func", name, proto, static) or None; a split BTF's ids start
-        # after its base's (whose records are the base graph's, not repeated here)
+        # btf id -> Type, Function, ("var"|"datasec"|"decl_tag", ...) or None; a split
+        # BTF's ids start after its base's (whose records are the base graph's, not
+        # repeated here)
         records: list = [None] * (self.base.type_count if self.base else 1)
         add = records.append
         int_bits: dict = dict(self.base.int_bits) if self.base else {}
@@ -241,15 +242,12 @@ class _Parser:
             if pos + extra > end:
                 self.fail(f"record of kind {kind} with {vlen} entries runs past the type "
                           f"section", len(records), rec_pos)
-            if kind == K_STRUCT or kind == K_UNION:
-                entries = arr_iter(data[pos:pos + extra])
-                if kflag:
-                    members = [Member(strings[n], t, off & OFF_MASK, off >> BF_SHIFT)
-                               for n, t, off in entries]
-                else:
-                    members = [Member(strings[n], t, off, 0) for n, t, off in entries]
-                add(Type(M.STRUCT if kind == K_STRUCT else M.UNION, name, size_type, None,
-                         members))
+            # the kinds in the order of how many a kernel has of each
+            if kind == K_FUNC:
+                # its prototype is still a BTF id here (see _to_graph)
+                add(Function(name, size_type, vlen == FUNC_STATIC))
+                if vlen not in _LINKAGE:
+                    self.fail(f"FUNC with unknown linkage {vlen}", len(records) - 1, rec_pos)
             elif kind in _SIMPLE_REF:
                 add(Type(_SIMPLE_REF[kind], name, None, size_type))
             elif kind == K_FUNC_PROTO:
@@ -260,10 +258,15 @@ class _Parser:
                 else:
                     add(Type(M.FUNC_PROTO, None, ref=size_type,
                              params=[Param(strings[n], t) for n, t in pairs]))
-            elif kind == K_FUNC:
-                add(("func", name, size_type, vlen == FUNC_STATIC))
-                if vlen not in _LINKAGE:
-                    self.fail(f"FUNC with unknown linkage {vlen}", len(records) - 1, rec_pos)
+            elif kind == K_STRUCT or kind == K_UNION:
+                entries = arr_iter(data[pos:pos + extra])
+                if kflag:
+                    members = [Member(strings[n], t, off & OFF_MASK, off >> BF_SHIFT)
+                               for n, t, off in entries]
+                else:
+                    members = [Member(strings[n], t, off, 0) for n, t, off in entries]
+                add(Type(M.STRUCT if kind == K_STRUCT else M.UNION, name, size_type, None,
+                         members))
             elif kind == K_INT:
                 (enc,) = u32(data, pos)
                 encoding = (enc >> K.INT_ENCODING_SHIFT) & 0xF
@@ -329,15 +332,19 @@ class _Parser:
             type_map = dict(base.type_map)
             # the base's functions/vars are not in this graph
             ids[1:first] = [("type", m) if m else ("base", 0) for m in base.model_id[1:]]
-        counts = {"func": 0, "var": 0, "datasec": 0, "decl_tag": 0}
-        Type = M.Type
+        counts = {"var": 0, "datasec": 0, "decl_tag": 0}
+        Type, Function = M.Type, M.Function
         add = g.types.append
+        functions = g.functions
         for btf_id in range(first, n):
             r = records[btf_id]
             if type(r) is Type:
                 model_id[btf_id] = type_map[btf_id] = len(g.types)
                 add(r)
                 ids[btf_id] = ("type", model_id[btf_id])
+            elif type(r) is Function:
+                ids[btf_id] = ("func", len(functions))
+                functions.append(r)
             else:
                 ids[btf_id] = (r[0], counts[r[0]])
                 counts[r[0]] += 1
@@ -361,12 +368,13 @@ class _Parser:
         get = type_map.get
         for btf_id in range(first, n):
             r = records[btf_id]
+            if type(r) is Function:
+                m = get(r.proto)
+                r.proto = m if m is not None else remap(r.proto, btf_id)
+                continue
             if type(r) is not Type:
                 what = r[0]
-                if what == "func":
-                    _, name, proto, static = r
-                    g.functions.append(M.Function(name, remap(proto, btf_id), static=static))
-                elif what == "var":
+                if what == "var":
                     _, name, vtype, linkage = r
                     g.variables.append(M.Variable(name, remap(vtype, btf_id), linkage))
                 elif what == "datasec":
