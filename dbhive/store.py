@@ -114,8 +114,8 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
     functions) are made by a forked worker, into a file of their own that is then copied
     in (SQLite copies a table between files of the same schema page by page), while this
     process writes the others: the two take about the same time.  Where forking is not
-    safe (procs.can_fork) all is done here.  Either way the DB is the same, down to the
-    order of sqlite_master and the rowids."""
+    safe (procs.can_fork), or not worth it (a small graph), all is done here.  Either way
+    the DB is the same, down to the order of sqlite_master and the rowids."""
     meta = dict(meta)
     meta.setdefault("schema_version", SCHEMA_VERSION)
     meta.setdefault("type_source", graph.source)
@@ -129,7 +129,7 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
         spell = graph.spelling_cache()
         spelled = [spell(tid) for tid in range(len(graph.types))]
         side = side_path = None
-        if parallel and procs.can_fork():
+        if parallel and len(graph.types) >= PARALLEL_MIN_TYPES and procs.can_fork():
             side_path = output.temp_name(os.path.dirname(tmp), ".db")
             side = procs.Forked(f"{dest}: the surftrace tables", _write_worker_file,
                                 side_path, graph, spelled)
@@ -164,6 +164,9 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
 
 # the tables write_db's worker makes (see write_db): as much work as the rest, measured
 WORKER_TABLES = (S.FILES, S.FUNS, S.STRUCTS, S.MEMBERS)
+# below this many types the worker saves less than it costs (a module's DB of 4.5k types,
+# bridge.ko: the same time either way)
+PARALLEL_MIN_TYPES = 5000
 
 
 # The steps of write_db, in its order (bench/bench_btf.py times each).

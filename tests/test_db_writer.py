@@ -15,6 +15,21 @@ from dbhive.btf import read_btf, read_btf_file
 from tests.support.db_dump import diff_dbs
 
 
+@pytest.fixture
+def forks(monkeypatch) -> list:
+    """A list that grows by one each time write_db forks its worker (so that a test of the
+    two-process path cannot pass on the one-process path)."""
+    from dbhive import procs
+    forked: list = []
+
+    class Counted(procs.Forked):
+        def __init__(self, *a):
+            forked.append(a[0])
+            super().__init__(*a)
+    monkeypatch.setattr(procs, "Forked", Counted)
+    return forked
+
+
 @pytest.fixture(scope="module", params=["running", "debian"])
 def graph(request, running_btf, debian_vmlinux_btf):
     path = running_btf if request.param == "running" else debian_vmlinux_btf
@@ -61,12 +76,14 @@ def test_spelling_refuses_what_c_decl_refuses(depth):
             assert spell(top) == expected
 
 
-def test_two_processes_write_the_db_one_process_writes(graph, tmp_path):
+def test_two_processes_write_the_db_one_process_writes(graph, tmp_path, forks):
     """The surftrace tables made by a forked worker and copied in: the same DB, rows,
     rowids and the order of sqlite_master included."""
     one, two = str(tmp_path / "one.db"), str(tmp_path / "two.db")
     store.write_db(graph, {"release": "x"}, one, parallel=False)
+    assert forks == []
     store.write_db(graph, {"release": "x"}, two, parallel=True)
+    assert len(forks) == 1
     assert diff_dbs(one, two, ignore_meta=()) == []
 
 
@@ -108,16 +125,18 @@ def _two_faults() -> M.TypeGraph:
     return g
 
 
-def test_two_processes_raise_the_error_one_process_raises(tmp_path):
+def test_two_processes_raise_the_error_one_process_raises(tmp_path, monkeypatch, forks):
     """One process meets the flattening's error before the types table's; the worker that
     flattens must not let the other error win."""
     from dbhive.errors import DbhiveError
+    monkeypatch.setattr(store, "PARALLEL_MIN_TYPES", 0)      # a small graph: fork anyway
     errors = []
     for parallel in (False, True):
         with pytest.raises(DbhiveError) as e:
             store.write_db(_two_faults(), {"release": "x"}, str(tmp_path / "x.db"),
                            parallel=parallel)
         errors.append((type(e.value), str(e.value)))
+    assert len(forks) == 1              # the second one was written by two processes
     assert errors[0] == errors[1]
     assert "nested more than" in errors[0][1]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
