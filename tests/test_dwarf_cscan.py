@@ -13,7 +13,7 @@ from hypothesis import strategies as st
 
 from dbhive.dwarf import keys, reader as R
 from dbhive.dwarf.api import _bulk_mode
-from tests.test_dwarf import FIXTURES, FUZZ_SEEDS, _section, debian_ko, dwarf_fixtures  # noqa: F401
+from tests.test_dwarf import FIXTURES, debian_ko, dwarf_fixtures, fuzz_seeds  # noqa: F401
 
 
 def test_the_c_scanner_is_built():
@@ -90,21 +90,11 @@ def test_the_comparison_sees_a_difference(dwarf_fixtures):
     assert c != _records(path, False)
 
 
-@pytest.fixture(scope="module")
-def seeds(dwarf_fixtures):
-    out = []
-    for name, sections in FUZZ_SEEDS.items():
-        src = dwarf_fixtures[name]
-        with open(src, "rb") as fh:
-            out.append((fh.read(), [_section(src, n) for n in sections]))
-    return out
-
-
 @settings(max_examples=250, deadline=None,
           suppress_health_check=[HealthCheck.function_scoped_fixture, HealthCheck.too_slow])
 @given(st.data())
-def test_damaged_input_same_outcome(tmp_path, seeds, data):
-    raw, ranges = seeds[data.draw(st.integers(0, len(seeds) - 1))]
+def test_damaged_input_same_outcome(tmp_path, fuzz_seeds, data):
+    raw, ranges = fuzz_seeds[data.draw(st.integers(0, len(fuzz_seeds) - 1))]
     buf = bytearray(raw)
     start, size = ranges[data.draw(st.integers(0, len(ranges) - 1))]
     for _ in range(data.draw(st.integers(1, 8))):

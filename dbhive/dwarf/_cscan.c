@@ -2031,29 +2031,6 @@ static PyObject *py_remap_key(PyObject *self, PyObject *args)
     return remap(key, m);
 }
 
-/* remap_all(keys, m) -> [remap_key(k, m) for k in keys] */
-static PyObject *py_remap_all(PyObject *self, PyObject *args)
-{
-    PyObject *keys, *m;
-    if (!PyArg_ParseTuple(args, "O!O!", &PyList_Type, &keys, &PyList_Type, &m))
-        return NULL;
-    if (!K_FWD)
-        return PyErr_Format(PyExc_RuntimeError, "configure_keys() was not called");
-    Py_ssize_t n = PyList_GET_SIZE(keys);
-    PyObject *out = PyList_New(n);
-    if (!out)
-        return NULL;
-    for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *r = remap(PyList_GET_ITEM(keys, i), m);
-        if (!r) {
-            Py_DECREF(out);
-            return NULL;
-        }
-        PyList_SET_ITEM(out, i, r);
-    }
-    return out;
-}
-
 /* dry_ids(keys, ids) -> dry: dry[i] = ids[remap_key(keys[i], dry)] or ~i (merge.differing) */
 static PyObject *py_dry_ids(PyObject *self, PyObject *args)
 {
@@ -2369,7 +2346,6 @@ static PyMethodDef methods[] = {
     {"apply_abs_relocs", py_apply_abs_relocs, METH_VARARGS,
      "Apply absolute relocations to a section's bytes."},
     {"remap_key", py_remap_key, METH_VARARGS, "keys.remap_key with a list map."},
-    {"remap_all", py_remap_all, METH_VARARGS, "remap_key of every key of a list."},
     {"dry_ids", py_dry_ids, METH_VARARGS, "The ids a graph's keys already have in a table."},
     {"merge_into", py_merge_into, METH_VARARGS, "Intern another table's keys (KeyTable.merge)."},
     {"configure_keys", py_configure_keys, METH_VARARGS, "Set the model's kinds for interning."},
