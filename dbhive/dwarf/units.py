@@ -206,14 +206,26 @@ class FileNames:
             if name is not None:
                 dirs = self.dirs
                 directory = dirs[dir_index] if 0 <= dir_index < len(dirs) else ""
-                p = _clean_path(os.path.join(directory or "", name), self.comp_dir)
+                p = _clean_path(directory or "", name, self.comp_dir)
             self.done[i] = p
         return p
 
 
-def _clean_path(path: str, comp_dir: Optional[str]) -> str:
-    if comp_dir and os.path.isabs(path):
-        cd = comp_dir.rstrip("/") + "/"
-        if path.startswith(cd):
-            path = path[len(cd):]
-    return os.path.normpath(path) if path else path
+# (directory, name, comp_dir) -> path: the units of a kernel and its modules name the same
+# headers thousands of times
+_clean_paths: dict = {}
+
+
+def _clean_path(directory: str, name: str, comp_dir: Optional[str]) -> str:
+    key = (directory, name, comp_dir)
+    p = _clean_paths.get(key)
+    if p is None:
+        p = os.path.join(directory, name)
+        if comp_dir and os.path.isabs(p):
+            cd = comp_dir.rstrip("/") + "/"
+            if p.startswith(cd):
+                p = p[len(cd):]
+        p = os.path.normpath(p) if p else p
+        if len(_clean_paths) < 200_000:
+            _clean_paths[key] = p
+    return p

@@ -149,7 +149,8 @@ def _worker_signals() -> None:
 
 def _work(i: int) -> ReadModule:
     st = _worker_state
-    return read_module(st["files"][i], st["source"], st["workdir"], st["btf_base"],
+    with M.gc_paused():
+        return read_module(st["files"][i], st["source"], st["workdir"], st["btf_base"],
                        base_release=st["base_release"], limit=st["limit"])
 
 
@@ -193,7 +194,9 @@ def read_modules(files: list, source: str, workdir: str, btf_base=None,
         if source != "btf":
             from ..dwarf import reader   # noqa: F401  imported once here, not in each worker
         ctx = multiprocessing.get_context("fork")
-        window = 2 * jobs + 2
+        # results wait in order: enough in flight that a slow merge here (a module read
+        # again as a graph) does not leave the workers idle; each is a module's keys only
+        window = 12 * jobs
         with ctx.Pool(jobs, initializer=_worker_signals) as pool:
             pending: list = []
             nxt = 0
@@ -338,13 +341,14 @@ def kobuild(inputs: Iterable[str], out: str = "prev.db", base: Optional[str] = N
     output.sweep_stale_temps(out_dir)
     tmp = output.temp_dir(out_dir)          # decompressed modules
     try:
-        for rm in read_modules(files, src, tmp, btf_base, jobs, progress, btf_release,
-                               max_module_bytes):
-            checker.check(rm)
-            merge_module(merger, rm, tmp, btf_base, max_module_bytes)
-            read.append(_module_meta(rm))
-            rm.graph = None                     # keep memory to the merged table
-        g = merger.graph()
+        with M.gc_paused():          # the merged table grows large: no cycles to find in it
+            for rm in read_modules(files, src, tmp, btf_base, jobs, progress, btf_release,
+                                   max_module_bytes):
+                checker.check(rm)
+                merge_module(merger, rm, tmp, btf_base, max_module_bytes)
+                read.append(_module_meta(rm))
+                rm.graph = None                     # keep memory to the merged table
+            g = merger.graph()
         completed = 0
         if base_info is not None:
             completed = _complete_from(merger, g, base_info)
@@ -436,12 +440,13 @@ def add_package_modules(kernel_graph: M.TypeGraph, extracted: list, release: str
     checker = _Checker(release, f"the kernel ({release})")
     read = []
     workdir = os.path.dirname(files[0].path)
-    for rm in read_modules(files, "dwarf", workdir, None, jobs, progress):
-        rm.member = members[rm.file.path]
-        checker.check(rm, error=BuildError)
-        merge_module(merger, rm, workdir)
-        read.append(_module_meta(rm))
-        rm.graph = None
-        os.unlink(rm.file.path)                   # disk too stays bounded
-    g = merger.graph()
+    with M.gc_paused():
+        for rm in read_modules(files, "dwarf", workdir, None, jobs, progress):
+            rm.member = members[rm.file.path]
+            checker.check(rm, error=BuildError)
+            merge_module(merger, rm, workdir)
+            read.append(_module_meta(rm))
+            rm.graph = None
+            os.unlink(rm.file.path)                   # disk too stays bounded
+        g = merger.graph()
     return g, {"modules": json.dumps(read, separators=(",", ":")), "module_count": len(read)}
