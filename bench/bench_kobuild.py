@@ -106,13 +106,17 @@ def part_all(runs: int, deb: str, tmp: str, limit: int = 0) -> None:
     every = ko_files(root)
     files = spread(every, limit) if limit else every
     total = sum(os.path.getsize(f) for f in files)
-    for f in files:
-        warm(f)
     out = os.path.join(tmp, "all.db")
     inputs = [root] if files == every else files
     ours, theirs = [], []
     for _ in range(runs):
+        # warmed again before each side: this VM's memory manager (DAMON) reclaims page
+        # cache that has not been touched for a while, even with memory free
+        for f in files:
+            warm(f)
         theirs.append(pahole_sweep(files))
+        for f in files:
+            warm(f)
         ours.append(run([os.path.join(BIN, "kobuild"), *inputs, "-o", out, "--no-progress"]))
         os.unlink(out)
     a = median(theirs)
