@@ -76,6 +76,9 @@ class KobuildResult:
 _worker_state: dict = {}
 
 
+# the cycle collector off while a module is read or merged: the keys and the merged table are
+# large and acyclic, and with it on every collection walks them again
+@M.gc_paused()
 def read_module(mf: ModuleFile, source: str, workdir: str, btf_base=None,
                 graph: bool = False, base_release: str = "",
                 limit: int = MAX_MODULE_BYTES) -> ReadModule:
@@ -149,11 +152,11 @@ def _worker_signals() -> None:
 
 def _work(i: int) -> ReadModule:
     st = _worker_state
-    with M.gc_paused():
-        return read_module(st["files"][i], st["source"], st["workdir"], st["btf_base"],
+    return read_module(st["files"][i], st["source"], st["workdir"], st["btf_base"],
                        base_release=st["base_release"], limit=st["limit"])
 
 
+@M.gc_paused()
 def merge_module(merger: TypeMerger, rm: ReadModule, workdir: str, btf_base=None,
                  limit: int = MAX_MODULE_BYTES) -> None:
     """Merge one module read by `read_modules`.  Keys from a worker that turn out to need
@@ -341,14 +344,13 @@ def kobuild(inputs: Iterable[str], out: str = "prev.db", base: Optional[str] = N
     output.sweep_stale_temps(out_dir)
     tmp = output.temp_dir(out_dir)          # decompressed modules
     try:
-        with M.gc_paused():          # the merged table grows large: no cycles to find in it
-            for rm in read_modules(files, src, tmp, btf_base, jobs, progress, btf_release,
-                                   max_module_bytes):
-                checker.check(rm)
-                merge_module(merger, rm, tmp, btf_base, max_module_bytes)
-                read.append(_module_meta(rm))
-                rm.graph = None                     # keep memory to the merged table
-            g = merger.graph()
+        for rm in read_modules(files, src, tmp, btf_base, jobs, progress, btf_release,
+                               max_module_bytes):
+            checker.check(rm)
+            merge_module(merger, rm, tmp, btf_base, max_module_bytes)
+            read.append(_module_meta(rm))
+            rm.graph = None                     # keep memory to the merged table
+        g = merger.graph()
         completed = 0
         if base_info is not None:
             completed = _complete_from(merger, g, base_info)
@@ -440,13 +442,12 @@ def add_package_modules(kernel_graph: M.TypeGraph, extracted: list, release: str
     checker = _Checker(release, f"the kernel ({release})")
     read = []
     workdir = os.path.dirname(files[0].path)
-    with M.gc_paused():
-        for rm in read_modules(files, "dwarf", workdir, None, jobs, progress):
-            rm.member = members[rm.file.path]
-            checker.check(rm, error=BuildError)
-            merge_module(merger, rm, workdir)
-            read.append(_module_meta(rm))
-            rm.graph = None
-            os.unlink(rm.file.path)                   # disk too stays bounded
-        g = merger.graph()
+    for rm in read_modules(files, "dwarf", workdir, None, jobs, progress):
+        rm.member = members[rm.file.path]
+        checker.check(rm, error=BuildError)
+        merge_module(merger, rm, workdir)
+        read.append(_module_meta(rm))
+        rm.graph = None
+        os.unlink(rm.file.path)                   # disk too stays bounded
+    g = merger.graph()
     return g, {"modules": json.dumps(read, separators=(",", ":")), "module_count": len(read)}

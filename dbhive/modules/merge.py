@@ -495,6 +495,7 @@ class TypeMerger:
         self.functions.extend((name, m[proto], static, file, line, rank, module)
                               for (name, proto, static, file, line, rank) in mk.functions)
 
+    @M.gc_paused()
     def graph(self) -> M.TypeGraph:
         g = finalize(self.table, self.functions, targets=self.targets)
         g.ptr_size = self.ptr_size or 8
