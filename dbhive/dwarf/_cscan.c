@@ -1984,33 +1984,46 @@ static PyObject *mapped(PyObject *m, PyObject *old)
     return Py_NewRef(PyList_GET_ITEM(m, i));
 }
 
+/* Where a key (of at least 2 items) holds type ids: key[start], key[start + step], ...
+ * (step 0: only key[start]), and key[1] too when also1.  0 when it holds none. */
+static int id_positions(PyObject *key, int *start, int *step, int *also1)
+{
+    PyObject *k = PyTuple_GET_ITEM(key, 0);
+    *also1 = 0;
+    if (same_kind(k, K_PTR) || same_kind(k, K_CONST) || same_kind(k, K_VOLATILE) ||
+            same_kind(k, K_RESTRICT) || same_kind(k, K_TYPE_TAG) || same_kind(k, K_ARRAY)) {
+        *start = 1; *step = 0;
+    } else if (same_kind(k, K_TYPEDEF)) {
+        *start = 2; *step = 0;
+    } else if (same_kind(k, K_STRUCT) || same_kind(k, K_UNION)) {
+        *start = 4; *step = 4;
+    } else if (same_kind(k, K_FUNC_PROTO)) {
+        *start = 4; *step = 2; *also1 = 1;
+    } else {
+        return 0;
+    }
+    return 1;
+}
+
+static int is_id_position(Py_ssize_t j, int start, int step, int also1)
+{
+    return (also1 && j == 1) || (step == 0 ? j == start
+                                           : (j >= start && (j - start) % step == 0));
+}
+
 /* keys.remap_key(key, m) with m a list: a new reference */
 static PyObject *remap(PyObject *key, PyObject *m)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(key);
-    if (n < 2)
+    int start, step, also1;
+    if (n < 2 || !id_positions(key, &start, &step, &also1))
         return Py_NewRef(key);
-    PyObject *k = PyTuple_GET_ITEM(key, 0);
-    int start, step, also1;           /* id positions: start, start + step, ...; also key[1] */
-    if (same_kind(k, K_PTR) || same_kind(k, K_CONST) || same_kind(k, K_VOLATILE) ||
-            same_kind(k, K_RESTRICT) || same_kind(k, K_TYPE_TAG) || same_kind(k, K_ARRAY)) {
-        start = 1; step = 0; also1 = 0;
-    } else if (same_kind(k, K_TYPEDEF)) {
-        start = 2; step = 0; also1 = 0;
-    } else if (same_kind(k, K_STRUCT) || same_kind(k, K_UNION)) {
-        start = 4; step = 4; also1 = 0;
-    } else if (same_kind(k, K_FUNC_PROTO)) {
-        start = 4; step = 2; also1 = 1;
-    } else {
-        return Py_NewRef(key);
-    }
     PyObject *out = PyTuple_New(n);
     if (!out)
         return NULL;
     for (Py_ssize_t j = 0; j < n; j++) {
         PyObject *x = PyTuple_GET_ITEM(key, j);
-        int is_id = (also1 && j == 1) || (step == 0 ? j == start
-                                                     : (j >= start && (j - start) % step == 0));
+        int is_id = is_id_position(j, start, step, also1);
         PyObject *y = is_id ? mapped(m, x) : Py_NewRef(x);
         if (!y) {
             Py_DECREF(out);
@@ -2029,6 +2042,61 @@ static PyObject *py_remap_key(PyObject *self, PyObject *args)
     if (!K_FWD)
         return PyErr_Format(PyExc_RuntimeError, "configure_keys() was not called");
     return remap(key, m);
+}
+
+/* closure(keys, ids) -> set: merge.closure (ids, and every id their keys hold, transitively;
+ * ids only point down, to keys before their own) */
+static PyObject *py_closure(PyObject *self, PyObject *args)
+{
+    PyObject *keys, *seeds;
+    if (!PyArg_ParseTuple(args, "O!O", &PyList_Type, &keys, &seeds))
+        return NULL;
+    if (!K_FWD)
+        return PyErr_Format(PyExc_RuntimeError, "configure_keys() was not called");
+    PyObject *seen = PySet_New(seeds);
+    if (!seen)
+        return NULL;
+    PyObject *stack = PySequence_List(seen);
+    if (!stack)
+        goto fail;
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    while (PyList_GET_SIZE(stack)) {
+        Py_ssize_t top = PyList_GET_SIZE(stack) - 1;
+        Py_ssize_t i = PyLong_AsSsize_t(PyList_GET_ITEM(stack, top));
+        if (i == -1 && PyErr_Occurred())
+            goto fail;
+        if (PyList_SetSlice(stack, top, top + 1, NULL) < 0)
+            goto fail;
+        if (i < 0 || i >= n) {
+            PyErr_SetString(PyExc_IndexError, "type id outside the key table");
+            goto fail;
+        }
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        if (!PyTuple_Check(key)) {
+            PyErr_SetString(PyExc_TypeError, "a key is not a tuple");
+            goto fail;
+        }
+        Py_ssize_t len = PyTuple_GET_SIZE(key);
+        int start, step, also1;
+        if (len < 2 || !id_positions(key, &start, &step, &also1))
+            continue;
+        for (Py_ssize_t j = 1; j < len; j++) {
+            if (!is_id_position(j, start, step, also1))
+                continue;
+            PyObject *c = PyTuple_GET_ITEM(key, j);
+            int has = PySet_Contains(seen, c);
+            if (has < 0)
+                goto fail;
+            if (!has && (PySet_Add(seen, c) < 0 || PyList_Append(stack, c) < 0))
+                goto fail;
+        }
+    }
+    Py_DECREF(stack);
+    return seen;
+fail:
+    Py_XDECREF(stack);
+    Py_DECREF(seen);
+    return NULL;
 }
 
 /* dry_ids(keys, ids) -> dry: dry[i] = ids[remap_key(keys[i], dry)] or ~i (merge.differing) */
@@ -2347,6 +2415,7 @@ static PyMethodDef methods[] = {
      "Apply absolute relocations to a section's bytes."},
     {"remap_key", py_remap_key, METH_VARARGS, "keys.remap_key with a list map."},
     {"dry_ids", py_dry_ids, METH_VARARGS, "The ids a graph's keys already have in a table."},
+    {"closure", py_closure, METH_VARARGS, "Ids and the ids their keys hold (merge.closure)."},
     {"merge_into", py_merge_into, METH_VARARGS, "Intern another table's keys (KeyTable.merge)."},
     {"configure_keys", py_configure_keys, METH_VARARGS, "Set the model's kinds for interning."},
     {"intern_unit", py_intern_unit, METH_VARARGS,

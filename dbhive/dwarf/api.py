@@ -9,7 +9,7 @@ from typing import Callable, Optional, Union
 
 from .. import model as M
 from ..errors import DwarfError
-from .keys import finalize
+from .keys import KeyTable, finalize
 from .parallel import run_parallel
 from .sections import has_debug_info
 from .reader import Reader, UnitError
@@ -42,12 +42,21 @@ def read_dwarf(elf_path, progress: ProgressArg = False, jobs: Optional[int] = No
         return graph
 
 
-def read_dwarf_keys(elf_path, progress: ProgressArg = False, jobs: Optional[int] = None):
+def read_dwarf_keys(elf_path, progress: ProgressArg = False, jobs: Optional[int] = None,
+                    table: Optional[KeyTable] = None, known: Optional[dict] = None,
+                    used: Optional[set] = None):
     """What `read_dwarf` finalizes: (KeyTable, [(name, proto, static, file, line, rank)]),
     the file's types as keys with their placeholders unresolved (keys.py).  For callers that
-    merge many files into one graph (dbhive/modules/merge.py) and finalize once."""
+    merge many files into one graph (dbhive/modules/merge.py) and finalize once.
+
+    In one process (jobs=1) the keys may go on into `table`, the table of files read
+    before, with `known` its definitions the scan may jump over (UnitInterner.known): the
+    files of one kernel share their headers.  `used` then gets the ids of the types this
+    file's DIEs became (its own types are these and what they contain)."""
+    if table is not None and jobs != 1:
+        raise ValueError("a shared key table is read into in one process (jobs=1)")
     with _bulk_mode():
-        return _read_keys(elf_path, progress, jobs)
+        return _read_keys(elf_path, progress, jobs, table, known, used)
 
 
 @contextmanager
@@ -66,7 +75,8 @@ def _bulk_mode():
             gc.enable()
 
 
-def _read_keys(elf_path, progress: ProgressArg, jobs: Optional[int]):
+def _read_keys(elf_path, progress: ProgressArg, jobs: Optional[int], table=None, known=None,
+               used=None):
     path = os.fspath(elf_path)
     try:
         reader = Reader(path)
@@ -89,7 +99,7 @@ def _read_keys(elf_path, progress: ProgressArg, jobs: Optional[int]):
     tick, close = _progress(progress, len(units))
     try:
         if jobs == 1:
-            res = reader.process(units, tick=tick)
+            res = reader.process(units, table, tick, known, used)
             return res.t, res.function_list()
         return run_parallel(reader, units, jobs, tick)
     except UnitError as e:

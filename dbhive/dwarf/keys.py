@@ -128,6 +128,7 @@ class UnitInterner:
         self.dangling = 0            # references to DIEs that are not types
         # definition identity (scan.UnitScan.skey) -> type id: what the scanner may skip
         self.known: dict = {}
+        self.used = None             # a set: gets the ids the DIEs became (see unit())
 
     def unit(self, unit, records, files_of, origin=None):
         """Intern every type and function of one unit.  `origin`: the name new types
@@ -149,6 +150,8 @@ class UnitInterner:
             subs = self._intern_records(records, unit)
         for off, rec in subs:
             self._function(off, rec, files_of)
+        if self.used is not None:
+            self.used.update(self.memo.values())
         self.memo = None
         self.recs = None
 

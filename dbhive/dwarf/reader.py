@@ -404,11 +404,16 @@ class Reader:
         return u.files
 
     # ---- the per-worker job -------------------------------------------------------
-    def process(self, unit_indexes, table: KeyTable = None, tick=None):
-        """Scan and resolve the given units; returns the UnitInterner (keys in its table)."""
+    def process(self, unit_indexes, table: KeyTable = None, tick=None, known=None,
+                used=None):
+        """Scan and resolve the given units; returns the UnitInterner (keys in its table).
+        `known`, `used`: see api.read_dwarf_keys."""
         table = table or KeyTable()
         res = UnitInterner(table, self.other_record, self.func_symbols,
                            _cscan if self.c else None)
+        if known is not None:
+            res.known = known
+        res.used = used
         known = self._known = res.known if self.skip_seen else None
         for n, i in enumerate(unit_indexes):
             u = self.units[i]

@@ -8,10 +8,13 @@ of their types and functions, locally and offline.
 
     modules --discover--> files --read (workers)--> keys --merge--> TypeGraph --store--> DB
 
-Each module is read on its own (its DWARF with the project's DWARF reader, relocations of
-the ET_REL file applied, as keys before finalize: `read_dwarf_keys`; or its split BTF on
-top of the kernel's BTF) in worker processes, at most a few modules in flight; the parent
-merges them in path order (so the result does not depend on the number of workers) into
+Each module is read (its DWARF with the project's DWARF reader, relocations of the ET_REL
+file applied, as keys before finalize: `read_dwarf_keys`; or its split BTF on top of the
+kernel's BTF) in worker processes, a few dozen modules in flight.  A worker reads the DWARF
+of all the modules it is given into one key table (merge.SharedKeys: the kernel headers'
+definitions that another module brought already are jumped over, not decoded again) and
+hands on only the keys new to that table; the parent merges the modules in path order (so
+the result does not depend on the number of workers: tests/test_kobuild_shared.py) into
 one graph and finalizes it once (merge.py).  The DB has the shape of a
 kernel DB (schema.py: normalized + surftrace tables); `funs.module` and `kt_functions.module`
 name each function's module, and `meta` lists the modules with their vermagic and
@@ -35,7 +38,7 @@ from .. import __version__, output
 from .. import model as M
 from ..errors import BuildError, InputError
 from .discover import MAX_MODULE_BYTES, ModuleFile, compression_of, find_modules, opened
-from .merge import ModuleKeys, TypeMerger, module_keys, table_keys
+from .merge import ModuleDelta, ModuleKeys, SharedKeys, TypeMerger, module_keys, table_keys
 from .modinfo import ModInfo, read_modinfo
 
 SOURCES = ("dwarf", "btf")
@@ -55,6 +58,7 @@ class ReadModule:
     seconds: float = 0.0
     member: str = ""              # the package member it came from (package modules)
     keys: Optional[ModuleKeys] = None
+    delta: Optional[ModuleDelta] = None     # read into a table shared with other modules
     functions: int = 0
 
     def roots(self):
@@ -67,6 +71,7 @@ class KobuildResult:
     db: str
     meta: dict
     modules: list = field(default_factory=list)     # [ModInfo]
+    merge: dict = field(default_factory=dict)       # TypeMerger.stats()
 
 
 # ---------------------------------------------------------------------------------------
@@ -81,9 +86,11 @@ _worker_state: dict = {}
 @M.gc_paused()
 def read_module(mf: ModuleFile, source: str, workdir: str, btf_base=None,
                 graph: bool = False, base_release: str = "",
-                limit: int = MAX_MODULE_BYTES) -> ReadModule:
+                limit: int = MAX_MODULE_BYTES, shared: Optional[SharedKeys] = None
+                ) -> ReadModule:
     """Read one module file (decompressing it first if needed): its keys for the merge
-    (`graph`: its TypeGraph instead).  `base_release`: the release of the kernel BTF its
+    (`graph`: its TypeGraph instead; `shared`: its DWARF into that table of the modules
+    read before, as a delta).  `base_release`: the release of the kernel BTF its
     split BTF is read over; a module built for another is refused before it is read.
     `limit`: the most bytes a compressed module (or a raw BTF file) may have."""
     from ..elf import ElfFile
@@ -121,6 +128,9 @@ def read_module(mf: ModuleFile, source: str, workdir: str, btf_base=None,
             from ..dwarf import read_dwarf
             rm.graph = read_dwarf(path, module=info.name, jobs=1)
             rm.functions = len(rm.graph.functions)
+        elif shared is not None:
+            rm.delta = shared.read(path, info.name, ptr_size)
+            rm.functions = len(rm.delta.functions)
         else:
             from ..dwarf import read_dwarf_keys
             table, functions = read_dwarf_keys(path, jobs=1)
@@ -153,7 +163,19 @@ def _worker_signals() -> None:
 def _work(i: int) -> ReadModule:
     st = _worker_state
     return read_module(st["files"][i], st["source"], st["workdir"], st["btf_base"],
-                       base_release=st["base_release"], limit=st["limit"])
+                       base_release=st["base_release"], limit=st["limit"],
+                       shared=_shared_keys(st["source"], st["share"]))
+
+
+def _shared_keys(source: str, share: bool) -> Optional[SharedKeys]:
+    """This process's table the DWARF of the modules it reads goes into (made once per
+    process: a forked worker makes its own), or None (split BTF, or `share` off)."""
+    if source != "dwarf" or not share:
+        return None
+    sk = _worker_state.get("shared")
+    if sk is None or sk.id[0] != os.getpid():
+        sk = _worker_state["shared"] = SharedKeys()
+    return sk
 
 
 @M.gc_paused()
@@ -161,7 +183,17 @@ def merge_module(merger: TypeMerger, rm: ReadModule, workdir: str, btf_base=None
                  limit: int = MAX_MODULE_BYTES) -> None:
     """Merge one module read by `read_modules`.  Keys from a worker that turn out to need
     module-scoped placeholders (its own layout of a name already in the table) are set
-    aside and the module is read again here, as a graph (rare)."""
+    aside and the module is read again here, as a graph (rare).  A delta the merger
+    refuses (the module may need scoping) is merged the same way, from the module's own
+    keys read again here."""
+    if rm.delta is not None:
+        delta, rm.delta = rm.delta, None
+        if merger.add_delta(delta):
+            return
+        again = read_module(rm.file, rm.source, workdir, btf_base, limit=limit)
+        merge_module(merger, again, workdir, btf_base, limit)
+        merger.map_delta(delta)
+        return
     if rm.keys is not None:
         if merger.add_keys(rm.keys):
             rm.keys = None
@@ -173,9 +205,12 @@ def merge_module(merger: TypeMerger, rm: ReadModule, workdir: str, btf_base=None
 
 def read_modules(files: list, source: str, workdir: str, btf_base=None,
                  jobs: Optional[int] = None, progress: bool = False,
-                 base_release: str = "", limit: int = MAX_MODULE_BYTES
-                 ) -> Iterator[ReadModule]:
-    """Read `files` in order (forked workers for many; at most a few graphs in flight)."""
+                 base_release: str = "", limit: int = MAX_MODULE_BYTES,
+                 share: bool = True) -> Iterator[ReadModule]:
+    """Read `files` in order (forked workers for many; at most a few graphs in flight).
+    `share`: the DWARF of the modules a process reads goes into one key table, as
+    deltas (merge.SharedKeys); False reads each module on its own (the check that sharing
+    changes nothing: tests/test_kobuild_shared.py)."""
     if jobs is None:
         jobs = min(2, os.cpu_count() or 1) if len(files) >= _PARALLEL_MIN_MODULES else 1
     bar = None
@@ -185,15 +220,16 @@ def read_modules(files: list, source: str, workdir: str, btf_base=None,
                    leave=False)
     try:
         if jobs <= 1:
+            shared = SharedKeys() if source == "dwarf" and share else None
             for mf in files:
                 rm = read_module(mf, source, workdir, btf_base, base_release=base_release,
-                                 limit=limit)
+                                 limit=limit, shared=shared)
                 if bar is not None:
                     bar.update(1)
                 yield rm
             return
         _worker_state.update(files=files, source=source, workdir=workdir, btf_base=btf_base,
-                             base_release=base_release, limit=limit)
+                             base_release=base_release, limit=limit, share=share)
         if source != "btf":
             from ..dwarf import reader   # noqa: F401  imported once here, not in each worker
         ctx = multiprocessing.get_context("fork")
@@ -304,13 +340,14 @@ def _complete_from(merger: TypeMerger, g: M.TypeGraph, base: _Base) -> int:
 def kobuild(inputs: Iterable[str], out: str = "prev.db", base: Optional[str] = None,
             base_btf: Optional[str] = None, source: Optional[str] = None,
             jobs: Optional[int] = None, progress: bool = False,
-            max_module_bytes: int = MAX_MODULE_BYTES) -> KobuildResult:
+            max_module_bytes: int = MAX_MODULE_BYTES, share: bool = True) -> KobuildResult:
     """Build the DB of the modules in `inputs` (files and directories) at `out`.
 
     source: 'dwarf' (default) or 'btf' (the default with `base_btf`: the modules' split
     .BTF read on top of that kernel BTF, raw or an ELF's .BTF section).
     base: a kernel DB or 'running': the layouts of types the modules only declare are
     taken from it, and the modules must be built for its release.
+    share: see read_modules.
     Nothing is written unless the whole DB is (temp file + rename)."""
     inputs = list(inputs)
     if not inputs:
@@ -345,7 +382,7 @@ def kobuild(inputs: Iterable[str], out: str = "prev.db", base: Optional[str] = N
     tmp = output.temp_dir(out_dir)          # decompressed modules
     try:
         for rm in read_modules(files, src, tmp, btf_base, jobs, progress, btf_release,
-                               max_module_bytes):
+                               max_module_bytes, share):
             checker.check(rm)
             merge_module(merger, rm, tmp, btf_base, max_module_bytes)
             read.append(_module_meta(rm))
@@ -380,7 +417,7 @@ def kobuild(inputs: Iterable[str], out: str = "prev.db", base: Optional[str] = N
     }
     from .. import store
     meta = store.write_db(g, meta, out, must_exist_dir=True)
-    return KobuildResult(out, meta, read)
+    return KobuildResult(out, meta, read, merger.stats())
 
 
 def _release_of(kernel_file: str) -> str:

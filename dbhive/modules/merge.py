@@ -30,11 +30,24 @@ A declaration-only struct of one graph (a FWD) is the same key as the placeholde
 resolves to the complete layout another graph brings: a kernel pointer to `struct mpls_dev`
 reaches the mpls_router module's.
 
+Modules read one after the other into one table (`SharedKeys`, a worker's) come as deltas:
+the keys new to that table, and of the module's own types (what its DIEs became, and what
+those contain) the layouts of the names it points to.  `add_delta` maps the table's ids to
+the merged table's; a module whose pointers might need scoping (a layout of a name that is
+not the first in the merged table and not the same once finalized, two layouts of one
+name), or that reaches a key the merged table lacks, is refused, merged the usual way from
+its own keys (read again), and `map_delta` maps its table's new keys where the merged table
+has them: keys made with scoped placeholders it lacks stay absent, and a later module of
+that table reaching one is refused too.  Either way the merged graph is the one merging each
+module's own keys gives.
+
 Walks are iterative (no recursion limit) and a by-value reference cycle — impossible in C,
 so a damaged graph — is a `FormatError` naming the type ids.
 """
 from __future__ import annotations
 
+import os
+from array import array
 from dataclasses import dataclass, field
 from typing import Iterable, Optional
 
@@ -312,6 +325,143 @@ def table_keys(table: KeyTable, functions: list, module: str, source: str = "dwa
     return mk
 
 
+# ---------------------------------------------------------------------------------------
+# modules read one after the other into one key table (a worker's), merged as deltas
+
+def key_children(key) -> tuple:
+    """The type ids a key refers to (its layout: dwarf/keys.py)."""
+    k = key[0]
+    if k == _PTR or k in _QUALS or k == _ARRAY:
+        return (key[1],)
+    if k == _TYPEDEF:
+        return (key[2],)
+    if k == _STRUCT or k == _UNION:
+        return key[4::4]
+    if k == _PROTO:
+        return (key[1],) + key[4::2]
+    return ()
+
+
+def closure(keys: list, ids: Iterable[int]) -> set:
+    """`ids` and every id their keys contain, transitively (ids only point down: no
+    cycles)."""
+    if _keys._c is not None:
+        return _keys._c.closure(keys, ids)
+    seen = set(ids)
+    stack = list(seen)
+    while stack:
+        for c in key_children(keys[stack.pop()]):
+            if c not in seen:
+                seen.add(c)
+                stack.append(c)
+    return seen
+
+
+@dataclass
+class ModuleDelta:
+    """One module read into a shared key table (`SharedKeys.read`): the keys that are new to
+    the table, and what the merge needs to know of the module's own types.
+
+    table         the shared table's identity (a reader process and its table's epoch)
+    start         the id of the first new key in that table
+    uses          {(kind, name): id of the module's one complete layout} of the names the
+                  module points to by placeholder and has a layout of
+    ambiguous     the module has two layouts of a name it points to (merged the usual way)
+    own           the ids of the module's own types (what its DIEs became and what those
+                  contain), as array('l') bytes
+    functions     [(name, proto id, static, file, line, rank)]"""
+    module: str
+    table: tuple
+    start: int
+    keys: list
+    origins: list
+    uses: dict
+    ambiguous: bool
+    own: bytes
+    functions: list
+    ptr_size: int = 8
+    source: str = "dwarf"
+
+
+class SharedKeys:
+    """The modules one process reads, interned into one KeyTable: a definition from a
+    header another module already brought is jumped over by the scan (as between the
+    units of one file), and only the keys new to the table are handed on."""
+
+    _epochs = 0
+
+    def __init__(self):
+        self.table = KeyTable()
+        self.known: dict = {}
+        SharedKeys._epochs += 1
+        self.id = (os.getpid(), SharedKeys._epochs)
+        # per id: 1 an unscoped placeholder of a struct/union/typedef, 2 a complete named
+        # one of those, else 0
+        self.what: list = [0]
+
+    def read(self, path: str, module: str, ptr_size: int) -> ModuleDelta:
+        from ..dwarf import read_dwarf_keys
+        t = self.table
+        start = len(t.keys)
+        used: set = set()
+        try:
+            _, functions = read_dwarf_keys(path, jobs=1, table=t, known=self.known, used=used)
+        except BaseException:
+            self.__init__()             # half a module went in: start a table afresh
+            raise
+        keys = t.keys
+        what = self.what
+        for key in keys[start:]:
+            k = key[0]
+            if k is M.FWD:
+                what.append(1 if len(key) == 3 and key[1] in _NAMED_TARGETS else 0)
+            else:
+                what.append(2 if k in _NAMED_TARGETS and key[1] is not None else 0)
+        used.update(f[1] for f in functions)
+        own = closure(keys, used)
+        pointed, layouts = set(), {}
+        for i in own:
+            w = what[i]
+            if w == 1:
+                pointed.add((keys[i][1], keys[i][2]))
+            elif w == 2:
+                layouts.setdefault((keys[i][0], keys[i][1]), []).append(i)
+        uses, ambiguous = {}, False
+        for name in pointed:
+            ls = layouts.get(name)
+            if ls:
+                if len(ls) > 1:
+                    ambiguous = True
+                    break
+                uses[name] = ls[0]
+        return ModuleDelta(module, self.id, start, keys[start:], t.origins[start:], uses,
+                           ambiguous, array("l", sorted(own)).tobytes(), list(functions),
+                           ptr_size)
+
+
+# an id of a shared table that has no counterpart in the merged one (yet): a key of a
+# module merged the usual way, with scoped placeholders (see TypeMerger.map_delta)
+_ABSENT = -(1 << 62)
+
+
+class _DryKeys:
+    """The merged table's keys, and (at ~id) a delta's new keys as remapped so far."""
+
+    def __init__(self, keys: list, dry: list, start: int):
+        self.keys, self.dry, self.start = keys, dry, start
+
+    def __getitem__(self, x: int):
+        return self.keys[x] if x >= 0 else self.dry[~x - self.start]
+
+
+class _TableMap:
+    """A shared table's ids -> the merged table's (or _ABSENT)."""
+
+    def __init__(self):
+        self.m: list = [0]
+        self.absent: dict = {}         # id -> key, of the ids that are _ABSENT
+
+
 class _Equivalence:
     """Whether two keys (each in its own key list) are the same type once finalize has run:
     placeholders and declarations equal any complete type of their kind and name.  (Keys
@@ -408,6 +558,10 @@ class TypeMerger:
         self.sources: list = []
         self.scoped_names = 0          # how many names got module-scoped placeholders
         self.rereads = 0               # graphs whose keys needed scoping (merged again)
+        self.tables: dict = {}         # SharedKeys.id -> _TableMap
+        # deltas merged, and refused (merged the usual way) by why: two layouts of a name
+        # the module points to, a key the merged table lacks, a layout not the first
+        self.deltas = {"merged": 0, "ambiguous": 0, "absent": 0, "layout": 0}
 
     def add(self, g: M.TypeGraph, module: str, roots: Optional[Iterable[int]] = None,
             functions: Optional[list] = None) -> None:
@@ -467,14 +621,96 @@ class TypeMerger:
                 break
         return out
 
-    def _merge(self, mk: ModuleKeys) -> None:
+    def add_delta(self, d: ModuleDelta) -> bool:
+        """Merge a module read into a shared table (its deltas come in the order that
+        table got them).  False (nothing merged) when the module may need scoping, or
+        reaches a key the merged table lacks: then merge the module the usual way
+        (`add_keys`, or `add`) and call `map_delta`."""
+        tm = self.tables.setdefault(d.table, _TableMap())
+        m, absent = tm.m, tm.absent
+        if d.start != len(m):
+            raise RuntimeError(f"{d.module}: keys {d.start}.. of table {d.table} come "
+                               f"after {len(m)} of its keys were merged")
+        if d.ambiguous:
+            self.deltas["ambiguous"] += 1
+            return False
+        if absent and not absent.keys().isdisjoint(array("l", d.own)):
+            self.deltas["absent"] += 1
+            return False
+        ids, first = self.table.ids, self.first
+        start = d.start
+        # which of the new keys the table has already (the others: ~their id, for now)
+        dry = []
+        for i, key in enumerate(d.keys, start):
+            key = remap_key(key, m)
+            gid = ids.get(key)
+            m.append(gid if gid is not None else ~i)
+            dry.append(key)
+        if not self._layouts_first(d, m, dry):
+            del m[start:]
+            self.deltas["layout"] += 1
+            return False
+        self._check_ptr_size(d.module, d.ptr_size, d.source)
+        intern = self.table.intern
+        for i, key in enumerate(d.keys, start):
+            if m[i] < 0:
+                key = remap_key(key, m)
+                gid = m[i] = intern(key, d.origins[i - start])
+                if key[0] in _FIRST_KINDS and key[1] is not None:
+                    first.setdefault((key[0], key[1]), gid)
+        module = d.module
+        self.functions.extend((name, m[proto], static, file, line, rank, module)
+                              for (name, proto, static, file, line, rank) in d.functions)
+        self.deltas["merged"] += 1
+        return True
+
+    def _layouts_first(self, d: ModuleDelta, m: list, dry: list) -> bool:
+        """Whether each layout the module points to by placeholder is the first of its name
+        in the merged table, as finalize will see it (else the module may need its own,
+        scoped: merged the usual way).  `m`: the delta's ids mapped (~id: new), `dry`:
+        its new keys remapped."""
+        same = None
+        first = self.first
+        for name, lid in d.uses.items():
+            f = first.get(name)
+            if f is not None and m[lid] != f:
+                same = same or _Equivalence(_DryKeys(self.table.keys, dry, d.start),
+                                            self.table.keys)
+                if not same.same(m[lid], f):
+                    return False
+        return True
+
+    def map_delta(self, d: ModuleDelta) -> None:
+        """After a module refused by `add_delta` was merged the usual way: its shared
+        table's new keys -> the merged table's ids where it has them (with scoped
+        placeholders it may not: those stay _ABSENT, and a later module of that table
+        reaching one is merged the usual way too)."""
+        tm = self.tables[d.table]
+        m, ids, absent = tm.m, self.table.ids, tm.absent
+        m.extend(_ABSENT for _ in d.keys)
+        absent.update(enumerate(d.keys, d.start))
+        for i in sorted(absent):                # ids only point down: in id order
+            gid = ids.get(remap_key(absent[i], m))
+            if gid is not None:
+                m[i] = gid
+                del absent[i]
+
+    def stats(self) -> dict:
+        """How the graphs were merged (for tests and benchmarks)."""
+        return {"deltas": dict(self.deltas), "rereads": self.rereads,
+                "scoped_names": self.scoped_names}
+
+    def _check_ptr_size(self, module: str, ptr_size: int, source: str) -> None:
         if self.ptr_size is None:
-            self.ptr_size = mk.ptr_size
-        elif mk.ptr_size != self.ptr_size:
-            raise FormatError(f"{mk.module}: {mk.ptr_size}-byte pointers, the other graphs "
+            self.ptr_size = ptr_size
+        elif ptr_size != self.ptr_size:
+            raise FormatError(f"{module}: {ptr_size}-byte pointers, the other graphs "
                               f"have {self.ptr_size}-byte ones")
-        if mk.source and mk.source not in self.sources:
-            self.sources.append(mk.source)
+        if source and source not in self.sources:
+            self.sources.append(source)
+
+    def _merge(self, mk: ModuleKeys) -> None:
+        self._check_ptr_size(mk.module, mk.ptr_size, mk.source)
         if mk.dry is None:
             self.differing(mk)
         dry = mk.dry
