@@ -41,6 +41,29 @@ def fetch_deb(package: str) -> str:
     return found[-1]
 
 
+def fetch_foreign_deb(package: str, arch: str) -> str:
+    """`fetch_deb` for a package of another Debian architecture (`arch`: arm64, ...), with
+    apt's own signed indexes of that architecture kept in a private state directory of the
+    cache: this machine's dpkg architectures and apt lists are left alone."""
+    cache = cache_dir()
+    found = sorted(glob.glob(os.path.join(cache, f"{package}_*_{arch}.deb")))
+    if found:
+        return found[-1]
+    state = cache_dir(f"apt-{arch}")
+    for sub in ("lists/partial", "archives/partial"):
+        os.makedirs(os.path.join(state, sub), exist_ok=True)
+    opts = ["-o", f"Dir::State::Lists={state}/lists", "-o", f"Dir::Cache={state}",
+            "-o", f"APT::Architecture={arch}", "-o", f"APT::Architectures::={arch}",
+            "-o", "Dir::State::status=/dev/null", "-o", "APT::Sandbox::User=root", "-q"]
+    subprocess.run(["apt-get", *opts, "update"], check=True, stdout=subprocess.DEVNULL)
+    subprocess.run(["apt-get", *opts, "download", f"{package}:{arch}"], cwd=cache, check=True,
+                   stdout=subprocess.DEVNULL)
+    found = sorted(glob.glob(os.path.join(cache, f"{package}_*_{arch}.deb")))
+    if not found:
+        raise RuntimeError(f"apt-get download {package}:{arch} produced no file in {cache}")
+    return found[-1]
+
+
 def deb_member(deb: str, member: str, out_name: str) -> str:
     """Extract one member of a .deb's data archive into the cache (dpkg-deb | tar)."""
     out = os.path.join(cache_dir(), out_name)

@@ -112,6 +112,59 @@ def test_oracles_catch_wrong_types(prev_db, kotest):
     assert any("kotest_local" in p for p in check_functions(g, ko, "dbhive_kotest"))
 
 
+@pytest.fixture(scope="session")
+def kotest_aarch64() -> dict:
+    """The same modules cross-built for aarch64 against Debian's 6.1 arm64 build tree."""
+    for tool in ("aarch64-linux-gnu-gcc-12", "make", "pahole", "readelf"):
+        need_tool(tool)
+    from scripts import make_kobuild_modules
+    return make_kobuild_modules.build(arch="aarch64")
+
+
+def _debug_relocations(ko: str) -> dict:
+    """{relocation type: count} in the .rela.debug_* sections of `ko` (binutils readelf)."""
+    out = subprocess.run(["readelf", "-rW", ko], capture_output=True, text=True,
+                         check=True).stdout
+    counts: dict = {}
+    section = ""
+    for line in out.splitlines():
+        if line.startswith("Relocation section"):
+            section = line.split("'")[1]
+        elif section.startswith(".rela.debug") and " R_" in line:
+            kind = line.split()[2]
+            counts[kind] = counts.get(kind, 0) + 1
+    return counts
+
+
+def test_aarch64_modules_equal_pahole(kotest_aarch64, tmp_path, monkeypatch):
+    """aarch64 .ko files (ET_REL: their DWARF holds R_AARCH64_ABS32/ABS64 addends) read
+    alike: every layout equals pahole, every prototype pfunct, on the same files; with the
+    relocations left unapplied the same comparison fails."""
+    for ko in kotest_aarch64.values():
+        relocs = _debug_relocations(ko)
+        assert relocs.get("R_AARCH64_ABS32", 0) > 1000 and relocs.get("R_AARCH64_ABS64"), relocs
+    src = tmp_path / "ko"
+    src.mkdir()
+    for path in kotest_aarch64.values():
+        shutil.copy(path, src)
+    p = kobuild(str(src), "-o", str(tmp_path / "arm.db"), "--json")
+    meta = json.loads(p.stdout)["meta"]
+    assert (meta["arch"], meta["release"]) == ("aarch64", "6.1.0-47-arm64")
+    g = store.load_graph(str(tmp_path / "arm.db"))
+    for name, ko in kotest_aarch64.items():
+        result = compare_with_pahole(g, pahole_layouts(ko, "dwarf"))
+        assert result["problems"] == [], name
+        assert result["checked"] >= 100, name
+        assert check_functions(g, ko, module=name) == [], name
+    from dbhive import elf
+    from dbhive.modules import kobuild as run_kobuild
+    monkeypatch.setattr(elf.quirks, "needs_debug_relocations", lambda e_type: False)
+    ko = kotest_aarch64["dbhive_kotest"]
+    run_kobuild([ko], out=str(tmp_path / "unrelocated.db"))
+    g = store.load_graph(str(tmp_path / "unrelocated.db"))
+    assert compare_with_pahole(g, pahole_layouts(ko, "dwarf"))["problems"]
+
+
 def _modinfo(field: str, ko: str) -> str:
     need_tool("modinfo")
     return subprocess.run(["modinfo", "-F", field, ko], capture_output=True, text=True,
