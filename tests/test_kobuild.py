@@ -372,6 +372,15 @@ def test_resolver_overlay(prev_db, debian_db, kotest):
             kernel.offset("kotest_dev.id")
         with pytest.raises(NoSuchFunction):
             kernel.func("kotest_xmit")
+        # a name both define: the overlay's layout, and the answer says the kernel has another
+        peer = pahole_layouts(kotest["dbhive_kotest_peer"], "dwarf")["struct pid_entry"][0]
+        mine = r.offset("pid_entry.peer_flags")
+        assert (mine.offset, mine.size) == (peer.member("peer_flags").offset,
+                                            peer.member("peer_flags").size)
+        assert "the kernel has another layout" in mine.note
+        assert r.struct("pid_entry").size == peer.size != kernel.struct("pid_entry").size
+        assert "kernel has another" not in (r.offset("list_head.next").note or "")
+        assert kernel.offset("pid_entry.len").note is None
         kernel.close()
 
 
