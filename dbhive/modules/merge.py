@@ -417,7 +417,10 @@ class SharedKeys:
                 what.append(1 if len(key) == 3 and key[1] in _NAMED_TARGETS else 0)
             else:
                 what.append(2 if k in _NAMED_TARGETS and key[1] is not None else 0)
+        # the module's own types: what its DIEs and prototypes became, what those contain,
+        # and every key it added (all of them keys its own table would have)
         used.update(f[1] for f in functions)
+        used.update(range(start, len(keys)))
         own = closure(keys, used)
         pointed, layouts = set(), {}
         for i in own:
@@ -435,7 +438,7 @@ class SharedKeys:
                     break
                 uses[name] = ls[0]
         return ModuleDelta(module, self.id, start, keys[start:], t.origins[start:], uses,
-                           ambiguous, array("l", sorted(own)).tobytes(), list(functions),
+                           ambiguous, array("l", own).tobytes(), list(functions),
                            ptr_size)
 
 
