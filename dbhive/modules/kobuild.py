@@ -184,14 +184,17 @@ def merge_module(merger: TypeMerger, rm: ReadModule, workdir: str, btf_base=None
     """Merge one module read by `read_modules`.  Keys from a worker that turn out to need
     module-scoped placeholders (its own layout of a name already in the table) are set
     aside and the module is read again here, as a graph (rare).  A delta the merger
-    refuses (the module may need scoping) is merged the same way, from the module's own
-    keys read again here."""
+    refuses is merged the same way: the module read again here as its own keys, or as its
+    graph straight away when those would need scoping too."""
     if rm.delta is not None:
         delta, rm.delta = rm.delta, None
-        if merger.add_delta(delta):
+        refused = merger.add_delta(delta)
+        if refused is None:
             return
-        again = read_module(rm.file, rm.source, workdir, btf_base, limit=limit)
-        merge_module(merger, again, workdir, btf_base, limit)
+        rm = read_module(rm.file, rm.source, workdir, btf_base, graph=refused == "layout",
+                         limit=limit)
+        merger.rereads += 1
+        merge_module(merger, rm, workdir, btf_base, limit)
         merger.map_delta(delta)
         return
     if rm.keys is not None:

@@ -624,11 +624,12 @@ class TypeMerger:
                 break
         return out
 
-    def add_delta(self, d: ModuleDelta) -> bool:
+    def add_delta(self, d: ModuleDelta) -> Optional[str]:
         """Merge a module read into a shared table (its deltas come in the order that
-        table got them).  False (nothing merged) when the module may need scoping, or
-        reaches a key the merged table lacks: then merge the module the usual way
-        (`add_keys`, or `add`) and call `map_delta`."""
+        table got them); None once merged.  Else nothing is merged, and why is returned:
+        "layout" (its pointers need scoping: `add` its graph), "ambiguous" or "absent"
+        (they may: `add_keys` its own keys, or else `add` its graph); then call
+        `map_delta`."""
         tm = self.tables.setdefault(d.table, _TableMap())
         m, absent = tm.m, tm.absent
         if d.start != len(m):
@@ -636,10 +637,10 @@ class TypeMerger:
                                f"after {len(m)} of its keys were merged")
         if d.ambiguous:
             self.deltas["ambiguous"] += 1
-            return False
+            return "ambiguous"
         if absent and not absent.keys().isdisjoint(array("l", d.own)):
             self.deltas["absent"] += 1
-            return False
+            return "absent"
         ids, first = self.table.ids, self.first
         start = d.start
         # which of the new keys the table has already (the others: ~their id, for now)
@@ -652,7 +653,7 @@ class TypeMerger:
         if not self._layouts_first(d, m, dry):
             del m[start:]
             self.deltas["layout"] += 1
-            return False
+            return "layout"
         self._check_ptr_size(d.module, d.ptr_size, d.source)
         intern = self.table.intern
         for i, key in enumerate(d.keys, start):
@@ -665,13 +666,14 @@ class TypeMerger:
         self.functions.extend((name, m[proto], static, file, line, rank, module)
                               for (name, proto, static, file, line, rank) in d.functions)
         self.deltas["merged"] += 1
-        return True
+        return None
 
     def _layouts_first(self, d: ModuleDelta, m: list, dry: list) -> bool:
         """Whether each layout the module points to by placeholder is the first of its name
-        in the merged table, as finalize will see it (else the module may need its own,
-        scoped: merged the usual way).  `m`: the delta's ids mapped (~id: new), `dry`:
-        its new keys remapped."""
+        in the merged table, as finalize will see it (else the module needs its own,
+        scoped: `differing` finds the same name on the module's own keys, as the same
+        equivalence decides it there).  `m`: the delta's ids mapped (~id: new), `dry`: its
+        new keys remapped."""
         same = None
         first = self.first
         for name, lid in d.uses.items():
