@@ -27,12 +27,6 @@ _SURFTRACE_CACHE_MAX = 4096
 _MISS = object()
 
 
-def _shape(db: TypeSource, tid: int) -> tuple:
-    """A struct/union's size and members as spelled (comparable across DBs)."""
-    return (db.type(tid).size, tuple((m.name, m.bit_offset, m.bit_size, db.spelling(m.type))
-                                     for m in db.members(tid)))
-
-
 class Offset(NamedTuple):
     """Where a member path lands.  For a bitfield, `offset`/`size` are its storage unit
     (aligned to the declared type's size, as pahole prints it) and `bit_offset` is the bit
@@ -287,11 +281,13 @@ class Resolver:
                         f"using the first (type id {ref.id})")
             if ref.db is not self.db:
                 # an overlay's struct: say so when the kernel has another of that name
-                kid = self.db.find_composite(t.name, t.kind)
-                if kid is not None and _shape(self.db, kid) != _shape(ref.db, ref.id):
+                mine = {(size, sig) for tid, size, sig in
+                        ref.db.layout_signatures(t.name, t.kind) if tid == ref.id}
+                kernel = self.db.layout_signatures(t.name, t.kind)
+                if kernel and not any((size, sig) in mine for _, size, sig in kernel):
                     return (f"{t.kind} {t.name} of the modules' overlay "
                             f"({ref.db.source}); the kernel has another layout of that "
-                            f"name (type id {kid}, {self.db.type(kid).size} bytes)")
+                            f"name (type id {kernel[0][0]}, {kernel[0][1]} bytes)")
         return None
 
     # ---- offsets -----------------------------------------------------------

@@ -29,7 +29,7 @@ import shutil
 import subprocess
 import sys
 
-from scripts.realdata import CACHE, DEBIAN_RELEASE, cache_dir, fetch_foreign_deb
+from scripts.realdata import CACHE, DEBIAN_RELEASE, cache_dir, fetch_deb
 
 ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 SRC = os.path.join(ROOT, "data", "kmod-src", "kotest")
@@ -81,7 +81,7 @@ def cross_build_tree(arch: str) -> str:
     root = os.path.join(CACHE, "kobuild", f"headers-{flavour}")
     tree = os.path.join(root, "usr", "src", f"linux-headers-{flavour}")
     if not os.path.isdir(tree):
-        deb = fetch_foreign_deb(f"linux-headers-{flavour}", deb_arch)
+        deb = fetch_deb(f"linux-headers-{flavour}", deb_arch)
         tmp = f"{root}.tmp{os.getpid()}"
         shutil.rmtree(tmp, ignore_errors=True)
         _run(["dpkg-deb", "-x", deb, tmp], ROOT)

@@ -28,40 +28,35 @@ def cache_dir(*parts: str) -> str:
     return d
 
 
-def fetch_deb(package: str) -> str:
-    """Path of a Debian package file in the cache, downloading it with apt-get if needed."""
+def fetch_deb(package: str, arch: str = "") -> str:
+    """Path of a Debian package file in the cache, downloading it with apt-get if needed.
+    `arch`: a package of another Debian architecture (arm64, ...), found through apt's own
+    signed indexes of that architecture kept in a private state directory of the cache:
+    this machine's dpkg architectures and apt lists are left alone."""
     cache = cache_dir()
-    found = sorted(glob.glob(os.path.join(cache, f"{package}_*.deb")))
+    pattern = os.path.join(cache, f"{package}_*_{arch}.deb" if arch else f"{package}_*.deb")
+    found = sorted(glob.glob(pattern))
     if not found:
-        subprocess.run(["apt-get", "download", "-q", package], cwd=cache, check=True,
+        opts = _foreign_apt(arch) if arch else []
+        subprocess.run(["apt-get", *opts, "download", "-q",
+                        f"{package}:{arch}" if arch else package], cwd=cache, check=True,
                        stdout=subprocess.DEVNULL)
-        found = sorted(glob.glob(os.path.join(cache, f"{package}_*.deb")))
+        found = sorted(glob.glob(pattern))
     if not found:
         raise RuntimeError(f"apt-get download {package} produced no file in {cache}")
     return found[-1]
 
 
-def fetch_foreign_deb(package: str, arch: str) -> str:
-    """`fetch_deb` for a package of another Debian architecture (`arch`: arm64, ...), with
-    apt's own signed indexes of that architecture kept in a private state directory of the
-    cache: this machine's dpkg architectures and apt lists are left alone."""
-    cache = cache_dir()
-    found = sorted(glob.glob(os.path.join(cache, f"{package}_*_{arch}.deb")))
-    if found:
-        return found[-1]
+def _foreign_apt(arch: str) -> list:
+    """apt-get options for a private state of `arch`'s indexes (updated once per call)."""
     state = cache_dir(f"apt-{arch}")
     for sub in ("lists/partial", "archives/partial"):
         os.makedirs(os.path.join(state, sub), exist_ok=True)
     opts = ["-o", f"Dir::State::Lists={state}/lists", "-o", f"Dir::Cache={state}",
             "-o", f"APT::Architecture={arch}", "-o", f"APT::Architectures::={arch}",
-            "-o", "Dir::State::status=/dev/null", "-o", "APT::Sandbox::User=root", "-q"]
-    subprocess.run(["apt-get", *opts, "update"], check=True, stdout=subprocess.DEVNULL)
-    subprocess.run(["apt-get", *opts, "download", f"{package}:{arch}"], cwd=cache, check=True,
-                   stdout=subprocess.DEVNULL)
-    found = sorted(glob.glob(os.path.join(cache, f"{package}_*_{arch}.deb")))
-    if not found:
-        raise RuntimeError(f"apt-get download {package}:{arch} produced no file in {cache}")
-    return found[-1]
+            "-o", "Dir::State::status=/dev/null", "-o", "APT::Sandbox::User=root"]
+    subprocess.run(["apt-get", *opts, "-q", "update"], check=True, stdout=subprocess.DEVNULL)
+    return opts
 
 
 def deb_member(deb: str, member: str, out_name: str) -> str:

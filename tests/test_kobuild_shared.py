@@ -86,7 +86,7 @@ def test_a_layout_not_checked_is_a_different_db(ko_dir, out_dir, own_keys_db, mo
 
 
 def test_closure_in_c_and_python_agree(ko_dir, monkeypatch):
-    """merge.closure: the C loop and the pure-Python one, on a real shared table."""
+    """keys.closure: the C loop and the pure-Python one, on a real shared table."""
     import random
     from dbhive.dwarf import keys
     from dbhive.modules import merge
@@ -99,7 +99,7 @@ def test_closure_in_c_and_python_agree(ko_dir, monkeypatch):
     rng = random.Random(1)
     seeds = [set(rng.sample(range(len(table)), 40)) for _ in range(20)]
     seeds.append(set(array("l", d.own)))
-    in_c = [merge.closure(table, s) for s in seeds]
+    in_c = [keys.closure(table, s) for s in seeds]
     monkeypatch.setattr(keys, "_c", None)
-    assert [merge.closure(table, s) for s in seeds] == in_c
+    assert [keys.closure(table, s) for s in seeds] == in_c
     assert max(map(len, in_c)) > 1000

@@ -2044,7 +2044,7 @@ static PyObject *py_remap_key(PyObject *self, PyObject *args)
     return remap(key, m);
 }
 
-/* closure(keys, ids) -> set: merge.closure (ids, and every id their keys hold, transitively;
+/* closure(keys, ids) -> set: keys.closure (ids, and every id their keys hold, transitively;
  * ids only point down, to keys before their own) */
 static PyObject *py_closure(PyObject *self, PyObject *args)
 {
@@ -2415,7 +2415,7 @@ static PyMethodDef methods[] = {
      "Apply absolute relocations to a section's bytes."},
     {"remap_key", py_remap_key, METH_VARARGS, "keys.remap_key with a list map."},
     {"dry_ids", py_dry_ids, METH_VARARGS, "The ids a graph's keys already have in a table."},
-    {"closure", py_closure, METH_VARARGS, "Ids and the ids their keys hold (merge.closure)."},
+    {"closure", py_closure, METH_VARARGS, "Ids and the ids their keys hold (keys.closure)."},
     {"merge_into", py_merge_into, METH_VARARGS, "Intern another table's keys (KeyTable.merge)."},
     {"configure_keys", py_configure_keys, METH_VARARGS, "Set the model's kinds for interning."},
     {"intern_unit", py_intern_unit, METH_VARARGS,

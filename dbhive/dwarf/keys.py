@@ -110,6 +110,35 @@ def remap_key(key, m):
     return key
 
 
+def key_children(key) -> tuple:
+    """The type ids a key refers to (the positions remap_key maps)."""
+    k = key[0]
+    if k == M.PTR or k == M.CONST or k == M.VOLATILE or k == M.RESTRICT or k == M.TYPE_TAG \
+            or k == M.ARRAY:
+        return (key[1],)
+    if k == M.TYPEDEF:
+        return (key[2],)
+    if k == M.STRUCT or k == M.UNION:
+        return key[4::4]
+    if k == M.FUNC_PROTO:
+        return (key[1],) + key[4::2]
+    return ()
+
+
+def closure(keys: list, ids) -> set:
+    """`ids` and every id their keys hold, transitively (ids only point down: no cycles)."""
+    if _c is not None:
+        return _c.closure(keys, ids)
+    seen = set(ids)
+    stack = list(seen)
+    while stack:
+        for c in key_children(keys[stack.pop()]):
+            if c not in seen:
+                seen.add(c)
+                stack.append(c)
+    return seen
+
+
 class UnitInterner:
     """Turns the records of one unit at a time into interned keys.
 

@@ -53,7 +53,7 @@ from typing import Iterable, Optional
 
 from .. import model as M
 from ..dwarf import keys as _keys
-from ..dwarf.keys import KeyTable, finalize, remap_key
+from ..dwarf.keys import KeyTable, closure, finalize, remap_key
 from ..errors import FormatError
 
 # rounds of "scope the names whose layout differs, recompute the keys" (each round scopes
@@ -327,35 +327,6 @@ def table_keys(table: KeyTable, functions: list, module: str, source: str = "dwa
 
 # ---------------------------------------------------------------------------------------
 # modules read one after the other into one key table (a worker's), merged as deltas
-
-def key_children(key) -> tuple:
-    """The type ids a key refers to (its layout: dwarf/keys.py)."""
-    k = key[0]
-    if k == _PTR or k in _QUALS or k == _ARRAY:
-        return (key[1],)
-    if k == _TYPEDEF:
-        return (key[2],)
-    if k == _STRUCT or k == _UNION:
-        return key[4::4]
-    if k == _PROTO:
-        return (key[1],) + key[4::2]
-    return ()
-
-
-def closure(keys: list, ids: Iterable[int]) -> set:
-    """`ids` and every id their keys contain, transitively (ids only point down: no
-    cycles)."""
-    if _keys._c is not None:
-        return _keys._c.closure(keys, ids)
-    seen = set(ids)
-    stack = list(seen)
-    while stack:
-        for c in key_children(keys[stack.pop()]):
-            if c not in seen:
-                seen.add(c)
-                stack.append(c)
-    return seen
-
 
 @dataclass
 class ModuleDelta:
