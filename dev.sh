@@ -17,10 +17,11 @@ setup() {       # $1: demo | test
     local stamp=".venv/.setup-$1"
     local want
     want=$(cat $lists pyproject.toml | sha256sum | cut -c1-16)
-    # the C extension is built by pip into the checkout: a checkout that lost it (a pull or
-    # switch across the commit that stopped tracking it) is set up again
+    # the C extensions are built by pip into the checkout: a checkout that lacks one (a pull or
+    # switch across the commit that added it or stopped tracking it) is set up again
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
-       compgen -G "dbhive/dwarf/_cscan*.so" >/dev/null; then return; fi
+       compgen -G "dbhive/dwarf/_cscan*.so" >/dev/null &&
+       compgen -G "dbhive/btf/_cbtf*.so" >/dev/null; then return; fi
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get -o DPkg::Lock::Timeout=600 update -qq
         cat $lists | grep -v '^#' | xargs apt-get -o DPkg::Lock::Timeout=600 install -y -qq >/dev/null

@@ -18,6 +18,7 @@ the base's functions or variables are not kept).
 from __future__ import annotations
 
 import itertools
+import os
 import struct
 from dataclasses import dataclass
 from typing import Callable, Optional
@@ -43,6 +44,21 @@ _SIMPLE_REF = {K_PTR: M.PTR, K_TYPEDEF: M.TYPEDEF, K_VOLATILE: M.VOLATILE, K_CON
 
 
 _LINKAGE = {0: "static", 1: "global", 2: "extern"}
+
+# the C parser (btf/_cbtf.c), or None where it was not built
+try:
+    from . import _cbtf as _c
+except ImportError:
+    _c = None
+else:
+    _c.configure(M.Type, M.Member, M.Param, M.Function, M.Variable, M.DataSec, M.DeclTag,
+                 {K_INT: M.INT, K_FLOAT: M.FLOAT, K_ARRAY: M.ARRAY, K_STRUCT: M.STRUCT,
+                  K_UNION: M.UNION, K_ENUM: M.ENUM, K_ENUM64: M.ENUM, K_FWD: M.FWD,
+                  K_FUNC_PROTO: M.FUNC_PROTO, **_SIMPLE_REF},
+                 # the strings the model's objects hold; "vm": a new Function's module
+                 {w: w for w in ("bool", "char", "signed", "unsigned", "struct", "union",
+                                 *_LINKAGE.values(), *M.TARGET_KINDS)} |
+                 {"vm": M.Function("", 0).module})
 
 # Raw BTF larger than this is refused (a kernel's is 5-10 MB; with every module, tens).
 MAX_BTF_BYTES = 256 << 20
@@ -108,7 +124,30 @@ def read_btf(data: bytes, source: str = "BTF", base: Optional[BtfBase] = None) -
     """Parse raw BTF bytes.  `source` names the input in error messages; `base`: the base
     BTF `data` is a split BTF of (ids and string offsets continue the base's)."""
     with M.gc_paused():
-        return _parser(data, source, base).parse()
+        layout = _layout(data, source)
+        if base is None and c_enabled():
+            g = _c_parse(data, layout)
+            if g is not None:
+                return g
+        return _Parser(data, *layout, source, base).parse()
+
+
+def c_enabled() -> bool:
+    """Whether the C parser (btf/_cbtf.c) reads a base BTF: built, and not turned off by
+    DBHIVE_BTF_PURE=1 (the Python parser, the reference, gives the same graph)."""
+    return _c is not None and os.environ.get("DBHIVE_BTF_PURE", "") in ("", "0")
+
+
+def _c_parse(data: bytes, layout: tuple) -> Optional[M.TypeGraph]:
+    """The graph the Python parser makes of a base BTF, made by the C parser; None when
+    the C parser refuses the input (the Python parser then says why)."""
+    bo, types_start, types_end, strs_start, strs_end = layout
+    g = M.TypeGraph(source="btf")
+    got = _c.parse(data, bo == ">", types_start, types_end, strs_start, strs_end, g.types)
+    if got is None:
+        return None
+    g.functions, g.variables, g.datasecs, g.decl_tags = got
+    return g
 
 
 def read_btf_ids(data: bytes, source: str = "BTF") -> tuple:
@@ -121,6 +160,11 @@ def read_btf_ids(data: bytes, source: str = "BTF") -> tuple:
 
 
 def _parser(data: bytes, source: str, base: Optional[BtfBase]) -> "_Parser":
+    return _Parser(data, *_layout(data, source), source, base)
+
+
+def _layout(data: bytes, source: str) -> tuple:
+    """(byte order, types start, types end, strings start, strings end) from the header."""
     if len(data) < K.HEADER_SIZE:
         raise BtfError(f"{source}: too short for a BTF header ({len(data)} bytes)")
     magic_le = struct.unpack_from("<H", data, 0)[0]
@@ -141,7 +185,7 @@ def _parser(data: bytes, source: str, base: Optional[BtfBase]) -> "_Parser":
     if hdr_len < K.HEADER_SIZE or types_end > len(data) or strs_end > len(data):
         raise BtfError(f"{source}: truncated (header says {max(types_end, strs_end)} bytes, "
                        f"file has {len(data)})")
-    return _Parser(data, bo, types_start, types_end, strs_start, strs_end, source, base)
+    return bo, types_start, types_end, strs_start, strs_end
 
 
 class _Strings(dict):
