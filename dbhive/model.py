@@ -18,6 +18,7 @@ from __future__ import annotations
 
 import contextlib
 import gc
+import os
 from dataclasses import dataclass, field
 from typing import Iterator, Optional
 
@@ -484,3 +485,26 @@ def _speller(graph: TypeGraph):
 def _too_deep(tid: int):
     raise TypeCycle(f"type id {tid}: declarator nests more than {MAX_DECL_DEPTH} deep "
                     f"(a reference cycle)")
+
+
+def spell_all(graph: TypeGraph) -> list:
+    """[graph.type_name(tid) for every id]: the DB writer's spellings, each worked out once.
+    By the C loop (dbhive/_cmodel.c, the same cases as `_speller`) where it was built and
+    not turned off (DBHIVE_MODEL_PURE=1); by `_speller` where the C loop refuses the graph
+    (it then raises what `_speller` raises) or is not there."""
+    if _c is not None and os.environ.get("DBHIVE_MODEL_PURE", "") in ("", "0"):
+        got = _c.spell_all(graph.types)
+        if got is not None:
+            return got
+    spell = _speller(graph)
+    return [spell(tid) for tid in range(len(graph.types))]
+
+
+# the C loop of spell_all, or None where it was not built
+try:
+    from . import _cmodel as _c
+except ImportError:
+    _c = None
+else:
+    _c.configure(Type, Param, (PTR, ARRAY, FUNC_PROTO, CONST, VOLATILE, RESTRICT, TYPE_TAG,
+                               STRUCT, UNION, ENUM, FWD, VOID, INT, FLOAT, TYPEDEF))

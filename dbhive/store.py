@@ -126,8 +126,7 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
     with output.atomic_path(dest, suffix=".db", must_exist_dir=must_exist_dir) as tmp, \
             M.gc_paused():
         # every type's C spelling, worked out once: kt_types and the surftrace tables
-        spell = graph.spelling_cache()
-        spelled = [spell(tid) for tid in range(len(graph.types))]
+        spelled = M.spell_all(graph)
         side = side_path = None
         if parallel and len(graph.types) >= PARALLEL_MIN_TYPES and procs.can_fork():
             side_path = output.temp_name(os.path.dirname(tmp), ".db")
