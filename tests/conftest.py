@@ -10,6 +10,20 @@ from scripts import realdata
 from scripts.realdata import RUNNING_BTF
 
 
+@pytest.fixture(scope="session", autouse=True)
+def tracefs_mounted():
+    """bcc's uprobes and libbpf's tracepoints (the tests that use them directly, not through
+    the tracer, which mounts it itself) need tracefs, which a freshly booted machine may not
+    have mounted: mounted once, as root, as the tracer would."""
+    if os.geteuid() == 0:
+        from dbhive.errors import SetupError
+        from resolver.tracefs import tracefs_dir
+        try:
+            tracefs_dir("events")
+        except SetupError:
+            pass                # the tests that need it say so themselves
+
+
 @pytest.fixture(scope="session")
 def debian_dbg_deb() -> str:
     """The real Debian kernel debuginfo package (281 MB)."""
