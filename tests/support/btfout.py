@@ -117,12 +117,7 @@ def core_fixtures(btf: str) -> dict:
 
 def run_loader(loader: str, obj: str, btf: str = None, trigger: str = "getppid",
                attach: bool = True) -> dict:
-    """Load `obj` with libbpf (btf_custom_path = `btf` when given); the loader's JSON.
-    libbpf attaches tracepoints through tracefs, which a fresh machine may not have mounted
-    yet: mounted first, as the tracer does."""
-    if attach:
-        from resolver.tracefs import tracefs_dir
-        tracefs_dir("events")
+    """Load `obj` with libbpf (btf_custom_path = `btf` when given); the loader's JSON."""
     cmd = [loader, "run", obj, "--trigger", trigger]
     if btf:
         cmd += ["--btf", btf]
