@@ -1,12 +1,13 @@
-/* The type model's one hot loop in C: every type's C spelling (model._speller, spelled for
- * every id in id order, as the DB writer needs them).
+/* The DB writer's hot loops over the type model in C:
+ *   spell_all   every type's C spelling (model._speller, for every id in id order);
+ *   flat_rows   the surftrace `members` rows of structs (surftrace._flat).
  *
- * The same cases in the same order as _speller, with the same memo: each id's (spelling,
- * left, right, nesting) made once from its target's.  What _speller would refuse or could
- * not do (nesting deeper than model.MAX_DECL_DEPTH: a reference cycle; a reference that is
- * no type id; an object that is no model.Type) makes spell_all() return None, and the
- * caller runs _speller, the reference, which raises its own error.
- * tests/test_spelling_c.py holds the two together.
+ * The same cases in the same order as the Python code, with the same memos (_speller: each
+ * id's (spelling, left, right, nesting) made once from its target's).  What the Python code
+ * would refuse or could not do (nesting deeper than its limits: a reference cycle; a
+ * reference that is no type id; an object that is no model.Type; an integer past 64 bits)
+ * makes them return None, and the caller runs the Python code, the reference, which raises
+ * its own error.  tests/test_model_cloops.py holds the two together.
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
@@ -15,16 +16,19 @@
 #define MAX_DECL_DEPTH 256
 #define MAX_CHAIN (1 << 16)
 
-enum { F_KIND, F_NAME, F_REF, F_NELEMS, F_PARAMS, F_VARIADIC, F_ENCODING, NF };
+enum { F_KIND, F_NAME, F_REF, F_NELEMS, F_PARAMS, F_VARIADIC, F_ENCODING, F_SIZE, F_MEMBERS,
+       NF };
 static const char *type_fields[] = {"kind", "name", "ref", "nelems", "params", "variadic",
-                                    "encoding", NULL};
-static PyTypeObject *type_cls, *param_cls;
-static Py_ssize_t toff[NF], param_type_off;
+                                    "encoding", "size", "members", NULL};
+enum { M_NAME, M_TYPE, M_BIT_OFFSET, M_BIT_SIZE, NM };
+static const char *member_fields[] = {"name", "type", "bit_offset", "bit_size", NULL};
+static PyTypeObject *type_cls, *param_cls, *member_cls;
+static Py_ssize_t toff[NF], moff[NM], param_type_off;
 static PyObject *k_ptr, *k_array, *k_func_proto, *k_const, *k_volatile, *k_restrict,
                 *k_type_tag, *k_struct, *k_union, *k_enum, *k_fwd, *k_void, *k_int, *k_float,
                 *k_typedef;
 static PyObject *s_space, *s_star, *s_lparen_star, *s_rparen, *s_void, *s_dots, *s_comma,
-                *s_anon, *s_empty;
+                *s_anon, *s_empty, *s_dot;
 static int configured;
 
 static Py_ssize_t slot_offset(PyTypeObject *cls, const char *name)
@@ -40,9 +44,10 @@ static Py_ssize_t slot_offset(PyTypeObject *cls, const char *name)
 
 static PyObject *py_configure(PyObject *self, PyObject *args)
 {
-    PyObject *t, *p;
+    PyObject *t, *p, *m;
     (void)self;
-    if (!PyArg_ParseTuple(args, "O!O!(OOOOOOOOOOOOOOO)", &PyType_Type, &t, &PyType_Type, &p,
+    if (!PyArg_ParseTuple(args, "O!O!O!(OOOOOOOOOOOOOOO)", &PyType_Type, &t, &PyType_Type, &p,
+                          &PyType_Type, &m,
                           &k_ptr, &k_array, &k_func_proto, &k_const, &k_volatile, &k_restrict,
                           &k_type_tag, &k_struct, &k_union, &k_enum, &k_fwd, &k_void, &k_int,
                           &k_float, &k_typedef))
@@ -54,21 +59,36 @@ static PyObject *py_configure(PyObject *self, PyObject *args)
         Py_INCREF(*keep[i]);
     type_cls = (PyTypeObject *)t;
     param_cls = (PyTypeObject *)p;
+    member_cls = (PyTypeObject *)m;
     Py_INCREF(t);
     Py_INCREF(p);
+    Py_INCREF(m);
     for (int i = 0; i < NF; i++)
         if ((toff[i] = slot_offset(type_cls, type_fields[i])) < 0)
             return NULL;
+    for (int i = 0; i < NM; i++)
+        if ((moff[i] = slot_offset(member_cls, member_fields[i])) < 0)
+            return NULL;
     if ((param_type_off = slot_offset(param_cls, "type")) < 0)
         return NULL;
-    const char *words[] = {" ", "*", "(*", ")", "void", "...", ", ", "{...}", ""};
+    const char *words[] = {" ", "*", "(*", ")", "void", "...", ", ", "{...}", "", "."};
     PyObject **dest[] = {&s_space, &s_star, &s_lparen_star, &s_rparen, &s_void, &s_dots,
-                         &s_comma, &s_anon, &s_empty};
+                         &s_comma, &s_anon, &s_empty, &s_dot};
     for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
         if ((*dest[i] = PyUnicode_InternFromString(words[i])) == NULL)
             return NULL;
     configured = 1;
     Py_RETURN_NONE;
+}
+
+/* one of the model's own kind strings (the Python code compares with ==: an equal string
+ * that is not the model's is left to it) */
+static inline int model_kind(PyObject *k)
+{
+    return k == k_ptr || k == k_array || k == k_func_proto || k == k_const ||
+           k == k_volatile || k == k_restrict || k == k_type_tag || k == k_struct ||
+           k == k_union || k == k_enum || k == k_fwd || k == k_void || k == k_int ||
+           k == k_float || k == k_typedef;
 }
 
 typedef struct {
@@ -160,12 +180,7 @@ static int parts(Speller *sp, Py_ssize_t tid, int depth)
     PyObject *k = SLOT(t, F_KIND);
     Entry *me = &sp->e[tid], *x;
     int rc = 0;
-    /* the model's own kind strings only (_speller compares with ==: an equal string that
-     * is not the model's is left to it) */
-    if (k != k_ptr && k != k_array && k != k_func_proto && k != k_const && k != k_volatile &&
-            k != k_restrict && k != k_type_tag && k != k_struct && k != k_union &&
-            k != k_enum && k != k_fwd && k != k_void && k != k_int && k != k_float &&
-            k != k_typedef)
+    if (!model_kind(k))
         return 1;
     if (k == k_ptr) {
         PyObject *ref_obj = SLOT(t, F_REF);
@@ -349,7 +364,358 @@ static PyObject *py_spell_all(PyObject *self, PyObject *args)
     return out;
 }
 
+/* ---- surftrace's flattened members (surftrace.flat_members over a graph) ------------- */
+
+#define MAX_NESTING 256
+
+typedef struct {
+    PyObject **types;
+    Py_ssize_t n;
+    PyObject **spelled;
+    long long ptr_size;
+    /* per member type id: the element once qualifiers and arrays are peeled (-1: not yet),
+     * its dimensions ("[2][4]"), and the leaf's (spelling, bytes) */
+    Py_ssize_t *elem;
+    PyObject **dims;
+    long long *leaf_bytes;
+    char *leaf_done;
+    PyObject *rows;
+    PyObject *sid;
+} Flat;
+
+#define MSLOT(o, i) (*(PyObject **)((char *)(o) + moff[i]))
+
+/* an exact int of at most 64 bits, or 0 (refused) */
+static int int64_of(PyObject *o, long long *v)
+{
+    if (!PyLong_CheckExact(o))
+        return 0;
+    int over;
+    *v = PyLong_AsLongLongAndOverflow(o, &over);
+    if (over || (*v == -1 && PyErr_Occurred())) {
+        PyErr_Clear();
+        return 0;
+    }
+    return 1;
+}
+
+static long long floordiv(long long a, long long b)
+{
+    long long q = a / b;
+    return (a % b != 0 && ((a < 0) != (b < 0))) ? q - 1 : q;
+}
+
+/* model.TypeGraph.sizeof: 1 and *has = 0 for None; 0 refused */
+static int size_of(Flat *f, Py_ssize_t tid, long long *out, int *has)
+{
+    PyObject *t = f->types[tid];
+    long long mult = 1, v;
+    for (int i = 0; i < MAX_CHAIN; i++) {
+        if (!Py_IS_TYPE(t, type_cls))
+            return 0;
+        PyObject *size = SLOT(t, F_SIZE), *k = SLOT(t, F_KIND), *ref = SLOT(t, F_REF);
+        if (!model_kind(k))
+            return 0;
+        if (size != Py_None) {
+            if (!int64_of(size, &v) || __builtin_mul_overflow(mult, v, out))
+                return 0;
+            *has = 1;
+            return 1;
+        }
+        int transparent = k == k_typedef || k == k_const || k == k_volatile ||
+                          k == k_restrict || k == k_type_tag;
+        if ((transparent || k == k_array) && ref != Py_None) {
+            if (k == k_array) {
+                PyObject *ne = SLOT(t, F_NELEMS);
+                long long n = 0;
+                if (ne != Py_None && !int64_of(ne, &n))
+                    return 0;
+                if (__builtin_mul_overflow(mult, n, &mult))
+                    return 0;
+            }
+            long long r;
+            if (!int64_of(ref, &r) || r < 0 || r >= f->n)
+                return 0;
+            t = f->types[r];
+        } else if (k == k_ptr) {
+            if (__builtin_mul_overflow(mult, f->ptr_size, out))
+                return 0;
+            *has = 1;
+            return 1;
+        } else {
+            *has = 0;
+            return 1;
+        }
+    }
+    return 0;                                   /* TypeCycle */
+}
+
+/* surftrace.TypeAccess.peel, memoized: 1 done, 0 refused, -1 error */
+static int peel(Flat *f, Py_ssize_t tid)
+{
+    if (f->elem[tid] >= 0)
+        return 1;
+    PyObject *parts = PyList_New(0);
+    if (!parts)
+        return -1;
+    Py_ssize_t mt = tid;
+    int hops = 0;
+    for (;;) {
+        PyObject *t = f->types[mt];
+        if (!Py_IS_TYPE(t, type_cls))
+            goto refuse;
+        PyObject *k = SLOT(t, F_KIND);
+        if (!model_kind(k))
+            goto refuse;
+        if (k != k_const && k != k_volatile && k != k_restrict && k != k_type_tag &&
+                k != k_array)
+            break;
+        if (k == k_array) {
+            PyObject *ne = SLOT(t, F_NELEMS), *d;
+            int truth = PyObject_IsTrue(ne);
+            if (truth < 0)
+                goto error;
+            d = truth ? PyUnicode_FromFormat("[%S]", ne) : PyUnicode_FromString("[0]");
+            if (!d || PyList_Append(parts, d)) {
+                Py_XDECREF(d);
+                goto error;
+            }
+            Py_DECREF(d);
+        }
+        long long r;
+        if (!int64_of(SLOT(t, F_REF), &r) || r < 0 || r >= f->n || ++hops > MAX_CHAIN)
+            goto refuse;
+        mt = (Py_ssize_t)r;
+    }
+    PyObject *dims = PyUnicode_Join(s_empty, parts);
+    Py_DECREF(parts);
+    if (!dims)
+        return -1;
+    f->elem[tid] = mt;
+    f->dims[tid] = dims;
+    return 1;
+refuse:
+    Py_DECREF(parts);
+    return 0;
+error:
+    Py_DECREF(parts);
+    return -1;
+}
+
+static int add_row(Flat *f, PyObject *name, PyObject *tstr, long long off, long long nbytes,
+                   PyObject *bits)
+{
+    PyObject *row = name && bits ? Py_BuildValue("(OOOLLO)", f->sid, tstr, name, off, nbytes,
+                                                 bits) : NULL;
+    Py_XDECREF(name);
+    Py_XDECREF(bits);
+    if (!row || PyList_Append(f->rows, row)) {
+        Py_XDECREF(row);
+        return -1;
+    }
+    Py_DECREF(row);
+    return 0;
+}
+
+/* surftrace._flat: 1 done, 0 refused, -1 error.  `path` holds `depth` type ids. */
+static int flat(Flat *f, Py_ssize_t tid, PyObject *prefix, long long base_bits,
+                Py_ssize_t *path, int depth)
+{
+    if (depth > MAX_NESTING)
+        return 0;
+    PyObject *t = f->types[tid], *members;
+    if (!Py_IS_TYPE(t, type_cls))
+        return 0;
+    members = SLOT(t, F_MEMBERS);
+    if (members == Py_None)
+        return 1;
+    if (!PyList_CheckExact(members))
+        return 0;
+    for (Py_ssize_t i = 0; i < PyList_GET_SIZE(members); i++) {
+        PyObject *m = PyList_GET_ITEM(members, i);
+        if (!Py_IS_TYPE(m, member_cls))
+            return 0;
+        long long moff_bits, mtype, bit_size;
+        if (!int64_of(MSLOT(m, M_BIT_OFFSET), &moff_bits) ||
+                !int64_of(MSLOT(m, M_TYPE), &mtype) || mtype < 0 || mtype >= f->n ||
+                !int64_of(MSLOT(m, M_BIT_SIZE), &bit_size))
+            return 0;
+        long long bit_off;
+        if (__builtin_add_overflow(base_bits, moff_bits, &bit_off))
+            return 0;
+        int rc = peel(f, (Py_ssize_t)mtype);
+        if (rc <= 0)
+            return rc;
+        Py_ssize_t mt = f->elem[mtype];
+        PyObject *dims = f->dims[mtype], *name = MSLOT(m, M_NAME);
+        PyObject *et = f->types[mt];
+        PyObject *ek = SLOT(et, F_KIND);
+        if (PyUnicode_GET_LENGTH(dims) == 0 && (ek == k_struct || ek == k_union)) {
+            PyObject *inner = SLOT(et, F_MEMBERS);
+            if (inner != Py_None && !PyList_CheckExact(inner))
+                return 0;
+            /* an embedded struct's members go in with a prefix (none when it is
+             * anonymous); one with no members is a leaf, named or not */
+            if (inner != Py_None && PyList_GET_SIZE(inner) > 0) {
+                for (int j = 0; j < depth; j++)
+                    if (path[j] == mt)
+                        return 0;                   /* contains itself */
+                PyObject *inner_prefix;
+                if (name == Py_None) {
+                    Py_INCREF(prefix);
+                    inner_prefix = prefix;
+                } else {
+                    PyObject *pn = PyUnicode_Concat(prefix, name);
+                    inner_prefix = pn ? PyUnicode_Concat(pn, s_dot) : NULL;
+                    Py_XDECREF(pn);
+                    if (!inner_prefix)
+                        return -1;
+                }
+                path[depth] = mt;
+                rc = flat(f, mt, inner_prefix, bit_off, path, depth + 1);
+                Py_DECREF(inner_prefix);
+                if (rc <= 0)
+                    return rc;
+                continue;
+            }
+        }
+        int named = PyObject_IsTrue(name);
+        if (named < 0)
+            return -1;
+        PyObject *full;
+        if (named) {
+            PyObject *pn = PyUnicode_Concat(prefix, name);
+            full = pn ? PyUnicode_Concat(pn, dims) : NULL;
+            Py_XDECREF(pn);
+        } else {
+            full = PyUnicode_Concat(prefix, dims);
+        }
+        if (!full)
+            return -1;
+        if (bit_size) {
+            long long unit;
+            int has;
+            if (!size_of(f, mt, &unit, &has)) {
+                Py_DECREF(full);
+                return 0;
+            }
+            if (!has || unit == 0)
+                unit = 4;
+            long long unit_bits, start, end;
+            if (__builtin_mul_overflow(unit, 8, &unit_bits) || unit_bits <= 0) {
+                Py_DECREF(full);
+                return 0;
+            }
+            start = floordiv(bit_off, unit_bits) * unit_bits;
+            if (__builtin_add_overflow(bit_off, bit_size, &end)) {
+                Py_DECREF(full);
+                return 0;
+            }
+            if (end > start + unit_bits)
+                start = bit_off - (bit_off - floordiv(bit_off, 8) * 8);
+            PyObject *bits = PyUnicode_FromFormat("%lld:%lld", bit_off - start, bit_size);
+            if (add_row(f, full, f->spelled[mt], floordiv(start, 8), unit, bits))
+                return -1;
+        } else {
+            if (!f->leaf_done[mtype]) {
+                long long nbytes;
+                int has;
+                if (!size_of(f, (Py_ssize_t)mtype, &nbytes, &has)) {
+                    Py_DECREF(full);
+                    return 0;
+                }
+                f->leaf_bytes[mtype] = has ? nbytes : 0;
+                f->leaf_done[mtype] = 1;
+            }
+            Py_INCREF(s_empty);
+            if (add_row(f, full, f->spelled[mt], floordiv(bit_off, 8), f->leaf_bytes[mtype],
+                        s_empty))
+                return -1;
+        }
+    }
+    return 1;
+}
+
+/* flat_rows(types, spelled, ptr_size, tids) -> (counts, rows): the members rows
+ * (sid, type, name, offset, bytes, bits) of the structs `tids`, sid = position + 1, and how
+ * many rows each has; or None: refused (surftrace.flat_members says why) */
+static PyObject *py_flat_rows(PyObject *self, PyObject *args)
+{
+    PyObject *types, *spelled, *tids;
+    long long ptr_size;
+    (void)self;
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError, "_cmodel.configure() was not called");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!LO!", &PyList_Type, &types, &PyList_Type, &spelled,
+                          &ptr_size, &PyList_Type, &tids))
+        return NULL;
+    Flat f = {0};
+    f.types = PySequence_Fast_ITEMS(types);
+    f.n = PyList_GET_SIZE(types);
+    f.ptr_size = ptr_size;
+    if (PyList_GET_SIZE(spelled) != f.n)
+        Py_RETURN_NONE;
+    f.spelled = PySequence_Fast_ITEMS(spelled);
+    Py_ssize_t n = f.n ? f.n : 1;
+    f.elem = PyMem_Malloc(n * sizeof(Py_ssize_t));
+    f.dims = PyMem_Calloc(n, sizeof(PyObject *));
+    f.leaf_bytes = PyMem_Malloc(n * sizeof(long long));
+    f.leaf_done = PyMem_Calloc(n, 1);
+    Py_ssize_t *path = PyMem_Malloc((MAX_NESTING + 2) * sizeof(Py_ssize_t));
+    PyObject *counts = PyList_New(PyList_GET_SIZE(tids)), *result = NULL;
+    f.rows = PyList_New(0);
+    int rc = 1;
+    if (!f.elem || !f.dims || !f.leaf_bytes || !f.leaf_done || !path) {
+        PyErr_NoMemory();
+        rc = -1;
+    }
+    if (!counts || !f.rows)
+        rc = -1;
+    for (Py_ssize_t i = 0; rc > 0 && i < f.n; i++)
+        f.elem[i] = -1;
+    for (Py_ssize_t i = 0; rc > 0 && i < PyList_GET_SIZE(tids); i++) {
+        long long tid;
+        if (!int64_of(PyList_GET_ITEM(tids, i), &tid) || tid < 0 || tid >= f.n) {
+            rc = 0;
+            break;
+        }
+        Py_ssize_t before = PyList_GET_SIZE(f.rows);
+        f.sid = PyLong_FromSsize_t(i + 1);
+        if (!f.sid) {
+            rc = -1;
+            break;
+        }
+        path[0] = (Py_ssize_t)tid;
+        rc = flat(&f, (Py_ssize_t)tid, s_empty, 0, path, 1);
+        Py_CLEAR(f.sid);
+        if (rc > 0)
+            PyList_SET_ITEM(counts, i, PyLong_FromSsize_t(PyList_GET_SIZE(f.rows) - before));
+        if (rc > 0 && PyList_GET_ITEM(counts, i) == NULL)
+            rc = -1;
+    }
+    if (rc > 0)
+        result = PyTuple_Pack(2, counts, f.rows);
+    else if (rc == 0 && !PyErr_Occurred()) {
+        Py_INCREF(Py_None);
+        result = Py_None;
+    }
+    if (f.dims)
+        for (Py_ssize_t i = 0; i < f.n; i++)
+            Py_XDECREF(f.dims[i]);
+    PyMem_Free(f.elem);
+    PyMem_Free(f.dims);
+    PyMem_Free(f.leaf_bytes);
+    PyMem_Free(f.leaf_done);
+    PyMem_Free(path);
+    Py_XDECREF(counts);
+    Py_XDECREF(f.rows);
+    return result;
+}
+
 static PyMethodDef methods[] = {
+    {"flat_rows", py_flat_rows, METH_VARARGS, "surftrace members rows of structs, or None."},
     {"configure", py_configure, METH_VARARGS, "Set the model's classes and kinds."},
     {"spell_all", py_spell_all, METH_VARARGS, "Every type's C spelling, or None (refused)."},
     {NULL, NULL, 0, NULL},

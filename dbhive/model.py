@@ -492,19 +492,27 @@ def spell_all(graph: TypeGraph) -> list:
     By the C loop (dbhive/_cmodel.c, the same cases as `_speller`) where it was built and
     not turned off (DBHIVE_MODEL_PURE=1); by `_speller` where the C loop refuses the graph
     (it then raises what `_speller` raises) or is not there."""
-    if _c is not None and os.environ.get("DBHIVE_MODEL_PURE", "") in ("", "0"):
-        got = _c.spell_all(graph.types)
+    c = c_loops()
+    if c is not None:
+        got = c.spell_all(graph.types)
         if got is not None:
             return got
     spell = _speller(graph)
     return [spell(tid) for tid in range(len(graph.types))]
 
 
-# the C loop of spell_all, or None where it was not built
+def c_loops():
+    """The DB writer's C loops over the model (dbhive/_cmodel.c: spell_all here, the
+    surftrace members in surftrace.struct_rows), or None: not built, or turned off by
+    DBHIVE_MODEL_PURE=1 (the Python code, the reference, gives the same result)."""
+    return _c if os.environ.get("DBHIVE_MODEL_PURE", "") in ("", "0") else None
+
+
 try:
     from . import _cmodel as _c
 except ImportError:
     _c = None
 else:
-    _c.configure(Type, Param, (PTR, ARRAY, FUNC_PROTO, CONST, VOLATILE, RESTRICT, TYPE_TAG,
-                               STRUCT, UNION, ENUM, FWD, VOID, INT, FLOAT, TYPEDEF))
+    _c.configure(Type, Param, Member, (PTR, ARRAY, FUNC_PROTO, CONST, VOLATILE, RESTRICT,
+                                       TYPE_TAG, STRUCT, UNION, ENUM, FWD, VOID, INT, FLOAT,
+                                       TYPEDEF))

@@ -140,10 +140,10 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
                                      for k, v in sorted(meta.items())))
                 _write_normalized(conn, graph, spelled)
                 if side is None:
-                    _write_surftrace(conn, graph, spelled.__getitem__)
+                    _write_surftrace(conn, graph, spelled)
                     _create_indexes(conn, S.TABLES)
                 else:
-                    _write_the_rest(conn, graph, spelled.__getitem__, side)
+                    _write_the_rest(conn, graph, spelled, side)
                     # the indexes of the tables before the worker's now, the rest in order
                     first = S.TABLES.index(WORKER_TABLES[0])
                     _create_indexes(conn, S.TABLES[:first])
@@ -190,24 +190,27 @@ def _write_normalized(conn: sqlite3.Connection, graph: M.TypeGraph, spelled: lis
     _bulk(conn, S.KT_DECL_TAGS, _decl_tag_rows(graph))
 
 
-def _write_surftrace(conn: sqlite3.Connection, graph: M.TypeGraph, spell) -> None:
-    for table, rows in zip(S.SURFTRACE_TABLES, surftrace.table_rows(graph, spell, N)):
+def _write_surftrace(conn: sqlite3.Connection, graph: M.TypeGraph, spelled: list) -> None:
+    for table, rows in zip(S.SURFTRACE_TABLES,
+                           surftrace.table_rows(graph, spelled.__getitem__, N, spelled)):
         _bulk(conn, table, rows)
 
 
-def _surftrace_parts(graph: M.TypeGraph, spell) -> tuple:
+def _surftrace_parts(graph: M.TypeGraph, spelled: list) -> tuple:
     """((tables, make their rows), ...) in the order table_rows makes them."""
+    spell = spelled.__getitem__
     return (((S.FILES, S.FUNS), lambda: surftrace.function_rows(graph, spell, N)),
-            ((S.STRUCTS, S.MEMBERS), lambda: surftrace.struct_rows(graph, spell)),
+            ((S.STRUCTS, S.MEMBERS), lambda: surftrace.struct_rows(graph, spell, spelled)),
             ((S.TYPES,), lambda: (surftrace.type_rows(graph, spell),)))
 
 
-def _write_the_rest(conn: sqlite3.Connection, graph: M.TypeGraph, spell, side) -> None:
+def _write_the_rest(conn: sqlite3.Connection, graph: M.TypeGraph, spelled: list,
+                    side) -> None:
     """The surftrace tables but the worker's.  One process meets the parts' errors in the
     parts' order, so an error here after a part of the worker's waits for the worker's
     verdict: its error, if it has one, is the one raised."""
     worker_before = False
-    for tables, make in _surftrace_parts(graph, spell):
+    for tables, make in _surftrace_parts(graph, spelled):
         if tables[0] in WORKER_TABLES:
             worker_before = True
             continue
@@ -237,7 +240,7 @@ def _write_worker_file(path: str, graph: M.TypeGraph, spelled: list) -> None:
         conn.execute("PRAGMA synchronous=OFF")
         for t in WORKER_TABLES:
             conn.execute(S.create_table_sql(t))
-        for tables, make in _surftrace_parts(graph, spelled.__getitem__):
+        for tables, make in _surftrace_parts(graph, spelled):
             if tables[0] in WORKER_TABLES:
                 for t, rows in zip(tables, make()):
                     _bulk(conn, t, rows)

@@ -136,12 +136,12 @@ def signature(param_types: list, variadic: bool, ret: str, static: bool) -> tupl
 TYPE_ROW_KINDS = (M.INT, M.FLOAT, M.TYPEDEF, M.ENUM, M.PTR, M.VOID)
 
 
-def table_rows(g: M.TypeGraph, spell, null=None) -> tuple:
+def table_rows(g: M.TypeGraph, spell, null=None, spelled: list = None) -> tuple:
     """(files, funs, structs, members, types) row lists, tuples in column order; `null`
     stands for SQL NULL in the columns that are often NULL (funs.line, funs.module: see
     schema.insert_sql).  The three parts below, in this order."""
     files, funs = function_rows(g, spell, null)
-    structs, members = struct_rows(g, spell)
+    structs, members = struct_rows(g, spell, spelled)
     return files, funs, structs, members, type_rows(g, spell)
 
 
@@ -167,12 +167,21 @@ def function_rows(g: M.TypeGraph, spell, null=None) -> tuple:
     return [(i, name) for name, i in files.items()], funs
 
 
-def struct_rows(g: M.TypeGraph, spell) -> tuple:
-    """(structs, members) rows: every struct flattened (the bulk of the work)."""
+def struct_rows(g: M.TypeGraph, spell, spelled: list = None) -> tuple:
+    """(structs, members) rows: every struct flattened (the bulk of the work).  `spelled`:
+    every type's spelling (model.spell_all), when the caller has them: then the C loop
+    (model.c_loops) flattens, where it is built and takes the graph."""
     types = g.types
+    chosen = sorted(struct_ids(g).items())
+    c = M.c_loops() if spelled is not None else None
+    got = c.flat_rows(types, spelled, g.ptr_size, [tid for _, tid in chosen]) if c else None
+    if got is not None:
+        counts, members = got
+        return [(sid, name, n, types[tid].size)
+                for sid, ((name, tid), n) in enumerate(zip(chosen, counts), start=1)], members
     acc = TypeAccess.of_graph(g, spell)
     structs, members = [], []
-    for sid, (name, tid) in enumerate(sorted(struct_ids(g).items()), start=1):
+    for sid, (name, tid) in enumerate(chosen, start=1):
         rows = flat_members(acc, tid)
         structs.append((sid, name, len(rows), types[tid].size))
         # flat_members gives (name, type, ...); the table's columns are (fid, types, name, ...)
