@@ -162,7 +162,7 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
 
 
 # the tables write_db's worker makes (see write_db): as much work as the rest, measured
-WORKER_TABLES = (S.FILES, S.FUNS, S.STRUCTS, S.MEMBERS)
+WORKER_TABLES = (S.FILES, S.FUNS, S.STRUCTS, S.MEMBERS, S.TYPES)
 # below this many types the worker saves less than it costs (a module's DB of 4.5k types,
 # bridge.ko: the same time either way)
 PARALLEL_MIN_TYPES = 5000
