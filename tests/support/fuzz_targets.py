@@ -27,17 +27,49 @@ def _scratch_file(data: bytes, suffix: str = "") -> str:
 # --- BTF ---------------------------------------------------------------------------------
 
 def btf(data: bytes) -> None:
-    from dbhive import surftrace
-    from dbhive.btf import read_btf
+    """The reader and the writer's walks, each C loop held to its Python reference: the C
+    parser (btf/_cbtf.c) must make the Python parser's graph or refuse what it refuses, and
+    the spelling and flattening loops (dbhive/_cmodel.c) likewise."""
+    from dbhive import model as M, surftrace
+    from dbhive.btf import reader
     try:
-        g = read_btf(data, "fuzz")
+        layout = reader._layout(data, "fuzz")
     except DbhiveError:
         return
+    c = reader._c_parse(data, layout) if reader._c is not None else None
+    try:
+        with M.gc_paused():
+            g = reader._parser(data, "fuzz", None).parse()
+    except DbhiveError:
+        assert c is None, "the C parser read what the Python parser refuses"
+        return
+    if reader._c is not None:
+        assert c is not None, "the C parser refused what the Python parser reads"
+        assert (c.types, c.functions, c.variables, c.datasecs, c.decl_tags) == \
+            (g.types, g.functions, g.variables, g.datasecs, g.decl_tags), "C != Python graph"
     spell = g.spelling_cache()
-    for tid in range(len(g.types)):
-        spell(tid)
-        g.sizeof(tid)
-    surftrace.table_rows(g, spell)        # the flattening walks
+    try:
+        want = [spell(tid) for tid in range(len(g.types))]
+    except DbhiveError:
+        want = None
+    try:
+        for tid in range(len(g.types)):
+            g.sizeof(tid)
+    except DbhiveError:
+        pass
+    if M._c is not None:
+        got = M._c.spell_all(g.types)
+        assert got == want, "C != Python spellings"
+    try:
+        rows = surftrace.table_rows(g, spell)        # the flattening walks
+    except DbhiveError:
+        rows = None
+    if M._c is not None and want is not None:
+        try:
+            c_rows = surftrace.table_rows(g, spell, None, want)
+        except DbhiveError:
+            c_rows = None
+        assert c_rows == rows, "C != Python flattened members"
 
 
 # --- DWARF -------------------------------------------------------------------------------
