@@ -183,7 +183,6 @@ def damage_members(g: M.TypeGraph, rng: random.Random) -> M.TypeGraph:
 def test_flattening_of_damaged_graphs(running_btf):
     from dbhive.btf import read_btf
     g = read_btf(open(running_btf, "rb").read(), running_btf)
-    spelled = M.spell_all(g)
     small = cut(g, 4000)
     rng = random.Random(9)
     seen = {"equal": 0, "refused": 0}
