@@ -173,12 +173,9 @@ def struct_rows(g: M.TypeGraph, spell, spelled: list = None) -> tuple:
     (model.c_loops) flattens, where it is built and takes the graph."""
     types = g.types
     chosen = sorted(struct_ids(g).items())
-    c = M.c_loops() if spelled is not None else None
-    got = c.flat_rows(types, spelled, g.ptr_size, [tid for _, tid in chosen]) if c else None
+    got = c_struct_rows(g, spelled, chosen) if spelled is not None else None
     if got is not None:
-        counts, members = got
-        return [(sid, name, n, types[tid].size)
-                for sid, ((name, tid), n) in enumerate(zip(chosen, counts), start=1)], members
+        return got
     acc = TypeAccess.of_graph(g, spell)
     structs, members = [], []
     for sid, (name, tid) in enumerate(chosen, start=1):
@@ -188,6 +185,22 @@ def struct_rows(g: M.TypeGraph, spell, spelled: list = None) -> tuple:
         members += [(sid, tstr, mname, off, nbytes, bits)
                     for (mname, tstr, off, nbytes, bits) in rows]
     return structs, members
+
+
+def c_struct_rows(g: M.TypeGraph, spelled: list, chosen: list = None):
+    """struct_rows made by the C loop (dbhive/_cmodel.c flat_rows), or None where it is not
+    built or turned off, or refuses the graph (the Python walk then says why).  `chosen`:
+    sorted(struct_ids(g).items()), when the caller has it."""
+    c = M.c_loops()
+    if c is None:
+        return None
+    chosen = sorted(struct_ids(g).items()) if chosen is None else chosen
+    got = c.flat_rows(g.types, spelled, g.ptr_size, [tid for _, tid in chosen])
+    if got is None:
+        return None
+    counts, members = got
+    return [(sid, name, n, g.types[tid].size)
+            for sid, ((name, tid), n) in enumerate(zip(chosen, counts), start=1)], members
 
 
 def type_rows(g: M.TypeGraph, spell) -> list:

@@ -36,10 +36,24 @@ def py_flat(g: M.TypeGraph, spelled: list):
         return e
 
 
-def c_flat(g: M.TypeGraph, spelled: list):
-    got = surftrace.struct_rows(g, spelled.__getitem__, spelled)   # the C loop, or Python
-    chosen = sorted(surftrace.struct_ids(g).items())
-    return got, M._c.flat_rows(g.types, spelled, g.ptr_size, [tid for _, tid in chosen])
+def hold_together(cases: int, make_bad, python, c) -> dict:
+    """`cases` damaged graphs from make_bad(): where `python` raises (returns the exception)
+    `c` must refuse (None), else the two must be equal; `python` returning None skips a case.
+    How many of each were met."""
+    seen = {"equal": 0, "refused": 0}
+    for i in range(cases):
+        bad = make_bad()
+        want = python(bad)
+        if want is None:
+            continue
+        got = c(bad)
+        if isinstance(want, Exception):
+            assert got is None, f"case {i}: C did what Python refuses ({want!r})"
+            seen["refused"] += 1
+        else:
+            assert got == want, f"case {i}: C refused or differs"
+            seen["equal"] += 1
+    return seen
 
 
 @pytest.fixture(scope="module")
@@ -61,8 +75,8 @@ def test_flattening_of_real_graphs(real_graphs):
     bitfields = anonymous = 0
     for g in real_graphs:
         spelled = M.spell_all(g)
-        rows, raw = c_flat(g, spelled)
-        assert raw is not None
+        rows = surftrace.c_struct_rows(g, spelled)
+        assert rows is not None
         assert rows == py_flat(g, spelled)
         bitfields += sum(1 for r in rows[1] if r[5])
         anonymous += sum(1 for r in rows[1] if "." in r[2])
@@ -136,17 +150,8 @@ def test_damaged_graphs(running_btf):
     g = read_btf(open(running_btf, "rb").read(), running_btf)
     small = cut(g, 3000)
     rng = random.Random(5)
-    seen = {"equal": 0, "refused": 0}
-    for i in range(400):
-        bad = damage(small, rng)
-        want = py_spellings(bad)
-        got = M._c.spell_all(bad.types)
-        if isinstance(want, Exception):
-            assert got is None, f"case {i}: C spelled what _speller refuses ({want!r})"
-            seen["refused"] += 1
-        else:
-            assert got == want, f"case {i}"
-            seen["equal"] += 1
+    seen = hold_together(400, lambda: damage(small, rng), py_spellings,
+                         lambda bad: M._c.spell_all(bad.types))
     assert seen["equal"] > 50 and seen["refused"] > 50, seen
 
 
@@ -185,24 +190,12 @@ def test_flattening_of_damaged_graphs(running_btf):
     g = read_btf(open(running_btf, "rb").read(), running_btf)
     small = cut(g, 4000)
     rng = random.Random(9)
-    seen = {"equal": 0, "refused": 0}
-    for i in range(150):
-        bad = damage_members(small, rng)
+
+    def python(bad):                # a graph whose spelling fails is not flattened
         sp = py_spellings(bad)
-        if isinstance(sp, Exception):
-            continue
-        want = py_flat(bad, sp)
-        got = M._c.flat_rows(bad.types, sp, bad.ptr_size,
-                             [tid for _, tid in sorted(surftrace.struct_ids(bad).items())])
-        if isinstance(want, Exception):
-            assert got is None, f"case {i}: C flattened what Python refuses ({want!r})"
-            seen["refused"] += 1
-        else:
-            assert got is not None, f"case {i}: C refused what Python flattens"
-            assert [(sid, name, n, bad.types[tid].size) for sid, ((name, tid), n) in
-                    enumerate(zip(sorted(surftrace.struct_ids(bad).items()), got[0]), 1)] \
-                == want[0] and got[1] == want[1], f"case {i}"
-            seen["equal"] += 1
+        return None if isinstance(sp, Exception) else py_flat(bad, sp)
+    seen = hold_together(150, lambda: damage_members(small, rng), python,
+                         lambda bad: surftrace.c_struct_rows(bad, py_spellings(bad)))
     assert seen["equal"] > 40 and seen["refused"] > 10, seen
 
 
