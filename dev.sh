@@ -22,7 +22,8 @@ setup() {       # $1: demo | test
     if [ -f "$stamp" ] && [ "$(cat "$stamp")" = "$want" ] &&
        compgen -G "dbhive/dwarf/_cscan*.so" >/dev/null &&
        compgen -G "dbhive/btf/_cbtf*.so" >/dev/null &&
-       compgen -G "dbhive/_cmodel*.so" >/dev/null; then return; fi
+       compgen -G "dbhive/_cmodel*.so" >/dev/null &&
+       compgen -G "dbhive/_cbulk*.so" >/dev/null; then return; fi
     if [ "$(id -u)" = 0 ] && command -v apt-get >/dev/null; then
         apt-get -o DPkg::Lock::Timeout=600 update -qq
         cat $lists | grep -v '^#' | xargs apt-get -o DPkg::Lock::Timeout=600 install -y -qq >/dev/null

@@ -1,6 +1,7 @@
 /* The DB writer's hot loops over the type model in C:
  *   spell_all   every type's C spelling (model._speller, for every id in id order);
- *   flat_rows   the surftrace `members` rows of structs (surftrace._flat).
+ *   flat_rows   the surftrace `members` rows of structs (surftrace._flat);
+ *   type_rows, function_rows   the surftrace `types`, `files` and `funs` rows.
  *
  * The same cases in the same order as the Python code, with the same memos (_speller: each
  * id's (spelling, left, right, nesting) made once from its target's).  What the Python code
@@ -714,8 +715,293 @@ static PyObject *py_flat_rows(PyObject *self, PyObject *args)
     return result;
 }
 
+/* ---- surftrace.type_rows ---------------------------------------------------------- */
+
+/* model.TypeGraph.strip: 1 and *out, or 0 refused (a cycle, a bad reference) */
+static int strip_of(Flat *f, Py_ssize_t tid, Py_ssize_t *out)
+{
+    for (int i = 0; i < MAX_CHAIN; i++) {
+        PyObject *t = f->types[tid];
+        if (!Py_IS_TYPE(t, type_cls))
+            return 0;
+        PyObject *k = SLOT(t, F_KIND), *ref = SLOT(t, F_REF);
+        if (!model_kind(k))
+            return 0;
+        int transparent = k == k_typedef || k == k_const || k == k_volatile ||
+                          k == k_restrict || k == k_type_tag;
+        if (!transparent || ref == Py_None) {
+            *out = tid;
+            return 1;
+        }
+        long long r;
+        if (!int64_of(ref, &r) || r < 0 || r >= f->n)
+            return 0;
+        tid = (Py_ssize_t)r;
+    }
+    return 0;
+}
+
+/* type_rows(types, spelled, ptr_size): surftrace.type_rows' rows, or None (refused) */
+static PyObject *py_type_rows(PyObject *self, PyObject *args)
+{
+    PyObject *types, *spelled;
+    long long ptr_size;
+    (void)self;
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError, "_cmodel.configure() was not called");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!L", &PyList_Type, &types, &PyList_Type, &spelled,
+                          &ptr_size))
+        return NULL;
+    Flat f = {0};
+    f.types = PySequence_Fast_ITEMS(types);
+    f.n = PyList_GET_SIZE(types);
+    f.ptr_size = ptr_size;
+    if (PyList_GET_SIZE(spelled) != f.n)
+        Py_RETURN_NONE;
+    PyObject **sp = PySequence_Fast_ITEMS(spelled);
+    PyObject *seen = PyDict_New(), *result = NULL, *void_ptr = NULL;
+    int rc = seen ? 1 : -1;
+    for (Py_ssize_t tid = 0; rc > 0 && tid < f.n; tid++) {
+        PyObject *t = f.types[tid];
+        if (!Py_IS_TYPE(t, type_cls) || !model_kind(SLOT(t, F_KIND))) {
+            rc = 0;
+            break;
+        }
+        PyObject *k = SLOT(t, F_KIND);
+        if (k != k_int && k != k_float && k != k_typedef && k != k_enum && k != k_ptr &&
+                k != k_void)
+            continue;
+        int has = PyDict_Contains(seen, sp[tid]);
+        if (has != 0) {
+            rc = has < 0 ? -1 : 1;
+            continue;
+        }
+        Py_ssize_t base;
+        long long size = 0;
+        int known = 0;
+        if (!strip_of(&f, tid, &base) || !size_of(&f, tid, &size, &known)) {
+            rc = 0;
+            break;
+        }
+        PyObject *v = Py_BuildValue("(OL)", sp[base], known ? size : 0LL);
+        if (v == NULL || PyDict_SetItem(seen, sp[tid], v) < 0)
+            rc = -1;
+        Py_XDECREF(v);
+    }
+    if (rc > 0) {
+        void_ptr = PyUnicode_FromString("void *");
+        PyObject *v = void_ptr ? Py_BuildValue("(OL)", void_ptr, ptr_size) : NULL;
+        if (v == NULL || PyDict_SetDefault(seen, void_ptr, v) == NULL)
+            rc = -1;
+        Py_XDECREF(v);
+    }
+    if (rc > 0 && (result = PyList_New(0)) != NULL) {
+        Py_ssize_t pos = 0, i = 1;
+        PyObject *name, *v;
+        while (PyDict_Next(seen, &pos, &name, &v)) {
+            PyObject *row = Py_BuildValue("(nOOO)", i++, name, PyTuple_GET_ITEM(v, 0),
+                                          PyTuple_GET_ITEM(v, 1));
+            if (row == NULL || PyList_Append(result, row) < 0) {
+                Py_XDECREF(row);
+                Py_CLEAR(result);
+                break;
+            }
+            Py_DECREF(row);
+        }
+    } else if (rc == 0 && !PyErr_Occurred()) {
+        Py_INCREF(Py_None);
+        result = Py_None;
+    }
+    Py_XDECREF(seen);
+    Py_XDECREF(void_ptr);
+    return result;
+}
+
+/* ---- surftrace.function_rows ------------------------------------------------------ */
+
+static PyObject *a_name, *a_proto, *a_static, *a_file, *a_line, *a_module, *s_static_,
+                *s_lbracket, *s_rbracket, *s_dots_json;
+
+/* the spelling of type id `ref` (None: 0), or NULL (refused, no exception) */
+static PyObject *spelled_at(PyObject **sp, Py_ssize_t n, PyObject *ref)
+{
+    long long r = 0;
+    if (ref != Py_None && (!int64_of(ref, &r) || r < 0 || r >= n))
+        return NULL;
+    return sp[r];
+}
+
+/* (args as JSON, ret) of prototype `proto` (surftrace.signature); NULL with no exception:
+   refused */
+static PyObject *signature_of(PyObject **types, PyObject **sp, Py_ssize_t n, Py_ssize_t proto,
+                              int is_static, PyObject *json_str)
+{
+    PyObject *t = types[proto];
+    if (!Py_IS_TYPE(t, type_cls))
+        return NULL;
+    PyObject *params = SLOT(t, F_PARAMS), *ref = SLOT(t, F_REF);
+    int variadic = PyObject_IsTrue(SLOT(t, F_VARIADIC));
+    if (variadic < 0)
+        return NULL;
+    if (params != Py_None && !PyList_CheckExact(params))
+        return NULL;
+    Py_ssize_t np = params == Py_None ? 0 : PyList_GET_SIZE(params);
+    PyObject *items = PyList_New(0), *result = NULL, *inner = NULL, *args = NULL, *ret;
+    if (items == NULL)
+        return NULL;
+    for (Py_ssize_t i = 0; i < np; i++) {
+        PyObject *p = PyList_GET_ITEM(params, i);
+        if (!Py_IS_TYPE(p, param_cls))
+            goto done;
+        PyObject *s = spelled_at(sp, n, *(PyObject **)((char *)p + param_type_off));
+        if (s == NULL || !PyUnicode_CheckExact(s))
+            goto done;
+        PyObject *j = PyObject_CallOneArg(json_str, s);
+        if (j == NULL || PyList_Append(items, j) < 0) {
+            Py_XDECREF(j);
+            goto done;
+        }
+        Py_DECREF(j);
+    }
+    if (variadic && PyList_Append(items, s_dots_json) < 0)
+        goto done;
+    ret = spelled_at(sp, n, ref);
+    if (ret == NULL || !PyUnicode_CheckExact(ret))
+        goto done;
+    if ((inner = PyUnicode_Join(s_comma, items)) == NULL)
+        goto done;
+    if ((args = PyUnicode_FromFormat("[%U]", inner)) == NULL)
+        goto done;
+    if (is_static)
+        result = Py_BuildValue("(ON)", args, PyUnicode_Concat(s_static_, ret));
+    else
+        result = PyTuple_Pack(2, args, ret);
+done:
+    Py_DECREF(items);
+    Py_XDECREF(inner);
+    Py_XDECREF(args);
+    return result;
+}
+
+/* function_rows(types, functions, spelled, json_str, null): surftrace.function_rows'
+   (files, funs), or None (refused) */
+static PyObject *py_function_rows(PyObject *self, PyObject *args)
+{
+    PyObject *types, *functions, *spelled, *json_str, *null;
+    (void)self;
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError, "_cmodel.configure() was not called");
+        return NULL;
+    }
+    if (!PyArg_ParseTuple(args, "O!O!O!OO", &PyList_Type, &types, &PyList_Type, &functions,
+                          &PyList_Type, &spelled, &json_str, &null))
+        return NULL;
+    Py_ssize_t n = PyList_GET_SIZE(types);
+    if (PyList_GET_SIZE(spelled) != n)
+        Py_RETURN_NONE;
+    if (a_name == NULL) {
+        const char *words[] = {"name", "proto", "static", "file", "line", "module", "static ",
+                               "[", "]", "\"...\""};
+        PyObject **dest[] = {&a_name, &a_proto, &a_static, &a_file, &a_line, &a_module,
+                             &s_static_, &s_lbracket, &s_rbracket, &s_dots_json};
+        for (size_t i = 0; i < sizeof words / sizeof words[0]; i++)
+            if ((*dest[i] = PyUnicode_InternFromString(words[i])) == NULL)
+                return NULL;
+    }
+    PyObject **ty = PySequence_Fast_ITEMS(types), **sp = PySequence_Fast_ITEMS(spelled);
+    PyObject **sigs = PyMem_Calloc(2 * (n ? n : 1), sizeof(PyObject *));
+    PyObject *files = PyDict_New(), *funs = PyList_New(0), *result = NULL;
+    int rc = (sigs && files && funs) ? 1 : -1;
+    if (!sigs)
+        PyErr_NoMemory();
+    for (Py_ssize_t i = 0; rc > 0 && i < PyList_GET_SIZE(functions); i++) {
+        PyObject *fn = PyList_GET_ITEM(functions, i);
+        PyObject *name = PyObject_GetAttr(fn, a_name), *proto = PyObject_GetAttr(fn, a_proto),
+                 *st = PyObject_GetAttr(fn, a_static), *file = PyObject_GetAttr(fn, a_file),
+                 *line = PyObject_GetAttr(fn, a_line), *module = PyObject_GetAttr(fn, a_module);
+        long long pid;
+        int is_static = st ? PyObject_IsTrue(st) : -1;
+        if (!name || !proto || !file || !line || !module || is_static < 0) {
+            PyErr_Clear();
+            rc = 0;
+        } else if (!int64_of(proto, &pid) || pid < 0 || pid >= n) {
+            rc = 0;
+        } else {
+            PyObject **sig = &sigs[2 * pid + is_static];
+            if (*sig == NULL && (*sig = signature_of(ty, sp, n, (Py_ssize_t)pid, is_static,
+                                                     json_str)) == NULL) {
+                if (PyErr_Occurred())
+                    PyErr_Clear();       /* the Python code raises it */
+                rc = 0;
+            }
+            int has_file = rc > 0 ? PyObject_IsTrue(file) : 0;
+            if (has_file < 0) {
+                PyErr_Clear();
+                rc = 0;
+            }
+            PyObject *key = has_file ? file : s_empty;
+            PyObject *fid = rc > 0 ? PyDict_GetItemWithError(files, key) : NULL;
+            if (rc > 0 && fid == NULL) {
+                if (PyErr_Occurred()) {  /* unhashable: the Python code raises it */
+                    PyErr_Clear();
+                    rc = 0;
+                } else {
+                    fid = PyLong_FromSsize_t(PyDict_GET_SIZE(files) + 1);
+                    if (fid == NULL || PyDict_SetItem(files, key, fid) < 0)
+                        rc = -1;
+                    Py_XDECREF(fid);     /* the dict holds it */
+                }
+            }
+            if (rc > 0) {
+                PyObject *row = PyTuple_Pack(6, name, PyTuple_GET_ITEM(*sig, 0),
+                                             PyTuple_GET_ITEM(*sig, 1),
+                                             line == Py_None ? null : line, fid,
+                                             module == Py_None ? null : module);
+                if (row == NULL || PyList_Append(funs, row) < 0)
+                    rc = -1;
+                Py_XDECREF(row);
+            }
+        }
+        Py_XDECREF(name);
+        Py_XDECREF(proto);
+        Py_XDECREF(st);
+        Py_XDECREF(file);
+        Py_XDECREF(line);
+        Py_XDECREF(module);
+    }
+    if (rc > 0) {
+        PyObject *frows = PyList_New(0);
+        Py_ssize_t pos = 0;
+        PyObject *k, *v;
+        while (frows && PyDict_Next(files, &pos, &k, &v)) {
+            PyObject *row = PyTuple_Pack(2, v, k);
+            if (row == NULL || PyList_Append(frows, row) < 0)
+                Py_CLEAR(frows);
+            Py_XDECREF(row);
+        }
+        if (frows)
+            result = PyTuple_Pack(2, frows, funs);
+        Py_XDECREF(frows);
+    } else if (rc == 0 && !PyErr_Occurred()) {
+        Py_INCREF(Py_None);
+        result = Py_None;
+    }
+    if (sigs)
+        for (Py_ssize_t i = 0; i < 2 * n; i++)
+            Py_XDECREF(sigs[i]);
+    PyMem_Free(sigs);
+    Py_XDECREF(files);
+    Py_XDECREF(funs);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"flat_rows", py_flat_rows, METH_VARARGS, "surftrace members rows of structs, or None."},
+    {"type_rows", py_type_rows, METH_VARARGS, "surftrace types rows, or None (refused)."},
+    {"function_rows", py_function_rows, METH_VARARGS,
+     "surftrace (files, funs) rows, or None (refused)."},
     {"configure", py_configure, METH_VARARGS, "Set the model's classes and kinds."},
     {"spell_all", py_spell_all, METH_VARARGS, "Every type's C spelling, or None (refused)."},
     {NULL, NULL, 0, NULL},

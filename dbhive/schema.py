@@ -134,6 +134,18 @@ def insert_sql(t: Table, sparse: tuple = (), rows: int = 1) -> str:
     return f"INSERT INTO {t.name} ({', '.join(t.column_names)}) VALUES {', '.join([row] * rows)}"
 
 
+def insert_select_sql(t: Table, sparse: tuple, source: str) -> str:
+    """insert_sql's insert with the rows read from `source` (a table-valued function of
+    ours, dbhive/_cbulk.c: columns c0, c1, ... in the table's column order)."""
+    unknown = [c for c in sparse if c not in t.column_names]
+    if unknown:
+        raise AssertionError(f"{t.name} has no column {unknown[0]!r}")
+    values = [f"NULLIF(c{i}, {NULL!r})" if c in sparse else f"c{i}"
+              for i, c in enumerate(t.column_names)]
+    return (f"INSERT INTO {t.name} ({', '.join(t.column_names)}) "
+            f"SELECT {', '.join(values)} FROM {source}")
+
+
 def copy_sql(t: Table, from_schema: str) -> str:
     """Copy every row of `t` from the same table of an attached DB (`from_schema`, a name
     of ours) made by create_table_sql, in its order.  Written as `INSERT INTO x SELECT *

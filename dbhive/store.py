@@ -138,12 +138,12 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
                 _create_tables(conn)
                 _bulk(conn, S.META, ((k, None if v is None else str(v))
                                      for k, v in sorted(meta.items())))
-                _write_normalized(conn, graph, spelled)
+                _write_normalized(conn, tmp, graph, spelled)
                 if side is None:
-                    _write_surftrace(conn, graph, spelled)
+                    _write_surftrace(conn, tmp, graph, spelled)
                     _create_indexes(conn, S.TABLES)
                 else:
-                    _write_the_rest(conn, graph, spelled, side)
+                    _write_the_rest(conn, tmp, graph, spelled, side)
                     # the indexes of the tables before the worker's now, the rest in order
                     first = S.TABLES.index(WORKER_TABLES[0])
                     _create_indexes(conn, S.TABLES[:first])
@@ -162,7 +162,7 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
 
 
 # the tables write_db's worker makes (see write_db): as much work as the rest, measured
-WORKER_TABLES = (S.FILES, S.FUNS, S.STRUCTS, S.MEMBERS, S.TYPES)
+WORKER_TABLES = (S.FILES, S.FUNS, S.STRUCTS, S.MEMBERS)
 # below this many types the worker saves less than it costs (a module's DB of 4.5k types,
 # bridge.ko: the same time either way)
 PARALLEL_MIN_TYPES = 5000
@@ -178,33 +178,34 @@ def _create_tables(conn: sqlite3.Connection) -> None:
         conn.execute(S.create_table_sql(t))
 
 
-def _write_normalized(conn: sqlite3.Connection, graph: M.TypeGraph, spelled: list) -> None:
-    _bulk(conn, S.KT_TYPES, _type_rows(graph, spelled))
-    _bulk(conn, S.KT_MEMBERS, _member_rows(graph))
-    _bulk(conn, S.KT_ENUMERATORS, _enum_rows(graph))
-    _bulk(conn, S.KT_PARAMS, _param_rows(graph))
-    _bulk(conn, S.KT_FUNCTIONS, _function_rows(graph))
-    _bulk(conn, S.KT_VARIABLES, _variable_rows(graph))
-    _bulk(conn, S.KT_DATASECS, _datasec_rows(graph))
-    _bulk(conn, S.KT_DATASEC_ENTRIES, _datasec_entry_rows(graph))
-    _bulk(conn, S.KT_DECL_TAGS, _decl_tag_rows(graph))
+def _write_normalized(conn: sqlite3.Connection, path: str, graph: M.TypeGraph,
+                      spelled: list) -> None:
+    _bulk_all(conn, path, ((S.KT_TYPES, _type_rows(graph, spelled)),
+                           (S.KT_MEMBERS, _member_rows(graph)),
+                           (S.KT_ENUMERATORS, _enum_rows(graph)),
+                           (S.KT_PARAMS, _param_rows(graph)),
+                           (S.KT_FUNCTIONS, _function_rows(graph)),
+                           (S.KT_VARIABLES, _variable_rows(graph)),
+                           (S.KT_DATASECS, _datasec_rows(graph)),
+                           (S.KT_DATASEC_ENTRIES, _datasec_entry_rows(graph)),
+                           (S.KT_DECL_TAGS, _decl_tag_rows(graph))))
 
 
-def _write_surftrace(conn: sqlite3.Connection, graph: M.TypeGraph, spelled: list) -> None:
-    for table, rows in zip(S.SURFTRACE_TABLES,
-                           surftrace.table_rows(graph, spelled.__getitem__, N, spelled)):
-        _bulk(conn, table, rows)
+def _write_surftrace(conn: sqlite3.Connection, path: str, graph: M.TypeGraph,
+                     spelled: list) -> None:
+    _bulk_all(conn, path, zip(S.SURFTRACE_TABLES,
+                              surftrace.table_rows(graph, spelled.__getitem__, N, spelled)))
 
 
 def _surftrace_parts(graph: M.TypeGraph, spelled: list) -> tuple:
     """((tables, make their rows), ...) in the order table_rows makes them."""
     spell = spelled.__getitem__
-    return (((S.FILES, S.FUNS), lambda: surftrace.function_rows(graph, spell, N)),
+    return (((S.FILES, S.FUNS), lambda: surftrace.function_rows(graph, spell, N, spelled)),
             ((S.STRUCTS, S.MEMBERS), lambda: surftrace.struct_rows(graph, spell, spelled)),
-            ((S.TYPES,), lambda: (surftrace.type_rows(graph, spell),)))
+            ((S.TYPES,), lambda: (surftrace.type_rows(graph, spell, spelled),)))
 
 
-def _write_the_rest(conn: sqlite3.Connection, graph: M.TypeGraph, spelled: list,
+def _write_the_rest(conn: sqlite3.Connection, path: str, graph: M.TypeGraph, spelled: list,
                     side) -> None:
     """The surftrace tables but the worker's.  One process meets the parts' errors in the
     parts' order, so an error here after a part of the worker's waits for the worker's
@@ -220,8 +221,7 @@ def _write_the_rest(conn: sqlite3.Connection, graph: M.TypeGraph, spelled: list,
             if worker_before:
                 side.wait()             # raises the worker's error, if it had one
             raise
-        for t, r in zip(tables, rows):
-            _bulk(conn, t, r)
+        _bulk_all(conn, path, zip(tables, rows))
 
 
 def _create_indexes(conn: sqlite3.Connection, tables) -> None:
@@ -240,10 +240,10 @@ def _write_worker_file(path: str, graph: M.TypeGraph, spelled: list) -> None:
         conn.execute("PRAGMA synchronous=OFF")
         for t in WORKER_TABLES:
             conn.execute(S.create_table_sql(t))
-        for tables, make in _surftrace_parts(graph, spelled):
-            if tables[0] in WORKER_TABLES:
-                for t, rows in zip(tables, make()):
-                    _bulk(conn, t, rows)
+        conn.commit()
+        parts = [(t, rows) for tables, make in _surftrace_parts(graph, spelled)
+                 if tables[0] in WORKER_TABLES for t, rows in zip(tables, make())]
+        _bulk_all(conn, path, parts)
         _create_indexes(conn, WORKER_TABLES)
         conn.commit()
     finally:
@@ -269,6 +269,35 @@ def _copy_worker_tables(conn: sqlite3.Connection, path: str, tables) -> None:
 # of the time when it is one row.  At most this many values in a statement (SQLite before
 # 3.32 allows 999).
 _VALUES_PER_STATEMENT = 999
+
+
+def _bulk_all(conn: sqlite3.Connection, path: str, parts: Iterable[tuple]) -> None:
+    """Every (table, rows) of `parts` into the DB file `path`, which `conn` has open (and
+    nothing uncommitted in): by the C loader (dbhive/_cbulk.c) on a connection of its own
+    where it is built and binds every value the way the sqlite3 module does, else by
+    `_bulk` on `conn`.  The same statements either way, so the same DB."""
+    parts = [(t, rows if isinstance(rows, list) else list(rows)) for t, rows in parts]
+    loader = c_bulk()
+    if loader is not None:
+        conn.commit()                    # the loader's connection writes next
+        statements = [(S.insert_select_sql(t, _SPARSE.get(t, ()), "dbhive_rows(?)"),
+                       len(t.columns), rows) for t, rows in parts]
+        if loader.load(path, statements):
+            return
+    for t, rows in parts:
+        _bulk(conn, t, rows)
+
+
+def c_bulk():
+    """The C bulk loader (dbhive/_cbulk.c), or None: not built, or turned off by
+    DBHIVE_BULK_PURE=1 (then the sqlite3 module writes the rows: the reference)."""
+    if os.environ.get("DBHIVE_BULK_PURE", "") not in ("", "0"):
+        return None
+    try:
+        from . import _cbulk
+    except ImportError:
+        return None
+    return _cbulk
 
 
 def _bulk(conn: sqlite3.Connection, table: S.Table, rows: Iterable[tuple]) -> None:

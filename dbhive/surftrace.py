@@ -140,13 +140,17 @@ def table_rows(g: M.TypeGraph, spell, null=None, spelled: list = None) -> tuple:
     """(files, funs, structs, members, types) row lists, tuples in column order; `null`
     stands for SQL NULL in the columns that are often NULL (funs.line, funs.module: see
     schema.insert_sql).  The three parts below, in this order."""
-    files, funs = function_rows(g, spell, null)
+    files, funs = function_rows(g, spell, null, spelled)
     structs, members = struct_rows(g, spell, spelled)
-    return files, funs, structs, members, type_rows(g, spell)
+    return files, funs, structs, members, type_rows(g, spell, spelled)
 
 
-def function_rows(g: M.TypeGraph, spell, null=None) -> tuple:
-    """(files, funs) rows."""
+def function_rows(g: M.TypeGraph, spell, null=None, spelled: list = None) -> tuple:
+    """(files, funs) rows.  `spelled`: as for struct_rows (then the C loop makes them)."""
+    c = M.c_loops() if spelled is not None else None
+    got = c.function_rows(g.types, g.functions, spelled, _json_str, null) if c else None
+    if got is not None:
+        return got
     types = g.types
     files: dict = {}
     funs = []
@@ -203,8 +207,13 @@ def c_struct_rows(g: M.TypeGraph, spelled: list, chosen: list = None):
             for sid, ((name, tid), n) in enumerate(zip(chosen, counts), start=1)], members
 
 
-def type_rows(g: M.TypeGraph, spell) -> list:
-    """`types` rows: each spelling of a base, typedef or pointer type once."""
+def type_rows(g: M.TypeGraph, spell, spelled: list = None) -> list:
+    """`types` rows: each spelling of a base, typedef or pointer type once.  `spelled`: as
+    for struct_rows."""
+    c = M.c_loops() if spelled is not None else None
+    got = c.type_rows(g.types, spelled, g.ptr_size) if c else None
+    if got is not None:
+        return got
     types_rows: dict = {}
     sizeof = g.sizeof
     for tid, t in enumerate(g.types):

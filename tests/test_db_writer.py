@@ -145,3 +145,64 @@ def test_two_processes_raise_the_error_one_process_raises(tmp_path, monkeypatch,
     assert errors[0] == errors[1]
     assert "nested more than" in errors[0][1]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
+
+
+needs_c_loader = pytest.mark.skipif(store.c_bulk() is None, reason="the C bulk loader is not built")
+
+
+@needs_c_loader
+@pytest.mark.parametrize("parallel", [False, True])
+def test_the_c_loader_writes_the_db_the_sqlite3_module_writes(graph, tmp_path, monkeypatch,
+                                                             forks, parallel):
+    """dbhive/_cbulk.c against the sqlite3 module (DBHIVE_BULK_PURE=1): the same DB, rows,
+    SQLite types, rowids and sqlite_master order; and the comparison sees one value
+    changed."""
+    c_db, py_db = str(tmp_path / "c.db"), str(tmp_path / "py.db")
+    store.write_db(graph, {"release": "x"}, c_db, parallel=parallel)
+    monkeypatch.setenv("DBHIVE_BULK_PURE", "1")
+    assert store.c_bulk() is None
+    store.write_db(graph, {"release": "x"}, py_db, parallel=parallel)
+    assert len(forks) == (2 if parallel else 0)
+    assert diff_dbs(c_db, py_db, ignore_meta=()) == []
+    conn = sqlite3.connect(c_db)
+    conn.execute("UPDATE kt_members SET bit_offset = bit_offset + 1 WHERE type_id = "
+                 "(SELECT max(type_id) FROM kt_members)")
+    conn.commit()
+    conn.close()
+    assert diff_dbs(c_db, py_db, ignore_meta=()) != []
+
+
+def _load_outcome(path: str, rows: list):
+    """What _bulk_all makes of `rows` (kt_enumerators rows) in a fresh DB: the rows read
+    back with their SQLite types, or the exception raised."""
+    conn = sqlite3.connect(path)
+    try:
+        store._create_tables(conn)
+        try:
+            store._bulk_all(conn, path, [(S.KT_ENUMERATORS, rows)])
+            conn.commit()
+        except Exception as e:          # noqa: BLE001 - compared
+            return type(e)
+        return conn.execute("SELECT type_id, idx, name, value, typeof(value) FROM "
+                            "kt_enumerators ORDER BY type_id, idx").fetchall()
+    finally:
+        conn.close()
+
+
+@needs_c_loader
+@pytest.mark.parametrize("odd", [1 << 70, "\ud800", b"blob", True, 2.5, None, "é\x00x",
+                                 ("short",)])
+def test_the_c_loader_leaves_what_it_cannot_bind_alike_to_the_sqlite3_module(
+        tmp_path, monkeypatch, odd):
+    """A value the C loader does not bind the way the module does (too big an int, a lone
+    surrogate, bytes, a row of the wrong length) after good rows: the loader's transaction
+    is rolled back and the module writes (or refuses) it, so the outcome is the module's;
+    the values it binds itself (bool, float, None, NUL in text) come out as the module's."""
+    good = [(1, i, f"E{i}", str(i)) for i in range(2000)]
+    bad = (1, 2000, "odd", odd) if not isinstance(odd, tuple) else odd
+    rows = good + [bad] + [(1, 2001, "after", "1")]
+    got = _load_outcome(str(tmp_path / "c.db"), rows)
+    monkeypatch.setenv("DBHIVE_BULK_PURE", "1")
+    want = _load_outcome(str(tmp_path / "py.db"), rows)
+    assert got == want
+    assert isinstance(want, type) or len(want) == 2002

@@ -215,3 +215,86 @@ def test_spell_all_raises_what_the_speller_raises(monkeypatch):
     monkeypatch.delenv("DBHIVE_MODEL_PURE")
     assert M._c.spell_all(g.types) is None
     assert M.spell_all(g) == ["void", "void *"]
+
+
+def py_type_and_function_rows(g: M.TypeGraph, spelled: list):
+    """surftrace's types and (files, funs) rows in Python, or the exception raised."""
+    try:
+        return (surftrace.type_rows(g, spelled.__getitem__),
+                surftrace.function_rows(g, spelled.__getitem__, 0.5))
+    except Exception as e:          # noqa: BLE001
+        return e
+
+
+def c_type_and_function_rows(g: M.TypeGraph, spelled: list):
+    from json.encoder import encode_basestring_ascii
+    types = M._c.type_rows(g.types, spelled, g.ptr_size)
+    funs = M._c.function_rows(g.types, g.functions, spelled, encode_basestring_ascii, 0.5)
+    return None if types is None or funs is None else (types, funs)
+
+
+def test_type_and_function_rows_of_real_graphs(real_graphs):
+    statics = variadic = files = 0
+    for g in real_graphs:
+        spelled = M.spell_all(g)
+        got = c_type_and_function_rows(g, spelled)
+        assert got is not None
+        assert got == py_type_and_function_rows(g, spelled)
+        types, (file_rows, funs) = got
+        statics += sum(1 for f in funs if f[2].startswith("static "))
+        variadic += sum(1 for f in funs if f[1].endswith('"..."]'))
+        files += len(file_rows)
+    assert statics > 100 and variadic > 10 and files >= 5
+
+
+def with_functions(g: M.TypeGraph, rng: random.Random) -> M.TypeGraph:
+    """`g` with a function for each of its prototypes, static or not, with or without a
+    file, line and module."""
+    protos = [i for i, t in enumerate(g.types) if t.kind == M.FUNC_PROTO]
+    g.functions = [M.Function(f"f{i}", p, rng.random() < 0.3,
+                              rng.choice((None, "", "a.c", "b/c.h", 'q"\\\u00e9.c')),
+                              rng.choice((None, 0, 12)), rng.choice((None, "vm", "mod")))
+                   for i, p in enumerate(protos)]
+    return g
+
+
+def damage_functions(g: M.TypeGraph, rng: random.Random) -> M.TypeGraph:
+    """damage() to the types, and now and then a function pointed elsewhere."""
+    g = damage(g, rng)
+    g.functions = list(g.functions)
+    for _ in range(rng.choice((0, 1, 3))):
+        i = rng.randrange(len(g.functions))
+        g.functions[i] = dataclasses.replace(
+            g.functions[i], proto=rng.choice((0, len(g.types), rng.randrange(len(g.types)))),
+            file=rng.choice((None, "x.c", 7, ["unhashable"])))
+    return g
+
+
+def test_type_and_function_rows_of_damaged_graphs(running_btf):
+    from dbhive.btf import read_btf
+    g = read_btf(open(running_btf, "rb").read(), running_btf)
+    rng = random.Random(11)
+    small = with_functions(cut(g, 3000), rng)
+    assert len(small.functions) > 100
+
+    def python(bad):
+        sp = py_spellings(bad)
+        return None if isinstance(sp, Exception) else py_type_and_function_rows(bad, sp)
+    seen = hold_together(300, lambda: damage_functions(small, rng), python,
+                         lambda bad: c_type_and_function_rows(bad, py_spellings(bad)))
+    assert seen["equal"] > 50 and seen["refused"] > 10, seen
+
+
+def test_the_comparison_sees_one_changed_row(running_btf):
+    from dbhive.btf import read_btf
+    g = read_btf(open(running_btf, "rb").read(), running_btf)
+    spelled = M.spell_all(g)
+    want = py_type_and_function_rows(g, spelled)
+    f = g.functions[100]
+    g.functions[100] = dataclasses.replace(f, static=not f.static)
+    assert c_type_and_function_rows(g, spelled) != want
+    g.functions[100] = f
+    tid = next(i for i, t in enumerate(g.types) if t.kind == M.TYPEDEF)
+    spelled = list(spelled)
+    spelled[g.strip(tid)] += " "
+    assert c_type_and_function_rows(g, spelled)[0] != want[0]

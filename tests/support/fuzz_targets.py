@@ -29,7 +29,8 @@ def _scratch_file(data: bytes, suffix: str = "") -> str:
 def btf(data: bytes) -> None:
     """The reader and the writer's walks, each C loop held to its Python reference: the C
     parser (btf/_cbtf.c) must make the Python parser's graph or refuse what it refuses, and
-    the spelling and flattening loops (dbhive/_cmodel.c) likewise."""
+    the spelling loop and the surftrace rows' loops (dbhive/_cmodel.c: flattened members,
+    types, files and functions) likewise."""
     from dbhive import model as M, surftrace
     from dbhive.btf import reader
     try:
@@ -61,7 +62,7 @@ def btf(data: bytes) -> None:
         got = M._c.spell_all(g.types)
         assert got == want, "C != Python spellings"
     try:
-        rows = surftrace.table_rows(g, spell)        # the flattening walks
+        rows = surftrace.table_rows(g, spell)        # the surftrace walks, in Python
     except DbhiveError:
         rows = None
     if M._c is not None and want is not None:
@@ -69,7 +70,7 @@ def btf(data: bytes) -> None:
             c_rows = surftrace.table_rows(g, spell, None, want)
         except DbhiveError:
             c_rows = None
-        assert c_rows == rows, "C != Python flattened members"
+        assert c_rows == rows, "C != Python surftrace rows"
 
 
 # --- DWARF -------------------------------------------------------------------------------
