@@ -637,6 +637,24 @@ static int flat(Flat *f, Py_ssize_t tid, PyObject *prefix, long long base_bits,
     return 1;
 }
 
+/* the start of a walk over (types, spelled): 1 set up, 0 refused (the lists differ in
+   length), -1 error (configure() not called) */
+static int start_walk(Flat *f, PyObject *types, PyObject *spelled, long long ptr_size)
+{
+    if (!configured) {
+        PyErr_SetString(PyExc_RuntimeError, "_cmodel.configure() was not called");
+        return -1;
+    }
+    memset(f, 0, sizeof *f);
+    f->types = PySequence_Fast_ITEMS(types);
+    f->n = PyList_GET_SIZE(types);
+    f->ptr_size = ptr_size;
+    if (PyList_GET_SIZE(spelled) != f->n)
+        return 0;
+    f->spelled = PySequence_Fast_ITEMS(spelled);
+    return 1;
+}
+
 /* flat_rows(types, spelled, ptr_size, tids) -> (counts, rows): the members rows
  * (sid, type, name, offset, bytes, bits) of the structs `tids`, sid = position + 1, and how
  * many rows each has; or None: refused (surftrace.flat_members says why) */
@@ -645,20 +663,13 @@ static PyObject *py_flat_rows(PyObject *self, PyObject *args)
     PyObject *types, *spelled, *tids;
     long long ptr_size;
     (void)self;
-    if (!configured) {
-        PyErr_SetString(PyExc_RuntimeError, "_cmodel.configure() was not called");
-        return NULL;
-    }
     if (!PyArg_ParseTuple(args, "O!O!LO!", &PyList_Type, &types, &PyList_Type, &spelled,
                           &ptr_size, &PyList_Type, &tids))
         return NULL;
-    Flat f = {0};
-    f.types = PySequence_Fast_ITEMS(types);
-    f.n = PyList_GET_SIZE(types);
-    f.ptr_size = ptr_size;
-    if (PyList_GET_SIZE(spelled) != f.n)
-        Py_RETURN_NONE;
-    f.spelled = PySequence_Fast_ITEMS(spelled);
+    Flat f;
+    int started = start_walk(&f, types, spelled, ptr_size);
+    if (started <= 0)
+        return started < 0 ? NULL : Py_NewRef(Py_None);
     Py_ssize_t n = f.n ? f.n : 1;
     f.elem = PyMem_Malloc(n * sizeof(Py_ssize_t));
     f.dims = PyMem_Calloc(n, sizeof(PyObject *));
@@ -747,20 +758,14 @@ static PyObject *py_type_rows(PyObject *self, PyObject *args)
     PyObject *types, *spelled;
     long long ptr_size;
     (void)self;
-    if (!configured) {
-        PyErr_SetString(PyExc_RuntimeError, "_cmodel.configure() was not called");
-        return NULL;
-    }
     if (!PyArg_ParseTuple(args, "O!O!L", &PyList_Type, &types, &PyList_Type, &spelled,
                           &ptr_size))
         return NULL;
-    Flat f = {0};
-    f.types = PySequence_Fast_ITEMS(types);
-    f.n = PyList_GET_SIZE(types);
-    f.ptr_size = ptr_size;
-    if (PyList_GET_SIZE(spelled) != f.n)
-        Py_RETURN_NONE;
-    PyObject **sp = PySequence_Fast_ITEMS(spelled);
+    Flat f;
+    int started = start_walk(&f, types, spelled, ptr_size);
+    if (started <= 0)
+        return started < 0 ? NULL : Py_NewRef(Py_None);
+    PyObject **sp = f.spelled;
     PyObject *seen = PyDict_New(), *result = NULL, *void_ptr = NULL;
     int rc = seen ? 1 : -1;
     for (Py_ssize_t tid = 0; rc > 0 && tid < f.n; tid++) {
