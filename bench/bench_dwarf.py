@@ -1,7 +1,8 @@
 """DWARF -> types: ours next to `pahole -F dwarf`, back to back in one run, on the real
 Debian vmlinux; then the whole .deb -> DB next to `bsdtar -x` of the vmlinux + pahole.
 
-    .venv/bin/python -m bench.bench_dwarf [--vmlinux F] [--deb F] [--runs N] [--no-deb] [--cold]
+    .venv/bin/python -m bench.bench_dwarf [--vmlinux F] [--deb F] [--runs N] [--no-deb|--deb-only]
+                                          [--cold]
 
 Rows (each a separate process, interleaved run by run; page cache warm, or with --cold
 dropped before every run):
@@ -149,6 +150,7 @@ def main():
                                       or [None])[-1])
     ap.add_argument("--runs", type=int, default=1)
     ap.add_argument("--no-deb", action="store_true")
+    ap.add_argument("--deb-only", action="store_true", help="only the whole-package rows")
     ap.add_argument("--cold", action="store_true",
                     help="drop the page cache before every run (root)")
     args = ap.parse_args()
@@ -156,7 +158,7 @@ def main():
     dbhive = os.path.join(os.path.dirname(py), "dbhive")
     vm = args.vmlinux
     warm(vm)
-    dies = count_dies(vm)
+    dies = 0 if args.deb_only else count_dies(vm)
     build = [dbhive, "build", vm, "--source", "dwarf", "--out", "{out}", "--no-progress", "-j"]
     pure = {"DBHIVE_DWARF_PURE": "1"}
     cmds = {
@@ -171,26 +173,27 @@ def main():
     samples = {k: [] for k in cmds}
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         out = os.path.join(tmp, "bench.db")
-        load = os.getloadavg()[0]
-        for _ in range(args.runs):
-            for label, (argv, env) in cmds.items():   # interleaved: same load for each
-                samples[label].append(run([a.replace("{out}", out) for a in argv], env=env,
-                                          cold=args.cold))
-                if os.path.exists(out):
-                    os.unlink(out)
-        print(f"input: {vm} ({os.path.getsize(vm) / 1e6:.0f} MB, {dies} DIEs), "
-              f"{os.cpu_count()} cores, {'median of %d runs' % args.runs if args.runs > 1 else 'one run'}, "
-              f"page cache {'cold (dropped before each run)' if args.cold else 'warm'}, "
-              f"load average before: {load:.2f}")
-        rows = [(k, median(v)) for k, v in samples.items()]
-        print(table(rows, dies, "pahole -j -F dwarf"))
-        med = dict(rows)
-        print(f"scaling 1 -> 2 workers (complete DB): "
-              f"{med['ours dbhive build -> DB (-j 1)']['wall'] / med['ours dbhive build -> DB (-j 2)']['wall']:.2f}x; "
-              f"single process vs pahole -F dwarf: "
-              f"{med['ours dbhive build -> DB (-j 1)']['wall'] / med['pahole -F dwarf']['wall']:.2f}x; "
-              f"peak RSS vs pahole: "
-              f"{med['ours dbhive build -> DB (-j 2)']['rss'] / med['pahole -j -F dwarf']['rss']:.2f}")
+        if not args.deb_only:
+            load = os.getloadavg()[0]
+            for _ in range(args.runs):
+                for label, (argv, env) in cmds.items():   # interleaved: same load for each
+                    samples[label].append(run([a.replace("{out}", out) for a in argv], env=env,
+                                              cold=args.cold))
+                    if os.path.exists(out):
+                        os.unlink(out)
+            print(f"input: {vm} ({os.path.getsize(vm) / 1e6:.0f} MB, {dies} DIEs), "
+                  f"{os.cpu_count()} cores, {'median of %d runs' % args.runs if args.runs > 1 else 'one run'}, "
+                  f"page cache {'cold (dropped before each run)' if args.cold else 'warm'}, "
+                  f"load average before: {load:.2f}")
+            rows = [(k, median(v)) for k, v in samples.items()]
+            print(table(rows, dies, "pahole -j -F dwarf"))
+            med = dict(rows)
+            print(f"scaling 1 -> 2 workers (complete DB): "
+                  f"{med['ours dbhive build -> DB (-j 1)']['wall'] / med['ours dbhive build -> DB (-j 2)']['wall']:.2f}x; "
+                  f"single process vs pahole -F dwarf: "
+                  f"{med['ours dbhive build -> DB (-j 1)']['wall'] / med['pahole -F dwarf']['wall']:.2f}x; "
+                  f"peak RSS vs pahole: "
+                  f"{med['ours dbhive build -> DB (-j 2)']['rss'] / med['pahole -j -F dwarf']['rss']:.2f}")
 
         if args.no_deb or not args.deb:
             return

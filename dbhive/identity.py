@@ -33,6 +33,7 @@ import contextlib
 import os
 import re
 import sys
+import threading
 from dataclasses import asdict, dataclass
 from typing import Optional
 from . import quirks
@@ -192,11 +193,11 @@ def file_sha256_later(path: str):
     """file_sha256(path) computed in a thread meanwhile (hashlib releases the GIL: the
     hash of a 600 MB input overlaps the build instead of following it); returns a
     callable giving the hex digest (and raising what the hashing raised)."""
-    import threading
     box: dict = {}
 
     def work():
         try:
+            _lowest_priority()
             box["sha"] = file_sha256(path)
         except BaseException as e:             # re-raised in the caller's thread
             box["error"] = e
@@ -209,6 +210,16 @@ def file_sha256_later(path: str):
             raise box["error"]
         return box["sha"]
     return result
+
+
+def _lowest_priority() -> None:
+    """This thread at nice 19 (Linux sets it per thread): the hash then mostly fills the
+    moments a core would idle (the serial steps of a build) instead of slowing the share
+    of the DWARF that this process reads next to its worker."""
+    try:
+        os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
+    except (AttributeError, OSError):
+        pass
 
 
 def file_sha256(path: str) -> str:

@@ -290,6 +290,40 @@ def test_deb_small_truncated_and_corrupt(hostname_deb, tmp_path, workdir):
     assert_rejected(bad, workdir, "corrupt")
 
 
+def _small_kernel_deb(tmp_path, ko: str, md5: str, name: str) -> str:
+    """A .deb made by dpkg-deb whose vmlinux member is a real module (an ELF file) and whose
+    md5sums says `md5` for it."""
+    root = tmp_path / name
+    member = f"usr/lib/debug/boot/vmlinux-{DEBIAN_RELEASE}"
+    (root / os.path.dirname(member)).mkdir(parents=True)
+    shutil.copyfile(ko, root / member)
+    (root / "DEBIAN").mkdir()
+    (root / "DEBIAN" / "control").write_text(
+        f"Package: {name}\nVersion: 1.0\nArchitecture: amd64\nMaintainer: t <t@t>\n"
+        f"Description: test\n")
+    (root / "DEBIAN" / "md5sums").write_text(f"{md5}  {member}\n")
+    out = str(tmp_path / f"{name}.deb")
+    subprocess.run(["dpkg-deb", "-Zxz", "--root-owner-group", "--build", str(root), out],
+                   check=True, stdout=subprocess.DEVNULL)
+    return out
+
+
+def test_deb_member_checked_against_md5sums(ko_files, tmp_path, workdir):
+    import hashlib
+    ko = next(iter(ko_files.values()))
+    with open(ko, "rb") as fh:
+        md5 = hashlib.md5(fh.read()).hexdigest()
+    good = _small_kernel_deb(tmp_path, ko, md5, "good")
+    ex = extract_kernel(good, workdir)
+    assert file_sha256(ex.path) == file_sha256(ko) and ex.package_name == "good"
+    ex.cleanup()
+    wrong = md5[:-1] + ("0" if md5[-1] != "0" else "1")
+    bad = _small_kernel_deb(tmp_path, ko, wrong, "bad")
+    msg = assert_rejected(bad, workdir, "corrupt Debian package", f"md5 of member usr/lib/"
+                          f"debug/boot/vmlinux-{DEBIAN_RELEASE} is {md5}", wrong)
+    assert "the package says" in msg
+
+
 def test_elf_and_raw_btf_are_used_in_place(running_btf, workdir):
     ex = extract_kernel("/bin/ls", workdir)      # whether it is a kernel: identity's job
     assert (ex.kind, ex.path, ex.temporary) == ("elf", "/bin/ls", False)

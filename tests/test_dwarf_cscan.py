@@ -172,3 +172,46 @@ def test_same_key_merging(dwarf_fixtures, debian_ko):
             K._c = saved
     assert K._c is not None
     assert merged(K._c) == merged(None)
+
+
+def test_same_finalizing(dwarf_fixtures, debian_ko):
+    # keys.finalize with the C merging of identical keys vs the Python loop, on real key
+    # tables (placeholders resolved to definitions, duplicates merged) and on one damaged
+    from dbhive.dwarf import keys as K
+    read = []
+    for path in (debian_ko, dwarf_fixtures["user-dwarf5"], dwarf_fixtures["kmod-dwarf5"]):
+        rd = R.Reader(str(path))
+        with _bulk_mode():
+            res = rd.process(range(len(rd.units)))
+        read.append((res.t, res.function_list()))
+
+    def final(table, functions, c):
+        saved, K._c = K._c, c
+        try:
+            return K.finalize(table, functions)
+        finally:
+            K._c = saved
+    assert K._c is not None
+    for table, functions in read:
+        _same_graph(final(table, functions, K._c), final(table, functions, None))
+    table, functions = read[0]
+    assert len(final(table, functions, K._c).types) < len(table.keys) - 100   # merges happen
+    # the passes are the same: stopped after one, both have merged the same keys
+    canon = [list(range(len(table.keys))) for _ in range(2)]
+    K._c.merge_identical(table.keys, canon[0], 1)
+    K.merge_identical(table.keys, canon[1], 1)
+    roots = [[_root(c, i) for i in range(len(c))] for c in canon]
+    assert roots[0] == roots[1]
+    # a damaged table (a key whose id is past the end) is an IndexError both ways
+    bad = list(table.keys)
+    k = next(i for i, key in enumerate(bad) if key[0] == K.M.PTR)
+    bad[k] = (bad[k][0], len(bad) + 5) + bad[k][2:]
+    for merge in (K._c.merge_identical, K.merge_identical):
+        with pytest.raises(IndexError):
+            merge(bad, list(range(len(bad))), 8)
+
+
+def _root(canon, i):
+    while canon[i] != i:
+        i = canon[i]
+    return i

@@ -9,6 +9,8 @@ written and raises an `InputError` (`ArchiveError` for a damaged package) naming
 """
 from __future__ import annotations
 
+import ctypes
+import fcntl
 import hashlib
 import io
 import os
@@ -21,6 +23,7 @@ from contextlib import contextmanager
 from typing import Callable, Optional
 
 import libarchive
+from libarchive import ffi as libarchive_ffi
 from libarchive.exception import ArchiveError as LibarchiveError
 
 from .. import quirks
@@ -41,6 +44,21 @@ def unlink_quietly(path: str) -> None:
         os.unlink(path)
     except FileNotFoundError:
         pass
+
+
+def entry_blocks(entry, size: int = BLOCK):
+    """`entry`'s data as memoryviews of one reused buffer, each valid until the next is
+    asked for.  (libarchive-c's own `get_blocks` makes two more copies of every block: of
+    a 600 MB member, a noticeable share of the extraction.)"""
+    buf = ctypes.create_string_buffer(size)
+    view = memoryview(buf).cast("B")
+    read = libarchive_ffi.read_data
+    archive_p = entry._archive_p
+    while True:
+        n = read(archive_p, buf, size)
+        if n == 0:
+            return
+        yield view[:n]
 
 
 class _Window(io.RawIOBase):
@@ -71,6 +89,11 @@ def threaded_xz(stream, path: str, threads: int):
     (readable pipe, check): `check()` raises ArchiveError if xz has found the data corrupt."""
     proc = subprocess.Popen(["xz", "-d", "-c", "-q", f"-T{threads}"], stdin=subprocess.PIPE,
                             stdout=subprocess.PIPE, stderr=subprocess.PIPE)
+    for pipe in (proc.stdin, proc.stdout):      # 1 MiB pipes: 16 times fewer switches
+        try:
+            fcntl.fcntl(pipe.fileno(), fcntl.F_SETPIPE_SZ, BLOCK)
+        except OSError:                         # above /proc/sys/fs/pipe-max-size
+            pass
 
     def feed():
         try:
@@ -254,7 +277,7 @@ class Package:
             written = 0
             head = b""
             with os.fdopen(fd, "wb") as fh:
-                for block in entry.get_blocks(BLOCK):
+                for block in entry_blocks(entry):
                     if len(head) < MAGIC_PEEK:
                         head += bytes(block[:MAGIC_PEEK - len(head)])
                         if len(head) >= MAGIC_PEEK or written + len(block) >= (entry.size or 0):
@@ -304,7 +327,7 @@ class Package:
         checks; for members the package gives no digest for."""
         try:
             for _name, entry in entries:
-                for _block in entry.get_blocks(BLOCK):
+                for _block in entry_blocks(entry):
                     pass
         except LibarchiveError as e:
             raise ArchiveError(self._describe(e)) from None

@@ -2169,6 +2169,129 @@ fail:
     return NULL;
 }
 
+/* merge_identical(keys, canon, rounds) -> None: step 2 of keys.finalize.  `canon` (a list
+ * of ids, a union-find forest: canon[i] == i for a root) gets every key that, with its ids
+ * replaced by their roots, equals an earlier root's, merged into that one; up to `rounds`
+ * passes, until one changes nothing.  The same passes, in the same order, as the Python
+ * loop, so the same roots. */
+static Py_ssize_t find_root(Py_ssize_t *c, Py_ssize_t i)
+{
+    while (c[i] != i) {
+        c[i] = c[c[i]];
+        i = c[i];
+    }
+    return i;
+}
+
+static PyObject *py_merge_identical(PyObject *self, PyObject *args)
+{
+    PyObject *keys, *canon;
+    int rounds;
+    if (!PyArg_ParseTuple(args, "O!O!i", &PyList_Type, &keys, &PyList_Type, &canon, &rounds))
+        return NULL;
+    if (!K_FWD)
+        return PyErr_Format(PyExc_RuntimeError, "configure_keys() was not called");
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(canon) != n)
+        return PyErr_Format(PyExc_ValueError, "keys and canon differ in length");
+    Py_ssize_t *c = PyMem_Malloc((n ? n : 1) * sizeof *c);
+    PyObject **ints = PyMem_Calloc(n ? n : 1, sizeof *ints);   /* id -> int object, made once */
+    PyObject *seen = NULL, *result = NULL;
+    if (!c || !ints) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        c[i] = PyLong_AsSsize_t(PyList_GET_ITEM(canon, i));
+        if (c[i] == -1 && PyErr_Occurred())
+            goto done;
+        if (c[i] < 0 || c[i] >= n) {
+            PyErr_SetString(PyExc_IndexError, "canon holds an id outside the key table");
+            goto done;
+        }
+    }
+    for (int round = 0; round < rounds; round++) {
+        int changed = 0;
+        Py_XSETREF(seen, PyDict_New());
+        if (!seen)
+            goto done;
+        for (Py_ssize_t i = 0; i < n; i++) {
+            if (c[i] != i)
+                continue;
+            PyObject *key = PyList_GET_ITEM(keys, i);
+            if (!PyTuple_Check(key)) {
+                PyErr_SetString(PyExc_TypeError, "a key is not a tuple");
+                goto done;
+            }
+            Py_ssize_t len = PyTuple_GET_SIZE(key);
+            int start, step, also1;
+            PyObject *k;
+            if (len < 2 || !id_positions(key, &start, &step, &also1)) {
+                k = Py_NewRef(key);
+            } else {
+                if (!(k = PyTuple_New(len)))
+                    goto done;
+                for (Py_ssize_t j = 0; j < len; j++) {
+                    PyObject *x = PyTuple_GET_ITEM(key, j), *y;
+                    if (is_id_position(j, start, step, also1)) {
+                        Py_ssize_t old = PyLong_AsSsize_t(x);
+                        if (old == -1 && PyErr_Occurred()) {
+                            Py_DECREF(k);
+                            goto done;
+                        }
+                        if (old < 0 || old >= n) {
+                            Py_DECREF(k);
+                            PyErr_SetString(PyExc_IndexError, "type id outside the key table");
+                            goto done;
+                        }
+                        Py_ssize_t r = find_root(c, old);
+                        if (!ints[r] && !(ints[r] = PyLong_FromSsize_t(r))) {
+                            Py_DECREF(k);
+                            goto done;
+                        }
+                        y = Py_NewRef(ints[r]);
+                    } else {
+                        y = Py_NewRef(x);
+                    }
+                    PyTuple_SET_ITEM(k, j, y);
+                }
+            }
+            if (!ints[i] && !(ints[i] = PyLong_FromSsize_t(i))) {
+                Py_DECREF(k);
+                goto done;
+            }
+            PyObject *j = PyDict_SetDefault(seen, k, ints[i]);   /* borrowed */
+            Py_DECREF(k);
+            if (!j)
+                goto done;
+            if (j != ints[i]) {
+                Py_ssize_t to = PyLong_AsSsize_t(j);
+                if (to == -1 && PyErr_Occurred())
+                    goto done;
+                c[i] = to;
+                changed = 1;
+            }
+        }
+        if (!changed)
+            break;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *v = PyLong_FromSsize_t(c[i]);
+        if (!v)
+            goto done;
+        PyList_SetItem(canon, i, v);
+    }
+    result = Py_NewRef(Py_None);
+done:
+    Py_XDECREF(seen);
+    if (ints)
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_XDECREF(ints[i]);
+    PyMem_Free(ints);
+    PyMem_Free(c);
+    return result;
+}
+
 /* configure_keys(kinds: dict of the model's kind names, ate: keys._ATE) */
 static PyObject *py_configure_keys(PyObject *self, PyObject *args)
 {
@@ -2417,6 +2540,8 @@ static PyMethodDef methods[] = {
     {"dry_ids", py_dry_ids, METH_VARARGS, "The ids a graph's keys already have in a table."},
     {"closure", py_closure, METH_VARARGS, "Ids and the ids their keys hold (keys.closure)."},
     {"merge_into", py_merge_into, METH_VARARGS, "Intern another table's keys (KeyTable.merge)."},
+    {"merge_identical", py_merge_identical, METH_VARARGS,
+     "Merge the keys that became identical (step 2 of keys.finalize)."},
     {"configure_keys", py_configure_keys, METH_VARARGS, "Set the model's kinds for interning."},
     {"intern_unit", py_intern_unit, METH_VARARGS,
      "Intern one unit's type records (keys.UnitInterner.unit)."},

@@ -413,6 +413,34 @@ class UnitInterner:
 
 # ---------------------------------------------------------------------------
 
+_MERGE_ROUNDS = 8
+
+
+def merge_identical(keys: list, canon: list, rounds: int) -> None:
+    """Step 2 of finalize (the C loop is the same: _cscan.c merge_identical): `canon`, a
+    union-find forest over the keys, gets each key that equals an earlier one once its ids
+    are replaced by their roots merged into that one; up to `rounds` passes."""
+    def find(i):
+        while canon[i] != i:
+            canon[i] = canon[canon[i]]
+            i = canon[i]
+        return i
+
+    for _round in range(rounds):
+        seen: dict = {}
+        changed = False
+        for i in range(len(keys)):
+            if canon[i] != i:
+                continue
+            key = remap_key(keys[i], find)
+            j = seen.setdefault(key, i)
+            if j != i:
+                canon[i] = j
+                changed = True
+        if not changed:
+            break
+
+
 def finalize(table: KeyTable, functions, module: str = "vm",
              targets: dict = None) -> M.TypeGraph:
     """Resolve placeholders, merge what became identical, and build the TypeGraph.
@@ -447,19 +475,7 @@ def finalize(table: KeyTable, functions, module: str = "vm",
         return i
 
     # 2. merge types that became identical (a few rounds reach the fixpoint)
-    for _round in range(8):
-        seen: dict = {}
-        changed = False
-        for i in range(n):
-            if canon[i] != i:
-                continue
-            key = remap_key(keys[i], find)
-            j = seen.setdefault(key, i)
-            if j != i:
-                canon[i] = j
-                changed = True
-        if not changed:
-            break
+    (_c.merge_identical if _c is not None else merge_identical)(keys, canon, _MERGE_ROUNDS)
     # 3. emit
     new_id = [0] * n
     order = []
