@@ -2011,8 +2011,9 @@ static int is_id_position(Py_ssize_t j, int start, int step, int also1)
                                            : (j >= start && (j - start) % step == 0));
 }
 
-/* keys.remap_key(key, m) with m a list: a new reference */
-static PyObject *remap(PyObject *key, PyObject *m)
+/* `key` with each type id x replaced by map(ctx, x) (a new reference, or NULL): the key
+ * itself when it holds none */
+static PyObject *remap_by(PyObject *key, PyObject *(*map)(void *, PyObject *), void *ctx)
 {
     Py_ssize_t n = PyTuple_GET_SIZE(key);
     int start, step, also1;
@@ -2024,7 +2025,7 @@ static PyObject *remap(PyObject *key, PyObject *m)
     for (Py_ssize_t j = 0; j < n; j++) {
         PyObject *x = PyTuple_GET_ITEM(key, j);
         int is_id = is_id_position(j, start, step, also1);
-        PyObject *y = is_id ? mapped(m, x) : Py_NewRef(x);
+        PyObject *y = is_id ? map(ctx, x) : Py_NewRef(x);
         if (!y) {
             Py_DECREF(out);
             return NULL;
@@ -2032,6 +2033,17 @@ static PyObject *remap(PyObject *key, PyObject *m)
         PyTuple_SET_ITEM(out, j, y);
     }
     return out;
+}
+
+static PyObject *map_by_list(void *m, PyObject *old)
+{
+    return mapped((PyObject *)m, old);
+}
+
+/* keys.remap_key(key, m) with m a list: a new reference */
+static PyObject *remap(PyObject *key, PyObject *m)
+{
+    return remap_by(key, map_by_list, m);
 }
 
 static PyObject *py_remap_key(PyObject *self, PyObject *args)
@@ -2174,13 +2186,36 @@ fail:
  * replaced by their roots, equals an earlier root's, merged into that one; up to `rounds`
  * passes, until one changes nothing.  The same passes, in the same order, as the Python
  * loop, so the same roots. */
-static Py_ssize_t find_root(Py_ssize_t *c, Py_ssize_t i)
+typedef struct {
+    Py_ssize_t *c;          /* the forest */
+    PyObject **ints;        /* id -> its int object, made once */
+    Py_ssize_t n;
+} Forest;
+
+static PyObject *id_object(Forest *f, Py_ssize_t i)
 {
-    while (c[i] != i) {
-        c[i] = c[c[i]];
-        i = c[i];
+    if (!f->ints[i])
+        f->ints[i] = PyLong_FromSsize_t(i);
+    return f->ints[i];                  /* borrowed (NULL on error) */
+}
+
+/* the root of type id `old` (path halving, as keys.merge_identical's find) */
+static PyObject *map_to_root(void *ctx, PyObject *old)
+{
+    Forest *f = ctx;
+    Py_ssize_t i = PyLong_AsSsize_t(old);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0 || i >= f->n) {
+        PyErr_SetString(PyExc_IndexError, "type id outside the key table");
+        return NULL;
     }
-    return i;
+    while (f->c[i] != i) {
+        f->c[i] = f->c[f->c[i]];
+        i = f->c[i];
+    }
+    PyObject *r = id_object(f, i);
+    return r ? Py_NewRef(r) : NULL;
 }
 
 static PyObject *py_merge_identical(PyObject *self, PyObject *args)
@@ -2194,18 +2229,18 @@ static PyObject *py_merge_identical(PyObject *self, PyObject *args)
     Py_ssize_t n = PyList_GET_SIZE(keys);
     if (PyList_GET_SIZE(canon) != n)
         return PyErr_Format(PyExc_ValueError, "keys and canon differ in length");
-    Py_ssize_t *c = PyMem_Malloc((n ? n : 1) * sizeof *c);
-    PyObject **ints = PyMem_Calloc(n ? n : 1, sizeof *ints);   /* id -> int object, made once */
+    Forest f = {PyMem_Malloc((n ? n : 1) * sizeof *f.c),
+                PyMem_Calloc(n ? n : 1, sizeof *f.ints), n};
     PyObject *seen = NULL, *result = NULL;
-    if (!c || !ints) {
+    if (!f.c || !f.ints) {
         PyErr_NoMemory();
         goto done;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        c[i] = PyLong_AsSsize_t(PyList_GET_ITEM(canon, i));
-        if (c[i] == -1 && PyErr_Occurred())
+        f.c[i] = PyLong_AsSsize_t(PyList_GET_ITEM(canon, i));
+        if (f.c[i] == -1 && PyErr_Occurred())
             goto done;
-        if (c[i] < 0 || c[i] >= n) {
+        if (f.c[i] < 0 || f.c[i] >= n) {
             PyErr_SetString(PyExc_IndexError, "canon holds an id outside the key table");
             goto done;
         }
@@ -2216,59 +2251,27 @@ static PyObject *py_merge_identical(PyObject *self, PyObject *args)
         if (!seen)
             goto done;
         for (Py_ssize_t i = 0; i < n; i++) {
-            if (c[i] != i)
+            if (f.c[i] != i)
                 continue;
-            PyObject *key = PyList_GET_ITEM(keys, i);
+            PyObject *key = PyList_GET_ITEM(keys, i), *me = id_object(&f, i);
+            if (!me)
+                goto done;
             if (!PyTuple_Check(key)) {
                 PyErr_SetString(PyExc_TypeError, "a key is not a tuple");
                 goto done;
             }
-            Py_ssize_t len = PyTuple_GET_SIZE(key);
-            int start, step, also1;
-            PyObject *k;
-            if (len < 2 || !id_positions(key, &start, &step, &also1)) {
-                k = Py_NewRef(key);
-            } else {
-                if (!(k = PyTuple_New(len)))
-                    goto done;
-                for (Py_ssize_t j = 0; j < len; j++) {
-                    PyObject *x = PyTuple_GET_ITEM(key, j), *y;
-                    if (is_id_position(j, start, step, also1)) {
-                        Py_ssize_t old = PyLong_AsSsize_t(x);
-                        if (old == -1 && PyErr_Occurred()) {
-                            Py_DECREF(k);
-                            goto done;
-                        }
-                        if (old < 0 || old >= n) {
-                            Py_DECREF(k);
-                            PyErr_SetString(PyExc_IndexError, "type id outside the key table");
-                            goto done;
-                        }
-                        Py_ssize_t r = find_root(c, old);
-                        if (!ints[r] && !(ints[r] = PyLong_FromSsize_t(r))) {
-                            Py_DECREF(k);
-                            goto done;
-                        }
-                        y = Py_NewRef(ints[r]);
-                    } else {
-                        y = Py_NewRef(x);
-                    }
-                    PyTuple_SET_ITEM(k, j, y);
-                }
-            }
-            if (!ints[i] && !(ints[i] = PyLong_FromSsize_t(i))) {
-                Py_DECREF(k);
+            PyObject *k = remap_by(key, map_to_root, &f);
+            if (!k)
                 goto done;
-            }
-            PyObject *j = PyDict_SetDefault(seen, k, ints[i]);   /* borrowed */
+            PyObject *j = PyDict_SetDefault(seen, k, me);     /* borrowed */
             Py_DECREF(k);
             if (!j)
                 goto done;
-            if (j != ints[i]) {
+            if (j != me) {              /* an earlier root's: one int object per id */
                 Py_ssize_t to = PyLong_AsSsize_t(j);
                 if (to == -1 && PyErr_Occurred())
                     goto done;
-                c[i] = to;
+                f.c[i] = to;
                 changed = 1;
             }
         }
@@ -2276,7 +2279,7 @@ static PyObject *py_merge_identical(PyObject *self, PyObject *args)
             break;
     }
     for (Py_ssize_t i = 0; i < n; i++) {
-        PyObject *v = PyLong_FromSsize_t(c[i]);
+        PyObject *v = PyLong_FromSsize_t(f.c[i]);
         if (!v)
             goto done;
         PyList_SetItem(canon, i, v);
@@ -2284,11 +2287,11 @@ static PyObject *py_merge_identical(PyObject *self, PyObject *args)
     result = Py_NewRef(Py_None);
 done:
     Py_XDECREF(seen);
-    if (ints)
+    if (f.ints)
         for (Py_ssize_t i = 0; i < n; i++)
-            Py_XDECREF(ints[i]);
-    PyMem_Free(ints);
-    PyMem_Free(c);
+            Py_XDECREF(f.ints[i]);
+    PyMem_Free(f.ints);
+    PyMem_Free(f.c);
     return result;
 }
 
