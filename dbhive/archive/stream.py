@@ -46,16 +46,16 @@ def unlink_quietly(path: str) -> None:
         pass
 
 
-def entry_blocks(entry, size: int = BLOCK):
-    """`entry`'s data as memoryviews of one reused buffer, each valid until the next is
-    asked for.  (libarchive-c's own `get_blocks` makes two more copies of every block: of
-    a 600 MB member, a noticeable share of the extraction.)"""
-    buf = ctypes.create_string_buffer(size)
+def entry_blocks(entry):
+    """`entry`'s data in BLOCK-sized memoryviews of one reused buffer, each valid until the
+    next is asked for.  (libarchive-c's own `get_blocks`, over the same `read_data`, makes
+    two more copies of every block: of a 600 MB member, a noticeable share of the time.)"""
+    buf = ctypes.create_string_buffer(BLOCK)
     view = memoryview(buf).cast("B")
     read = libarchive_ffi.read_data
     archive_p = entry._archive_p
     while True:
-        n = read(archive_p, buf, size)
+        n = read(archive_p, buf, BLOCK)
         if n == 0:
             return
         yield view[:n]

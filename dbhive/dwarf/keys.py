@@ -416,15 +416,20 @@ class UnitInterner:
 _MERGE_ROUNDS = 8
 
 
+def _root(canon: list, i: int) -> int:
+    """The root of `i` in the union-find forest `canon` (halving the path on the way)."""
+    while canon[i] != i:
+        canon[i] = canon[canon[i]]
+        i = canon[i]
+    return i
+
+
 def merge_identical(keys: list, canon: list, rounds: int) -> None:
     """Step 2 of finalize (the C loop is the same: _cscan.c merge_identical): `canon`, a
     union-find forest over the keys, gets each key that equals an earlier one once its ids
     are replaced by their roots merged into that one; up to `rounds` passes."""
     def find(i):
-        while canon[i] != i:
-            canon[i] = canon[canon[i]]
-            i = canon[i]
-        return i
+        return _root(canon, i)
 
     for _round in range(rounds):
         seen: dict = {}
@@ -468,23 +473,17 @@ def finalize(table: KeyTable, functions, module: str = "vm",
             elif key[1] == M.TYPEDEF:
                 canon[i] = 0
 
-    def find(i):
-        while canon[i] != i:
-            canon[i] = canon[canon[i]]
-            i = canon[i]
-        return i
-
     # 2. merge types that became identical (a few rounds reach the fixpoint)
     (_c.merge_identical if _c is not None else merge_identical)(keys, canon, _MERGE_ROUNDS)
     # 3. emit
     new_id = [0] * n
     order = []
     for i in range(n):
-        if find(i) == i:
+        if _root(canon, i) == i:
             new_id[i] = len(order)
             order.append(i)
     for i in range(n):
-        new_id[i] = new_id[find(i)]
+        new_id[i] = new_id[_root(canon, i)]
     g = M.TypeGraph(types=[], source="dwarf")
     for i in order:
         g.types.append(_type_from_key(remap_key(keys[i], new_id), table.origins[i]))
