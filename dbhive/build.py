@@ -80,7 +80,7 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
                              tempfile.gettempdir())
     output.sweep_stale_temps(tmp_parent)
     tmp = output.temp_dir(tmp_parent)
-    sha256 = (lambda: source_sha256) if source_sha256 else identity.file_sha256_later(input_path)
+    sha256 = None if source_sha256 else identity.file_sha256_later(input_path)
     try:
         ex, ident = identity.identify(input_path, tmp, progress=progress,
                                       max_member_bytes=max_member_bytes)
@@ -121,7 +121,8 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
             "source_member": ex.member or "",
             # a raw BTF input is the file identity hashed already
             "source_sha256": (ident.btf_sha256 if ex.kind == "raw-btf" and not ex.temporary
-                              and ident.btf_sha256 and not source_sha256 else sha256()),
+                              and ident.btf_sha256 and not source_sha256 else
+                              source_sha256 or sha256()),
             "source_kind": ex.kind,
             "type_source": src,
             "builder_version": __version__,
@@ -151,6 +152,8 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
             from .btf.make import write_files
             write_files(files)
     finally:
+        if sha256 is not None:
+            sha256.close()
         shutil.rmtree(tmp, ignore_errors=True)
     return BuildResult(dest, meta)
 

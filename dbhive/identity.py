@@ -189,33 +189,62 @@ def kernel_flavour(release: str, package_name: str = "") -> str:
     return m.group(1) if m else "default"
 
 
-def file_sha256_later(path: str):
-    """file_sha256(path) computed in a thread meanwhile (hashlib releases the GIL: the
-    hash of a 600 MB input overlaps the build instead of following it); returns a
-    callable giving the hex digest (and raising what the hashing raised)."""
-    box: dict = {}
+class Sha256Later:
+    """file_sha256(path), computed meanwhile: in a forked process at nice 19 where forking
+    is safe, else in a thread at nice 19.  Either way the hash takes the moments a core
+    would idle (the serial steps of a build) rather than slowing the DWARF workers.  A
+    process, because a thread needs the GIL between blocks, and the DWARF scan holds it
+    for a whole unit at a time: the thread's hash of a 600 MB vmlinux finished only after
+    the 3 s read.  Calling the object gives the hex digest (or raises what the hashing
+    raised); `close()` stops the work if it is no longer needed."""
 
-    def work():
-        try:
-            _lowest_priority()
-            box["sha"] = file_sha256(path)
-        except BaseException as e:             # re-raised in the caller's thread
-            box["error"] = e
-    th = threading.Thread(target=work, name="sha256", daemon=True)
-    th.start()
+    def __init__(self, path: str):
+        from . import procs
+        self._child = self._thread = None
+        self._box: dict = {}
+        if procs.can_fork():
+            self._child = procs.Forked(f"{path}: sha256", _file_sha256_checked, path, nice=19)
+            return
 
-    def result() -> str:
-        th.join()
-        if "error" in box:
-            raise box["error"]
-        return box["sha"]
-    return result
+        def work():
+            try:
+                _lowest_priority()
+                self._box["sha"] = file_sha256(path)
+            except BaseException as e:             # re-raised in the caller's thread
+                self._box["error"] = e
+        self._thread = threading.Thread(target=work, name="sha256", daemon=True)
+        self._thread.start()
+
+    def __call__(self) -> str:
+        if "sha" not in self._box and "error" not in self._box:
+            if self._child is not None:
+                child, self._child = self._child, None
+                self._box["sha"] = child.wait()
+            else:
+                self._thread.join()
+        if "error" in self._box:
+            raise self._box["error"]
+        return self._box["sha"]
+
+    def close(self) -> None:
+        if self._child is not None:
+            self._child.kill()
+            self._child = None
+
+
+file_sha256_later = Sha256Later
+
+
+def _file_sha256_checked(path: str) -> str:
+    # in the child: an OSError comes back as the one-line error it is, not as a bug
+    try:
+        return file_sha256(path)
+    except OSError as e:
+        raise InputError(f"{path}: cannot read ({e.strerror or e})") from None
 
 
 def _lowest_priority() -> None:
-    """This thread at nice 19 (Linux sets it per thread): the hash then mostly fills the
-    moments a core would idle (the serial steps of a build) instead of slowing the share
-    of the DWARF that this process reads next to its worker."""
+    """This thread at nice 19 (Linux sets it per thread)."""
     try:
         os.setpriority(os.PRIO_PROCESS, threading.get_native_id(), 19)
     except (AttributeError, OSError):

@@ -33,12 +33,13 @@ _MAX_REPORT = 1 << 20
 
 class Forked:
     """`fn(*args)` running in a forked copy of this process (nothing is pickled on the way
-    in).  `wait()` returns once it is done, or raises what it raised: a DbhiveError as
-    itself (a user's error), anything else as a RuntimeError carrying the child's
-    traceback (a bug).  `kill()` stops it.  The child leaves interrupts to this process,
-    which kills it; it dies with this process too (die_with_parent)."""
+    in).  `wait()` returns what it returned (pickled on the way out) once it is done, or
+    raises what it raised: a DbhiveError as itself (a user's error), anything else as a
+    RuntimeError carrying the child's traceback (a bug).  `kill()` stops it.  The child
+    leaves interrupts to this process, which kills it; it dies with this process too
+    (die_with_parent).  `nice`: the child's scheduling priority (19: only idle time)."""
 
-    def __init__(self, what: str, fn, *args):
+    def __init__(self, what: str, fn, *args, nice: int = 0):
         self.what = what
         parent = os.getpid()
         r, w = os.pipe()
@@ -50,7 +51,12 @@ class Forked:
                 die_with_parent(parent)
                 signal.signal(signal.SIGINT, signal.SIG_IGN)
                 signal.signal(signal.SIGTERM, signal.SIG_DFL)
-                fn(*args)
+                if nice:
+                    os.setpriority(os.PRIO_PROCESS, 0, nice)
+                result = fn(*args)
+                if result is not None:
+                    import pickle
+                    report = pickle.dumps((None, None, result))
                 status = 0
             except BaseException as e:                  # report, never unwind the parent's stack
                 report = _report(e)
@@ -63,7 +69,7 @@ class Forked:
         os.close(w)
         self.pid, self._r = pid, r
 
-    def wait(self) -> None:
+    def wait(self):
         from .errors import OutputError
         try:
             with os.fdopen(self._r, "rb") as fh:
@@ -74,16 +80,19 @@ class Forked:
             raise
         _, status = os.waitpid(self.pid, 0)
         self.pid = None
+        code = os.waitstatus_to_exitcode(status)
+        err = tb = result = None
         if report:
             import pickle
-            err, tb = pickle.loads(report)
+            err, tb, result = pickle.loads(report)
             if err is not None:
                 raise err
-            raise RuntimeError(f"{self.what} failed in a worker process:\n{tb}")
-        code = os.waitstatus_to_exitcode(status)
+            if tb is not None:
+                raise RuntimeError(f"{self.what} failed in a worker process:\n{tb}")
         if code != 0:
             raise OutputError(f"{self.what}: the worker process died "
                               f"({f'signal {-code}' if code < 0 else f'exit code {code}'})")
+        return result
 
     def kill(self) -> None:
         """Stop the child (if still running) and reap it."""
@@ -105,9 +114,9 @@ def _report(e: BaseException) -> bytes:
     from .errors import DbhiveError
     tb = "".join(traceback.format_exception(e))
     try:
-        return pickle.dumps((e if isinstance(e, DbhiveError) else None, tb))
+        return pickle.dumps((e if isinstance(e, DbhiveError) else None, tb, None))
     except Exception:                                   # an error that does not pickle
-        return pickle.dumps((None, tb))
+        return pickle.dumps((None, tb, None))
 
 
 def can_fork() -> bool:

@@ -205,3 +205,27 @@ def test_parse_notes_and_sha256(tmp_path):
     f = tmp_path / "f"
     f.write_bytes(os.urandom(3 << 20))
     assert file_sha256(str(f)) == hashlib.sha256(f.read_bytes()).hexdigest()
+
+
+@pytest.mark.parametrize("in_a_process", [True, False])
+def test_sha256_later_is_sha256sum(debian_vmlinux, monkeypatch, in_a_process):
+    """The build's input hash, made meanwhile in a forked process (or, where forking is not
+    safe, a thread), is sha256sum's; a path that cannot be hashed is a one-line error
+    either way; close() before the result stops and reaps the child."""
+    from dbhive import procs
+    from dbhive.errors import DbhiveError
+    from dbhive.identity import Sha256Later
+    monkeypatch.setattr(procs, "can_fork", lambda: in_a_process)
+    later = Sha256Later(debian_vmlinux)
+    assert (later._child is not None) == in_a_process
+    assert later() == run("sha256sum", debian_vmlinux).split()[0]
+    assert later() == run("sha256sum", debian_vmlinux).split()[0]     # asked twice
+    later.close()
+    with pytest.raises(DbhiveError, match="not a regular file"):
+        Sha256Later(os.path.dirname(debian_vmlinux))()
+    if in_a_process:
+        stopped = Sha256Later(debian_vmlinux)
+        pid = stopped._child.pid
+        stopped.close()
+        with pytest.raises(ChildProcessError):
+            os.waitpid(pid, os.WNOHANG)           # killed and reaped: no zombie left
