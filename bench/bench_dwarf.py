@@ -2,7 +2,7 @@
 Debian vmlinux; then the whole .deb -> DB next to `bsdtar -x` of the vmlinux + pahole.
 
     .venv/bin/python -m bench.bench_dwarf [--vmlinux F] [--deb F] [--runs N] [--no-deb|--deb-only]
-                                          [--cold]
+                                          [--cold] [--shares]
 
 Rows (each a separate process, interleaved run by run; page cache warm, or with --cold
 dropped before every run):
@@ -11,6 +11,10 @@ dropped before every run):
   ours ... pure Python        the same with the C scanner off (DBHIVE_DWARF_PURE=1)
   ours dbhive build -> DB     `dbhive build VMLINUX --source dwarf --out X.db`: the complete DB,
                               -j 1 and -j 2 (the 1 -> 2 scaling is printed)
+--shares instead: what a second worker loses by not seeing the first one's definitions: the
+time of the second share of a 2-worker split read alone (as the worker reads it) against the
+same share read right after the first in one process (whose definitions it may jump over),
+separate processes taking turns.
 Columns: wall, CPU (user+sys, workers included), peak RSS of the largest single process
 (wait4), peak sum of PSS over the whole process tree (sampled every 50 ms from
 /proc/PID/smaps_rollup: counts forked workers without double-counting shared pages), and
@@ -34,6 +38,24 @@ ROOT = os.path.dirname(os.path.dirname(os.path.abspath(__file__)))
 from scripts.realdata import CACHE  # noqa: E402
 RELEASE = "6.1.0-47-cloud-amd64"
 READ = "import sys; from dbhive.dwarf import read_dwarf; read_dwarf(sys.argv[1], jobs={jobs})"
+SHARE = """
+import sys, time
+from dbhive.dwarf import api, parallel, reader
+with api._bulk_mode():
+    r = reader.Reader(sys.argv[1])
+    units = [i for i, u in enumerate(r.units) if r.is_compile_unit(u)]
+    units += [i for i, u in enumerate(r.units) if not r.is_compile_unit(u)]
+    r.prepare_origins()
+    first, second = parallel._split(r, units, 2)
+    at = []
+    tick = lambda n: at.append(time.perf_counter()) if n == len(first) else None
+    if sys.argv[2] == "after":
+        r.process(first + second, tick=tick)
+    else:
+        at.append(time.perf_counter())
+        r.process(second)
+    print(time.perf_counter() - at[0])
+"""
 
 
 def _tree(pid: int) -> list:
@@ -153,8 +175,12 @@ def main():
     ap.add_argument("--deb-only", action="store_true", help="only the whole-package rows")
     ap.add_argument("--cold", action="store_true",
                     help="drop the page cache before every run (root)")
+    ap.add_argument("--shares", action="store_true",
+                    help="the second worker's share alone against after the first share")
     args = ap.parse_args()
     py = sys.executable
+    if args.shares:
+        return shares(py, args.vmlinux, args.runs)
     dbhive = os.path.join(os.path.dirname(py), "dbhive")
     vm = args.vmlinux
     warm(vm)
@@ -222,6 +248,20 @@ def main():
               f"({os.path.getsize(args.deb) / 1e6:.0f} MB)")
         rows = list(d.items()) + [("bsdtar -x + pahole -j (sum)", anchor)]
         print(table(rows, 0, "bsdtar -x + pahole -j (sum)"))
+
+
+def shares(py: str, vm: str, runs: int) -> None:
+    warm(vm)
+    got: dict = {"alone": [], "after": []}
+    for _ in range(runs):
+        for how in got:
+            out = subprocess.run([py, "-c", SHARE, vm, how], check=True, capture_output=True,
+                                 text=True, cwd=ROOT).stdout
+            got[how].append(float(out))
+    for how, ts in got.items():
+        label = "read alone" if how == "alone" else "after the first"
+        print(f"second share, {label:15s}: median {statistics.median(ts):.2f} s "
+              f"({', '.join(f'{t:.2f}' for t in ts)})")
 
 
 if __name__ == "__main__":
