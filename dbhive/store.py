@@ -14,7 +14,6 @@ from typing import Iterable
 
 from . import model as M
 from . import output
-from . import procs
 from . import schema as S
 from . import surftrace
 from .errors import DbhiveError, SchemaError
@@ -110,12 +109,10 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
     a non-regular destination is refused).  Returns the meta as written (with the counts
     and schema version added).
 
-    `parallel`: most of the surftrace tables (WORKER_TABLES: the flattened structs and the
-    functions) are made by a forked worker, into a file of their own that is then copied
-    in (SQLite copies a table between files of the same schema page by page), while this
-    process writes the others: the two take about the same time.  Where forking is not
-    safe (procs.can_fork), or not worth it (a small graph), all is done here.  Either way
-    the DB is the same, down to the order of sqlite_master and the rowids."""
+    `parallel`: SQLite inserts the rows on a thread of its own (_cbulk.Writer, which runs
+    without the GIL) while this thread makes the next table's rows; else, or for a small
+    graph, or without the C loader, each table is written here as it is made.  Either way
+    the statements and their order are the same, and so is the DB."""
     meta = dict(meta)
     meta.setdefault("schema_version", SCHEMA_VERSION)
     meta.setdefault("type_source", graph.source)
@@ -127,45 +124,77 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
             M.gc_paused():
         # every type's C spelling, worked out once: kt_types and the surftrace tables
         spelled = M.spell_all(graph)
-        side = side_path = None
-        if parallel and len(graph.types) >= PARALLEL_MIN_TYPES and procs.can_fork():
-            side_path = output.temp_name(os.path.dirname(tmp), ".db")
-            side = procs.Forked(f"{dest}: the surftrace tables", _write_worker_file,
-                                side_path, graph, spelled)
+        conn = sqlite3.connect(tmp)
         try:
-            conn = sqlite3.connect(tmp)
+            _create_tables(conn)
+            _bulk(conn, S.META, ((k, None if v is None else str(v))
+                                 for k, v in sorted(meta.items())))
+            conn.commit()
+            sink = _Sink(conn, tmp, parallel and len(graph.types) >= PARALLEL_MIN_TYPES)
             try:
-                _create_tables(conn)
-                _bulk(conn, S.META, ((k, None if v is None else str(v))
-                                     for k, v in sorted(meta.items())))
-                _write_normalized(conn, tmp, graph, spelled)
-                if side is None:
-                    _write_surftrace(conn, tmp, graph, spelled)
-                    _create_indexes(conn, S.TABLES)
-                else:
-                    _write_the_rest(conn, tmp, graph, spelled, side)
-                    # the indexes of the tables before the worker's now, the rest in order
-                    first = S.TABLES.index(WORKER_TABLES[0])
-                    _create_indexes(conn, S.TABLES[:first])
-                    side.wait()
-                    side = None
-                    _copy_worker_tables(conn, side_path, S.TABLES[first:])
-                conn.commit()
-            finally:
-                conn.close()
+                _write_normalized(sink, graph, spelled)
+                _write_surftrace(sink, graph, spelled)
+                sink.indexes(S.TABLES)
+                sink.finish()
+            except Exception:
+                sink.abort()            # an earlier table's error, if it had one, first
+                raise
+            except BaseException:
+                sink.abort(quiet=True)
+                raise
+            conn.commit()
         finally:
-            if side is not None:
-                side.kill()
-            if side_path is not None:
-                os.unlink(side_path)
+            conn.close()
     return meta
 
 
-# the tables write_db's worker makes (see write_db): as much work as the rest, measured
-WORKER_TABLES = (S.FILES, S.FUNS, S.STRUCTS, S.MEMBERS)
-# below this many types the worker saves less than it costs (a module's DB of 4.5k types,
-# bridge.ko: the same time either way)
+# below this many types the writer thread saves less than it costs (a module's DB)
 PARALLEL_MIN_TYPES = 5000
+
+
+class _Sink:
+    """Where write_db's rows and indexes go, in order: to the C writer thread
+    (_cbulk.Writer) when `threaded` and it is built, else into the DB here.  Rows with a
+    value only the sqlite3 module binds right (see _bulk_all) end the thread: they and
+    all after them are written here, after what the thread was given."""
+
+    def __init__(self, conn: sqlite3.Connection, path: str, threaded: bool):
+        self.conn, self.path = conn, path
+        loader = c_bulk() if threaded else None
+        self.writer = loader.Writer(path) if loader is not None else None
+
+    def rows(self, table: S.Table, rows) -> None:
+        rows = rows if isinstance(rows, list) else list(rows)
+        if self.writer is not None:
+            sql = S.insert_select_sql(table, _SPARSE.get(table, ()), "dbhive_rows(?)")
+            if self.writer.rows((sql, len(table.columns), rows)):
+                return
+            self.finish()
+        _bulk_all(self.conn, self.path, ((table, rows),))
+
+    def indexes(self, tables) -> None:
+        if self.writer is None:
+            _create_indexes(self.conn, tables)
+            return
+        for t in tables:
+            for stmt in S.create_index_sql(t):
+                self.writer.sql(stmt)
+
+    def finish(self) -> None:
+        """What the thread was given, committed (its error raised, if it had one)."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            writer.finish()
+
+    def abort(self, quiet: bool = False) -> None:
+        """Stop the thread; raise its error, if it had one (unless `quiet`)."""
+        writer, self.writer = self.writer, None
+        if writer is not None:
+            try:
+                writer.abort()
+            except sqlite3.Error:
+                if not quiet:
+                    raise
 
 
 # The steps of write_db, in its order (bench/bench_btf.py times each).
@@ -178,50 +207,27 @@ def _create_tables(conn: sqlite3.Connection) -> None:
         conn.execute(S.create_table_sql(t))
 
 
-def _write_normalized(conn: sqlite3.Connection, path: str, graph: M.TypeGraph,
-                      spelled: list) -> None:
-    _bulk_all(conn, path, ((S.KT_TYPES, _type_rows(graph, spelled)),
-                           (S.KT_MEMBERS, _member_rows(graph)),
-                           (S.KT_ENUMERATORS, _enum_rows(graph)),
-                           (S.KT_PARAMS, _param_rows(graph)),
-                           (S.KT_FUNCTIONS, _function_rows(graph)),
-                           (S.KT_VARIABLES, _variable_rows(graph)),
-                           (S.KT_DATASECS, _datasec_rows(graph)),
-                           (S.KT_DATASEC_ENTRIES, _datasec_entry_rows(graph)),
-                           (S.KT_DECL_TAGS, _decl_tag_rows(graph))))
+def _write_normalized(sink: _Sink, graph: M.TypeGraph, spelled: list) -> None:
+    for table, rows in ((S.KT_TYPES, _type_rows(graph, spelled)),
+                        (S.KT_MEMBERS, _member_rows(graph)),
+                        (S.KT_ENUMERATORS, _enum_rows(graph)),
+                        (S.KT_PARAMS, _param_rows(graph)),
+                        (S.KT_FUNCTIONS, _function_rows(graph)),
+                        (S.KT_VARIABLES, _variable_rows(graph)),
+                        (S.KT_DATASECS, _datasec_rows(graph)),
+                        (S.KT_DATASEC_ENTRIES, _datasec_entry_rows(graph)),
+                        (S.KT_DECL_TAGS, _decl_tag_rows(graph))):
+        sink.rows(table, rows)
 
 
-def _write_surftrace(conn: sqlite3.Connection, path: str, graph: M.TypeGraph,
-                     spelled: list) -> None:
-    _bulk_all(conn, path, zip(S.SURFTRACE_TABLES,
-                              surftrace.table_rows(graph, spelled.__getitem__, N, spelled)))
-
-
-def _surftrace_parts(graph: M.TypeGraph, spelled: list) -> tuple:
-    """((tables, make their rows), ...) in the order table_rows makes them."""
+def _write_surftrace(sink: _Sink, graph: M.TypeGraph, spelled: list) -> None:
+    """The surftrace tables, made in three parts (surftrace.table_rows' order)."""
     spell = spelled.__getitem__
-    return (((S.FILES, S.FUNS), lambda: surftrace.function_rows(graph, spell, N, spelled)),
-            ((S.STRUCTS, S.MEMBERS), lambda: surftrace.struct_rows(graph, spell, spelled)),
-            ((S.TYPES,), lambda: (surftrace.type_rows(graph, spell, spelled),)))
-
-
-def _write_the_rest(conn: sqlite3.Connection, path: str, graph: M.TypeGraph, spelled: list,
-                    side) -> None:
-    """The surftrace tables but the worker's.  One process meets the parts' errors in the
-    parts' order, so an error here after a part of the worker's waits for the worker's
-    verdict: its error, if it has one, is the one raised."""
-    worker_before = False
-    for tables, make in _surftrace_parts(graph, spelled):
-        if tables[0] in WORKER_TABLES:
-            worker_before = True
-            continue
-        try:
-            rows = make()
-        except DbhiveError:
-            if worker_before:
-                side.wait()             # raises the worker's error, if it had one
-            raise
-        _bulk_all(conn, path, zip(tables, rows))
+    for table, rows in zip((S.FILES, S.FUNS), surftrace.function_rows(graph, spell, N, spelled)):
+        sink.rows(table, rows)
+    for table, rows in zip((S.STRUCTS, S.MEMBERS), surftrace.struct_rows(graph, spell, spelled)):
+        sink.rows(table, rows)
+    sink.rows(S.TYPES, surftrace.type_rows(graph, spell, spelled))
 
 
 def _create_indexes(conn: sqlite3.Connection, tables) -> None:
@@ -229,39 +235,6 @@ def _create_indexes(conn: sqlite3.Connection, tables) -> None:
     for t in tables:
         for stmt in S.create_index_sql(t):
             conn.execute(stmt)
-
-
-def _write_worker_file(path: str, graph: M.TypeGraph, spelled: list) -> None:
-    """WORKER_TABLES, with their indexes, alone in a DB file of their own (the forked
-    worker of write_db)."""
-    conn = sqlite3.connect(path)
-    try:
-        conn.execute("PRAGMA journal_mode=OFF")
-        conn.execute("PRAGMA synchronous=OFF")
-        for t in WORKER_TABLES:
-            conn.execute(S.create_table_sql(t))
-        conn.commit()
-        parts = [(t, rows) for tables, make in _surftrace_parts(graph, spelled)
-                 if tables[0] in WORKER_TABLES for t, rows in zip(tables, make())]
-        _bulk_all(conn, path, parts)
-        _create_indexes(conn, WORKER_TABLES)
-        conn.commit()
-    finally:
-        conn.close()
-
-
-def _copy_worker_tables(conn: sqlite3.Connection, path: str, tables) -> None:
-    """`tables`' indexes in their order, and the worker's tables copied in from its file:
-    each one's indexes first (on the empty table), so that the rows and the index entries
-    are copied alike and sqlite_master ends up in the order one process makes it."""
-    conn.commit()                       # ATTACH is refused inside a transaction
-    conn.execute("ATTACH DATABASE ? AS side", (path,))
-    for t in tables:
-        _create_indexes(conn, (t,))
-        if t in WORKER_TABLES:
-            conn.execute(S.copy_sql(t, "side"))
-    conn.commit()
-    conn.execute("DETACH DATABASE side")
 
 
 # Rows per INSERT statement in a bulk load: each statement run costs the sqlite3 module a

@@ -16,23 +16,18 @@ from tests.support.db_dump import diff_dbs
 
 
 @pytest.fixture
-def forks(monkeypatch) -> list:
-    """A list that grows by one each time write_db forks its worker (so that a test of the
-    two-process path cannot pass on the one-process path)."""
-    from dbhive import procs
-    forked: list = []
+def writer_threads(monkeypatch) -> list:
+    """A list that grows by one each time write_db starts its C writer thread (so that a
+    test of the threaded path cannot pass on the one-thread path)."""
+    started: list = []
+    real = store._Sink.__init__
 
-    class Counted(procs.Forked):
-        def __init__(self, *a):
-            forked.append(a[0])
-            super().__init__(*a)
-    monkeypatch.setattr(procs, "Forked", Counted)
-    # write_db forks only when this process runs no other thread (procs.can_fork); in a
-    # whole test run, earlier tests leave daemon threads behind (servers, pipe drains) that
-    # the real command never has: the thread check is answered as in the command
-    import threading
-    monkeypatch.setattr(threading, "active_count", lambda: 1)
-    return forked
+    def counted(self, conn, path, threaded):
+        real(self, conn, path, threaded)
+        if self.writer is not None:
+            started.append(path)
+    monkeypatch.setattr(store._Sink, "__init__", counted)
+    return started
 
 
 @pytest.fixture(scope="module", params=["running", "debian"])
@@ -81,14 +76,15 @@ def test_spelling_refuses_what_c_decl_refuses(depth):
             assert spell(top) == expected
 
 
-def test_two_processes_write_the_db_one_process_writes(graph, tmp_path, forks):
-    """The surftrace tables made by a forked worker and copied in: the same DB, rows,
-    rowids and the order of sqlite_master included."""
+@pytest.mark.skipif(store.c_bulk() is None, reason="the C bulk loader is not built")
+def test_the_writer_thread_writes_the_db_one_thread_writes(graph, tmp_path, writer_threads):
+    """SQLite on a thread of its own (_cbulk.Writer) while the rows are made: the same DB,
+    rows, rowids and the order of sqlite_master included."""
     one, two = str(tmp_path / "one.db"), str(tmp_path / "two.db")
     store.write_db(graph, {"release": "x"}, one, parallel=False)
-    assert forks == []
+    assert writer_threads == []
     store.write_db(graph, {"release": "x"}, two, parallel=True)
-    assert len(forks) == 1
+    assert len(writer_threads) == 1
     assert diff_dbs(one, two, ignore_meta=()) == []
 
 
@@ -130,18 +126,19 @@ def _two_faults() -> M.TypeGraph:
     return g
 
 
-def test_two_processes_raise_the_error_one_process_raises(tmp_path, monkeypatch, forks):
-    """One process meets the flattening's error before the types table's; the worker that
-    flattens must not let the other error win."""
+def test_the_writer_thread_raises_the_error_one_thread_raises(tmp_path, monkeypatch,
+                                                             writer_threads):
+    """One thread meets the flattening's error before the types table's; with the writer
+    thread the other error must not win."""
     from dbhive.errors import DbhiveError
-    monkeypatch.setattr(store, "PARALLEL_MIN_TYPES", 0)      # a small graph: fork anyway
+    monkeypatch.setattr(store, "PARALLEL_MIN_TYPES", 0)   # a small graph: the thread anyway
     errors = []
     for parallel in (False, True):
         with pytest.raises(DbhiveError) as e:
             store.write_db(_two_faults(), {"release": "x"}, str(tmp_path / "x.db"),
                            parallel=parallel)
         errors.append((type(e.value), str(e.value)))
-    assert len(forks) == 1              # the second one was written by two processes
+    assert len(writer_threads) == (store.c_bulk() is not None)   # the second: two threads
     assert errors[0] == errors[1]
     assert "nested more than" in errors[0][1]
     assert sorted(p.name for p in tmp_path.iterdir()) == []
@@ -153,7 +150,7 @@ needs_c_loader = pytest.mark.skipif(store.c_bulk() is None, reason="the C bulk l
 @needs_c_loader
 @pytest.mark.parametrize("parallel", [False, True])
 def test_the_c_loader_writes_the_db_the_sqlite3_module_writes(graph, tmp_path, monkeypatch,
-                                                             forks, parallel):
+                                                             writer_threads, parallel):
     """dbhive/_cbulk.c against the sqlite3 module (DBHIVE_BULK_PURE=1): the same DB, rows,
     SQLite types, rowids and sqlite_master order; and the comparison sees one value
     changed."""
@@ -162,7 +159,7 @@ def test_the_c_loader_writes_the_db_the_sqlite3_module_writes(graph, tmp_path, m
     monkeypatch.setenv("DBHIVE_BULK_PURE", "1")
     assert store.c_bulk() is None
     store.write_db(graph, {"release": "x"}, py_db, parallel=parallel)
-    assert len(forks) == (2 if parallel else 0)
+    assert len(writer_threads) == (1 if parallel else 0)     # the module path has no thread
     assert diff_dbs(c_db, py_db, ignore_meta=()) == []
     conn = sqlite3.connect(c_db)
     conn.execute("UPDATE kt_members SET bit_offset = bit_offset + 1 WHERE type_id = "
@@ -206,3 +203,43 @@ def test_the_c_loader_leaves_what_it_cannot_bind_alike_to_the_sqlite3_module(
     want = _load_outcome(str(tmp_path / "py.db"), rows)
     assert got == want
     assert isinstance(want, type) or len(want) == 2002
+
+
+@pytest.mark.parametrize("parallel", [False, True])
+def test_a_value_only_the_sqlite3_module_binds_ends_the_writer_thread(
+        tmp_path, monkeypatch, writer_threads, parallel):
+    """A name SQLite cannot take from the C code (a lone surrogate) in kt_types: the thread
+    is given nothing of that table; what it was given is committed first and the rest is
+    written here, where the sqlite3 module raises its UnicodeEncodeError, as it does in
+    one thread; no file is left."""
+    monkeypatch.setattr(store, "PARALLEL_MIN_TYPES", 0)
+    g = M.TypeGraph()
+    g.add(M.Type(M.INT, "int", 4, signed=True, encoding="signed"))
+    g.add(M.Type(M.STRUCT, "bad\ud800", 4, members=[M.Member("m", 1, 0)]))
+    with pytest.raises(UnicodeEncodeError):
+        store.write_db(g, {"release": "x"}, str(tmp_path / "x.db"), parallel=parallel)
+    assert len(writer_threads) == (1 if parallel and store.c_bulk() else 0)
+    assert list(tmp_path.iterdir()) == []
+
+
+@needs_c_loader
+def test_the_writer_thread_reports_sqlites_error_and_commits_nothing(tmp_path):
+    """A statement SQLite refuses (a second table of the same name) after good rows: finish()
+    raises SQLite's error, and the rows before it are not committed."""
+    path = str(tmp_path / "x.db")
+    conn = sqlite3.connect(path)
+    store._create_tables(conn)
+    conn.commit()
+    rows = [(1, i, f"E{i}", str(i)) for i in range(20000)]
+    w = store.c_bulk().Writer(path)
+    assert w.rows((S.insert_select_sql(S.KT_ENUMERATORS, (), "dbhive_rows(?)"), 4, rows))
+    w.sql(S.create_table_sql(S.KT_ENUMERATORS))
+    with pytest.raises(sqlite3.OperationalError, match="already exists"):
+        w.finish()
+    assert conn.execute("SELECT count(*) FROM kt_enumerators").fetchone()[0] == 0
+    w2 = store.c_bulk().Writer(path)
+    assert w2.rows((S.insert_select_sql(S.KT_ENUMERATORS, (), "dbhive_rows(?)"), 4, rows))
+    w2.finish()
+    assert conn.execute("SELECT count(*), sum(idx) FROM kt_enumerators").fetchone() == \
+        (20000, sum(range(20000)))
+    conn.close()

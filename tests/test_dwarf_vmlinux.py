@@ -26,7 +26,19 @@ pytestmark = pytest.mark.slow
 
 @pytest.fixture(scope="session")
 def debian_dwarf_graph(debian_vmlinux) -> M.TypeGraph:
-    return read_dwarf(debian_vmlinux)
+    return read_dwarf(debian_vmlinux, jobs=2)
+
+
+def test_a_two_process_graph_holds_the_models_own_kinds(debian_dwarf_graph):
+    """The types of a graph read by two processes hold model.py's kind strings themselves
+    (keys.finalize), not the equal strings the worker's keys became when they were sent:
+    the DB writer's C loops (_cmodel.c) tell kinds by identity, and left such a graph to
+    the Python code."""
+    own = {id(k) for k in M.KINDS}
+    assert all(id(t.kind) in own for t in debian_dwarf_graph.types)
+    fwd = [t for t in debian_dwarf_graph.types if t.kind == M.FWD]
+    assert fwd and all(id(t.encoding) in own for t in fwd)
+    assert M._c is None or M._c.spell_all(debian_dwarf_graph.types) is not None
 
 
 @pytest.fixture(scope="session")
