@@ -14,16 +14,25 @@ from .keys import KeyTable
 from .reader import UnitError
 
 
+# this process's share is this much larger than a worker's: a forked worker reads the
+# same bytes more slowly (it copies the pages it writes to first; vmlinux: 1.65 s against
+# 1.55 s for equal shares)
+_OWN_SHARE_WEIGHT = 1.06
+
+
 def _split(reader, units, jobs):
-    """Contiguous slices of `units` of about equal byte size (contiguity keeps the merged
-    type order the same as a single-process run)."""
+    """Contiguous slices of `units` of about equal time (byte size, the first one weighted
+    by _OWN_SHARE_WEIGHT); contiguity keeps the merged type order the same as a
+    single-process run."""
     sizes = [reader.units[i].end - reader.units[i].offset for i in units]
     total = sum(sizes) or 1
+    weights = [_OWN_SHARE_WEIGHT] + [1.0] * (jobs - 1)
+    ends = [total * sum(weights[:k + 1]) / sum(weights) for k in range(jobs - 1)]
     parts, cur, acc = [], [], 0
     for i, s in zip(units, sizes):
         cur.append(i)
         acc += s
-        if acc >= total * (len(parts) + 1) / jobs and len(parts) < jobs - 1:
+        if len(parts) < jobs - 1 and acc >= ends[len(parts)]:
             parts.append(cur)
             cur = []
     parts.append(cur)
