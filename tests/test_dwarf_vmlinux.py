@@ -29,6 +29,16 @@ def debian_dwarf_graph(debian_vmlinux) -> M.TypeGraph:
     return read_dwarf(debian_vmlinux, jobs=2)
 
 
+def test_two_processes_read_the_graph_one_process_reads(debian_dwarf_graph, debian_vmlinux):
+    """The vmlinux read by one process and by two (debian_dwarf_graph): the same types and
+    the same functions in the same order (so the same DB, ids included).  A function met
+    inlined in the first share and with code in the second once came out at the second's
+    place."""
+    one = read_dwarf(debian_vmlinux, jobs=1)
+    assert one.types == debian_dwarf_graph.types
+    assert one.functions == debian_dwarf_graph.functions
+
+
 def test_a_two_process_graph_holds_the_models_own_kinds(debian_dwarf_graph):
     """The types of a graph read by two processes hold model.py's kind strings themselves
     (keys.finalize), not the equal strings the worker's keys became when they were sent:

@@ -39,16 +39,32 @@ def _split(reader, units, jobs):
     return [p for p in parts if p]
 
 
+# a worker sends the keys it made so far this many times during its share: this process
+# takes them in while it reads its own share, so that little is left to send at the end
+_KEY_PARTS = 8
+
+
 def _worker(reader, units, wid, queue, parent_pid):
     die_with_parent(parent_pid)           # a killed parent must not leave us waiting forever
     try:
         step = max(1, len(units) // 100)
+        part = max(1, len(units) // _KEY_PARTS)
+        sent = [0]
+        table = KeyTable()
+
+        def send_keys():
+            n = len(table.keys)
+            queue.put(("keys", wid, (table.keys[sent[0]:n], table.origins[sent[0]:n])))
+            sent[0] = n
 
         def tick(n):
             if n % step == 0 or n == len(units):
                 queue.put(("tick", wid, n))
-        res = reader.process(units, tick=tick)
-        queue.put(("done", wid, (res.t.keys, res.t.origins, res.function_list())))
+            if n % part == 0 and n < len(units):
+                send_keys()
+        res = reader.process(units, table, tick=tick)
+        send_keys()
+        queue.put(("done", wid, res.function_list()))
     except UnitError as e:
         queue.put(("error", wid, (str(e), e.path, e.section, e.offset)))
     except BaseException as e:                    # report, never hang the parent
@@ -67,7 +83,8 @@ def run_parallel(reader, units, jobs, tick):
     for p in procs:
         p.start()
     done_units = [0] * len(parts)
-    results = [None] * len(parts)
+    keys = [([], []) for _ in parts]          # each worker's keys and origins, as they come
+    functions_of = [None] * len(parts)
     pending = [len(parts) - 1]
 
     def handle(kind, wid, payload):
@@ -75,8 +92,11 @@ def run_parallel(reader, units, jobs, tick):
             done_units[wid] = payload
             if tick is not None:
                 tick(sum(done_units))
+        elif kind == "keys":
+            keys[wid][0].extend(payload[0])
+            keys[wid][1].extend(payload[1])
         elif kind == "done":
-            results[wid] = payload
+            functions_of[wid] = payload
             pending[0] -= 1
         elif kind == "error":
             raise DwarfError(payload[0], payload[1], payload[2], payload[3])
@@ -110,8 +130,13 @@ def run_parallel(reader, units, jobs, tick):
                 p.terminate()
             p.join()
     table = own.t
-    functions = own.function_list()
-    for keys, origins, funcs in results[1:]:
-        m = table.merge(keys, origins)
-        functions.extend((n, m[proto], st, f, ln, rk) for (n, proto, st, f, ln, rk) in funcs)
-    return table, functions
+    # the functions as one process's interner has them: each at its first place, with its
+    # best rank (UnitInterner._function), or the order of the ranked list changes
+    ranks = own.functions
+    for (wkeys, origins), funcs in zip(keys[1:], functions_of[1:]):
+        m = table.merge(wkeys, origins)
+        for name, proto, static, file, line, rank in funcs:
+            fkey = (name, m[proto], static, file, line)
+            if ranks.get(fkey, 2) > rank:
+                ranks[fkey] = rank
+    return table, own.function_list()
