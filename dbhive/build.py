@@ -68,7 +68,8 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
     <arch>/head/<distro>/<release>.h, or <db>.h beside a single DB.
     `modules`: "all" or a list of module names of the package to add (dbhive/modules).
     `source_sha256`: the input's sha256 when the caller has it already (batch).
-    `jobs`: processes for the DWARF and for writing the DB (default: cores; 1: all here).
+    `jobs`: processes for the DWARF, and whether the DB is written by a thread of its own
+    (default: cores; 1: all in this process and thread).
     `on_identity(meta, kernel_path)`: called once the kernel is identified, before its types
     are read; an exception it raises stops the build (batch: identical kernels built once)."""
     from . import identity

@@ -69,7 +69,7 @@ def main():
 @click.option("--source", type=click.Choice(["btf", "dwarf"]), default=None,
               help="Type source when the input has both (default: DWARF, the complete truth).")
 @click.option("--jobs", "-j", type=int, default=None,
-              help="Processes for DWARF and for writing the DB (default: cores; 1: one).")
+              help="Processes for DWARF, and a thread writing the DB (default: cores; 1: one).")
 @click.option("--modules", "modules", default=None, metavar="all|NAME,...",
               help="Also the package's kernel modules (their DWARF), all or these.")
 @click.option("--progress/--no-progress", default=None,
