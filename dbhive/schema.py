@@ -146,13 +146,6 @@ def insert_select_sql(t: Table, sparse: tuple, source: str) -> str:
             f"SELECT {', '.join(values)} FROM {source}")
 
 
-def copy_sql(t: Table, from_schema: str) -> str:
-    """Copy every row of `t` from the same table of an attached DB (`from_schema`, a name
-    of ours) made by create_table_sql, in its order.  Written as `INSERT INTO x SELECT *
-    FROM y`, the one form SQLite copies as whole pages (its transfer optimization)."""
-    return f"INSERT INTO main.{t.name} SELECT * FROM {from_schema}.{t.name}"
-
-
 def select_sql(t: Table, columns=None, where: str = "", order: str = "") -> str:
     """`SELECT <columns> FROM <table> [WHERE ...] [ORDER BY ...]`; `where` uses `?`
     placeholders only (values are never formatted into SQL).  Unknown columns are a bug."""
