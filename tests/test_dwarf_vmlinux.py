@@ -248,3 +248,48 @@ def test_functions_match_pyelftools_on_sample_units(debian_dwarf_graph, debian_v
     ours = {(f.name, f.file, f.line, f.static) for f in debian_dwarf_graph.functions}
     assert want - ours == set()
     assert all(f.module == "vm" for f in debian_dwarf_graph.functions)
+
+
+_INTERRUPTIBLE_READ = r'''
+import signal, sys
+def interrupt(signum, frame):       # as dbhive batch's build processes have it
+    raise KeyboardInterrupt
+signal.signal(signal.SIGTERM, interrupt)
+from dbhive.dwarf import read_dwarf
+try:
+    read_dwarf(sys.argv[1], jobs=2)
+except KeyboardInterrupt:
+    sys.exit(130)
+'''
+
+
+def test_an_interrupted_two_process_read_ends_at_once(debian_vmlinux):
+    """SIGTERM while the worker has keys in flight that nobody reads any more (this process
+    stopped meanwhile, so the pipe fills): the read stops within seconds and leaves no
+    worker.  A worker that had inherited a SIGTERM handler raising KeyboardInterrupt
+    waited at exit for the queue, and this process for it, forever."""
+    import signal
+    import sys
+    import time
+    proc = subprocess.Popen([sys.executable, "-c", _INTERRUPTIBLE_READ, debian_vmlinux])
+    try:
+        deadline = time.monotonic() + 60
+        workers: list = []
+        while not workers and time.monotonic() < deadline and proc.poll() is None:
+            out = subprocess.run(["pgrep", "-P", str(proc.pid)], capture_output=True, text=True)
+            workers = [int(p) for p in out.stdout.split()]
+            time.sleep(0.05)
+        assert workers, "no DWARF worker started"
+        time.sleep(0.3)
+        proc.send_signal(signal.SIGSTOP)        # the worker goes on sending keys
+        time.sleep(1.0)
+        proc.send_signal(signal.SIGTERM)
+        proc.send_signal(signal.SIGCONT)
+        assert proc.wait(timeout=20) == 130
+        time.sleep(0.2)
+        assert not [w for w in workers if os.path.exists(f"/proc/{w}")
+                    and open(f"/proc/{w}/stat").read().rsplit(")", 1)[1].split()[0] != "Z"]
+    finally:
+        if proc.poll() is None:
+            proc.kill()
+            proc.wait()

@@ -6,6 +6,7 @@ from __future__ import annotations
 
 import multiprocessing
 import os
+import signal
 import traceback
 
 from ..errors import DwarfError
@@ -46,6 +47,11 @@ _KEY_PARTS = 8
 
 def _worker(reader, units, wid, queue, parent_pid):
     die_with_parent(parent_pid)           # a killed parent must not leave us waiting forever
+    # interrupts are the parent's to handle; its terminate() must end us at once, whatever
+    # handler we inherited (batch's raises KeyboardInterrupt: we would then wait at exit for
+    # a queue the parent no longer reads, and the parent for us)
+    signal.signal(signal.SIGINT, signal.SIG_IGN)
+    signal.signal(signal.SIGTERM, signal.SIG_DFL)
     try:
         step = max(1, len(units) // 100)
         part = max(1, len(units) // _KEY_PARTS)
