@@ -81,7 +81,7 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
                              tempfile.gettempdir())
     output.sweep_stale_temps(tmp_parent)
     tmp = output.temp_dir(tmp_parent)
-    sha256 = None if source_sha256 else identity.file_sha256_later(input_path)
+    sha256 = None if source_sha256 else identity.Sha256Later(input_path)
     try:
         ex, ident = identity.identify(input_path, tmp, progress=progress,
                                       max_member_bytes=max_member_bytes)

@@ -232,9 +232,6 @@ class Sha256Later:
             self._child = None
 
 
-file_sha256_later = Sha256Later
-
-
 def _file_sha256_checked(path: str) -> str:
     # in the child: an OSError comes back as the one-line error it is, not as a bug
     try:

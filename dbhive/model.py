@@ -43,6 +43,15 @@ FUNC_PROTO = "func_proto"
 KINDS = (VOID, INT, FLOAT, PTR, ARRAY, STRUCT, UNION, ENUM, FWD, TYPEDEF,
          CONST, VOLATILE, RESTRICT, TYPE_TAG, FUNC_PROTO)
 COMPOSITE = (STRUCT, UNION)
+_OWN_KIND = {k: k for k in KINDS}
+
+
+def own_kind(kind: str) -> str:
+    """This module's own string object for a kind equal to `kind` (else `kind`): a kind read
+    from a DB or sent by a worker process is an equal string but another object, and the C
+    loops (_cmodel.c) tell kinds by identity; given another object they leave the graph to
+    the Python code (3x the time)."""
+    return _OWN_KIND.get(kind, kind)
 QUALIFIERS = (CONST, VOLATILE, RESTRICT, TYPE_TAG)
 # kinds whose `ref` is simply "the same type with a qualifier / another name"
 TRANSPARENT = (TYPEDEF, CONST, VOLATILE, RESTRICT, TYPE_TAG)

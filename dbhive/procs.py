@@ -81,7 +81,7 @@ class Forked:
         _, status = os.waitpid(self.pid, 0)
         self.pid = None
         code = os.waitstatus_to_exitcode(status)
-        err = tb = result = None
+        result = None
         if report:
             import pickle
             err, tb, result = pickle.loads(report)

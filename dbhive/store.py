@@ -16,7 +16,7 @@ from . import model as M
 from . import output
 from . import schema as S
 from . import surftrace
-from .errors import DbhiveError, SchemaError
+from .errors import SchemaError
 
 SCHEMA_VERSION = S.SCHEMA_VERSION
 
@@ -166,8 +166,7 @@ class _Sink:
     def rows(self, table: S.Table, rows) -> None:
         rows = rows if isinstance(rows, list) else list(rows)
         if self.writer is not None:
-            sql = S.insert_select_sql(table, _SPARSE.get(table, ()), "dbhive_rows(?)")
-            if self.writer.rows((sql, len(table.columns), rows)):
+            if self.writer.rows(_c_insert(table, rows)):
                 return
             self.finish()
         _bulk_all(self.conn, self.path, ((table, rows),))
@@ -253,12 +252,17 @@ def _bulk_all(conn: sqlite3.Connection, path: str, parts: Iterable[tuple]) -> No
     loader = c_bulk()
     if loader is not None:
         conn.commit()                    # the loader's connection writes next
-        statements = [(S.insert_select_sql(t, _SPARSE.get(t, ()), "dbhive_rows(?)"),
-                       len(t.columns), rows) for t, rows in parts]
-        if loader.load(path, statements):
+        if loader.load(path, [_c_insert(t, rows) for t, rows in parts]):
             return
     for t, rows in parts:
         _bulk(conn, t, rows)
+
+
+def _c_insert(table: S.Table, rows: list) -> tuple:
+    """A part for the C loader (_cbulk.c: load, Writer.rows): (the insert from
+    dbhive_rows, columns per row, rows)."""
+    return (S.insert_select_sql(table, _SPARSE.get(table, ()), "dbhive_rows(?)"),
+            len(table.columns), rows)
 
 
 def c_bulk():
@@ -333,7 +337,7 @@ def _load(conn, meta: dict, path: str) -> M.TypeGraph:
             conn.execute(_SQL_TYPES):
         if tid != len(g.types):
             raise SchemaError(f"{path} is damaged (type ids are not dense at id {tid})")
-        g.types.append(M.Type(kind=sys_intern(kind), name=name, size=size, ref=ref,
+        g.types.append(M.Type(kind=M.own_kind(kind), name=name, size=size, ref=ref,
                               nelems=nelems, variadic=bool(variadic),
                               signed=None if signed is None else bool(signed),
                               encoding=encoding, origin=origin))
@@ -380,10 +384,3 @@ def _load(conn, meta: dict, path: str) -> M.TypeGraph:
 def _ptr_size(meta: dict) -> int:
     return M.pointer_size(meta.get("arch") or "")
 
-
-_KIND_INTERN = {k: k for k in M.KINDS}
-
-
-def sys_intern(kind: str) -> str:
-    """Return the model's own kind string so `is` comparisons work on loaded graphs."""
-    return _KIND_INTERN.get(kind, kind)

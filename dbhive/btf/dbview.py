@@ -8,7 +8,6 @@ from __future__ import annotations
 from .. import model as M
 from .. import schema as S
 from ..errors import CorruptDB
-from ..store import sys_intern
 from .core import TypeView, essential
 
 _SQL_TYPE = S.select_sql(S.KT_TYPES, ("kind", "name", "size", "ref", "nelems", "variadic",
@@ -48,7 +47,7 @@ class DbView(TypeView):
         if row is None:
             raise CorruptDB(f"{self.path}: type id {tid} is referred to but not in the DB")
         kind, name, size, ref, nelems, variadic, signed, encoding = row
-        t = M.Type(sys_intern(kind), name, size, ref, nelems=nelems, variadic=bool(variadic),
+        t = M.Type(M.own_kind(kind), name, size, ref, nelems=nelems, variadic=bool(variadic),
                    signed=None if signed is None else bool(signed), encoding=encoding)
         if kind in M.COMPOSITE:
             t.members = [M.Member(n, mt, bo, bs)

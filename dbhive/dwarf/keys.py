@@ -500,14 +500,8 @@ def finalize(table: KeyTable, functions, module: str = "vm",
     return g
 
 
-# each kind as model.py's own string object: keys a worker process sent (parallel.py) hold
-# equal strings that are other objects, and the C loops of the DB writer (_cmodel.c) tell
-# kinds by identity (they left such a graph to the Python code: 3x the time)
-_KIND = {k: k for k in M.KINDS}
-
-
 def _type_from_key(key, origin) -> M.Type:
-    k = _KIND.get(key[0], key[0])
+    k = M.own_kind(key[0])          # a worker's keys came pickled (parallel.py)
     if k == M.VOID:
         return M.Type(M.VOID, "void")
     if k == M.INT:
@@ -515,7 +509,7 @@ def _type_from_key(key, origin) -> M.Type:
     if k == M.FLOAT:
         return M.Type(M.FLOAT, key[1], key[2])
     if k == M.FWD:
-        return M.Type(M.FWD, key[2], encoding=_KIND.get(key[1], key[1]))
+        return M.Type(M.FWD, key[2], encoding=M.own_kind(key[1]))
     if k == M.PTR:      # size kept only when it is not the model's default of 8
         return M.Type(M.PTR, ref=key[1], size=key[2] if len(key) > 2 else None)
     if k == M.CONST or k == M.VOLATILE or k == M.RESTRICT or k == M.TYPE_TAG:

@@ -63,8 +63,6 @@ MAX_NESTING = 256
 
 _NAMED_TARGETS = (M.STRUCT, M.UNION, M.TYPEDEF)
 _FIRST_KINDS = (M.STRUCT, M.UNION, M.ENUM, M.TYPEDEF)
-# kind strings as the model's own objects (a graph from a worker process has unpickled copies)
-_KIND = {k: k for k in M.KINDS}
 _PTR, _ARRAY, _TYPEDEF, _STRUCT, _UNION, _PROTO = (M.PTR, M.ARRAY, M.TYPEDEF, M.STRUCT,
                                                    M.UNION, M.FUNC_PROTO)
 _QUALS = frozenset(M.QUALIFIERS)
@@ -171,7 +169,8 @@ class _Converter:
             if k is M.FLOAT:
                 return (M.FLOAT, t.name, t.size)
             if k is M.FWD:
-                return (M.FWD, _KIND.get(t.encoding, _STRUCT), t.name) if t.name else None
+                return (M.FWD, M.own_kind(t.encoding) if t.encoding in M.KINDS else _STRUCT,
+                        t.name) if t.name else None
             if k is M.ENUM:
                 if t.size is None:
                     return (M.FWD, M.ENUM, t.name) if t.name else None
@@ -225,7 +224,7 @@ class _Converter:
             if memo[tid] is not None:
                 continue
             t = types[tid]
-            k = _KIND.get(t.kind, t.kind)
+            k = M.own_kind(t.kind)     # a graph from a worker process: unpickled copies
             if deps is None:                       # first visit
                 deps = self._deps(k, t, vp)
                 if deps:
