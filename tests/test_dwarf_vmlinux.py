@@ -29,14 +29,41 @@ def debian_dwarf_graph(debian_vmlinux) -> M.TypeGraph:
     return read_dwarf(debian_vmlinux, jobs=2)
 
 
-def test_two_processes_read_the_graph_one_process_reads(debian_dwarf_graph, debian_vmlinux):
+@pytest.fixture(scope="session")
+def debian_dwarf_graph_one_process(debian_vmlinux) -> M.TypeGraph:
+    return read_dwarf(debian_vmlinux, jobs=1)
+
+
+def test_two_processes_read_the_graph_one_process_reads(debian_dwarf_graph,
+                                                        debian_dwarf_graph_one_process):
     """The vmlinux read by one process and by two (debian_dwarf_graph): the same types and
     the same functions in the same order (so the same DB, ids included).  A function met
     inlined in the first share and with code in the second once came out at the second's
     place."""
-    one = read_dwarf(debian_vmlinux, jobs=1)
+    one = debian_dwarf_graph_one_process
     assert one.types == debian_dwarf_graph.types
     assert one.functions == debian_dwarf_graph.functions
+
+
+@pytest.mark.parametrize("own_weight", [0.2, 5.0])
+def test_pieces_taken_from_a_slower_share_change_nothing(debian_dwarf_graph_one_process,
+                                                         debian_vmlinux, own_weight,
+                                                         monkeypatch):
+    """Shares far from equal (this process's a sixth of the worker's, or five times it):
+    the one done first reads pieces of the other's (dwarf/parallel.py), merged in unit
+    order into the graph one process reads, types and functions in the same order.  Each
+    piece is one merge more than the worker's share alone."""
+    from dbhive.dwarf import keys, parallel
+    monkeypatch.setattr(parallel, "_OWN_SHARE_WEIGHT", own_weight)
+    merges = []
+    merge = keys.KeyTable.merge
+    monkeypatch.setattr(keys.KeyTable, "merge",
+                        lambda self, k, o: merges.append(len(k)) or merge(self, k, o))
+    two = read_dwarf(debian_vmlinux, jobs=2)
+    assert len(merges) >= 2, "no piece was read by the other process"
+    one = debian_dwarf_graph_one_process
+    assert one.types == two.types
+    assert one.functions == two.functions
 
 
 def test_a_two_process_graph_holds_the_models_own_kinds(debian_dwarf_graph):
