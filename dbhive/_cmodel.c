@@ -1002,6 +1002,162 @@ static PyObject *py_function_rows(PyObject *self, PyObject *args)
     return result;
 }
 
+/* ---- check_types: the type part of model.check_references ---------------------------
+ * True when every reference of every type is a type id of the graph and neither edge set
+ * (by value, by spelling) has a cycle; None when check_references would raise (or for
+ * anything it is not sure of), which then runs and says why. */
+typedef struct {
+    Py_ssize_t *start;      /* node i's edges: to[start[i] .. start[i + 1]) */
+    Py_ssize_t *to;
+    Py_ssize_t len, cap;
+} Edges;
+
+static int edge_add(Edges *e, Py_ssize_t j)
+{
+    if (e->len == e->cap) {
+        Py_ssize_t cap = e->cap ? 2 * e->cap : 1024;
+        Py_ssize_t *to = PyMem_Realloc(e->to, cap * sizeof *to);
+        if (!to)
+            return -1;
+        e->to = to;
+        e->cap = cap;
+    }
+    e->to[e->len++] = j;
+    return 0;
+}
+
+/* Kahn's algorithm, as model._has_cycle: 1 cycle, 0 none, -1 no memory */
+static int has_cycle(Edges *e, Py_ssize_t n)
+{
+    Py_ssize_t *indeg = PyMem_Calloc(n ? n : 1, sizeof *indeg);
+    Py_ssize_t *todo = PyMem_Malloc((n ? n : 1) * sizeof *todo);
+    if (!indeg || !todo) {
+        PyMem_Free(indeg);
+        PyMem_Free(todo);
+        return -1;
+    }
+    for (Py_ssize_t k = 0; k < e->len; k++)
+        indeg[e->to[k]]++;
+    Py_ssize_t top = 0, seen = 0;
+    for (Py_ssize_t i = 0; i < n; i++)
+        if (indeg[i] == 0)
+            todo[top++] = i;
+    while (top) {
+        Py_ssize_t i = todo[--top];
+        seen++;
+        for (Py_ssize_t k = e->start[i]; k < e->start[i + 1]; k++)
+            if (--indeg[e->to[k]] == 0)
+                todo[top++] = e->to[k];
+    }
+    PyMem_Free(indeg);
+    PyMem_Free(todo);
+    return seen != n;
+}
+
+/* the type id `o` holds, or -1 when it is none of this graph's (an int in [0, n)) */
+static Py_ssize_t check_id(PyObject *o, Py_ssize_t n)
+{
+    if (!PyLong_CheckExact(o))
+        return -1;
+    Py_ssize_t v = PyLong_AsSsize_t(o);
+    if (v == -1 && PyErr_Occurred()) {
+        PyErr_Clear();
+        return -1;
+    }
+    return v >= 0 && v < n ? v : -1;
+}
+
+/* the ids of a list of members (`off`: their id slot) or params onto `e`: 0, or 1 refused,
+ * -1 no memory */
+static int add_ids(Edges *e, PyObject *list, PyTypeObject *cls, Py_ssize_t off, Py_ssize_t n)
+{
+    if (!PyList_Check(list))
+        return 1;
+    for (Py_ssize_t k = 0; k < PyList_GET_SIZE(list); k++) {
+        PyObject *x = PyList_GET_ITEM(list, k);
+        if (!Py_IS_TYPE(x, cls))
+            return 1;
+        Py_ssize_t j = check_id(*(PyObject **)((char *)x + off), n);
+        if (j < 0)
+            return 1;
+        if (edge_add(e, j) < 0)
+            return -1;
+    }
+    return 0;
+}
+
+static PyObject *py_check_types(PyObject *self, PyObject *args)
+{
+    PyObject *list;
+    if (!PyArg_ParseTuple(args, "O!", &PyList_Type, &list))
+        return NULL;
+    if (!configured)
+        return PyErr_Format(PyExc_RuntimeError, "configure() was not called");
+    Py_ssize_t n = PyList_GET_SIZE(list);
+    Edges ev = {PyMem_Malloc((n + 1) * sizeof(Py_ssize_t)), NULL, 0, 0};
+    Edges es = {PyMem_Malloc((n + 1) * sizeof(Py_ssize_t)), NULL, 0, 0};
+    int rc = 1;                         /* 0 fine, 1 refused, -1 no memory */
+    if (!ev.start || !es.start) {
+        rc = -1;
+        goto done;
+    }
+    for (Py_ssize_t tid = 0; tid < n; tid++) {
+        PyObject *t = PyList_GET_ITEM(list, tid);
+        ev.start[tid] = ev.len;
+        es.start[tid] = es.len;
+        if (!Py_IS_TYPE(t, type_cls))
+            goto done;
+        PyObject *k = SLOT(t, F_KIND), *ref = SLOT(t, F_REF);
+        if (!model_kind(k))
+            goto done;
+        int r = 0;
+        if (k == k_struct || k == k_union) {
+            PyObject *members = SLOT(t, F_MEMBERS);
+            if (members != Py_None)
+                r = add_ids(&ev, members, member_cls, moff[M_TYPE], n);
+        } else if (ref == Py_None) {
+            PyObject *params = SLOT(t, F_PARAMS);
+            if (k == k_func_proto && params != Py_None)
+                r = add_ids(&es, params, param_cls, param_type_off, n);
+        } else {
+            Py_ssize_t j = check_id(ref, n);
+            if (j < 0)
+                goto done;
+            if (k == k_ptr) {
+                r = edge_add(&es, j);
+            } else if (k == k_typedef) {
+                r = edge_add(&ev, j);
+            } else if (k == k_const || k == k_volatile || k == k_restrict ||
+                       k == k_type_tag || k == k_array) {
+                r = edge_add(&ev, j) < 0 || edge_add(&es, j) < 0 ? -1 : 0;
+            } else if (k == k_func_proto) {
+                PyObject *params = SLOT(t, F_PARAMS);
+                r = edge_add(&es, j);
+                if (r == 0 && params != Py_None)
+                    r = add_ids(&es, params, param_cls, param_type_off, n);
+            }
+        }
+        if (r != 0) {
+            rc = r;
+            goto done;
+        }
+    }
+    ev.start[n] = ev.len;
+    es.start[n] = es.len;
+    int cv = has_cycle(&ev, n), cs = cv ? cv : has_cycle(&es, n);
+    rc = cv < 0 || cs < 0 ? -1 : (cv || cs);
+done:
+    PyMem_Free(ev.start);
+    PyMem_Free(ev.to);
+    PyMem_Free(es.start);
+    PyMem_Free(es.to);
+    if (rc < 0)
+        return PyErr_NoMemory();
+    if (rc)
+        Py_RETURN_NONE;
+    Py_RETURN_TRUE;
+}
+
 static PyMethodDef methods[] = {
     {"flat_rows", py_flat_rows, METH_VARARGS, "surftrace members rows of structs, or None."},
     {"type_rows", py_type_rows, METH_VARARGS, "surftrace types rows, or None (refused)."},
@@ -1009,6 +1165,8 @@ static PyMethodDef methods[] = {
      "surftrace (files, funs) rows, or None (refused)."},
     {"configure", py_configure, METH_VARARGS, "Set the model's classes and kinds."},
     {"spell_all", py_spell_all, METH_VARARGS, "Every type's C spelling, or None (refused)."},
+    {"check_types", py_check_types, METH_VARARGS,
+     "True when model.check_references finds the types fine, or None (refused)."},
     {NULL, NULL, 0, NULL},
 };
 

@@ -269,6 +269,47 @@ def check_references(graph: "TypeGraph", source: str, first: int = 0) -> None:
     checked already: base types never refer to them, so a cycle through them is theirs)."""
     types = graph.types
     n = len(types)
+    # the types by the C loop (_cmodel.c check_types) where it is sure they are fine; else
+    # (or where it is not built) here, which says what is wrong
+    c = c_loops()
+    in_c = first == 0 and c is not None and type(types) is list and c.check_types(types)
+    if not in_c:
+        by_value, by_spelling = _type_edges(types, first, source)
+    for f in graph.functions:
+        if not 0 <= f.proto < n:
+            raise FormatError(f"{source}: function {f.name} refers to type id {f.proto}, "
+                              f"which does not exist")
+    counts = {"type": n, "func": len(graph.functions), "var": len(graph.variables)}
+    for v in graph.variables:
+        if not 0 <= v.type < n:
+            raise FormatError(f"{source}: variable {v.name} refers to type id {v.type}, "
+                              f"which does not exist")
+    for d in graph.datasecs:
+        for kind, index, _off, _size in d.entries:
+            if kind not in ("var", "func") or not 0 <= index < counts[kind]:
+                raise FormatError(f"{source}: data section {d.name} lists {kind} #{index}, "
+                                  f"which does not exist")
+    for tag in graph.decl_tags:
+        if tag.target_kind not in counts or not 0 <= tag.target < counts[tag.target_kind]:
+            raise FormatError(f"{source}: decl tag {tag.value!r} is on {tag.target_kind} "
+                              f"#{tag.target}, which does not exist")
+    if in_c:
+        return
+    for what, edges in (("contains itself", by_value),
+                        ("is spelled through itself", by_spelling)):
+        if first:                       # only the new types, renumbered from 0
+            edges = [[j - first for j in out if j >= first] for out in edges[first:]]
+        if _has_cycle(edges):
+            cycle = [i + first for i in _find_cycle(edges)]
+            ids = " -> ".join(str(i) for i in cycle)
+            raise TypeCycle(f"{source}: type id {cycle[0]} {what} (reference cycle through "
+                            f"type ids {ids})")
+
+
+def _type_edges(types: list, first: int, source: str) -> tuple:
+    """check_references' type part: every reference checked, and the two edge lists
+    (by value, by spelling) of the types."""
+    n = len(types)
     by_value: list = [()] * n
     by_spelling: list = [()] * n
     for tid in range(first, n):
@@ -296,33 +337,7 @@ def check_references(graph: "TypeGraph", source: str, first: int = 0) -> None:
         elif k == FUNC_PROTO:
             by_spelling[tid] = out = [ref] + [p.type for p in t.params or ()]
             _check_ids(out, n, tid, source)
-    for f in graph.functions:
-        if not 0 <= f.proto < n:
-            raise FormatError(f"{source}: function {f.name} refers to type id {f.proto}, "
-                              f"which does not exist")
-    counts = {"type": n, "func": len(graph.functions), "var": len(graph.variables)}
-    for v in graph.variables:
-        if not 0 <= v.type < n:
-            raise FormatError(f"{source}: variable {v.name} refers to type id {v.type}, "
-                              f"which does not exist")
-    for d in graph.datasecs:
-        for kind, index, _off, _size in d.entries:
-            if kind not in ("var", "func") or not 0 <= index < counts[kind]:
-                raise FormatError(f"{source}: data section {d.name} lists {kind} #{index}, "
-                                  f"which does not exist")
-    for tag in graph.decl_tags:
-        if tag.target_kind not in counts or not 0 <= tag.target < counts[tag.target_kind]:
-            raise FormatError(f"{source}: decl tag {tag.value!r} is on {tag.target_kind} "
-                              f"#{tag.target}, which does not exist")
-    for what, edges in (("contains itself", by_value),
-                        ("is spelled through itself", by_spelling)):
-        if first:                       # only the new types, renumbered from 0
-            edges = [[j - first for j in out if j >= first] for out in edges[first:]]
-        if _has_cycle(edges):
-            cycle = [i + first for i in _find_cycle(edges)]
-            ids = " -> ".join(str(i) for i in cycle)
-            raise TypeCycle(f"{source}: type id {cycle[0]} {what} (reference cycle through "
-                            f"type ids {ids})")
+    return by_value, by_spelling
 
 
 def _check_ids(ids, n: int, tid: int, source: str) -> None:

@@ -66,6 +66,18 @@ def test_pieces_taken_from_a_slower_share_change_nothing(debian_dwarf_graph_one_
     assert one.functions == two.functions
 
 
+def test_pieces_of_a_dwz_file_change_nothing(debian_vmlinux_dwz, monkeypatch):
+    """The same after dwz: a piece read after a share does not reuse the partial units'
+    records the share read (they hold the ids of the share's table, where the scan jumped
+    over definitions it had: an IndexError in the merge)."""
+    from dbhive.dwarf import parallel
+    monkeypatch.setattr(parallel, "_OWN_SHARE_WEIGHT", 0.2)
+    one = read_dwarf(debian_vmlinux_dwz, jobs=1)
+    two = read_dwarf(debian_vmlinux_dwz, jobs=2)
+    assert one.types == two.types
+    assert one.functions == two.functions
+
+
 def test_a_two_process_graph_holds_the_models_own_kinds(debian_dwarf_graph):
     """The types of a graph read by two processes hold model.py's kind strings themselves
     (keys.finalize), not the equal strings the worker's keys became when they were sent:

@@ -298,3 +298,39 @@ def test_the_comparison_sees_one_changed_row(running_btf):
     spelled = list(spelled)
     spelled[g.strip(tid)] += " "
     assert c_type_and_function_rows(g, spelled)[0] != want[0]
+
+
+def py_checked(g: M.TypeGraph):
+    """model.check_references by the Python code: True, or the exception it raises."""
+    import os
+    old = os.environ.get("DBHIVE_MODEL_PURE")
+    os.environ["DBHIVE_MODEL_PURE"] = "1"
+    try:
+        M.check_references(g, "x")
+        return True
+    except Exception as e:          # noqa: BLE001
+        return e
+    finally:
+        if old is None:
+            del os.environ["DBHIVE_MODEL_PURE"]
+        else:
+            os.environ["DBHIVE_MODEL_PURE"] = old
+
+
+def test_checking_of_real_graphs(real_graphs):
+    for g in real_graphs:
+        assert py_checked(g) is True
+        assert M._c.check_types(g.types) is True
+
+
+def test_checking_of_damaged_graphs(running_btf):
+    """check_types (the type part of check_references in C) refuses exactly the graphs
+    the Python code raises on: references past the end, cycles by value (a member of its
+    own type) and by spelling (a pointer to itself)."""
+    from dbhive.btf import read_btf
+    g = read_btf(open(running_btf, "rb").read(), running_btf)
+    small = cut(g, 3000)
+    rng = random.Random(11)
+    for make in (lambda: damage(small, rng), lambda: damage_members(small, rng)):
+        seen = hold_together(300, make, py_checked, lambda bad: M._c.check_types(bad.types))
+        assert seen["equal"] > 30 and seen["refused"] > 30, seen

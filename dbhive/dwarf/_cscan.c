@@ -14,6 +14,7 @@
  */
 #define PY_SSIZE_T_CLEAN
 #include <Python.h>
+#include <structmember.h>
 #include <stdint.h>
 #include <string.h>
 
@@ -2533,6 +2534,525 @@ static PyObject *py_configure(PyObject *self, PyObject *args)
     Py_RETURN_NONE;
 }
 
+/* ---- keys.finalize's steps 1 and 3 (the placeholders' targets; the graph's types) ------
+ * The same cases in the same order as keys.py's Python loops (the reference, which
+ * tests/test_dwarf_cscan.py holds them to).  The types are made as __init__ would make
+ * them: every slot of the model's dataclass set (configure_model gives the classes). */
+
+enum { T_KIND, T_NAME, T_SIZE, T_REF, T_MEMBERS, T_ENUMERATORS, T_NELEMS, T_PARAMS,
+       T_VARIADIC, T_SIGNED, T_ENCODING, T_ORIGIN, NT };
+static const char *model_type_fields[NT] = {"kind", "name", "size", "ref", "members",
+                                            "enumerators", "nelems", "params", "variadic",
+                                            "signed", "encoding", "origin"};
+static const char *model_member_fields[4] = {"name", "type", "bit_offset", "bit_size"};
+static const char *model_param_fields[2] = {"name", "type"};
+static const char *model_function_fields[6] = {"name", "proto", "static", "file", "line",
+                                               "module"};
+static PyTypeObject *TypeCls, *MemberCls, *ParamCls, *FunctionCls;
+static Py_ssize_t TypeOff[NT], MemberOff[4], ParamOff[2], FunctionOff[6];
+static PyObject *K_VOID, *S_void;
+
+static Py_ssize_t model_slot(PyTypeObject *cls, const char *name)
+{
+    PyObject *d = PyDict_GetItemString(cls->tp_dict, name);
+    if (d == NULL || !Py_IS_TYPE(d, &PyMemberDescr_Type) ||
+            ((PyMemberDescrObject *)d)->d_member->type != T_OBJECT_EX) {
+        PyErr_Format(PyExc_TypeError, "configure_model: %s.%s is not a slot", cls->tp_name,
+                     name);
+        return -1;
+    }
+    return ((PyMemberDescrObject *)d)->d_member->offset;
+}
+
+/* configure_model(Type, Member, Param, Function, VOID): the model's classes and its void
+ * kind */
+static PyObject *py_configure_model(PyObject *self, PyObject *args)
+{
+    PyObject *t, *m, *p, *f, *v;
+    if (!PyArg_ParseTuple(args, "O!O!O!O!U", &PyType_Type, &t, &PyType_Type, &m, &PyType_Type,
+                          &p, &PyType_Type, &f, &v))
+        return NULL;
+    PyTypeObject *cls[4] = {(PyTypeObject *)t, (PyTypeObject *)m, (PyTypeObject *)p,
+                            (PyTypeObject *)f};
+    Py_ssize_t *offs[4] = {TypeOff, MemberOff, ParamOff, FunctionOff};
+    const char **names[4] = {model_type_fields, model_member_fields, model_param_fields,
+                             model_function_fields};
+    int counts[4] = {NT, 4, 2, 6};
+    for (int c = 0; c < 4; c++) {
+        /* every slot set here, none left: the class has exactly these */
+        Py_ssize_t want = counts[c];
+        PyObject *slots = PyObject_GetAttrString((PyObject *)cls[c], "__slots__");
+        if (!slots)
+            return NULL;
+        Py_ssize_t have = PyObject_Length(slots);
+        Py_DECREF(slots);
+        if (have != want)
+            return PyErr_Format(PyExc_TypeError, "configure_model: %s has %zd slots, not %zd",
+                                cls[c]->tp_name, have, want);
+        for (int i = 0; i < counts[c]; i++)
+            if ((offs[c][i] = model_slot(cls[c], names[c][i])) < 0)
+                return NULL;
+    }
+    Py_XSETREF(TypeCls, (PyTypeObject *)Py_NewRef(t));
+    Py_XSETREF(MemberCls, (PyTypeObject *)Py_NewRef(m));
+    Py_XSETREF(ParamCls, (PyTypeObject *)Py_NewRef(p));
+    Py_XSETREF(FunctionCls, (PyTypeObject *)Py_NewRef(f));
+    Py_XSETREF(K_VOID, Py_NewRef(v));
+    Py_XSETREF(S_void, PyUnicode_InternFromString("void"));
+    if (!S_void)
+        return NULL;
+    Py_RETURN_NONE;
+}
+
+/* the model's own string for a kind equal to `k` (a worker's keys came pickled), or NULL
+ * (borrowed; no error set) */
+static PyObject *own_kind(PyObject *k)
+{
+    PyObject *kinds[] = {K_VOID, K_INT, K_FLOAT, K_FWD, K_PTR, K_CONST, K_VOLATILE,
+                         K_RESTRICT, K_TYPE_TAG, K_TYPEDEF, K_ARRAY, K_STRUCT, K_UNION, K_ENUM,
+                         K_FUNC_PROTO};
+    size_t n = sizeof kinds / sizeof kinds[0];
+    for (size_t i = 0; i < n; i++)
+        if (k == kinds[i])
+            return k;
+    if (!PyUnicode_Check(k))
+        return NULL;
+    for (size_t i = 0; i < n; i++)
+        if (PyUnicode_Compare(k, kinds[i]) == 0)
+            return kinds[i];
+    PyErr_Clear();
+    return NULL;
+}
+
+/* a new instance of `cls` with its slots (offsets `off`) set to new references of `v` */
+static PyObject *new_slots(PyTypeObject *cls, const Py_ssize_t *off, PyObject **v, int n)
+{
+    PyObject *o = cls->tp_alloc(cls, 0);
+    if (!o)
+        return NULL;
+    for (int i = 0; i < n; i++)
+        *(PyObject **)((char *)o + off[i]) = Py_NewRef(v[i]);
+    return o;
+}
+
+typedef struct {
+    Py_ssize_t *new_id;     /* old id -> new id */
+    PyObject **ints;        /* new id -> its int object, made once */
+    Py_ssize_t n;           /* old ids */
+} Renumber;
+
+/* the new id (an int object, borrowed) of the old id `old` (an int); NULL: IndexError as
+ * new_id[old] raises it, or TypeError */
+static PyObject *renumbered(Renumber *r, PyObject *old)
+{
+    Py_ssize_t i = PyLong_AsSsize_t(old);
+    if (i == -1 && PyErr_Occurred())
+        return NULL;
+    if (i < 0)
+        i += r->n;                      /* as a Python list index */
+    if (i < 0 || i >= r->n) {
+        PyErr_SetString(PyExc_IndexError, "list index out of range");
+        return NULL;
+    }
+    Py_ssize_t j = r->new_id[i];
+    if (!r->ints[j] && !(r->ints[j] = PyLong_FromSsize_t(j)))
+        return NULL;
+    return r->ints[j];
+}
+
+#define KEY_AT(key, i) (PyTuple_GET_SIZE(key) > (i) ? PyTuple_GET_ITEM(key, i) : NULL)
+
+/* keys._type_from_key(remap_key(key, new_id), origin) */
+static PyObject *type_from_key(Renumber *r, PyObject *key, PyObject *origin)
+{
+    if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) < 1) {
+        PyErr_SetString(PyExc_TypeError, "a key is not a kind's tuple");
+        return NULL;
+    }
+    Py_ssize_t len = PyTuple_GET_SIZE(key);
+    PyObject *k = own_kind(PyTuple_GET_ITEM(key, 0));
+    if (!k)
+        return PyErr_Format(PyExc_ValueError, "unknown key kind %R", PyTuple_GET_ITEM(key, 0));
+    PyObject *v[NT];
+    for (int i = 0; i < NT; i++)
+        v[i] = Py_None;
+    v[T_KIND] = k;
+    v[T_VARIADIC] = Py_False;
+    PyObject *list = NULL, *out = NULL;
+    int need = k == K_VOID ? 1 : (k == K_INT ? 5 : (k == K_FLOAT || k == K_FWD ||
+               k == K_TYPEDEF || k == K_ARRAY || k == K_STRUCT || k == K_UNION ||
+               k == K_FUNC_PROTO) ? 3 : (k == K_ENUM ? 4 : 2));
+    if (len < need) {
+        PyErr_SetString(PyExc_IndexError, "tuple index out of range");
+        return NULL;
+    }
+    if (k == K_VOID) {
+        v[T_NAME] = S_void;
+    } else if (k == K_INT) {
+        v[T_NAME] = KEY_AT(key, 1);
+        v[T_SIZE] = KEY_AT(key, 2);
+        v[T_SIGNED] = KEY_AT(key, 3);
+        v[T_ENCODING] = KEY_AT(key, 4);
+    } else if (k == K_FLOAT) {
+        v[T_NAME] = KEY_AT(key, 1);
+        v[T_SIZE] = KEY_AT(key, 2);
+    } else if (k == K_FWD) {
+        v[T_NAME] = KEY_AT(key, 2);
+        PyObject *e = KEY_AT(key, 1);
+        PyObject *own = own_kind(e);
+        v[T_ENCODING] = own ? own : e;
+    } else if (k == K_PTR) {
+        if (!(v[T_REF] = renumbered(r, KEY_AT(key, 1))))
+            return NULL;
+        if (len > 2)
+            v[T_SIZE] = KEY_AT(key, 2);
+    } else if (k == K_CONST || k == K_VOLATILE || k == K_RESTRICT || k == K_TYPE_TAG) {
+        if (!(v[T_REF] = renumbered(r, KEY_AT(key, 1))))
+            return NULL;
+    } else if (k == K_TYPEDEF) {
+        v[T_NAME] = KEY_AT(key, 1);
+        if (!(v[T_REF] = renumbered(r, KEY_AT(key, 2))))
+            return NULL;
+        v[T_ORIGIN] = origin;
+    } else if (k == K_ARRAY) {
+        if (!(v[T_REF] = renumbered(r, KEY_AT(key, 1))))
+            return NULL;
+        v[T_NELEMS] = KEY_AT(key, 2);
+    } else if (k == K_STRUCT || k == K_UNION) {
+        v[T_NAME] = KEY_AT(key, 1);
+        v[T_SIZE] = KEY_AT(key, 2);
+        v[T_ORIGIN] = origin;
+        Py_ssize_t nm = (len - 3 + 3) / 4;            /* range(3, len, 4) */
+        if (!(list = PyList_New(nm)))
+            return NULL;
+        for (Py_ssize_t m = 0; m < nm; m++) {
+            Py_ssize_t j = 3 + 4 * m;
+            if (j + 3 >= len) {
+                PyErr_SetString(PyExc_IndexError, "tuple index out of range");
+                goto done;
+            }
+            PyObject *mv[4] = {PyTuple_GET_ITEM(key, j), renumbered(r, PyTuple_GET_ITEM(key, j + 1)),
+                               PyTuple_GET_ITEM(key, j + 2), PyTuple_GET_ITEM(key, j + 3)};
+            if (!mv[1])
+                goto done;
+            PyObject *mem = new_slots(MemberCls, MemberOff, mv, 4);
+            if (!mem)
+                goto done;
+            PyList_SET_ITEM(list, m, mem);
+        }
+        v[T_MEMBERS] = list;
+    } else if (k == K_ENUM) {
+        v[T_NAME] = KEY_AT(key, 1);
+        v[T_SIZE] = KEY_AT(key, 2);
+        v[T_SIGNED] = KEY_AT(key, 3);
+        v[T_ORIGIN] = origin;
+        Py_ssize_t ne = (len - 4 + 1) / 2;            /* range(4, len, 2) */
+        if (!(list = PyList_New(ne)))
+            return NULL;
+        for (Py_ssize_t e = 0; e < ne; e++) {
+            Py_ssize_t j = 4 + 2 * e;
+            if (j + 1 >= len) {
+                PyErr_SetString(PyExc_IndexError, "tuple index out of range");
+                goto done;
+            }
+            PyObject *pair = PyTuple_Pack(2, PyTuple_GET_ITEM(key, j), PyTuple_GET_ITEM(key, j + 1));
+            if (!pair)
+                goto done;
+            PyList_SET_ITEM(list, e, pair);
+        }
+        v[T_ENUMERATORS] = list;
+    } else if (k == K_FUNC_PROTO) {
+        if (!(v[T_REF] = renumbered(r, KEY_AT(key, 1))))
+            return NULL;
+        v[T_VARIADIC] = KEY_AT(key, 2);
+        Py_ssize_t np = (len - 3 + 1) / 2;            /* range(3, len, 2) */
+        if (!(list = PyList_New(np)))
+            return NULL;
+        for (Py_ssize_t p = 0; p < np; p++) {
+            Py_ssize_t j = 3 + 2 * p;
+            if (j + 1 >= len) {
+                PyErr_SetString(PyExc_IndexError, "tuple index out of range");
+                goto done;
+            }
+            PyObject *pv[2] = {PyTuple_GET_ITEM(key, j), renumbered(r, PyTuple_GET_ITEM(key, j + 1))};
+            if (!pv[1])
+                goto done;
+            PyObject *par = new_slots(ParamCls, ParamOff, pv, 2);
+            if (!par)
+                goto done;
+            PyList_SET_ITEM(list, p, par);
+        }
+        v[T_PARAMS] = list;
+    } else {
+        return PyErr_Format(PyExc_ValueError, "unknown key kind %R", k);
+    }
+    out = new_slots(TypeCls, TypeOff, v, NT);
+done:
+    Py_XDECREF(list);
+    return out;
+}
+
+/* emit_types(keys, origins, canon) -> (types, new_id): keys.finalize's step 3 (the roots of
+ * the forest `canon` in id order, renumbered from 0, each made a model Type) */
+static PyObject *py_emit_types(PyObject *self, PyObject *args)
+{
+    PyObject *keys, *origins, *canon;
+    if (!PyArg_ParseTuple(args, "O!O!O!", &PyList_Type, &keys, &PyList_Type, &origins,
+                          &PyList_Type, &canon))
+        return NULL;
+    if (!K_FWD || !TypeCls)
+        return PyErr_Format(PyExc_RuntimeError, "configure_keys()/configure_model() was not called");
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(canon) != n || PyList_GET_SIZE(origins) != n)
+        return PyErr_Format(PyExc_ValueError, "keys, origins and canon differ in length");
+    Py_ssize_t *c = PyMem_Malloc((n ? n : 1) * sizeof *c);
+    Renumber r = {PyMem_Malloc((n ? n : 1) * sizeof *r.new_id),
+                  PyMem_Calloc(n ? n : 1, sizeof *r.ints), n};
+    PyObject *types = NULL, *ids = NULL, *result = NULL;
+    if (!c || !r.new_id || !r.ints) {
+        PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        c[i] = PyLong_AsSsize_t(PyList_GET_ITEM(canon, i));
+        if (c[i] == -1 && PyErr_Occurred())
+            goto done;
+        if (c[i] < 0 || c[i] >= n) {
+            PyErr_SetString(PyExc_IndexError, "canon holds an id outside the key table");
+            goto done;
+        }
+    }
+    Py_ssize_t m = 0;
+    for (Py_ssize_t i = 0; i < n; i++) {        /* roots, numbered in id order */
+        Py_ssize_t j = i;
+        for (Py_ssize_t hops = 0; c[j] != j; hops++) {
+            if (hops > n) {
+                PyErr_SetString(PyExc_ValueError, "canon holds a cycle");
+                goto done;
+            }
+            c[j] = c[c[j]];
+            j = c[j];
+        }
+        if (j == i)
+            r.new_id[i] = m++;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t j = i;
+        while (c[j] != j)
+            j = c[j];
+        r.new_id[i] = r.new_id[j];
+    }
+    if (!(types = PyList_New(m)))
+        goto done;
+    for (Py_ssize_t i = 0, t = 0; i < n; i++) {
+        if (c[i] != i)
+            continue;
+        PyObject *ty = type_from_key(&r, PyList_GET_ITEM(keys, i), PyList_GET_ITEM(origins, i));
+        if (!ty)
+            goto done;
+        PyList_SET_ITEM(types, t++, ty);
+    }
+    if (!(ids = PyList_New(n)))
+        goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {
+        Py_ssize_t j = r.new_id[i];
+        if (!r.ints[j] && !(r.ints[j] = PyLong_FromSsize_t(j)))
+            goto done;
+        PyList_SET_ITEM(ids, i, Py_NewRef(r.ints[j]));
+    }
+    result = PyTuple_Pack(2, types, ids);
+done:
+    Py_XDECREF(types);
+    Py_XDECREF(ids);
+    if (r.ints)
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_XDECREF(r.ints[i]);
+    PyMem_Free(r.ints);
+    PyMem_Free(r.new_id);
+    PyMem_Free(c);
+    return result;
+}
+
+/* placeholder_targets(keys, canon, targets|None) -> None: keys.finalize's step 1 (each
+ * placeholder's canon entry: the given target, else the first complete type of its kind
+ * and name, else void for a typedef's) */
+static PyObject *py_placeholder_targets(PyObject *self, PyObject *args)
+{
+    PyObject *keys, *canon, *targets;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &keys, &PyList_Type, &canon, &targets))
+        return NULL;
+    if (!K_FWD)
+        return PyErr_Format(PyExc_RuntimeError, "configure_keys() was not called");
+    if (targets != Py_None && !PyDict_Check(targets))
+        return PyErr_Format(PyExc_TypeError, "targets is not a dict");
+    Py_ssize_t n = PyList_GET_SIZE(keys);
+    if (PyList_GET_SIZE(canon) != n)
+        return PyErr_Format(PyExc_ValueError, "keys and canon differ in length");
+    PyObject *kinds[4] = {K_STRUCT, K_UNION, K_ENUM, K_TYPEDEF};
+    PyObject *first[4] = {PyDict_New(), PyDict_New(), PyDict_New(), PyDict_New()};
+    PyObject *result = NULL;
+    for (int d = 0; d < 4; d++)
+        if (!first[d])
+            goto done;
+    for (Py_ssize_t i = 0; i < n; i++) {        /* the first complete type of each name */
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) < 2)
+            continue;
+        PyObject *k = PyTuple_GET_ITEM(key, 0), *name = PyTuple_GET_ITEM(key, 1);
+        int d = k == K_STRUCT ? 0 : k == K_UNION ? 1 : k == K_ENUM ? 2 : k == K_TYPEDEF ? 3 : -1;
+        if (d < 0 && k != K_FWD && PyUnicode_Check(k)) {      /* a worker's kind string */
+            PyObject *own = own_kind(k);
+            for (int e = 0; e < 4 && own; e++)
+                if (own == kinds[e])
+                    d = e;
+        }
+        if (d < 0 || name == Py_None)
+            continue;
+        PyObject *at = PyLong_FromSsize_t(i);
+        if (!at)
+            goto done;
+        PyObject *was = PyDict_SetDefault(first[d], name, at);
+        Py_DECREF(at);
+        if (!was)
+            goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *key = PyList_GET_ITEM(keys, i);
+        if (!PyTuple_Check(key) || PyTuple_GET_SIZE(key) < 1)
+            continue;
+        PyObject *k = PyTuple_GET_ITEM(key, 0);
+        if (k != K_FWD && own_kind(k) != K_FWD)
+            continue;
+        if (PyTuple_GET_SIZE(key) < 3) {
+            PyErr_SetString(PyExc_IndexError, "tuple index out of range");
+            goto done;
+        }
+        PyObject *target = NULL;
+        if (targets != Py_None) {
+            PyObject *at = PyLong_FromSsize_t(i);
+            if (!at)
+                goto done;
+            target = PyDict_GetItemWithError(targets, at);
+            Py_DECREF(at);
+            if (!target && PyErr_Occurred())
+                goto done;
+        }
+        PyObject *of = own_kind(PyTuple_GET_ITEM(key, 1));
+        if (target == NULL || target == Py_None) {
+            target = NULL;
+            for (int d = 0; d < 4 && of; d++)
+                if (of == kinds[d]) {
+                    target = PyDict_GetItemWithError(first[d], PyTuple_GET_ITEM(key, 2));
+                    if (!target && PyErr_Occurred())
+                        goto done;
+                }
+        }
+        if (target != NULL) {
+            if (PyList_SetItem(canon, i, Py_NewRef(target)) < 0)
+                goto done;
+        } else if (of == K_TYPEDEF) {
+            if (PyList_SetItem(canon, i, Py_NewRef(Zero)) < 0)
+                goto done;
+        }
+    }
+    result = Py_NewRef(Py_None);
+done:
+    for (int d = 0; d < 4; d++)
+        Py_XDECREF(first[d]);
+    return result;
+}
+
+/* emit_functions(functions, new_id, module) -> [Function]: keys._add_functions (the
+ * functions in the stable order of their ranks, renumbered, each (name, proto, static,
+ * file, line, module) once); None for a rank that is no small int (the Python loop then) */
+typedef struct {
+    long rank;
+    Py_ssize_t at;
+} Ranked;
+
+static int by_rank(const void *a, const void *b)
+{
+    const Ranked *x = a, *y = b;
+    if (x->rank != y->rank)
+        return x->rank < y->rank ? -1 : 1;
+    return x->at < y->at ? -1 : x->at > y->at;
+}
+
+static PyObject *py_emit_functions(PyObject *self, PyObject *args)
+{
+    PyObject *functions, *new_id, *module;
+    if (!PyArg_ParseTuple(args, "O!O!O", &PyList_Type, &functions, &PyList_Type, &new_id,
+                          &module))
+        return NULL;
+    if (!FunctionCls)
+        return PyErr_Format(PyExc_RuntimeError, "configure_model() was not called");
+    Py_ssize_t n = PyList_GET_SIZE(functions);
+    Ranked *order = PyMem_Malloc((n ? n : 1) * sizeof *order);
+    PyObject *seen = PySet_New(NULL), *out = PyList_New(0), *result = NULL;
+    if (!order || !seen || !out) {
+        if (!order)
+            PyErr_NoMemory();
+        goto done;
+    }
+    for (Py_ssize_t i = 0; i < n; i++) {
+        PyObject *f = PyList_GET_ITEM(functions, i);
+        if (!PyTuple_Check(f) || PyTuple_GET_SIZE(f) < 6 || PyTuple_GET_SIZE(f) > 7 ||
+                !PyLong_CheckExact(PyTuple_GET_ITEM(f, 5))) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        int over;
+        order[i].rank = PyLong_AsLongAndOverflow(PyTuple_GET_ITEM(f, 5), &over);
+        if (over) {
+            result = Py_NewRef(Py_None);
+            goto done;
+        }
+        order[i].at = i;
+    }
+    qsort(order, n, sizeof *order, by_rank);
+    Py_ssize_t nid = PyList_GET_SIZE(new_id);
+    for (Py_ssize_t k = 0; k < n; k++) {
+        PyObject *f = PyList_GET_ITEM(functions, order[k].at);
+        Py_ssize_t proto = PyLong_AsSsize_t(PyTuple_GET_ITEM(f, 1));
+        if (proto == -1 && PyErr_Occurred())
+            goto done;
+        if (proto < 0)
+            proto += nid;                       /* as a Python list index */
+        if (proto < 0 || proto >= nid) {
+            PyErr_SetString(PyExc_IndexError, "list index out of range");
+            goto done;
+        }
+        PyObject *v[6] = {PyTuple_GET_ITEM(f, 0), PyList_GET_ITEM(new_id, proto),
+                          PyTuple_GET_ITEM(f, 2), PyTuple_GET_ITEM(f, 3),
+                          PyTuple_GET_ITEM(f, 4),
+                          PyTuple_GET_SIZE(f) > 6 ? PyTuple_GET_ITEM(f, 6) : module};
+        PyObject *fk = PyTuple_Pack(6, v[0], v[1], v[2], v[3], v[4], v[5]);
+        if (!fk)
+            goto done;
+        int had = PySet_Contains(seen, fk);
+        if (had == 0)
+            had = PySet_Add(seen, fk) < 0 ? -1 : 0;
+        Py_DECREF(fk);
+        if (had < 0)
+            goto done;
+        if (had)
+            continue;
+        PyObject *fn = new_slots(FunctionCls, FunctionOff, v, 6);
+        if (!fn)
+            goto done;
+        int rc = PyList_Append(out, fn);
+        Py_DECREF(fn);
+        if (rc < 0)
+            goto done;
+    }
+    result = Py_NewRef(out);
+done:
+    PyMem_Free(order);
+    Py_XDECREF(seen);
+    Py_XDECREF(out);
+    return result;
+}
+
 static PyMethodDef methods[] = {
     {"configure", py_configure, METH_VARARGS, "Set the Python objects the scanner uses."},
     {"scan", py_scan, METH_VARARGS, "Scan one unit's DIE tree into records (scan.py)."},
@@ -2546,6 +3066,14 @@ static PyMethodDef methods[] = {
     {"merge_identical", py_merge_identical, METH_VARARGS,
      "Merge the keys that became identical (step 2 of keys.finalize)."},
     {"configure_keys", py_configure_keys, METH_VARARGS, "Set the model's kinds for interning."},
+    {"configure_model", py_configure_model, METH_VARARGS,
+     "Set the model's classes (emit_types makes their instances)."},
+    {"placeholder_targets", py_placeholder_targets, METH_VARARGS,
+     "Point the placeholders at their types (step 1 of keys.finalize)."},
+    {"emit_functions", py_emit_functions, METH_VARARGS,
+     "The graph's functions, in rank order, renumbered (keys.finalize)."},
+    {"emit_types", py_emit_types, METH_VARARGS,
+     "The graph's types from the merged keys (step 3 of keys.finalize)."},
     {"intern_unit", py_intern_unit, METH_VARARGS,
      "Intern one unit's type records (keys.UnitInterner.unit)."},
     {NULL, NULL, 0, NULL},

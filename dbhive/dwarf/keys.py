@@ -54,6 +54,7 @@ if c_enabled():
     _c.configure_keys({k: getattr(M, k) for k in (
         "FWD", "PTR", "TYPEDEF", "FUNC_PROTO", "ARRAY", "ENUM", "FLOAT", "INT", "CONST",
         "VOLATILE", "RESTRICT", "TYPE_TAG", "STRUCT", "UNION")}, _ATE)
+    _c.configure_model(M.Type, M.Member, M.Param, M.Function, M.VOID)
 else:
     _c = None
 
@@ -456,6 +457,13 @@ def finalize(table: KeyTable, functions, module: str = "vm",
     keys = table.keys
     n = len(keys)
     canon = list(range(n))
+    if _c is not None:          # the same three steps in C (_cscan.c)
+        _c.placeholder_targets(keys, canon, targets)
+        _c.merge_identical(keys, canon, _MERGE_ROUNDS)
+        types, new_id = _c.emit_types(keys, table.origins, canon)
+        g = M.TypeGraph(types=types, source="dwarf")
+        _add_functions(g, functions, new_id, module)
+        return g
     # 1. placeholders -> the first complete type of that kind and name
     first: dict = {}
     for i, key in enumerate(keys):
@@ -474,7 +482,7 @@ def finalize(table: KeyTable, functions, module: str = "vm",
                 canon[i] = 0
 
     # 2. merge types that became identical (a few rounds reach the fixpoint)
-    (_c.merge_identical if _c is not None else merge_identical)(keys, canon, _MERGE_ROUNDS)
+    merge_identical(keys, canon, _MERGE_ROUNDS)
     # 3. emit
     new_id = [0] * n
     order = []
@@ -487,8 +495,18 @@ def finalize(table: KeyTable, functions, module: str = "vm",
     g = M.TypeGraph(types=[], source="dwarf")
     for i in order:
         g.types.append(_type_from_key(remap_key(keys[i], new_id), table.origins[i]))
+    _add_functions(g, functions, new_id, module)
+    return g
+
+
+def _add_functions(g: M.TypeGraph, functions, new_id: list, module: str) -> None:
     # functions with code first (a name lookup finds the real definition before an inline
     # wrapper of the same name), otherwise in unit order
+    if _c is not None:
+        made = _c.emit_functions(functions, new_id, module)
+        if made is not None:
+            g.functions = made
+            return
     seen_f = set()
     for (name, proto, static, file, line, _rank, *mod) in sorted(functions, key=lambda f: f[5]):
         fmod = mod[0] if mod else module
@@ -497,7 +515,6 @@ def finalize(table: KeyTable, functions, module: str = "vm",
             continue
         seen_f.add(fk)
         g.functions.append(M.Function(name, new_id[proto], static, file, line, fmod))
-    return g
 
 
 def _type_from_key(key, origin) -> M.Type:

@@ -418,7 +418,12 @@ class Reader:
         if known is not None:
             res.known = known
         res.used = used
-        known = self._known = res.known if self.skip_seen else None
+        known = res.known if self.skip_seen else None
+        if known is not self._known:
+            # the records of other units read so far may hold the ids of another table's
+            # definitions the scan jumped over (a piece read after a share: parallel.py)
+            self._other_recs, self._other_done = {}, set()
+        self._known = known
         for n, i in enumerate(unit_indexes):
             u = self.units[i]
             s = self.scan(u, known)
