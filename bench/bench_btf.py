@@ -111,8 +111,9 @@ def phases(btf: str, runs: int) -> list:
             c, w = time.process_time(), time.perf_counter()
             try:
                 return fn(*a, **k)
-            finally:
-                spent[name] = (time.process_time() - c, time.perf_counter() - w)
+            finally:                        # summed: a step may run more than once
+                was = spent.get(name, (0.0, 0.0))
+                spent[name] = (was[0] + time.process_time() - c, was[1] + time.perf_counter() - w)
         return wrapper
     originals = {name: getattr(mod, attr) for name, (mod, attr) in steps.items()}
     for name, (mod, attr) in steps.items():

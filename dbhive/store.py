@@ -122,8 +122,6 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
                               if t.kind in M.COMPOSITE and t.size is not None))
     with output.atomic_path(dest, suffix=".db", must_exist_dir=must_exist_dir) as tmp, \
             M.gc_paused():
-        # every type's C spelling, worked out once: kt_types and the surftrace tables
-        spelled = M.spell_all(graph)
         conn = sqlite3.connect(tmp)
         try:
             _create_tables(conn)
@@ -132,9 +130,15 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
             conn.commit()
             sink = _Sink(conn, tmp, parallel and len(graph.types) >= PARALLEL_MIN_TYPES)
             try:
+                # the tables that need no spelling first: the SQLite thread starts on them
+                # while the spellings are made
+                _write_normalized(sink, graph, None)
+                # every type's C spelling, worked out once: kt_types and the surftrace tables
+                spelled = M.spell_all(graph)
                 _write_normalized(sink, graph, spelled)
                 _write_surftrace(sink, graph, spelled)
                 sink.indexes(S.TABLES)
+                M.free_deferred()       # while the SQLite thread works, if there is one
                 sink.finish()
             except Exception:
                 sink.abort()            # an earlier table's error, if it had one, first
@@ -206,17 +210,20 @@ def _create_tables(conn: sqlite3.Connection) -> None:
         conn.execute(S.create_table_sql(t))
 
 
-def _write_normalized(sink: _Sink, graph: M.TypeGraph, spelled: list) -> None:
-    for table, rows in ((S.KT_TYPES, _type_rows(graph, spelled)),
-                        (S.KT_MEMBERS, _member_rows(graph)),
-                        (S.KT_ENUMERATORS, _enum_rows(graph)),
-                        (S.KT_PARAMS, _param_rows(graph)),
-                        (S.KT_FUNCTIONS, _function_rows(graph)),
-                        (S.KT_VARIABLES, _variable_rows(graph)),
-                        (S.KT_DATASECS, _datasec_rows(graph)),
-                        (S.KT_DATASEC_ENTRIES, _datasec_entry_rows(graph)),
-                        (S.KT_DECL_TAGS, _decl_tag_rows(graph))):
-        sink.rows(table, rows)
+def _write_normalized(sink: _Sink, graph: M.TypeGraph, spelled) -> None:
+    """spelled None: every normalized table but kt_types; else kt_types."""
+    if spelled is not None:
+        sink.rows(S.KT_TYPES, _type_rows(graph, spelled))
+        return
+    for table, rows in ((S.KT_MEMBERS, _member_rows),
+                        (S.KT_ENUMERATORS, _enum_rows),
+                        (S.KT_PARAMS, _param_rows),
+                        (S.KT_FUNCTIONS, _function_rows),
+                        (S.KT_VARIABLES, _variable_rows),
+                        (S.KT_DATASECS, _datasec_rows),
+                        (S.KT_DATASEC_ENTRIES, _datasec_entry_rows),
+                        (S.KT_DECL_TAGS, _decl_tag_rows)):
+        sink.rows(table, rows(graph))
 
 
 def _write_surftrace(sink: _Sink, graph: M.TypeGraph, spelled: list) -> None:

@@ -34,8 +34,9 @@ def read_dwarf(elf_path, progress: ProgressArg = False, jobs: Optional[int] = No
     module: the `Function.module` of the functions ('vm' for vmlinux, else a module name).
     Raises DwarfError (file, section and offset in the message); never returns a partial
     graph."""
+    M.free_deferred()
     with _bulk_mode():
-        table, functions = _read_keys(elf_path, progress, jobs)
+        table, functions = _read_keys(elf_path, progress, jobs, defer_free=True)
         graph = finalize(table, functions, module)
         M.check_references(graph, os.fspath(elf_path))
         return graph
@@ -74,7 +75,8 @@ def _bulk_mode():
 
 
 def _read_keys(elf_path, progress: ProgressArg, jobs: Optional[int], table=None, known=None,
-               used=None):
+               used=None, defer_free=False):
+    """`defer_free`: the reader is freed by the DB writer (model.free_later), not here."""
     path = os.fspath(elf_path)
     try:
         reader = Reader(path)
@@ -95,6 +97,8 @@ def _read_keys(elf_path, progress: ProgressArg, jobs: Optional[int], table=None,
         jobs = min(2, os.cpu_count() or 1) if size >= _PARALLEL_MIN_BYTES else 1
     jobs = max(1, min(jobs, len(units) or 1))
     tick, close = _progress(progress, len(units))
+    if defer_free:
+        M.free_later(reader)
     try:
         if jobs == 1:
             res = reader.process(units, table, tick, known, used)
