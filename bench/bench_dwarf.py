@@ -175,6 +175,8 @@ def main():
     ap.add_argument("--deb-only", action="store_true", help="only the whole-package rows")
     ap.add_argument("--cold", action="store_true",
                     help="drop the page cache before every run (root)")
+    ap.add_argument("--no-pure", action="store_true",
+                    help="leave out the pure-Python row (the slowest by far)")
     ap.add_argument("--shares", action="store_true",
                     help="the second worker's share alone against after the first share")
     args = ap.parse_args()
@@ -196,6 +198,8 @@ def main():
         "ours dbhive build -> DB (-j 1)": (build + ["1"], None),
         "ours dbhive build -> DB (-j 2)": (build + ["2"], None),
     }
+    if args.no_pure:
+        del cmds["ours read_dwarf jobs=2 pure Python"]
     samples = {k: [] for k in cmds}
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         out = os.path.join(tmp, "bench.db")
@@ -220,6 +224,15 @@ def main():
                   f"{med['ours dbhive build -> DB (-j 1)']['wall'] / med['pahole -F dwarf']['wall']:.2f}x; "
                   f"peak RSS vs pahole: "
                   f"{med['ours dbhive build -> DB (-j 2)']['rss'] / med['pahole -j -F dwarf']['rss']:.2f}")
+            if args.runs > 1:           # -j 1 and -j 2 run one after the other in each round
+                for what, one, two in (("complete DB", "ours dbhive build -> DB (-j 1)",
+                                        "ours dbhive build -> DB (-j 2)"),
+                                       ("read_dwarf", "ours read_dwarf jobs=1",
+                                        "ours read_dwarf jobs=2")):
+                    ratios = [a["wall"] / b["wall"] for a, b in zip(samples[one], samples[two])]
+                    print(f"scaling 1 -> 2 workers ({what}), each round's own ratio: median "
+                          f"{statistics.median(ratios):.2f}x "
+                          f"({' '.join(f'{r:.2f}' for r in ratios)})")
 
         if args.no_deb or not args.deb:
             return

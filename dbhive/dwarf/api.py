@@ -76,7 +76,8 @@ def _bulk_mode():
 
 def _read_keys(elf_path, progress: ProgressArg, jobs: Optional[int], table=None, known=None,
                used=None, defer_free=False):
-    """`defer_free`: the reader is freed by the DB writer (model.free_later), not here."""
+    """`defer_free`: the reader and the interners' memos are freed by the DB writer
+    (model.free_later), not here."""
     path = os.fspath(elf_path)
     try:
         reader = Reader(path)
@@ -102,8 +103,10 @@ def _read_keys(elf_path, progress: ProgressArg, jobs: Optional[int], table=None,
     try:
         if jobs == 1:
             res = reader.process(units, table, tick, known, used)
+            if defer_free:
+                M.free_later(res)
             return res.t, res.function_list()
-        return run_parallel(reader, units, jobs, tick)
+        return run_parallel(reader, units, jobs, tick, defer_free)
     except UnitError as e:
         raise DwarfError(str(e), e.path, e.section, e.offset) from None
     finally:

@@ -20,6 +20,7 @@ import os
 import signal
 import traceback
 
+from .. import model as M
 from ..errors import DwarfError
 from ..procs import die_with_parent
 from .keys import KeyTable
@@ -163,6 +164,8 @@ def _worker(reader, shares, wid, queue, parent_pid):
                 send_keys()
         res = reader.process(shares.own_units(wid), table, tick=tick)
         send_keys()
+        # the share's functions now: this process takes them in while it still reads
+        queue.put(("functions", wid, res.function_list()))
         queue.put(("tick", wid, done[0]))
 
         def piece_done(n):
@@ -171,16 +174,16 @@ def _worker(reader, shares, wid, queue, parent_pid):
         for share, start, piece in _read_pieces(reader, shares, piece_done):
             queue.put(("piece", wid, (share, start, piece.t.keys, piece.t.origins,
                                       piece.function_list())))
-        queue.put(("done", wid, res.function_list()))
+        queue.put(("done", wid, None))
     except UnitError as e:
         queue.put(("error", wid, (str(e), e.path, e.section, e.offset)))
     except BaseException as e:                    # report, never hang the parent
         queue.put(("crash", wid, "".join(traceback.format_exception(e))))
 
 
-def run_parallel(reader, units, jobs, tick):
+def run_parallel(reader, units, jobs, tick, defer_free=False):
     """Read `units` with `jobs` processes (this one and jobs - 1 forked workers); returns
-    the merged (KeyTable, functions)."""
+    the merged (KeyTable, functions).  `defer_free`: see api._read_keys."""
     ctx = multiprocessing.get_context("fork")
     queue = ctx.Queue()
     shares = _Shares(ctx, reader, _split(reader, units, jobs))
@@ -206,8 +209,9 @@ def run_parallel(reader, units, jobs, tick):
             keys[wid][1].extend(payload[1])
         elif kind == "piece":
             pieces.append(payload)
-        elif kind == "done":
+        elif kind == "functions":
             functions_of[wid] = payload
+        elif kind == "done":
             pending[0] -= 1
         elif kind == "error":
             raise DwarfError(payload[0], payload[1], payload[2], payload[3])
@@ -264,4 +268,6 @@ def run_parallel(reader, units, jobs, tick):
             fkey = (name, m[proto], static, file, line)
             if ranks.get(fkey, 2) > rank:
                 ranks[fkey] = rank
+    if defer_free:
+        M.free_later(own, pieces)
     return table, own.function_list()
