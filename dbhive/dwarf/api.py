@@ -111,6 +111,8 @@ def _read_keys(elf_path, progress: ProgressArg, jobs: Optional[int], table=None,
         raise DwarfError(str(e), e.path, e.section, e.offset) from None
     finally:
         close()
+        if defer_free:
+            reader.drop_sections()
 
 
 def _progress(progress: ProgressArg, total: int):

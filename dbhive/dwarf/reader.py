@@ -196,6 +196,14 @@ class Reader:
         # one (the check that skipping changes nothing: tests/test_dwarf_cscan.py)
         self.skip_seen = True
 
+    def drop_sections(self) -> None:
+        """Let the section bytes go (a read is over; what else it made may be freed later,
+        model.free_later: the bytes are most of its memory and quick to free)."""
+        for ft in (self.main, self.alt):
+            if ft is not None:
+                ft.info = ft.types = ft.abbrev = ft.line = ft.str_offsets = b""
+                ft.str.data = ft.line_str.data = b""
+
     # ---- units --------------------------------------------------------------------
     def is_compile_unit(self, u) -> bool:
         return u.unit_type not in (DW_UT_type, DW_UT_split_type, DW_UT_partial) \
