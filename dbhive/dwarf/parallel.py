@@ -119,15 +119,16 @@ class _Shares:
 
 
 def _read_pieces(reader, shares, done):
-    """Pieces of the others' shares, read until none is left: [(share, start, interner)].
-    `done(n)`: called with the number of units read after each."""
+    """Pieces of the others' shares, read until none is left: [(share, start, keys,
+    origins, functions)].  `done(n)`: called with the number of units read after each."""
     pieces = []
     while True:
         piece = shares.take_piece()
         if piece is None:
             return pieces
         share, start, units = piece
-        pieces.append((share, start, reader.process(units)))
+        res = reader.process(units)
+        pieces.append((share, start, res.t.keys, res.t.origins, res.function_list()))
         done(len(units))
 
 
@@ -171,9 +172,8 @@ def _worker(reader, shares, wid, queue, parent_pid):
         def piece_done(n):
             done[0] += n
             queue.put(("tick", wid, done[0]))
-        for share, start, piece in _read_pieces(reader, shares, piece_done):
-            queue.put(("piece", wid, (share, start, piece.t.keys, piece.t.origins,
-                                      piece.function_list())))
+        for piece in _read_pieces(reader, shares, piece_done):
+            queue.put(("piece", wid, piece))
         queue.put(("done", wid, None))
     except UnitError as e:
         queue.put(("error", wid, (str(e), e.path, e.section, e.offset)))
@@ -236,8 +236,7 @@ def run_parallel(reader, units, jobs, tick, defer_free=False):
 
     try:
         own = reader.process(shares.own_units(0), tick=own_tick)
-        pieces += [(share, start, piece.t.keys, piece.t.origins, piece.function_list())
-                   for share, start, piece in _read_pieces(reader, shares, piece_done)]
+        pieces += _read_pieces(reader, shares, piece_done)
         while pending[0]:
             try:
                 msg = queue.get(timeout=5)
@@ -269,5 +268,5 @@ def run_parallel(reader, units, jobs, tick, defer_free=False):
             if ranks.get(fkey, 2) > rank:
                 ranks[fkey] = rank
     if defer_free:
-        M.free_later(own, pieces)
+        M.free_later(own)
     return table, own.function_list()
