@@ -11,6 +11,12 @@ dropped before every run):
   ours ... pure Python        the same with the C scanner off (DBHIVE_DWARF_PURE=1)
   ours dbhive build -> DB     `dbhive build VMLINUX --source dwarf --out X.db`: the complete DB,
                               -j 1 and -j 2 (the 1 -> 2 scaling is printed)
+  control                     what this machine gives two CPU-bound Python processes: a fixed
+                              piece of dict/str work done twice in one process, and once in
+                              each of two processes at the same time.  Its 1 -> 2 ratio is the
+                              ceiling any 2-worker scaling can reach here at that moment (a
+                              VM's two vCPUs are not always two whole cores): printed per
+                              round next to ours and pahole's.
 --shares instead: what a second worker loses by not seeing the first one's definitions: the
 time of the second share of a 2-worker split read alone (as the worker reads it) against the
 same share read right after the first in one process (whose definitions it may jump over),
@@ -55,6 +61,23 @@ with api._bulk_mode():
         at.append(time.perf_counter())
         r.process(second)
     print(time.perf_counter() - at[0])
+"""
+# the control: the same work in one process twice, or in two processes at once
+CONTROL = """
+import os, sys
+def work():
+    d = {}
+    for i in range(6_000_000):
+        k = (i * 2654435761) & 0xFFFFF
+        d[k] = (i, str(k))
+if sys.argv[1] == "1":
+    work(); work()
+else:
+    pid = os.fork()
+    if pid == 0:
+        work(); os._exit(0)
+    work()
+    os.waitpid(pid, 0)
 """
 
 
@@ -197,6 +220,8 @@ def main():
         "ours read_dwarf jobs=2 pure Python": ([py, "-c", READ.format(jobs=2), vm], pure),
         "ours dbhive build -> DB (-j 1)": (build + ["1"], None),
         "ours dbhive build -> DB (-j 2)": (build + ["2"], None),
+        "control: 1 process, work x2": ([py, "-c", CONTROL, "1"], None),
+        "control: 2 processes at once": ([py, "-c", CONTROL, "2"], None),
     }
     if args.no_pure:
         del cmds["ours read_dwarf jobs=2 pure Python"]
@@ -225,14 +250,22 @@ def main():
                   f"peak RSS vs pahole: "
                   f"{med['ours dbhive build -> DB (-j 2)']['rss'] / med['pahole -j -F dwarf']['rss']:.2f}")
             if args.runs > 1:           # -j 1 and -j 2 run one after the other in each round
+                per_round = {}
                 for what, one, two in (("complete DB", "ours dbhive build -> DB (-j 1)",
                                         "ours dbhive build -> DB (-j 2)"),
                                        ("read_dwarf", "ours read_dwarf jobs=1",
-                                        "ours read_dwarf jobs=2")):
+                                        "ours read_dwarf jobs=2"),
+                                       ("pahole", "pahole -F dwarf", "pahole -j -F dwarf"),
+                                       ("control", "control: 1 process, work x2",
+                                        "control: 2 processes at once")):
                     ratios = [a["wall"] / b["wall"] for a, b in zip(samples[one], samples[two])]
-                    print(f"scaling 1 -> 2 workers ({what}), each round's own ratio: median "
+                    per_round[what] = ratios
+                    print(f"scaling 1 -> 2 ({what}), each round's own ratio: median "
                           f"{statistics.median(ratios):.2f}x "
                           f"({' '.join(f'{r:.2f}' for r in ratios)})")
+                eff = [a / c for a, c in zip(per_round["complete DB"], per_round["control"])]
+                print(f"complete DB scaling / the control's, each round: median "
+                      f"{statistics.median(eff):.2f} ({' '.join(f'{r:.2f}' for r in eff)})")
 
         if args.no_deb or not args.deb:
             return

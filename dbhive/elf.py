@@ -29,10 +29,11 @@ from . import quirks
 from .dwarf import c_enabled
 from .errors import ElfError, InputError
 
-if c_enabled():                # the relocation loop of relocated_section in C
+if c_enabled():                # relocated_section's and func_symbol_names' loops in C
     from .dwarf._cscan import apply_abs_relocs as _c_relocs
+    from .dwarf._cscan import func_symbol_names as _c_func_symbol_names
 else:
-    _c_relocs = None
+    _c_relocs = _c_func_symbol_names = None
 
 ELF_MAGIC = b"\x7fELF"
 
@@ -631,6 +632,9 @@ class ElfFile:
         strdata = self._strtab_of(sec)
         if strdata is None:
             return frozenset()
+        if _c_func_symbol_names is not None:        # the same loop in C (dwarf/_cscan.c)
+            return frozenset(_c_func_symbol_names(self._table_bytes(sec), strdata, self.is64,
+                                                  self.little_endian))
         raw = strdata
         n_str = len(raw)
         names = set()

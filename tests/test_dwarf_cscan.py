@@ -7,6 +7,8 @@ type units, dwz, split DWARF, clang, kbuild modules), the real Debian bridge.ko 
 Debian 6.1 vmlinux."""
 from __future__ import annotations
 
+import subprocess
+
 import pytest
 from hypothesis import HealthCheck, given, settings
 from hypothesis import strategies as st
@@ -150,6 +152,43 @@ def test_same_relocated_debug_sections(debian_ko, dwarf_fixtures, monkeypatch):
         assert c[".debug_info"] and any(c.values())
         with elf.ElfFile(path) as e:
             assert c[".debug_info"] != bytes(e.section_data(".debug_info"))  # relocated
+
+
+def _readelf_func_names(path) -> set:
+    # the oracle: binutils' readelf, the defined FUNC entries of .symtab
+    out = subprocess.run(["readelf", "-sW", path], capture_output=True, text=True,
+                         check=True).stdout
+    names, in_symtab = set(), False
+    for line in out.splitlines():
+        if line.startswith("Symbol table"):
+            in_symtab = "'.symtab'" in line
+            continue
+        f = line.split(None, 7)           # a Go name may hold spaces: the rest is the name
+        if in_symtab and len(f) == 8 and f[0].endswith(":") and f[3] == "FUNC" \
+                and f[6] != "UND":
+            names.add(f[7])
+    return names
+
+
+def test_same_function_symbol_names(debian_vmlinux, debian_ko, monkeypatch):
+    # elf.func_symbol_names (on every DWARF read's serial path): the C loop vs the Python
+    # one vs readelf, on 64-bit little-endian (vmlinux, bridge.ko, a dynamically linked
+    # program: undefined FUNC entries), 32-bit (Go 386) and big-endian (Go s390x) files
+    from dbhive import elf
+    from tests.support.go_builds import binary
+    from tests.support.uprobe_builds import program
+    assert elf._c_func_symbol_names is not None
+    paths = [debian_vmlinux, debian_ko, program("pie"), binary("1.24", "uprobeapp", "386"),
+             binary("1.24", "uprobeapp", "s390x")]
+    for path in paths:
+        with elf.ElfFile(path) as e:
+            c = e.func_symbol_names()
+            assert (e.is64, e.little_endian) in ((True, True), (False, True), (True, False))
+        with monkeypatch.context() as mp:
+            mp.setattr(elf, "_c_func_symbol_names", None)
+            with elf.ElfFile(path) as e:
+                py = e.func_symbol_names()
+        assert len(c) > 5 and c == py == _readelf_func_names(str(path)), path
 
 
 def test_same_key_merging(dwarf_fixtures, debian_ko):

@@ -8,6 +8,7 @@ $DBHIVE_TEST_CACHE/go-bins/<go version>/<program>-<source hash>/<variant>, varia
   nobi        dwarf with .go.buildinfo removed (objcopy)
   nobi-strip  strip of nobi: no build info, no symbols, no DWARF
   arm64 / arm64-strip   GOARCH=arm64 cross builds (plain, and -ldflags='-s -w')
+  386 / s390x   GOARCH cross builds: a 32-bit and a big-endian ELF file, symbols and all
 """
 from __future__ import annotations
 
@@ -61,6 +62,8 @@ def binary(minor: str, program: str, variant: str) -> str:
         tc.build(minor, src, out, gopath, goarch="arm64")
     elif variant == "arm64-strip":     # binutils here cannot strip arm64: let the linker do it
         tc.build(minor, src, out, gopath, ldflags="-s -w", goarch="arm64")
+    elif variant in ("386", "s390x"):
+        tc.build(minor, src, out, gopath, goarch=variant)
     elif variant in ("strip", "nobi", "nobi-strip"):
         base = {"strip": "dwarf", "nobi": "dwarf", "nobi-strip": "nobi"}[variant]
         src_bin = binary(minor, program, base)
