@@ -13,6 +13,7 @@ from __future__ import annotations
 import argparse
 import ast
 import functools
+import multiprocessing.process
 import os
 import shutil
 import sys
@@ -69,6 +70,8 @@ def main() -> None:
             (reader.Reader, "process", "process (own share)"),
             (api, "run_parallel", "run_parallel"),
             (keys.KeyTable, "merge", "merge worker keys"),
+            (keys.UnitInterner, "function_list", "function list"),
+            (multiprocessing.process.BaseProcess, "join", "join worker"),
             (api, "finalize", "finalize"),
             (M, "check_references", "check_references"),
             (M, "spell_all", "spell_all"),

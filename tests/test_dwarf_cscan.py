@@ -250,6 +250,45 @@ def test_same_finalizing(dwarf_fixtures, debian_ko):
             merge(bad, list(range(len(bad))), 8)
 
 
+def test_same_merging_when_a_second_pass_merges(debian_ko):
+    # merge_identical's C loop leaves out the pass that would change nothing (when the
+    # forms of the roots whose ids led ahead hold); here one does change something: a
+    # placeholder stands for a copy of its definition put at the end of a real key table
+    # (as modules/merge.py's targets can), so a pointer to it equals the pointer to the
+    # definition only once the copy merged into it, in the first pass, after the pointer
+    from dbhive.dwarf import keys as K
+    rd = R.Reader(str(debian_ko))
+    with _bulk_mode():
+        keys = list(rd.process(range(len(rd.units))).t.keys)
+    first = {}
+    for i, key in enumerate(keys):
+        if key[0] == K.M.STRUCT and key[1] is not None:
+            first.setdefault(key[1], i)
+    index = {key: i for i, key in enumerate(keys)}
+    cases = [(i, first[key[2]]) for i, key in enumerate(keys)
+             if key[0] == K.M.FWD and key[1] == K.M.STRUCT and key[2] in first
+             and (K.M.PTR, i) in index]
+    assert len(cases) >= 3, cases
+    targets = {}
+    for fwd, definition in cases:
+        targets[fwd] = len(keys)
+        keys.append(keys[definition])          # the copy: a duplicate key, merged in pass 1
+        if (K.M.PTR, definition) not in index:  # and a pointer to the definition
+            index[(K.M.PTR, definition)] = len(keys)
+            keys.append((K.M.PTR, definition))
+    canon = [list(range(len(keys))) for _ in range(3)]
+    for c in canon:
+        K._c.placeholder_targets(keys, c, targets)
+    K._c.merge_identical(keys, canon[0], 1)
+    K._c.merge_identical(keys, canon[1], 8)
+    K.merge_identical(keys, canon[2], 8)
+    roots = [[_root(c, i) for i in range(len(c))] for c in canon]
+    assert roots[1] == roots[2]
+    assert roots[0] != roots[1]                # the second pass merged the pointers
+    for fwd, definition in cases:
+        assert roots[1][index[(K.M.PTR, fwd)]] == roots[1][index[(K.M.PTR, definition)]]
+
+
 def _root(canon, i):
     while canon[i] != i:
         i = canon[i]

@@ -2186,11 +2186,20 @@ fail:
  * of ids, a union-find forest: canon[i] == i for a root) gets every key that, with its ids
  * replaced by their roots, equals an earlier root's, merged into that one; up to `rounds`
  * passes, until one changes nothing.  The same passes, in the same order, as the Python
- * loop, so the same roots. */
+ * loop, so the same roots, but for the last one: the pass that would change nothing is
+ * left out when it provably would.  Ids point to earlier keys, so a root's key, remapped
+ * when the pass comes to it, holds only roots already passed, which stay roots: its form
+ * is final, unless one of its ids led to a root at or after it (a placeholder resolved to
+ * a later definition).  Those roots' forms are kept ("ahead"); if after the pass each of
+ * them remaps to the same form again, every root's form is the one the pass put into its
+ * dict, where they are all different: a next pass would merge nothing (the vmlinux: 0.035
+ * of 0.09 s). */
 typedef struct {
     Py_ssize_t *c;          /* the forest */
     PyObject **ints;        /* id -> its int object, made once */
     Py_ssize_t n;
+    Py_ssize_t cur;         /* the key being remapped */
+    int ahead;              /* one of its ids led to a root >= cur */
 } Forest;
 
 static PyObject *id_object(Forest *f, Py_ssize_t i)
@@ -2215,8 +2224,29 @@ static PyObject *map_to_root(void *ctx, PyObject *old)
         f->c[i] = f->c[f->c[i]];
         i = f->c[i];
     }
+    if (i >= f->cur)
+        f->ahead = 1;
     PyObject *r = id_object(f, i);
     return r ? Py_NewRef(r) : NULL;
+}
+
+/* 1 if every root kept in `ahead` (its form when the last pass came to it) remaps to that
+   same form now, 0 if one does not, -1 on error */
+static int ahead_forms_hold(Forest *f, PyObject *keys, PyObject **ahead)
+{
+    f->cur = f->n;
+    for (Py_ssize_t i = 0; i < f->n; i++) {
+        if (!ahead[i] || f->c[i] != i)
+            continue;
+        PyObject *k = remap_by(PyList_GET_ITEM(keys, i), map_to_root, f);
+        if (!k)
+            return -1;
+        int same = PyObject_RichCompareBool(k, ahead[i], Py_EQ);
+        Py_DECREF(k);
+        if (same != 1)
+            return same;
+    }
+    return 1;
 }
 
 static PyObject *py_merge_identical(PyObject *self, PyObject *args)
@@ -2231,9 +2261,10 @@ static PyObject *py_merge_identical(PyObject *self, PyObject *args)
     if (PyList_GET_SIZE(canon) != n)
         return PyErr_Format(PyExc_ValueError, "keys and canon differ in length");
     Forest f = {PyMem_Malloc((n ? n : 1) * sizeof *f.c),
-                PyMem_Calloc(n ? n : 1, sizeof *f.ints), n};
+                PyMem_Calloc(n ? n : 1, sizeof *f.ints), n, 0, 0};
+    PyObject **ahead = PyMem_Calloc(n ? n : 1, sizeof *ahead);
     PyObject *seen = NULL, *result = NULL;
-    if (!f.c || !f.ints) {
+    if (!f.c || !f.ints || !ahead) {
         PyErr_NoMemory();
         goto done;
     }
@@ -2248,6 +2279,15 @@ static PyObject *py_merge_identical(PyObject *self, PyObject *args)
     }
     for (int round = 0; round < rounds; round++) {
         int changed = 0;
+        if (round > 0) {                /* would this pass merge anything? */
+            int hold = ahead_forms_hold(&f, keys, ahead);
+            if (hold < 0)
+                goto done;
+            if (hold)
+                break;
+        }
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_CLEAR(ahead[i]);
         Py_XSETREF(seen, PyDict_New());
         if (!seen)
             goto done;
@@ -2261,10 +2301,14 @@ static PyObject *py_merge_identical(PyObject *self, PyObject *args)
                 PyErr_SetString(PyExc_TypeError, "a key is not a tuple");
                 goto done;
             }
+            f.cur = i;
+            f.ahead = 0;
             PyObject *k = remap_by(key, map_to_root, &f);
             if (!k)
                 goto done;
             PyObject *j = PyDict_SetDefault(seen, k, me);     /* borrowed */
+            if (j == me && f.ahead)
+                ahead[i] = Py_NewRef(k);
             Py_DECREF(k);
             if (!j)
                 goto done;
@@ -2291,6 +2335,10 @@ done:
     if (f.ints)
         for (Py_ssize_t i = 0; i < n; i++)
             Py_XDECREF(f.ints[i]);
+    if (ahead)
+        for (Py_ssize_t i = 0; i < n; i++)
+            Py_XDECREF(ahead[i]);
+    PyMem_Free(ahead);
     PyMem_Free(f.ints);
     PyMem_Free(f.c);
     return result;
