@@ -67,6 +67,7 @@ def main() -> None:
             (build, "read_types", "read_types"),
             (reader.Reader, "__init__", "Reader()"),
             (reader.Reader, "prepare_origins", "prepare_origins"),
+            (reader.Reader, "drop_sections", "drop_sections"),
             (reader.Reader, "process", "process (own share)"),
             (api, "run_parallel", "run_parallel"),
             (keys.KeyTable, "merge", "merge worker keys"),

@@ -237,6 +237,8 @@ def run_parallel(reader, units, jobs, tick, defer_free=False):
     try:
         own = reader.process(shares.own_units(0), tick=own_tick)
         pieces += _read_pieces(reader, shares, piece_done)
+        if defer_free:          # no unit is left to read: the bytes go while the workers send
+            reader.drop_sections()
         while pending[0]:
             try:
                 msg = queue.get(timeout=5)
@@ -247,15 +249,21 @@ def run_parallel(reader, units, jobs, tick, defer_free=False):
                                      f"(exit code {dead[0].exitcode})", reader.path) from None
                 continue
             handle(*msg)
+        # each worker has sent all: its exit (the freeing of its memory) goes on meanwhile
+        return _merged(own, keys, functions_of, pieces, defer_free)
     finally:
         for p in procs:
             if p.is_alive():
                 p.terminate()
             p.join()
-    # in unit order: each worker's share, each after the pieces taken from the one before
-    # (a share's pieces come after its owner's part of it, the later one first taken)
+
+
+def _merged(own, keys, functions_of, pieces, defer_free):
+    """This process's table with the workers' shares and all pieces merged in, in unit
+    order: each worker's share, each after the pieces taken from the one before (a share's
+    pieces come after its owner's part of it, the later one first taken)."""
     parts = [(wid, 0, keys[wid][0], keys[wid][1], functions_of[wid])
-             for wid in range(1, nshares)] + pieces
+             for wid in range(1, len(keys))] + pieces
     parts.sort(key=lambda p: (p[0], p[1]))
     table = own.t
     # the functions as one process's interner has them: each at its first place, with its
