@@ -243,3 +243,28 @@ def test_the_writer_thread_reports_sqlites_error_and_commits_nothing(tmp_path):
     assert conn.execute("SELECT count(*), sum(idx) FROM kt_enumerators").fetchone() == \
         (20000, sum(range(20000)))
     conn.close()
+
+
+def test_lookups_by_name_use_the_partial_index(graph, tmp_path):
+    # kt_types_name holds only the named types (schema.py): every lookup by name the
+    # readers make must still be one SQLite answers from it, and with the same rows as a
+    # scan of the table (the index left out)
+    from dbhive.btf import dbview
+    from resolver import kernel
+    db = str(tmp_path / "k.db")
+    store.write_db(graph, {"release": "x"}, db)
+    name = next(t.name for t in graph.types if t.kind == M.STRUCT and t.name)
+    queries = [(kernel._SQL_BY_NAME, (name, M.STRUCT)), (kernel._SQL_LAYOUTS, (name, M.STRUCT)),
+               (dbview._SQL_NAMED, (name,)), (dbview._SQL_FLAVOURED, (name, name + "~"))]
+    conn = sqlite3.connect(db)
+    try:
+        with_index = []
+        for sql, args in queries:
+            plan = " ".join(r[-1] for r in conn.execute("EXPLAIN QUERY PLAN " + sql, args))
+            assert "INDEX kt_types_name" in plan, (sql, plan)
+            with_index.append(conn.execute(sql, args).fetchall())
+        conn.execute("DROP INDEX kt_types_name")
+        assert [conn.execute(sql, args).fetchall() for sql, args in queries] == with_index
+        assert with_index[0] and with_index[2]
+    finally:
+        conn.close()
