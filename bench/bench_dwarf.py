@@ -23,7 +23,8 @@ same share read right after the first in one process (whose definitions it may j
 separate processes taking turns.
 Columns: wall, CPU (user+sys, workers included), peak RSS of the largest single process
 (wait4), peak sum of PSS over the whole process tree (sampled every 50 ms from
-/proc/PID/smaps_rollup: counts forked workers without double-counting shared pages), and
+/proc/PID/smaps_rollup in one extra run of each command, not timed: the sampling slows the
+process it samples; counts forked workers without double-counting shared pages), and
 DIEs per second of wall time (DIE total counted once by a full walk, cached), and the wall
 time relative to the anchor (pahole; for the package, bsdtar -x + pahole).
 """
@@ -112,8 +113,11 @@ def drop_caches() -> None:
         fh.write("3\n")
 
 
-def run(argv, stdout=subprocess.DEVNULL, env=None, cold=False) -> dict:
-    """Run to completion: wall, cpu, max single-process RSS, peak tree PSS (MB)."""
+def run(argv, stdout=subprocess.DEVNULL, env=None, cold=False, pss=False) -> dict:
+    """Run to completion: wall, cpu, max single-process RSS (MB); with `pss`, the peak tree
+    PSS too (else 0).  The PSS sampling is for a run of its own, never a timed one: reading
+    /proc/PID/smaps_rollup walks the page tables of the process and stalls its page faults
+    (`pahole -F dwarf`, 2.9 GB: 15.6-27.3 s sampled against 9.9-14.6 s not, 2026-12-04)."""
     if cold:
         drop_caches()
     t0 = time.perf_counter()
@@ -126,16 +130,23 @@ def run(argv, stdout=subprocess.DEVNULL, env=None, cold=False) -> dict:
         while not done.wait(0.05):
             peak[0] = max(peak[0], sum(_pss_kb(p) for p in _tree(proc.pid)))
     th = threading.Thread(target=sample, daemon=True)
-    th.start()
+    if pss:
+        th.start()
     err = proc.stderr.read()
     _, status, ru = os.wait4(proc.pid, 0)
     wall = time.perf_counter() - t0
     done.set()
-    th.join()
+    if pss:
+        th.join()
     if os.waitstatus_to_exitcode(status) != 0:
         raise RuntimeError(f"{argv} failed: {err.decode(errors='replace')[-800:]}")
     return {"wall": wall, "cpu": ru.ru_utime + ru.ru_stime, "rss": ru.ru_maxrss / 1024,
             "pss": peak[0] / 1024}
+
+
+def peak_pss(argv, env=None) -> float:
+    """The peak tree PSS (MB) of one extra, untimed run."""
+    return run(argv, env=env, pss=True)["pss"]
 
 
 def median(rows: list) -> dict:
@@ -226,6 +237,7 @@ def main():
     if args.no_pure:
         del cmds["ours read_dwarf jobs=2 pure Python"]
     samples = {k: [] for k in cmds}
+    pss = {}
     with tempfile.TemporaryDirectory(dir=CACHE) as tmp:
         out = os.path.join(tmp, "bench.db")
         if not args.deb_only:
@@ -236,11 +248,15 @@ def main():
                                               cold=args.cold))
                     if os.path.exists(out):
                         os.unlink(out)
+            for label, (argv, env) in cmds.items():       # tree PSS: a run of its own each
+                pss[label] = peak_pss([a.replace("{out}", out) for a in argv], env=env)
+                if os.path.exists(out):
+                    os.unlink(out)
             print(f"input: {vm} ({os.path.getsize(vm) / 1e6:.0f} MB, {dies} DIEs), "
                   f"{os.cpu_count()} cores, {'median of %d runs' % args.runs if args.runs > 1 else 'one run'}, "
                   f"page cache {'cold (dropped before each run)' if args.cold else 'warm'}, "
                   f"load average before: {load:.2f}")
-            rows = [(k, median(v)) for k, v in samples.items()]
+            rows = [(k, {**median(v), "pss": pss[k]}) for k, v in samples.items()]
             print(table(rows, dies, "pahole -j -F dwarf"))
             med = dict(rows)
             print(f"scaling 1 -> 2 workers (complete DB): "
@@ -286,10 +302,16 @@ def main():
                      "--no-progress", "-j", "2"], cold=args.cold))
             os.unlink(out)
         d = {k: median(v) for k, v in deb_rows.items()}
+        d["ours dbhive build .deb -> DB"]["pss"] = peak_pss(
+            [dbhive, "build", args.deb, "--source", "dwarf", "--out", out, "--no-progress",
+             "-j", "2"])
+        os.unlink(out)
         anchor = {"wall": d["bsdtar -x vmlinux"]["wall"] + d["pahole -j -F dwarf (extracted)"]["wall"],
                   "cpu": d["bsdtar -x vmlinux"]["cpu"] + d["pahole -j -F dwarf (extracted)"]["cpu"],
                   "rss": max(d["bsdtar -x vmlinux"]["rss"], d["pahole -j -F dwarf (extracted)"]["rss"]),
-                  "pss": max(d["bsdtar -x vmlinux"]["pss"], d["pahole -j -F dwarf (extracted)"]["pss"])}
+                  # pahole's on the same vmlinux, from the rows above (0 with --deb-only)
+                  "pss": pss.get("pahole -j -F dwarf", 0.0)}
+        d["pahole -j -F dwarf (extracted)"]["pss"] = anchor["pss"]
         print(f"\nwhole package: {os.path.basename(args.deb)} "
               f"({os.path.getsize(args.deb) / 1e6:.0f} MB)")
         rows = list(d.items()) + [("bsdtar -x + pahole -j (sum)", anchor)]

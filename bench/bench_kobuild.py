@@ -30,7 +30,7 @@ import sys
 import tempfile
 import time
 
-from bench.bench_dwarf import median, run, warm
+from bench.bench_dwarf import median, peak_pss, run, warm
 from scripts.realdata import (CACHE, DEBIAN_DBG_PKG, DEBIAN_RELEASE, cache_dir, deb_member,
                               fetch_deb)
 
@@ -82,9 +82,12 @@ def part_one(runs: int, deb: str, tmp: str) -> None:
             theirs.append(run(["pahole", "-F", "dwarf", ko]))
             ours.append(run([os.path.join(BIN, "kobuild"), ko, "-o", out, "--no-progress"]))
             os.unlink(out)
-        a = median(theirs)
+        a = {**median(theirs), "pss": peak_pss(["pahole", "-F", "dwarf", ko])}
+        b = {**median(ours),
+             "pss": peak_pss([os.path.join(BIN, "kobuild"), ko, "-o", out, "--no-progress"])}
+        os.unlink(out)
         print(row(f"pahole -F dwarf {label}", a))
-        print(row(f"kobuild {label}", median(ours), a))
+        print(row(f"kobuild {label}", b, a))
 
 
 def pahole_sweep(files: list) -> dict:
@@ -119,13 +122,16 @@ def part_all(runs: int, deb: str, tmp: str, limit: int = 0) -> None:
             warm(f)
         ours.append(run([os.path.join(BIN, "kobuild"), *inputs, "-o", out, "--no-progress"]))
         os.unlink(out)
-    a = median(theirs)
+    a = median(theirs)              # its tree PSS: the largest module's, sampled apart
+    a["pss"] = peak_pss(["pahole", "-F", "dwarf", max(files, key=os.path.getsize)])
+    b = {**median(ours), "pss": peak_pss([os.path.join(BIN, "kobuild"), *inputs, "-o", out,
+                                          "--no-progress"])}
+    os.unlink(out)
     which = "all" if files == every else f"{len(files)} of the {len(every)}"
     print(f"\n== {which} modules of {os.path.basename(deb)} ({total / 1e6:.0f} MB of "
           f".ko; {runs} run{'s' if runs > 1 else ''} each, alternating) ==\n{HEADER}")
     print(row("pahole -F dwarf, each module (sum)", a))
-    print(row(f"kobuild {'DIR' if files == every else 'FILES'} -o all.db (2 workers)",
-              median(ours), a))
+    print(row(f"kobuild {'DIR' if files == every else 'FILES'} -o all.db (2 workers)", b, a))
 
 
 def part_build(deb: str, tmp: str, check: bool) -> None:
@@ -133,7 +139,7 @@ def part_build(deb: str, tmp: str, check: bool) -> None:
     warm(deb)
     argv = ["unshare", "-n", os.path.join(BIN, "dbhive"), "build", deb, "--modules", "all",
             "--out", out, "--no-progress"]
-    s = run(argv)
+    s = run(argv, pss=True)         # one run, no anchor: sampled as it is timed
     print(f"\n== unshare -n dbhive build {os.path.basename(deb)} --modules all ==\n{HEADER}")
     print(row("dbhive build --modules all (DWARF, 2 workers)", s))
     if check:
