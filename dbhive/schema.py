@@ -18,7 +18,7 @@ import sqlite3
 import urllib.parse
 from typing import NamedTuple
 
-from .errors import SchemaError
+from .errors import CorruptDB, SchemaError
 
 # Bump when a table or a column changes meaning; readers refuse other versions.
 # 2: BTF's variables, data sections and declaration tags (kt_variables, kt_datasecs,
@@ -182,6 +182,12 @@ def connect_ro(path: str, threads: bool = False) -> sqlite3.Connection:
 
 
 _SQL_META = select_sql(META, ("key", "value"))
+
+
+def damaged_db(path: str, e: sqlite3.DatabaseError) -> CorruptDB:
+    """The error for an SQLite error met while reading rows of a DB that opened (damaged
+    pages: `database disk image is malformed`)."""
+    return CorruptDB(f"{path} is damaged ({e})")
 
 
 def read_meta_conn(conn: sqlite3.Connection, path: str) -> dict:

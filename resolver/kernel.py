@@ -362,7 +362,7 @@ class KernelDB(TypeSource):
             try:
                 return self._conn.execute(sql, args).fetchall()
             except sqlite3.DatabaseError as e:
-                raise CorruptDB(f"{self.path}: damaged DB ({e})") from None
+                raise S.damaged_db(self.path, e) from None
 
     def type(self, tid: int) -> TypeRow:
         t = self._types.get(tid)
@@ -425,10 +425,13 @@ class KernelDB(TypeSource):
     def preload(self) -> None:
         """Load every type and member row at once (for whole-DB walks such as `dump`)."""
         with self._lock:
-            types = {r[0]: TypeRow(*r) for r in self._conn.execute(_SQL_ALL_TYPES)}
-            members: dict = {}
-            for (tid, name, mt, bo, bs) in self._conn.execute(_SQL_ALL_MEMBERS):
-                members.setdefault(tid, []).append(MemberRow(name, mt, bo, bs))
+            try:
+                types = {r[0]: TypeRow(*r) for r in self._conn.execute(_SQL_ALL_TYPES)}
+                members: dict = {}
+                for (tid, name, mt, bo, bs) in self._conn.execute(_SQL_ALL_MEMBERS):
+                    members.setdefault(tid, []).append(MemberRow(name, mt, bo, bs))
+            except sqlite3.DatabaseError as e:     # damage the rows read so far did not show
+                raise S.damaged_db(self.path, e) from None
         self._types.update(types)
         for tid, t in types.items():
             if t.kind in COMPOSITE:

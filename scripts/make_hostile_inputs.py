@@ -11,6 +11,7 @@ renamed); sparse files take no disk space.
 from __future__ import annotations
 
 import os
+import random
 import shutil
 import sqlite3
 import struct
@@ -21,7 +22,12 @@ import tempfile
 from dbhive.btf import kinds as K
 from scripts.realdata import CACHE, RUNNING_BTF
 
-VERSION = "2"
+VERSION = "3"
+
+
+def garbage(n: int) -> bytes:
+    """n random bytes, the same on every run (a failure is reproducible)."""
+    return random.Random(16).randbytes(n)
 ARCH_DIR = "x86_64"          # raw BTF is filed under its arch, as btfhub does
 LS = "/bin/ls"
 LIBCRYPTO = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
@@ -127,7 +133,7 @@ def elf_cases(out_dir: str) -> dict:
     # a real ELF header followed by random bytes
     p = os.path.join(out_dir, "elf-random")
     with open(p, "wb") as fh:
-        fh.write(ls[:64] + os.urandom(1 << 20))
+        fh.write(ls[:64] + garbage(1 << 20))
     paths["elf-random"] = p
     # a real library padded to 10 GiB (sparse), with and without section headers
     for name, strip_sections in (("elf-sparse-10g", False), ("elf-sparse-10g-noshdr", True)):
@@ -164,8 +170,22 @@ def db_cases(good_db: str, out_dir: str) -> dict:
     size = os.path.getsize(p)
     with open(p, "r+b") as fh:                              # garbage over the middle pages
         fh.seek(size // 3)
-        fh.write(os.urandom(min(1 << 20, size // 3)))
+        fh.write(garbage(min(1 << 20, size // 3)))
     paths["db-corrupt"] = p
+    # garbage over every page of the type and member tables (their b-trees as SQLite's
+    # dbstat lists them): the file opens, its meta table reads, and any type lookup or
+    # whole-table scan meets the damage
+    p = copy("db-damaged-type-tables.db")
+    conn = sqlite3.connect(p)
+    pages = [n for (n,) in conn.execute("SELECT pageno FROM dbstat WHERE name IN "
+                                        "('kt_types', 'kt_members')")]
+    page_size = conn.execute("PRAGMA page_size").fetchone()[0]
+    conn.close()
+    with open(p, "r+b") as fh:
+        for n in pages:
+            fh.seek((n - 1) * page_size)
+            fh.write(garbage(page_size))
+    paths["db-damaged-type-tables"] = p
     p = copy("db-ref-cycle.db")
     conn = sqlite3.connect(p)
     # atomic_t (the type of mm_struct.mm_users) now names itself

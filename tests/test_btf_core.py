@@ -17,6 +17,7 @@ from dbhive.btf import ext as E
 from dbhive.btf import make
 from dbhive.btf.dbview import DbView
 from tests.support import need_tool
+from tests.support.minihive import DBHIVE
 from tests.support.btf_compare import canonical
 from tests.support.btfout import (PROGRAMS, TRIGGER, comparable, core_fixtures, dwarf_hive,
                                   hive_files, our_full_btf, relocations, run_loader,
@@ -155,3 +156,15 @@ def test_dwarf_kernel_minimal_btf_relocates_like_its_own_btf(fx, debian_vmlinux,
         assert want["relocations"] != _same(fx, n, attach=False)["relocations"]   # 6.1 != 6.18
         for btf in (our_full, str(mine), str(theirs)):
             assert _same(fx, n, btf, attach=False) == want, (n, btf)
+
+
+def test_minimal_btf_of_a_damaged_db_is_one_line(fx, tmp_path):
+    """The minimal BTF reads the DB on demand (DbView): pages of garbage over its type
+    tables are a one-line error naming the file, and no output is left."""
+    from scripts import make_hostile_inputs
+    from tests.support.bounded import run_bounded
+    db = make_hostile_inputs.build()["db-damaged-type-tables"]
+    out = tmp_path / "min.btf"
+    o = run_bounded([DBHIVE, "btf", db, "--for", fx["core_task"], "-o", str(out)])
+    assert o.returncode != 0 and o.one_line_error and db in o.stderr, o.stderr
+    assert "damaged" in o.stderr and not out.exists()

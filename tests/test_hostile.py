@@ -233,18 +233,23 @@ def test_ten_gigabyte_sparse_elf(case, hostile):
 
 # --- DBs ---------------------------------------------------------------------------------------
 
-@pytest.mark.parametrize("case", ["db-no-type-tables", "db-corrupt", "db-ref-cycle"])
-def test_damaged_dbs(case, hostile):
+@pytest.mark.parametrize("case", ["db-no-type-tables", "db-corrupt", "db-damaged-type-tables",
+                                  "db-ref-cycle"])
+def test_damaged_dbs(case, hostile, tmp_path):
     paths = ["mm_struct.mm_users.counter", "file->f_path.dentry", "task_struct.files"]
     cmds = [[RESOLVER, "--db", hostile[case], "offset"] + paths,
             [RESOLVER, "--db", hostile[case], "struct", "file"],
             [RESOLVER, "--db", hostile[case], "func", "do_filp_open"],
             [RESOLVER, "--db", hostile[case], "expr", "p vfs_read n=%0->f_path.dentry"],
             [RESOLVER, "--db", hostile[case], "dump"],
-            [DBHIVE, "show", "--db", hostile[case], "file"]]
+            [DBHIVE, "show", "--db", hostile[case], "file"],
+            [DBHIVE, "btf", hostile[case], "-o", str(tmp_path / "full.btf")],
+            [DBHIVE, "header", hostile[case], "-o", str(tmp_path / "vmlinux.h")]]
     for cmd in cmds:
         o = run_bounded(cmd, timeout=30)
         assert "Traceback" not in o.stderr, (cmd, o.stderr)
+        if case == "db-damaged-type-tables":     # every command reads those tables
+            assert o.returncode != 0, (cmd, o.stdout[-400:])
         if o.returncode != 0 and cmd[3] in ("offset", "func") and o.stderr == "":
             # these report each path / name on its own line, the error in its place
             assert "damaged" in o.stdout or "cycle" in o.stdout, o.stdout
@@ -253,6 +258,8 @@ def test_damaged_dbs(case, hostile):
     if case != "db-corrupt":       # random damage may miss what a query reads; these may not
         o = run_bounded(cmds[0], timeout=30)
         assert o.returncode != 0
+    if case == "db-damaged-type-tables":
+        assert files_under(tmp_path) == []       # nothing half-written
 
 
 def test_a_damaged_db_in_a_hive_spoils_nothing_else(hostile, running_db, tmp_path):
@@ -274,14 +281,20 @@ def test_a_damaged_db_in_a_hive_spoils_nothing_else(hostile, running_db, tmp_pat
     assert o.returncode == 0 and "good-release" in o.stdout, o.stderr
 
 
-def _rpm_sig_entry(data: bytearray, tag: int) -> int:
-    """Offset of the signature header's index entry for `tag` (after the 96-byte lead)."""
-    nindex = int.from_bytes(data[96 + 8:96 + 12], "big")
+def _rpm_sig_entry(data: bytearray, tag: int, header: str = "signature") -> int:
+    """Offset of the index entry for `tag` in the signature header (after the 96-byte lead)
+    or the main header (after the signature, 8-aligned)."""
+    start = 96
+    if header == "main":
+        nindex, hsize = (int.from_bytes(data[start + k:start + k + 4], "big") for k in (8, 12))
+        start += 16 + 16 * nindex + hsize
+        start += -start % 8
+    nindex = int.from_bytes(data[start + 8:start + 12], "big")
     for i in range(nindex):
-        off = 96 + 16 + 16 * i
+        off = start + 16 + 16 * i
         if int.from_bytes(data[off:off + 4], "big") == tag:
             return off
-    raise AssertionError(f"no signature tag {tag}")
+    raise AssertionError(f"no {header} tag {tag}")
 
 
 def test_rpm_size_tag_with_no_value(tmp_path):
@@ -299,6 +312,24 @@ def test_rpm_size_tag_with_no_value(tmp_path):
     o = run_bounded([DBHIVE, "build", str(bad), "--hive", str(tmp_path / "h")])
     assert "Traceback" not in o.stderr, o.stderr
     assert o.returncode == 0 or o.one_line_error, o.stderr
+
+
+@pytest.mark.parametrize("header,tag,typ", [("signature", 1000, 6),   # SIZE as a string
+                                             ("main", 1000, 4),        # NAME as an int32
+                                             ("main", 1116, 8)])       # DIRINDEXES as strings
+def test_rpm_tag_of_the_wrong_type(tmp_path, header, tag, typ):
+    """Found by the fuzzer: a signature size tag typed as a string (TypeError adding it to
+    an offset).  Every tag the reader uses, typed as the other kind, is a one-line error.
+    Made from a real RPM built by rpmbuild."""
+    from tests.support.rpms import make_rpms
+    data = bytearray(open(make_rpms("small")["small.xz"], "rb").read())
+    off = _rpm_sig_entry(data, tag, header)
+    data[off + 4:off + 8] = typ.to_bytes(4, "big")
+    bad = tmp_path / "bad.rpm"
+    bad.write_bytes(data)
+    o = run_bounded([DBHIVE, "build", str(bad), "--hive", str(tmp_path / "h")])
+    check(o, 1, f"{header} header tag {tag} should hold")
+    assert files_under(tmp_path) == ["bad.rpm"]
 
 
 def test_rpm_header_claiming_gigabytes(tmp_path):

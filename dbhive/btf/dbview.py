@@ -5,6 +5,8 @@ where loading the whole graph takes a second.
 """
 from __future__ import annotations
 
+import sqlite3
+
 from .. import model as M
 from .. import schema as S
 from ..errors import CorruptDB
@@ -28,10 +30,16 @@ class DbView(TypeView):
         self.path = path
         self.ptr_size = M.pointer_size(self.meta.get("arch") or "")
         self._types: dict = {}
-        self.n = (self.conn.execute(_SQL_COUNT).fetchone()[0] or 0) + 1
+        self.n = (self._rows(_SQL_COUNT)[0][0] or 0) + 1
 
     def close(self) -> None:
         self.conn.close()
+
+    def _rows(self, sql: str, args: tuple = ()) -> list:
+        try:
+            return self.conn.execute(sql, args).fetchall()
+        except sqlite3.DatabaseError as e:
+            raise S.damaged_db(self.path, e) from None
 
     def __enter__(self):
         return self
@@ -43,19 +51,19 @@ class DbView(TypeView):
         t = self._types.get(tid)
         if t is not None:
             return t
-        row = self.conn.execute(_SQL_TYPE, (tid,)).fetchone()
-        if row is None:
+        rows = self._rows(_SQL_TYPE, (tid,))
+        if not rows:
             raise CorruptDB(f"{self.path}: type id {tid} is referred to but not in the DB")
-        kind, name, size, ref, nelems, variadic, signed, encoding = row
+        kind, name, size, ref, nelems, variadic, signed, encoding = rows[0]
         t = M.Type(M.own_kind(kind), name, size, ref, nelems=nelems, variadic=bool(variadic),
                    signed=None if signed is None else bool(signed), encoding=encoding)
         if kind in M.COMPOSITE:
             t.members = [M.Member(n, mt, bo, bs)
-                         for n, mt, bo, bs in self.conn.execute(_SQL_MEMBERS, (tid,))]
+                         for n, mt, bo, bs in self._rows(_SQL_MEMBERS, (tid,))]
         elif kind == M.ENUM:
-            t.enumerators = [(n, int(v)) for n, v in self.conn.execute(_SQL_ENUMS, (tid,))]
+            t.enumerators = [(n, int(v)) for n, v in self._rows(_SQL_ENUMS, (tid,))]
         elif kind == M.FUNC_PROTO:
-            t.params = [M.Param(n, pt) for n, pt in self.conn.execute(_SQL_PARAMS, (tid,))]
+            t.params = [M.Param(n, pt) for n, pt in self._rows(_SQL_PARAMS, (tid,))]
         for r in ([t.ref] if t.ref is not None else []) + \
                 [m.type for m in t.members or ()] + [p.type for p in t.params or ()]:
             if not 0 <= r < self.n:
@@ -65,8 +73,8 @@ class DbView(TypeView):
         return t
 
     def by_essential_name(self, name: str) -> list:
-        ids = [tid for tid, _ in self.conn.execute(_SQL_NAMED, (name,))]
-        ids += [tid for tid, n in self.conn.execute(_SQL_FLAVOURED,
-                                                    (name + "___", name + "___\U0010ffff"))
+        ids = [tid for tid, _ in self._rows(_SQL_NAMED, (name,))]
+        ids += [tid for tid, n in self._rows(_SQL_FLAVOURED,
+                                             (name + "___", name + "___\U0010ffff"))
                 if essential(n) == name]
         return sorted(set(ids))
