@@ -27,6 +27,13 @@ TYPE_INT8, TYPE_INT16, TYPE_INT32, TYPE_INT64 = 2, 3, 4, 5
 TYPE_STRING, TYPE_STRING_ARRAY, TYPE_I18NSTRING = 6, 8, 9
 _INT_FORMATS = {TYPE_INT8: "B", TYPE_INT16: "H", TYPE_INT32: "I", TYPE_INT64: "Q"}
 _STRING_TYPES = (TYPE_STRING, TYPE_STRING_ARRAY, TYPE_I18NSTRING)
+# the tags read, and whether each holds numbers or strings (tag numbers of the two headers
+# overlap: 1000 is the signature's SIZE and the main header's NAME)
+_NUMBER, _TEXT = "number", "string"
+_SIG_TAGS = {SIGTAG_LONGSIZE: _NUMBER, SIGTAG_SIZE: _NUMBER}
+_MAIN_TAGS = {TAG_NAME: _TEXT, TAG_VERSION: _TEXT, TAG_RELEASE: _TEXT,
+              TAG_FILEDIGESTS: _TEXT, TAG_DIRINDEXES: _NUMBER, TAG_BASENAMES: _TEXT,
+              TAG_DIRNAMES: _TEXT, TAG_FILEDIGESTALGO: _NUMBER}
 
 # PGP hash algorithm numbers (FILEDIGESTALGO); md5 when the tag is absent
 DIGEST_ALGOS = {1: "md5", 2: "sha1", 8: "sha256", 9: "sha384", 10: "sha512", 11: "sha224"}
@@ -47,10 +54,10 @@ def read_rpm_headers(path: str, file_size: int, normalise) -> RpmInfo:
         lead = fh.read(LEAD_SIZE)
         if len(lead) < LEAD_SIZE:
             raise ArchiveError(f"{path}: truncated RPM (lead cut short)")
-        sig = _header(fh, path, "signature", file_size)
+        sig = _header(fh, path, "signature", file_size, _SIG_TAGS)
         fh.seek(-fh.tell() % 8, os.SEEK_CUR)        # the main header is 8-aligned
         main_start = fh.tell()
-        main = _header(fh, path, "main", file_size)
+        main = _header(fh, path, "main", file_size, _MAIN_TAGS)
     total = (sig.get(SIGTAG_LONGSIZE) or sig.get(SIGTAG_SIZE) or [None])[0]
     if total is not None and main_start + total > file_size:
         raise ArchiveError(f"{path}: truncated RPM ({file_size} bytes, its header says "
@@ -73,9 +80,9 @@ def read_rpm_headers(path: str, file_size: int, normalise) -> RpmInfo:
     return info
 
 
-def _header(fh, path: str, which: str, file_size: int) -> dict:
-    """One RPM header structure at the file position: {tag: [values]} for the number,
-    string and string-array tags (binary ones are skipped)."""
+def _header(fh, path: str, which: str, file_size: int, wanted: dict) -> dict:
+    """One RPM header structure at the file position: {tag: [values]} for the tags of
+    `wanted` ({tag: _NUMBER or _TEXT}); a wanted tag of the other kind is a damaged RPM."""
     head = fh.read(16)
     if len(head) < 16 or head[:4] != HEADER_MAGIC:
         raise ArchiveError(f"{path}: truncated or damaged RPM ({which} header missing)")
@@ -90,6 +97,12 @@ def _header(fh, path: str, which: str, file_size: int) -> dict:
     tags = {}
     for i in range(nindex):
         tag, typ, off, count = struct.unpack_from(">IIII", index, 16 * i)
+        kind = wanted.get(tag)
+        if kind is None:
+            continue
+        if typ not in (_INT_FORMATS if kind == _NUMBER else _STRING_TYPES):
+            raise ArchiveError(f"{path}: damaged RPM ({which} header tag {tag} should hold "
+                               f"{kind}s, has type {typ})")
         if typ in _INT_FORMATS:
             fmt = ">%d%s" % (count, _INT_FORMATS[typ])
             if off + struct.calcsize(fmt) <= hsize:
