@@ -78,7 +78,8 @@ def main() -> None:
             (M, "spell_all", "spell_all"),
             (store, "write_db", "write_db"),
             (store, "_create_tables", "  create tables"),
-            (store, "_write_normalized", "  normalized rows"),
+            (store, "_write_unspelled", "  normalized rows but kt_types"),
+            (store, "_write_types", "  kt_types rows"),
             (store, "_write_surftrace", "  surftrace rows"),
             (store._Sink, "finish", "  SQLite thread drain"),
     ):

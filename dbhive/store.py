@@ -132,10 +132,10 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
             try:
                 # the tables that need no spelling first: the SQLite thread starts on them
                 # while the spellings are made
-                _write_normalized(sink, graph, None)
+                _write_unspelled(sink, graph)
                 # every type's C spelling, worked out once: kt_types and the surftrace tables
                 spelled = M.spell_all(graph)
-                _write_normalized(sink, graph, spelled)
+                _write_types(sink, graph, spelled)
                 _write_surftrace(sink, graph, spelled)
                 sink.indexes(S.TABLES)
                 M.free_deferred()       # while the SQLite thread works, if there is one
@@ -210,11 +210,8 @@ def _create_tables(conn: sqlite3.Connection) -> None:
         conn.execute(S.create_table_sql(t))
 
 
-def _write_normalized(sink: _Sink, graph: M.TypeGraph, spelled) -> None:
-    """spelled None: every normalized table but kt_types; else kt_types."""
-    if spelled is not None:
-        sink.rows(S.KT_TYPES, _type_rows(graph, spelled))
-        return
+def _write_unspelled(sink: _Sink, graph: M.TypeGraph) -> None:
+    """Every normalized table but kt_types (the ones that need no C spelling)."""
     for table, rows in ((S.KT_MEMBERS, _member_rows),
                         (S.KT_ENUMERATORS, _enum_rows),
                         (S.KT_PARAMS, _param_rows),
@@ -224,6 +221,11 @@ def _write_normalized(sink: _Sink, graph: M.TypeGraph, spelled) -> None:
                         (S.KT_DATASEC_ENTRIES, _datasec_entry_rows),
                         (S.KT_DECL_TAGS, _decl_tag_rows)):
         sink.rows(table, rows(graph))
+
+
+def _write_types(sink: _Sink, graph: M.TypeGraph, spelled: list) -> None:
+    """kt_types, with each type's C spelling."""
+    sink.rows(S.KT_TYPES, _type_rows(graph, spelled))
 
 
 def _write_surftrace(sink: _Sink, graph: M.TypeGraph, spelled: list) -> None:
