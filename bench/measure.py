@@ -32,6 +32,18 @@ def run_cmd(argv, stdout=subprocess.DEVNULL, env=None) -> Sample:
     return Sample(wall, ru.ru_utime + ru.ru_stime, ru.ru_maxrss / 1024)
 
 
+def own_peak_rss_mb() -> float:
+    """This process's peak RSS (VmHWM, MB).  A command it starts inherits it as the floor of
+    its own ru_maxrss (exec keeps the high-water mark of the memory it replaces, the
+    parent's when forked or vforked), so a peak RSS figure at or below this says nothing:
+    a benchmark keeps its own process small and prints this beside its figures."""
+    with open("/proc/self/status") as fh:
+        for line in fh:
+            if line.startswith("VmHWM:"):
+                return int(line.split()[1]) / 1024
+    return 0.0
+
+
 def median_sample(samples) -> Sample:
     return Sample(statistics.median(s.wall for s in samples),
                   statistics.median(s.cpu for s in samples),
