@@ -120,15 +120,20 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
             "package_version": ex.package_version,
             "source_file": os.path.basename(input_path),
             "source_member": ex.member or "",
-            # a raw BTF input is the file identity hashed already
-            "source_sha256": (ident.btf_sha256 if ex.kind == "raw-btf" and not ex.temporary
-                              and ident.btf_sha256 and not source_sha256 else
-                              source_sha256 or sha256()),
             "source_kind": ex.kind,
             "type_source": src,
             "builder_version": __version__,
             "built_at": datetime.datetime.now(datetime.timezone.utc).isoformat(timespec="seconds"),
         })
+        # a raw BTF input is the file identity hashed already; else the hash being made
+        # meanwhile is waited for as late as can be (write_db's late_meta)
+        late_meta = {}
+        if ex.kind == "raw-btf" and not ex.temporary and ident.btf_sha256 and not source_sha256:
+            meta["source_sha256"] = ident.btf_sha256
+        elif source_sha256:
+            meta["source_sha256"] = source_sha256
+        else:
+            late_meta["source_sha256"] = sha256
         hive = None if out else (hive or hivemod.default_hive())
         dest = out or hivemod.db_path(hive, meta["arch"], meta["distro"], meta["release"],
                                       meta["flavour"])
@@ -143,12 +148,14 @@ def build(input_path: str, hive: Optional[str] = None, out: Optional[str] = None
             meta.update(btf_meta)
         if with_header:                 # made before anything is written: an error leaves none
             from . import cheader
+            meta.update((k, value()) for k, value in late_meta.items())   # the banner says it
+            late_meta = {}
             head_dest = header_path(hive, dest, meta)
             output.check_destination(head_dest)
             files.append((head_dest, cheader.render(kernel_graph, cheader.banner(meta),
                                                     input_path).encode()))
         meta = store.write_db(graph, meta, dest, must_exist_dir=bool(out),
-                              parallel=jobs is None or jobs > 1)
+                              parallel=jobs is None or jobs > 1, late_meta=late_meta)
         if files:                         # BTF and header files beside the DB
             from .btf.make import write_files
             write_files(files)

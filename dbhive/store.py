@@ -10,7 +10,7 @@ from __future__ import annotations
 import itertools
 import os
 import sqlite3
-from typing import Iterable
+from typing import Iterable, Optional
 
 from . import model as M
 from . import output
@@ -104,10 +104,14 @@ def _decl_tag_rows(g: M.TypeGraph):
 # ---------------------------------------------------------------------------
 
 def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = False,
-             parallel: bool = True) -> dict:
+             parallel: bool = True, late_meta: Optional[dict] = None) -> dict:
     """Write `graph` and `meta` to `dest` atomically (output.atomic_path: temp file + rename;
     a non-regular destination is refused).  Returns the meta as written (with the counts
     and schema version added).
+
+    `late_meta`: {key: callable} of meta values still being worked out elsewhere (the
+    input's sha256, hashed by a process of its own): each is called after the rows are
+    handed over, so it is waited for while SQLite inserts them, not before.
 
     `parallel`: SQLite inserts the rows on a thread of its own (_cbulk.Writer, which runs
     without the GIL) while this thread makes the next table's rows; else, or for a small
@@ -125,8 +129,6 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
         conn = sqlite3.connect(tmp)
         try:
             _create_tables(conn)
-            _bulk(conn, S.META, ((k, None if v is None else str(v))
-                                 for k, v in sorted(meta.items())))
             conn.commit()
             sink = _Sink(conn, tmp, parallel and len(graph.types) >= PARALLEL_MIN_TYPES)
             try:
@@ -139,6 +141,7 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
                 _write_surftrace(sink, graph, spelled)
                 sink.indexes(S.TABLES)
                 M.free_deferred()       # while the SQLite thread works, if there is one
+                meta.update((k, value()) for k, value in (late_meta or {}).items())
                 sink.finish()
             except Exception:
                 sink.abort()            # an earlier table's error, if it had one, first
@@ -146,6 +149,8 @@ def write_db(graph: M.TypeGraph, meta: dict, dest: str, must_exist_dir: bool = F
             except BaseException:
                 sink.abort(quiet=True)
                 raise
+            _bulk(conn, S.META, ((k, None if v is None else str(v))
+                                 for k, v in sorted(meta.items())))
             conn.commit()
         finally:
             conn.close()

@@ -113,6 +113,32 @@ def test_debian_deb_btf_source_equals_pahole(tmp_path, debian_dbg_deb, debian_vm
         assert a.read() == b.read()
 
 
+def _sha256(path: str) -> str:
+    import hashlib
+    digest = hashlib.sha256()
+    with open(path, "rb") as fh:
+        for block in iter(lambda: fh.read(1 << 20), b""):
+            digest.update(block)
+    return digest.hexdigest()
+
+
+@pytest.mark.parametrize("header", [False, True], ids=["db", "db+header"])
+def test_package_sha256_is_the_packages(tmp_path, debian_dbg_deb, header):
+    """The input's sha256 is hashed meanwhile and waited for late (while the DB's rows are
+    inserted; for --with-header before the header is made, whose banner says it): in the
+    DB's meta, the JSON and the banner it is hashlib's sha256 of the real .deb."""
+    out = str(tmp_path / "x.db")
+    res = json.loads(dbhive("build", debian_dbg_deb, "--out", out, "--source", "btf",
+                            "--no-progress", "--json", *(["--with-header"] if header else [])
+                            ).stdout)
+    want = _sha256(debian_dbg_deb)
+    assert store.read_meta(out)["source_sha256"] == want
+    assert res["meta"]["source_sha256"] == want
+    if header:
+        with open(str(tmp_path / "x.h")) as fh:
+            assert f"source-sha256={want}" in fh.read(4096)
+
+
 def _damaged(tmp_path, src, name, keep_bytes=None, flip_at=None):
     dst = tmp_path / name
     with open(src, "rb") as fh:
