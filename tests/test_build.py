@@ -113,15 +113,6 @@ def test_debian_deb_btf_source_equals_pahole(tmp_path, debian_dbg_deb, debian_vm
         assert a.read() == b.read()
 
 
-def _sha256(path: str) -> str:
-    import hashlib
-    digest = hashlib.sha256()
-    with open(path, "rb") as fh:
-        for block in iter(lambda: fh.read(1 << 20), b""):
-            digest.update(block)
-    return digest.hexdigest()
-
-
 @pytest.mark.parametrize("header", [False, True], ids=["db", "db+header"])
 def test_package_sha256_is_the_packages(tmp_path, debian_dbg_deb, header):
     """The input's sha256 is hashed meanwhile and waited for late (while the DB's rows are
@@ -131,7 +122,9 @@ def test_package_sha256_is_the_packages(tmp_path, debian_dbg_deb, header):
     res = json.loads(dbhive("build", debian_dbg_deb, "--out", out, "--source", "btf",
                             "--no-progress", "--json", *(["--with-header"] if header else [])
                             ).stdout)
-    want = _sha256(debian_dbg_deb)
+    import hashlib
+    with open(debian_dbg_deb, "rb") as fh:
+        want = hashlib.file_digest(fh, "sha256").hexdigest()
     assert store.read_meta(out)["source_sha256"] == want
     assert res["meta"]["source_sha256"] == want
     if header:
