@@ -23,14 +23,14 @@ from dbhive.btf import kinds as K
 from scripts.realdata import CACHE, RUNNING_BTF
 
 VERSION = "3"
+ARCH_DIR = "x86_64"          # raw BTF is filed under its arch, as btfhub does
+LS = "/bin/ls"
+LIBCRYPTO = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
 
 
 def garbage(n: int) -> bytes:
     """n random bytes, the same on every run (a failure is reproducible)."""
     return random.Random(16).randbytes(n)
-ARCH_DIR = "x86_64"          # raw BTF is filed under its arch, as btfhub does
-LS = "/bin/ls"
-LIBCRYPTO = "/usr/lib/x86_64-linux-gnu/libcrypto.so.3"
 
 
 # --- BTF ---------------------------------------------------------------------------------
