@@ -190,6 +190,15 @@ def damaged_db(path: str, e: sqlite3.DatabaseError) -> CorruptDB:
     return CorruptDB(f"{path} is damaged ({e})")
 
 
+def fetch_all(conn: sqlite3.Connection, path: str, sql: str, args: tuple = ()) -> list:
+    """The rows of a query on the DB `path` that `conn` has open; an SQLite error met
+    reading them is `damaged_db`'s one-line error."""
+    try:
+        return conn.execute(sql, args).fetchall()
+    except sqlite3.DatabaseError as e:
+        raise damaged_db(path, e) from None
+
+
 def read_meta_conn(conn: sqlite3.Connection, path: str) -> dict:
     try:
         return dict(conn.execute(_SQL_META).fetchall())

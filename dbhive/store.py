@@ -16,7 +16,7 @@ from . import model as M
 from . import output
 from . import schema as S
 from . import surftrace
-from .errors import SchemaError
+from .errors import CorruptDB
 
 SCHEMA_VERSION = S.SCHEMA_VERSION
 
@@ -334,12 +334,13 @@ _SQL_DECL_TAGS = S.select_sql(S.KT_DECL_TAGS, ("value", "target_kind", "target",
 
 def load_graph(path: str) -> M.TypeGraph:
     """The whole TypeGraph stored in a DB (for tests, comparisons and `dbhive show`).
-    SchemaError for a file that is not a DB of this schema version."""
+    SchemaError for a file that is not a DB of this schema version, CorruptDB for one
+    whose pages or rows are damaged."""
     conn, meta = S.open_db(path)
     try:
         return _load(conn, meta, path)
     except sqlite3.DatabaseError as e:
-        raise SchemaError(f"{path} is damaged ({e})") from None
+        raise S.damaged_db(path, e) from None
     finally:
         conn.close()
 
@@ -350,7 +351,7 @@ def _load(conn, meta: dict, path: str) -> M.TypeGraph:
     for (tid, kind, name, size, ref, nelems, variadic, signed, encoding, origin) in \
             conn.execute(_SQL_TYPES):
         if tid != len(g.types):
-            raise SchemaError(f"{path} is damaged (type ids are not dense at id {tid})")
+            raise CorruptDB(f"{path} is damaged (type ids are not dense at id {tid})")
         g.types.append(M.Type(kind=M.own_kind(kind), name=name, size=size, ref=ref,
                               nelems=nelems, variadic=bool(variadic),
                               signed=None if signed is None else bool(signed),

@@ -226,6 +226,8 @@ class _Translator:
         if t.startswith(("struct ", "union ")):
             try:
                 ref = self.r.find_type(t)
+            except CorruptDB:
+                raise
             except ResolverError:
                 if nptr:
                     return _Cur(None, None, nptr, spelled)
@@ -253,6 +255,8 @@ class _Translator:
                 name = c.text.rstrip("* ").strip()
                 try:
                     ref = self.r.find_type(name)
+                except CorruptDB:
+                    raise
                 except ResolverError:
                     raise ExprError(f"{name} is not a valid struct {self.where}") from None
                 return ref
@@ -496,6 +500,8 @@ class _Translator:
     def _skb_struct(self, name: str) -> TypeRef:
         try:
             return self.r.find_type(name)
+        except CorruptDB:
+            raise
         except ResolverError:
             raise ExprError(f"{name} is not in this kernel's DB") from None
 
@@ -505,6 +511,8 @@ class _Translator:
         sname, layer = skb
         try:
             data = self.r.offset("sk_buff.data").offset
+        except CorruptDB:
+            raise
         except ResolverError as err:
             raise ExprError(f"sk_buff.data: {err}") from None
         text = "+0x%x(%s)" % (data, text)
@@ -632,6 +640,8 @@ def translate(r: Optional[Resolver], lines, arch: str = "x86_64", compat: bool =
                 out.append(_translate_one(tr, r, i, line))
             except ExprError as e:
                 raise ExprError(f"{line!r}: {e}") from None
+            except CorruptDB as e:       # a damaged DB, not a bad expression: its own code
+                raise CorruptDB(f"{line!r}: {e}") from None
             except ResolverError as e:
                 raise ExprError(f"{line!r}: {e}") from None
     finally:

@@ -359,10 +359,7 @@ class KernelDB(TypeSource):
 
     def _query(self, sql: str, args: tuple = ()) -> list:
         with self._lock:
-            try:
-                return self._conn.execute(sql, args).fetchall()
-            except sqlite3.DatabaseError as e:
-                raise S.damaged_db(self.path, e) from None
+            return S.fetch_all(self._conn, self.path, sql, args)
 
     def type(self, tid: int) -> TypeRow:
         t = self._types.get(tid)

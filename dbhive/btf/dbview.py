@@ -5,8 +5,6 @@ where loading the whole graph takes a second.
 """
 from __future__ import annotations
 
-import sqlite3
-
 from .. import model as M
 from .. import schema as S
 from ..errors import CorruptDB
@@ -36,10 +34,7 @@ class DbView(TypeView):
         self.conn.close()
 
     def _rows(self, sql: str, args: tuple = ()) -> list:
-        try:
-            return self.conn.execute(sql, args).fetchall()
-        except sqlite3.DatabaseError as e:
-            raise S.damaged_db(self.path, e) from None
+        return S.fetch_all(self.conn, self.path, sql, args)
 
     def __enter__(self):
         return self
