@@ -294,6 +294,20 @@ def main():
                 eff = [a / c for a, c in zip(per_round["complete DB"], per_round["control"])]
                 print(f"complete DB scaling / the control's, each round: median "
                       f"{statistics.median(eff):.2f} ({' '.join(f'{r:.2f}' for r in eff)})")
+                # What the -j 2 ratio could be at best in each round: -j 2's CPU time (which
+                # includes what splitting the walk costs) spread over both cores without one
+                # idle moment.  -j 1 is not one core's work alone (the sha256 process runs
+                # beside it), so this ceiling is below 2 even with nothing serial.
+                one = samples["ours dbhive build -> DB (-j 1)"]
+                two = samples["ours dbhive build -> DB (-j 2)"]
+                busy = [a["cpu"] / a["wall"] for a in one]
+                ceil = [2 * a["wall"] / b["cpu"] for a, b in zip(one, two)]
+                print(f"complete DB -j 1: cores kept busy (CPU/wall), each round: median "
+                      f"{statistics.median(busy):.2f} ({' '.join(f'{r:.2f}' for r in busy)}); "
+                      f"CPU -j 2 / -j 1: {statistics.median(b['cpu'] / a['cpu'] for a, b in zip(one, two)):.2f}")
+                print(f"complete DB scaling ceiling, 2 x wall(-j 1) / CPU(-j 2) (both cores "
+                      f"busy every moment of -j 2), each round: median "
+                      f"{statistics.median(ceil):.2f} ({' '.join(f'{r:.2f}' for r in ceil)})")
 
         if args.no_deb or not args.deb:
             return
