@@ -16,7 +16,10 @@ dropped before every run):
                               each of two processes at the same time.  Its 1 -> 2 ratio is the
                               ceiling any 2-worker scaling can reach here at that moment (a
                               VM's two vCPUs are not always two whole cores): printed per
-                              round next to ours and pahole's.
+                              round next to ours and pahole's.  Per round too: the cores a
+                              -j 1 build keeps busy (its sha256 process runs beside it) and
+                              the ceiling of ours, 2 x wall(-j 1) / CPU(-j 2): the ratio if
+                              -j 2 kept both cores busy every moment.
 --shares instead: what a second worker loses by not seeing the first one's definitions: the
 time of the second share of a 2-worker split read alone (as the worker reads it) against the
 same share read right after the first in one process (whose definitions it may jump over),

@@ -22,7 +22,7 @@ from dataclasses import dataclass
 from typing import Optional
 
 from .api import Resolver, TypeRef, bitfield_unit
-from dbhive.errors import DbhiveError
+from dbhive.errors import AbsentMember, BadPath, DbhiveError, NoSuchType, NotAPointer
 
 from .errors import CorruptDB, ExprError, ResolverError
 from .kernel import ARRAY, COMPOSITE, MAX_CHAIN, PTR, QUALIFIERS
@@ -34,6 +34,11 @@ ARCH_REGS = {
     "aarch64": tuple(f"x{i}" for i in range(32)),
 }
 RESERVED_VARS = ("common_pid", "common_preempt_count", "common_flags", "common_type")
+
+# What a lookup answers when this kernel has no such type or member: the translator turns
+# these into the expression's error.  Whatever else a lookup raises (a damaged DB: CorruptDB,
+# exit code 7) is not the expression's fault and keeps its own error (translate()).
+_NOT_IN_KERNEL = (BadPath, NoSuchType, AbsentMember, NotAPointer)
 
 
 def named_arg(e: str, seen: list) -> tuple:
@@ -226,9 +231,7 @@ class _Translator:
         if t.startswith(("struct ", "union ")):
             try:
                 ref = self.r.find_type(t)
-            except CorruptDB:
-                raise
-            except ResolverError:
+            except _NOT_IN_KERNEL:
                 if nptr:
                     return _Cur(None, None, nptr, spelled)
                 raise ExprError(f"{t}: not a struct/union {self.where}") from None
@@ -255,9 +258,7 @@ class _Translator:
                 name = c.text.rstrip("* ").strip()
                 try:
                     ref = self.r.find_type(name)
-                except CorruptDB:
-                    raise
-                except ResolverError:
+                except _NOT_IN_KERNEL:
                     raise ExprError(f"{name} is not a valid struct {self.where}") from None
                 return ref
             return TypeRef(c.db, c.db.complete(c.db.strip(c.tid)))
@@ -500,9 +501,7 @@ class _Translator:
     def _skb_struct(self, name: str) -> TypeRef:
         try:
             return self.r.find_type(name)
-        except CorruptDB:
-            raise
-        except ResolverError:
+        except _NOT_IN_KERNEL:
             raise ExprError(f"{name} is not in this kernel's DB") from None
 
     def _skb(self, text: str, skb, member: str, e: str) -> tuple:
@@ -511,9 +510,7 @@ class _Translator:
         sname, layer = skb
         try:
             data = self.r.offset("sk_buff.data").offset
-        except CorruptDB:
-            raise
-        except ResolverError as err:
+        except _NOT_IN_KERNEL as err:
             raise ExprError(f"sk_buff.data: {err}") from None
         text = "+0x%x(%s)" % (data, text)
         base = self._skb_struct(sname)

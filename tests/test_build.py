@@ -2,6 +2,7 @@
 running kernel; bad input leaves nothing behind."""
 from __future__ import annotations
 
+import hashlib
 import json
 import os
 import shutil
@@ -51,7 +52,6 @@ def test_running_kernel_db_is_keyed_by_identity(running_hive):
     assert meta["type_source"] == "btf" and meta["source_kind"] == "raw-btf"
     assert len(meta["build_id"]) == 40
     with open("/sys/kernel/btf/vmlinux", "rb") as fh:
-        import hashlib
         assert meta["source_sha256"] == hashlib.sha256(fh.read()).hexdigest()
     text = dbhive("list", "--hive", running_hive).stdout
     assert uname.release in text and meta["build_id"][:16] in text
@@ -122,7 +122,6 @@ def test_package_sha256_is_the_packages(tmp_path, debian_dbg_deb, header):
     res = json.loads(dbhive("build", debian_dbg_deb, "--out", out, "--source", "btf",
                             "--no-progress", "--json", *(["--with-header"] if header else [])
                             ).stdout)
-    import hashlib
     with open(debian_dbg_deb, "rb") as fh:
         want = hashlib.file_digest(fh, "sha256").hexdigest()
     assert store.read_meta(out)["source_sha256"] == want

@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import pytest
 
+from dbhive.errors import CorruptDB, exit_code
 from resolver import ExprError, Resolver
 from resolver.expr import translate, translate_filter
 from tests.support.surftrace_client import ARM, CONTRACT, MORE, surftrace_show
@@ -88,6 +89,28 @@ def test_expr_errors(running_db, bad, match):
     with Resolver.open(db=running_db, overlay=None) as r:
         with pytest.raises(ExprError, match=match):
             translate(r, [bad])
+
+
+@pytest.mark.parametrize("line,lookup", [
+    ("p vfs_read n=!(struct file *)%0->f_path.dentry", "find_type"),     # a cast
+    ("p vfs_read n=!(struct file *)%0", "find_type"),
+    ("p __netif_receive_skb_core a=@(struct iphdr *)l3%0->protocol", "find_type"),   # a header
+    ("p __netif_receive_skb_core a=@(struct iphdr *)l3%0->protocol", "offset"),  # sk_buff.data
+])
+def test_a_damaged_db_met_mid_expression_is_not_an_expression_error(running_db, lookup, line,
+                                                                    monkeypatch):
+    """The translator turns a type or member this kernel lacks into the expression's error
+    (6), but a damaged DB that a cast's, a header's or sk_buff.data's lookup runs into keeps
+    its own (CorruptDB, 7).  The real DB, its lookups made to fail as a damaged page makes
+    them: the hostile damaged DBs already fail at the probed function's lookup."""
+    def damaged(*a, **k):
+        raise CorruptDB(f"{running_db} is damaged (database disk image is malformed)")
+    with Resolver.open(db=running_db, overlay=None) as r:
+        translate(r, [line])                    # fine on the real DB
+        monkeypatch.setattr(r, lookup, damaged)
+        with pytest.raises(CorruptDB) as got:
+            translate(r, [line])
+    assert not isinstance(got.value, ExprError) and exit_code(got.value) == 7
 
 
 def test_filter_translation():
